@@ -1,0 +1,139 @@
+"""server.ini: the seeds' ConfigMap, read into typed settings.
+
+Sections and keys are those of pyroute2-cni ([api], [network], [default],
+[logging], [readiness]); cnid adds a few keys of its own, each with a default,
+so a server.ini written for pyroute2-cni works unchanged.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket
+from pathlib import Path
+
+import msgspec
+
+from ._domains import VniAttachment, VrfDomain
+from ._errors import ConfigError
+
+
+class ApiConfig(msgspec.Struct, frozen=True):
+    socket_path_api: str = "/run/cnid/cni.sock"
+    socket_path_ctl: str = "/run/cnid/ctl.sock"
+    #: pyroute2-cni's separate descriptor socket; accepted, unused (the
+    #: descriptor travels with the request).
+    socket_path_fd: str = ""
+
+
+class NetworkConfig(msgspec.Struct, frozen=True):
+    node_name: str = ""
+    #: The node's address (VTEP). Empty: the primary address of the
+    #: default-route interface.
+    ipaddr: str = ""
+    #: The underlay interface. Empty: the default-route interface.
+    host_if: str = ""
+    #: Pod MTU. 0: the underlay MTU minus ``mtu_overhead`` (VXLAN's 50).
+    mtu: int = 0
+    mtu_overhead: int = 50
+    state_dir: str = "/var/lib/cnid"
+
+
+class DefaultDomainConfig(msgspec.Struct, frozen=True):
+    vrf: int = 42
+    table: int = 0  # 0: same as vrf, as pyroute2-cni does
+    vni: int = 0  # 0: same as vrf
+    port: int = 4789
+    prefix: str = "10.244.0.0"
+    prefixlen: int = 16
+    ipblocklen: int = 26
+    system_vrf_type: str = "l3vni"
+    service_vrf_max: int = 512
+    gc_interval_seconds: int = 300
+    fw_interval_seconds: int = 30
+    cni_config_dir: str = "/etc/cni/net.d"
+
+    def domain(self) -> VrfDomain:
+        if self.system_vrf_type not in ("l2vni", "l3vni"):
+            raise ConfigError(
+                f"[default] system_vrf_type must be l2vni or l3vni, not {self.system_vrf_type!r}"
+            )
+        att = VniAttachment(
+            type=self.system_vrf_type,  # type: ignore[arg-type]
+            vni=self.vni or self.vrf,
+            port=self.port,
+        )
+        return VrfDomain(
+            name=f"vrf-{self.vrf}",
+            vrf=self.vrf,
+            table=self.table or self.vrf,
+            prefix=self.prefix,
+            prefixlen=self.prefixlen,
+            ipblocklen=self.ipblocklen,
+            attachments=(att,),
+        ).validated()
+
+
+class LoggingConfig(msgspec.Struct, frozen=True):
+    level: str = "info"
+
+
+class ReadinessConfig(msgspec.Struct, frozen=True):
+    host: str = "0.0.0.0"
+    port: int = 24800
+
+
+class Config(msgspec.Struct, frozen=True):
+    api: ApiConfig = ApiConfig()
+    network: NetworkConfig = NetworkConfig()
+    default: DefaultDomainConfig = DefaultDomainConfig()
+    logging: LoggingConfig = LoggingConfig()
+    readiness: ReadinessConfig = ReadinessConfig()
+
+    @property
+    def node_name(self) -> str:
+        return self.network.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+_SECTIONS = {
+    "api": ApiConfig,
+    "network": NetworkConfig,
+    "default": DefaultDomainConfig,
+    "logging": LoggingConfig,
+    "readiness": ReadinessConfig,
+}
+
+
+def parse_config(text: str, source: str = "server.ini") -> Config:
+    """Parse server.ini text. Unknown sections and keys are ignored (other
+    tools share the ConfigMap); a bad value is a ConfigError naming it."""
+    parser = configparser.ConfigParser(
+        default_section="__none__", interpolation=None, inline_comment_prefixes=("#", ";")
+    )
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    sections: dict[str, object] = {}
+    for name, cls in _SECTIONS.items():
+        if not parser.has_section(name):
+            continue
+        fields = set(cls.__struct_fields__)
+        raw = {k: v.strip().strip('"') for k, v in parser.items(name) if k in fields}
+        try:
+            sections[name] = msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{source}: [{name}] {exc}") from None
+    config = msgspec.convert(sections, Config, from_attributes=True)
+    config.default.domain()  # validate the default domain now, not at the first ADD
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    if path is None:
+        return parse_config("")
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_config(text, source=str(path))

@@ -1,0 +1,127 @@
+"""The control socket behind ``cnictl``: operator views of the node."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import trio
+
+from . import __version__
+from ._errors import CnidError, ProtocolError
+from ._metrics import Metrics
+from ._protocol import PROTOCOL_VERSION, CtlResponse, decode_ctl_request, frame
+from ._readiness import Readiness
+from ._sockets import READ_TIMEOUT, read_frame, send_all
+from ._tenants import DomainRegistry
+from .cni._journal import Journal
+from .ipam import AddressPool
+
+log = logging.getLogger("cnid.control")
+
+View = Callable[[dict[str, str]], Awaitable[Any]]
+
+
+class ControlServer:
+    def __init__(
+        self,
+        *,
+        node: str,
+        readiness: Readiness,
+        journal: Journal,
+        pool: AddressPool,
+        domains: DomainRegistry,
+        metrics: Metrics,
+    ) -> None:
+        self.node = node
+        self.readiness = readiness
+        self.journal = journal
+        self.pool = pool
+        self.domains = domains
+        self.metrics = metrics
+        self.started = time.time()
+        self.views: dict[str, View] = {
+            "status": self.view_status,
+            "pods": self.view_pods,
+            "ipam": self.view_ipam,
+        }
+
+    async def view_status(self, args: dict[str, str]) -> dict[str, Any]:
+        records = self.journal.all()
+        domains = []
+        for d in self.domains.all():
+            links = self.domains.links(d.name)
+            domains.append(
+                {
+                    "name": d.name,
+                    "vrf": d.vrf,
+                    "table": d.table,
+                    "prefix": f"{d.prefix}/{d.prefixlen}",
+                    "attachments": [msgspec.to_builtins(a) for a in d.attachments],
+                    "links": msgspec.to_builtins(links) if links else None,
+                    "pods": sum(1 for r in records if r.domain == d.name),
+                }
+            )
+        return {
+            "node": self.node,
+            "version": __version__,
+            "ready": self.readiness.ready,
+            "components": self.readiness.snapshot(),
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "pods": sum(1 for r in records if r.state == "ready"),
+            "domains": domains,
+        }
+
+    async def view_pods(self, args: dict[str, str]) -> list[dict[str, Any]]:
+        out = []
+        for r in sorted(self.journal.all(), key=lambda r: (r.pod_namespace, r.pod_name)):
+            out.append(
+                {
+                    "namespace": r.pod_namespace,
+                    "pod": r.pod_name,
+                    "container_id": r.container_id,
+                    "ifname": r.ifname,
+                    "domain": r.domain,
+                    "vrf": r.vrf,
+                    "address": f"{r.address}/{r.prefixlen}" if r.address else "",
+                    "gateway": r.gateway,
+                    "host_ifname": r.host_ifname,
+                    "state": r.state,
+                }
+            )
+        return out
+
+    async def view_ipam(self, args: dict[str, str]) -> list[dict[str, Any]]:
+        blocks = await self.pool.blocks()
+        node_only = args.get("all") != "true"
+        return [
+            msgspec.to_builtins(b) for b in blocks if not node_only or b.node == self.node
+        ]
+
+    async def handle_connection(self, conn: trio.socket.SocketType) -> None:
+        fds: list[int] = []
+        try:
+            with trio.fail_after(READ_TIMEOUT):
+                payload, fds = await read_frame(conn)
+            if fds:
+                raise ProtocolError("the control socket takes no file descriptors")
+            request = decode_ctl_request(payload)
+            view = self.views.get(request.command)
+            if view is None:
+                raise CnidError(
+                    f"unknown command {request.command!r}; known: {', '.join(sorted(self.views))}"
+                )
+            response = CtlResponse(PROTOCOL_VERSION, True, await view(request.args))
+        except (CnidError, trio.TooSlowError) as exc:
+            if isinstance(exc, ProtocolError):
+                self.metrics.protocol_errors.labels(socket="control").inc()
+            msg = exc.msg if isinstance(exc, CnidError) else "request timed out"
+            response = CtlResponse(PROTOCOL_VERSION, False, None, msg)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        await send_all(conn, frame(response))

@@ -1,0 +1,171 @@
+"""The node daemon: every service started from one nursery, in order.
+
+health (liveness from the first moment) -> node state (journal, address
+store) -> underlay -> domains (kernel objects of every tenant) -> recovery
+of what a previous run left -> the CNI socket -> the control socket.
+Readiness is the conjunction of the services' own reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+import trio
+
+from . import dataplane
+from ._config import Config
+from ._control import ControlServer
+from ._errors import CnidError
+from ._health import HealthServer
+from ._metrics import Metrics
+from ._readiness import Readiness
+from ._sockets import serve_unix
+from ._tenants import DomainRegistry
+from .cni._journal import Journal
+from .cni._server import CniServer
+from .cni._service import CniService
+from .ipam import AddressPool, FileStore
+
+log = logging.getLogger("cnid")
+
+_BACKOFF_MAX = 30.0
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.node = config.node_name
+        self.metrics = Metrics()
+        self.readiness = Readiness()
+        for component in ("underlay", "domains", "recovery", "cni-socket"):
+            self.readiness.expect(component)
+        self.domains = DomainRegistry(config.default.domain())
+        state_dir = Path(config.network.state_dir)
+        self.journal = Journal(state_dir)
+        self.pool = AddressPool(FileStore(state_dir / "ipam.json"), self.node)
+        self.health_port = 0
+        self._domains_changed = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        health = HealthServer(self.readiness, self.metrics)
+        async with trio.open_nursery() as nursery:
+            self.health_port = await nursery.start(
+                health.run, cfg.readiness.host, cfg.readiness.port
+            )
+            for problem in self.journal.load():
+                log.error("state: unreadable attachment record moved aside: %s", problem)
+            underlay = await self._discover_underlay()
+            mtu = cfg.network.mtu or underlay.mtu - cfg.network.mtu_overhead
+            log.info(
+                "node %s: underlay %s (%s, mtu %d), pod mtu %d",
+                self.node,
+                underlay.ifname,
+                underlay.address,
+                underlay.mtu,
+                mtu,
+            )
+            service = CniService(
+                pool=self.pool,
+                journal=self.journal,
+                dataplane=dataplane,
+                domains=self.domains,
+                readiness=self.readiness,
+                metrics=self.metrics,
+                mtu=mtu,
+            )
+            await nursery.start(self._run_domains, underlay)
+            await service.recover()
+            self.readiness.set_ready("recovery")
+            cni = CniServer(service, self.metrics)
+            await nursery.start(serve_unix, cfg.api.socket_path_api, cni.handle_connection)
+            self.readiness.set_ready("cni-socket")
+            control = ControlServer(
+                node=self.node,
+                readiness=self.readiness,
+                journal=self.journal,
+                pool=self.pool,
+                domains=self.domains,
+                metrics=self.metrics,
+            )
+            await nursery.start(serve_unix, cfg.api.socket_path_ctl, control.handle_connection)
+            log.info(
+                "serving CNI on %s, control on %s", cfg.api.socket_path_api, cfg.api.socket_path_ctl
+            )
+            task_status.started(self)
+
+    async def _discover_underlay(self) -> dataplane.Underlay:
+        delay = 0.5
+        while True:
+            try:
+                underlay = await dataplane.discover_underlay(
+                    self.config.network.host_if, self.config.network.ipaddr
+                )
+            except CnidError as exc:
+                self.readiness.set_not_ready("underlay", exc.msg)
+                log.error("underlay: %s; retrying in %.1fs", exc.msg, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            self.readiness.set_ready("underlay")
+            return underlay
+
+    async def _run_domains(
+        self, underlay: dataplane.Underlay, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Keep every domain's kernel objects in place. Reports started after
+        the first attempt, successful or not: a node whose kernel refuses a
+        VRF stays up, says why it is not ready, and keeps trying."""
+        delay = 1.0
+        started = False
+        while True:
+            try:
+                for domain in self.domains.all():
+                    links = await dataplane.ensure_domain(domain, underlay)
+                    self.domains.set_links(domain.name, links)
+            except CnidError as exc:
+                self.readiness.set_not_ready("domains", exc.msg)
+                log.error("domains: %s; retrying in %.0fs", exc.msg, delay)
+                if not started:
+                    task_status.started()
+                    started = True
+                await trio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            delay = 1.0
+            self.readiness.set_ready("domains")
+            if not started:
+                task_status.started()
+                started = True
+            self._domains_changed = trio.Event()
+            with trio.move_on_after(max(self.config.default.fw_interval_seconds, 1)):
+                await self._domains_changed.wait()
+
+    def domains_changed(self) -> None:
+        self._domains_changed.set()
+
+
+async def serve(config: Config) -> None:
+    """Run the daemon until SIGTERM or SIGINT, then shut down cleanly."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            daemon = Daemon(config)
+            nursery.start_soon(daemon.run)
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+    log.info("stopped (pid %d)", os.getpid())
+
+
+def level_of(name: str) -> int:
+    level = logging.getLevelName(name.upper())
+    return level if isinstance(level, int) else logging.INFO
+

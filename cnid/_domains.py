@@ -1,0 +1,80 @@
+"""Tenants: a VRFDomain and its VNI attachments, as the seeds define them.
+
+These Structs mirror the ``spec`` of the ``cni.pyroute2.org/v1alpha1``
+VRFDomain kind field for field, so the Kubernetes controller can decode a CR
+straight into them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+import msgspec
+
+from ._errors import ConfigError
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+AttachmentType = Literal["l2vni", "l3vni"]
+
+
+class VniAttachment(msgspec.Struct, frozen=True, rename="camel"):
+    type: AttachmentType
+    vni: int
+    port: int = 4789
+
+
+class VrfDomain(msgspec.Struct, frozen=True, rename="camel"):
+    name: str
+    vrf: int
+    table: int
+    prefix: str
+    prefixlen: int
+    ipblocklen: int
+    attachments: tuple[VniAttachment, ...] = ()
+
+    @property
+    def network(self) -> IPNetwork:
+        return ipaddress.ip_network(f"{self.prefix}/{self.prefixlen}")
+
+    @property
+    def pod_attachment(self) -> VniAttachment:
+        """The attachment pods are wired to: l2vni when there is one (the
+        seeds: "l2vni is preferred for attaching pods"), else l3vni."""
+        for kind in ("l2vni", "l3vni"):
+            for att in self.attachments:
+                if att.type == kind:
+                    return att
+        raise ConfigError(f"domain {self.name} has no attachment to wire pods to")
+
+    @property
+    def anycast_gateway(self) -> IPAddress:
+        """The gateway of an l2vni domain: the first host address of its
+        prefix, held by the domain's bridge on every node."""
+        return self.network.network_address + 1
+
+    def validated(self) -> VrfDomain:
+        """Return self, or raise ConfigError naming the first bad field."""
+        try:
+            net = ipaddress.ip_network(f"{self.prefix}/{self.prefixlen}")
+        except ValueError as exc:
+            raise ConfigError(f"domain {self.name}: bad prefix: {exc}") from None
+        if not 1 <= self.vrf <= 0xFFFFFFFF or not 1 <= self.table <= 0xFFFFFFFF:
+            raise ConfigError(f"domain {self.name}: vrf and table must be 1..2^32-1")
+        if self.table in (253, 254, 255):
+            raise ConfigError(f"domain {self.name}: table {self.table} is reserved")
+        if not net.prefixlen < self.ipblocklen <= net.max_prefixlen - 1:
+            raise ConfigError(
+                f"domain {self.name}: ipblocklen {self.ipblocklen} must be longer than "
+                f"prefixlen {net.prefixlen} and at most {net.max_prefixlen - 1}"
+            )
+        if not self.attachments:
+            raise ConfigError(f"domain {self.name}: no attachments")
+        for att in self.attachments:
+            if not 1 <= att.vni < 2**24:
+                raise ConfigError(f"domain {self.name}: vni {att.vni} out of range")
+            if not 1 <= att.port <= 65535:
+                raise ConfigError(f"domain {self.name}: port {att.port} out of range")
+        return self

@@ -1,0 +1,83 @@
+"""/livez, /readyz and /metrics on the seeds' port (24800), over h11.
+
+h11 is already in the dependency tree (httpx's transport uses it); a few
+dozen lines of it serve three GET endpoints without a web framework.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import h11
+import trio
+
+from ._metrics import Metrics
+from ._readiness import Readiness
+
+log = logging.getLogger("cnid.health")
+_MAX_REQUEST = 16 * 1024
+_TIMEOUT = 10.0
+
+
+class HealthServer:
+    def __init__(self, readiness: Readiness, metrics: Metrics) -> None:
+        self.readiness = readiness
+        self.metrics = metrics
+
+    def respond(self, target: str) -> tuple[int, str, bytes]:
+        path = target.split("?", 1)[0]
+        if path == "/livez":
+            return 200, "text/plain; charset=utf-8", b"ok\n"
+        if path == "/readyz":
+            self.metrics.ready.set(1 if self.readiness.ready else 0)
+            if self.readiness.ready:
+                return 200, "text/plain; charset=utf-8", b"ok\n"
+            body = "not ready\n" + "".join(f"{r}\n" for r in self.readiness.reasons())
+            return 503, "text/plain; charset=utf-8", body.encode()
+        if path == "/metrics":
+            self.metrics.ready.set(1 if self.readiness.ready else 0)
+            return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()
+        return 404, "text/plain; charset=utf-8", b"not found\n"
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST)
+        try:
+            with trio.fail_after(_TIMEOUT):
+                while True:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        data = await stream.receive_some(4096)
+                        conn.receive_data(data)
+                        continue
+                    if isinstance(event, h11.Request):
+                        break
+                    return
+            method = event.method.decode()
+            if method not in ("GET", "HEAD"):
+                status, ctype, body = 405, "text/plain; charset=utf-8", b"method not allowed\n"
+            else:
+                status, ctype, body = self.respond(event.target.decode("latin-1"))
+            headers = [
+                ("content-type", ctype),
+                ("content-length", str(len(body))),
+                ("connection", "close"),
+            ]
+            out = conn.send(h11.Response(status_code=status, headers=headers))
+            if method != "HEAD":
+                out = (out or b"") + (conn.send(h11.Data(data=body)) or b"")
+            out = (out or b"") + (conn.send(h11.EndOfMessage()) or b"")
+            await stream.send_all(out)
+        except (h11.RemoteProtocolError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            log.debug("health client: %s", exc)
+        finally:
+            await stream.aclose()
+
+    async def run(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host or None)
+        bound = listeners[0].socket.getsockname()[1]
+        log.info("health and metrics on %s:%d", host or "*", bound)
+        async with trio.open_nursery() as nursery:
+            task_status.started(bound)
+            await trio.serve_listeners(self._serve, listeners, handler_nursery=nursery)

@@ -1,0 +1,66 @@
+"""The CNI socket: one connection per plugin invocation, one frame each way."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import trio
+
+from .._errors import ProtocolError
+from .._metrics import Metrics
+from .._protocol import PROTOCOL_VERSION, CniResponse, decode_cni_request, frame
+from .._sockets import READ_TIMEOUT, read_frame, send_all
+from ._invocation import LATEST, parse_invocation, peek_version
+from ._results import encode, render_error
+from ._service import CniService, error_from
+
+log = logging.getLogger("cnid.cni")
+
+
+class CniServer:
+    def __init__(self, service: CniService, metrics: Metrics) -> None:
+        self.service = service
+        self.metrics = metrics
+
+    async def handle_connection(self, conn: trio.socket.SocketType) -> None:
+        fds: list[int] = []
+        start = time.perf_counter()
+        command = "unknown"
+        version = LATEST
+        try:
+            try:
+                with trio.fail_after(READ_TIMEOUT):
+                    payload, fds = await read_frame(conn)
+            except trio.TooSlowError:
+                raise ProtocolError(f"no complete request within {READ_TIMEOUT:.0f}s") from None
+            request = decode_cni_request(payload)
+            version = peek_version(request.stdin)
+            command = request.env.get("CNI_COMMAND", "unknown") or "unknown"
+            if request.has_netns != bool(fds) or len(fds) > 1:
+                raise ProtocolError(
+                    f"request announces has_netns={request.has_netns} but carried {len(fds)} fd(s)"
+                )
+            inv = parse_invocation(request.env, request.stdin, bool(fds))
+            command = inv.command
+            result = await self.service.handle(inv, fds[0] if fds else None)
+            response = CniResponse(PROTOCOL_VERSION, 0, encode(result) if result else b"")
+            outcome = "ok"
+        except Exception as exc:  # the boundary: everything becomes a CNI error
+            err = error_from(exc)
+            if isinstance(err, ProtocolError):
+                self.metrics.protocol_errors.labels(socket="cni").inc()
+            log.warning("%s failed: code %d: %s %s", command, err.code, err.msg, err.details)
+            response = CniResponse(PROTOCOL_VERSION, 1, encode(render_error(err, version)))
+            outcome = str(int(err.code))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        label = command if command in _KNOWN else "unknown"
+        self.metrics.requests.labels(command=label, result=outcome).inc()
+        self.metrics.latency.labels(command=label).observe(time.perf_counter() - start)
+        await send_all(conn, frame(response))
+
+
+_KNOWN = {"ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"}

@@ -1,0 +1,77 @@
+"""``cnictl [--json] status|pods|ipam``: query the daemon's control socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+from .._errors import CnidError
+from .._protocol import (
+    HEADER,
+    PROTOCOL_VERSION,
+    CtlRequest,
+    CtlResponse,
+    decode_ctl_response,
+    frame,
+    payload_length,
+)
+from ._tables import render
+
+DEFAULT_SOCKET = "/run/cnid/ctl.sock"
+
+
+def query(path: str, command: str, args: dict[str, str], timeout: float = 10.0) -> CtlResponse:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(frame(CtlRequest(PROTOCOL_VERSION, command, args)))
+        header = _recv_exact(sock, HEADER.size)
+        return decode_ctl_response(_recv_exact(sock, payload_length(header)))
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("the daemon closed the connection early")
+        buf += chunk
+    return bytes(buf)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cnictl", description="operator views of a cnid node")
+    parser.add_argument(
+        "--socket",
+        default=os.environ.get("CNID_CTL_SOCKET", DEFAULT_SOCKET),
+        help=f"the daemon's control socket (default {DEFAULT_SOCKET}, env CNID_CTL_SOCKET)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="node readiness, domains and their kernel objects")
+    sub.add_parser("pods", help="pod attachments on this node")
+    ipam = sub.add_parser("ipam", help="IP blocks of this node (as kubectl get ipblocks)")
+    ipam.add_argument("--all", action="store_true", help="blocks of every node")
+    args = parser.parse_args(argv)
+    call_args: dict[str, str] = {}
+    if getattr(args, "all", False):
+        call_args["all"] = "true"
+    try:
+        response = query(args.socket, args.command, call_args)
+    except (OSError, CnidError) as exc:
+        msg = exc.msg if isinstance(exc, CnidError) else str(exc)
+        print(f"cnictl: cannot reach the daemon at {args.socket}: {msg}", file=sys.stderr)
+        return 2
+    if not response.ok:
+        print(f"cnictl: {response.error}", file=sys.stderr)
+        return 1
+    data: Any = response.data
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(render(args.command, data))
+    return 0
