@@ -1,0 +1,237 @@
+"""One cnid node in a network namespace, and pods created the way kubelet does.
+
+A node is a namespace ``<name>`` with an underlay interface ``eth0`` whose
+peer sits in a second namespace ``<name>-fab`` (the fabric side), a daemon
+started in the node namespace with its own config, sockets and state, and
+the real ``cnid-plugin`` binary executed with a CNI environment for every
+pod operation. Every process is tracked by PID and every namespace removed
+on ``stop()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGIN = REPO / "build" / "cnid-plugin"
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+def sh(*args: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [*(["ip", "netns", "exec", ns] if ns else []), *args]
+    return subprocess.run(cmd, check=check, text=True, capture_output=True)
+
+
+def netns_add(name: str) -> str:
+    sh("ip", "netns", "add", name)
+    sh("ip", "link", "set", "lo", "up", ns=name)
+    return f"/run/netns/{name}"
+
+
+def netns_del(name: str) -> None:
+    sh("ip", "netns", "del", name, check=False)
+
+
+def conflist_conf(name: str = "cnid", version: str = "1.1.0", **extra: Any) -> dict[str, Any]:
+    """The network configuration the runtime hands our plugin."""
+    return {"cniVersion": version, "name": name, "type": "cnid-plugin", **extra}
+
+
+@dataclass
+class PluginRun:
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout) if self.stdout.strip() else None
+
+
+@dataclass
+class CnidNode:
+    name: str
+    underlay_addr: str = "192.168.77.2/24"
+    fabric_addr: str = "192.168.77.1/24"
+    ini_extra: str = ""
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnid-node-")))
+    pid: int | None = None
+    pods: list[str] = field(default_factory=list)
+
+    @property
+    def fabric(self) -> str:
+        return f"{self.name}-fab"
+
+    @property
+    def socket(self) -> str:
+        return str(self.workdir / "cni.sock")
+
+    @property
+    def ctl_socket(self) -> str:
+        return str(self.workdir / "ctl.sock")
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workdir / "state"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "cnid.log"
+
+    def config_text(self) -> str:
+        return (
+            f"[api]\nsocket_path_api = {self.socket}\nsocket_path_ctl = {self.ctl_socket}\n"
+            f"[network]\nnode_name = {self.name}\nstate_dir = {self.state_dir}\n"
+            f"[readiness]\nhost = 127.0.0.1\nport = 24800\n"
+            f"[logging]\nlevel = info\n{self.ini_extra}"
+        )
+
+    # -- lifecycle --------------------------------------------------------
+
+    def create(self) -> CnidNode:
+        netns_add(self.name)
+        netns_add(self.fabric)
+        sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "up0",
+           "netns", self.fabric, ns=self.name)
+        sh("ip", "addr", "add", self.underlay_addr, "dev", "eth0", ns=self.name)
+        sh("ip", "link", "set", "eth0", "up", ns=self.name)
+        sh("ip", "addr", "add", self.fabric_addr, "dev", "up0", ns=self.fabric)
+        sh("ip", "link", "set", "up0", "up", ns=self.fabric)
+        gw = self.fabric_addr.split("/")[0]
+        sh("ip", "route", "add", "default", "via", gw, ns=self.name)
+        (self.workdir / "server.ini").write_text(self.config_text())
+        return self
+
+    def start_unready(self, wait: float = 60.0) -> CnidNode:
+        """Start the daemon and wait only for its CNI socket (a node whose
+        kernel lacks a VRF device never becomes ready)."""
+        return self.start(wait, require_ready=False)
+
+    def start(self, wait: float = 60.0, require_ready: bool = True) -> CnidNode:
+        log = open(self.log_path, "ab")
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.name, str(VENV_BIN / "cnid"), "run",
+             "--config", str(self.workdir / "server.ini")],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.pid = proc.pid
+        self._proc = proc
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"cnid exited with {proc.returncode}:\n{self.log_tail()}")
+            status = self.status()
+            if status is not None and (
+                status.get("ready")
+                or (not require_ready and status["components"].get("cni-socket") == "ready")
+            ):
+                return self
+            time.sleep(0.1)
+        raise TimeoutError(f"cnid on {self.name} not ready in {wait}s:\n{self.log_tail()}")
+
+    def kill(self, sig: int = signal.SIGTERM, wait: float = 20.0) -> int | None:
+        """Send ``sig`` to the daemon and reap it; SIGKILL if it lingers."""
+        if self.pid is None:
+            return None
+        proc = self._proc
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            rc = proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+        self.pid = None
+        return rc
+
+    def stop(self) -> None:
+        self.kill()
+        for pod in list(self.pods):
+            netns_del(pod)
+        self.pods.clear()
+        netns_del(self.name)
+        netns_del(self.fabric)
+        subprocess.run(["rm", "-rf", str(self.workdir)], check=False)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # -- operator and kubelet views ---------------------------------------
+
+    def cnictl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(VENV_BIN / "cnictl"), "--socket", self.ctl_socket, *args],
+            text=True, capture_output=True, check=False,
+        )
+
+    def status(self) -> dict[str, Any] | None:
+        out = self.cnictl("--json", "status")
+        return json.loads(out.stdout) if out.returncode == 0 else None
+
+    def add_pod(self, name: str) -> str:
+        path = netns_add(name)
+        self.pods.append(name)
+        return path
+
+    def del_pod_netns(self, name: str) -> None:
+        netns_del(name)
+        if name in self.pods:
+            self.pods.remove(name)
+
+    def plugin(
+        self,
+        command: str,
+        *,
+        container_id: str = "",
+        netns: str = "",
+        ifname: str = "eth0",
+        conf: dict[str, Any] | bytes | None = None,
+        pod: tuple[str, str] = ("default", ""),
+        env: dict[str, str] | None = None,
+        timeout: float = 120.0,
+    ) -> PluginRun:
+        """Execute the real plugin exactly as kubelet/containerd would."""
+        stdin = conf if isinstance(conf, bytes) else json.dumps(conf or conflist_conf()).encode()
+        cni_env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": container_id,
+            "CNI_NETNS": netns,
+            "CNI_IFNAME": ifname,
+            "CNI_PATH": str(PLUGIN.parent),
+            "CNI_ARGS": (
+                f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod[0]};K8S_POD_NAME={pod[1]};"
+                f"K8S_POD_INFRA_CONTAINER_ID={container_id};K8S_POD_UID=uid-{container_id}"
+            ),
+            "CNID_SOCKET": self.socket,
+        }
+        cni_env.update(env or {})
+        start = time.perf_counter()
+        out = subprocess.run(
+            [str(PLUGIN)], input=stdin, env=cni_env, capture_output=True, timeout=timeout
+        )
+        return PluginRun(
+            out.returncode, out.stdout.decode(), out.stderr.decode(), time.perf_counter() - start
+        )
+
+    def ping(self, from_ns: str, address: str, count: int = 1, vrf: str | None = None) -> bool:
+        cmd = ["ping", "-c", str(count), "-W", "2", "-i", "0.2", address]
+        if vrf:
+            cmd = ["ip", "vrf", "exec", vrf, *cmd]
+        return sh(*cmd, ns=from_ns, check=False).returncode == 0
