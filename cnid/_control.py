@@ -98,9 +98,7 @@ class ControlServer:
     async def view_ipam(self, args: dict[str, str]) -> list[dict[str, Any]]:
         blocks = await self.pool.blocks()
         node_only = args.get("all") != "true"
-        return [
-            msgspec.to_builtins(b) for b in blocks if not node_only or b.node == self.node
-        ]
+        return [msgspec.to_builtins(b) for b in blocks if not node_only or b.node == self.node]
 
     async def handle_connection(self, conn: trio.socket.SocketType) -> None:
         fds: list[int] = []

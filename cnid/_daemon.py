@@ -168,4 +168,3 @@ async def serve(config: Config) -> None:
 def level_of(name: str) -> int:
     level = logging.getLevelName(name.upper())
     return level if isinstance(level, int) else logging.INFO
-

@@ -39,9 +39,7 @@ async def read_frame(sock: trio.socket.SocketType) -> tuple[bytes, list[int]]:
     want = HEADER.size
     try:
         while len(buf) < want:
-            data, ancdata, flags, _ = await sock.recvmsg(
-                min(65536, want - len(buf)), _ANCBUF
-            )
+            data, ancdata, flags, _ = await sock.recvmsg(min(65536, want - len(buf)), _ANCBUF)
             for level, kind, cdata in ancdata:
                 if level == stdsocket.SOL_SOCKET and kind == stdsocket.SCM_RIGHTS:
                     usable = len(cdata) - len(cdata) % array.array("i").itemsize

@@ -41,16 +41,19 @@ def main() -> int:
             step(f"kubelet creates pod default/{name}: netns, then CNI ADD through cnid-plugin")
             path = node.add_pod(f"{name}-{suffix}")
             cid = f"{name}-{suffix}-0123456789abcdef"
-            run = node.plugin("ADD", container_id=cid, netns=path, pod=("default", name),
-                              conf=conflist_conf())
+            run = node.plugin(
+                "ADD", container_id=cid, netns=path, pod=("default", name), conf=conflist_conf()
+            )
             failures += not check(run.rc == 0, f"ADD exit {run.rc} in {run.seconds * 1000:.1f} ms")
             if run.rc != 0:
                 print(run.stdout, run.stderr)
                 continue
             result = run.json
             ip = result["ips"][0]["address"]
-            print(f"    {name}: eth0 {ip} gw {result['ips'][0]['gateway']}"
-                  f" host-if {result['interfaces'][0]['name']}")
+            print(
+                f"    {name}: eth0 {ip} gw {result['ips'][0]['gateway']}"
+                f" host-if {result['interfaces'][0]['name']}"
+            )
             pods[name] = (cid, path, ip.split("/")[0])
             out = sh("ip", "-br", "addr", "show", "eth0", ns=f"{name}-{suffix}")
             print(f"    in the pod: {out.stdout.strip()}")
@@ -61,8 +64,9 @@ def main() -> int:
             failures += not check(node.ping(f"pod-a-{suffix}", b[2], 3), f"pod-a -> pod-b {b[2]}")
             failures += not check(node.ping(f"pod-b-{suffix}", a[2], 3), f"pod-b -> pod-a {a[2]}")
             for name, (_, _, ip) in pods.items():
-                failures += not check(node.ping(node.name, ip, 3, vrf="vrf-42"),
-                                      f"node (vrf-42) -> {name} {ip}")
+                failures += not check(
+                    node.ping(node.name, ip, 3, vrf="vrf-42"), f"node (vrf-42) -> {name} {ip}"
+                )
 
         step("cnictl pods / cnictl ipam")
         print(node.cnictl("pods").stdout)

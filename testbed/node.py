@@ -100,8 +100,20 @@ class CnidNode:
     def create(self) -> CnidNode:
         netns_add(self.name)
         netns_add(self.fabric)
-        sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "up0",
-           "netns", self.fabric, ns=self.name)
+        sh(
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0",
+            "netns",
+            self.fabric,
+            ns=self.name,
+        )
         sh("ip", "addr", "add", self.underlay_addr, "dev", "eth0", ns=self.name)
         sh("ip", "link", "set", "eth0", "up", ns=self.name)
         sh("ip", "addr", "add", self.fabric_addr, "dev", "up0", ns=self.fabric)
@@ -119,9 +131,19 @@ class CnidNode:
     def start(self, wait: float = 60.0, require_ready: bool = True) -> CnidNode:
         log = open(self.log_path, "ab")
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.name, str(VENV_BIN / "cnid"), "run",
-             "--config", str(self.workdir / "server.ini")],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.name,
+                str(VENV_BIN / "cnid"),
+                "run",
+                "--config",
+                str(self.workdir / "server.ini"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -177,7 +199,9 @@ class CnidNode:
     def cnictl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(VENV_BIN / "cnictl"), "--socket", self.ctl_socket, *args],
-            text=True, capture_output=True, check=False,
+            text=True,
+            capture_output=True,
+            check=False,
         )
 
     def status(self) -> dict[str, Any] | None:

@@ -17,7 +17,6 @@ import msgspec
 import trio
 
 from .._domains import VrfDomain
-from .._tenants import DomainRegistry
 from .._errors import (
     CnidError,
     InvalidNetconf,
@@ -28,6 +27,7 @@ from .._errors import (
 )
 from .._metrics import Metrics
 from .._readiness import Readiness
+from .._tenants import DomainRegistry
 from ..dataplane import DomainLinks, PodLink, PodWiring, host_ifname
 from ..ipam import AddressPool, Lease, Owner
 from ._invocation import SUPPORTED_VERSIONS, Attachment, Invocation
@@ -254,9 +254,7 @@ class CniService:
             raise UnknownContainer(f"{inv.netns} is not a network namespace")
         record = self.journal.get(inv.attachment)
         if record is None or record.state != "ready":
-            raise UnknownContainer(
-                f"no attachment {inv.container_id}/{inv.ifname} on this node"
-            )
+            raise UnknownContainer(f"no attachment {inv.container_id}/{inv.ifname} on this node")
         prev = inv.prev_result
         if prev is not None:
             addresses = {ip.get("address", "").split("/")[0] for ip in prev.get("ips", [])}
@@ -342,9 +340,7 @@ class CniService:
                 domain=domain,
             )
         except KernelError as exc:
-            log.error(
-                "cannot unwire %s/%s: %s", record.container_id, record.ifname, exc.msg
-            )
+            log.error("cannot unwire %s/%s: %s", record.container_id, record.ifname, exc.msg)
             raise
         await self.pool.release(record.vrf, record.container_id, record.ifname)
         self.journal.delete(record.attachment)

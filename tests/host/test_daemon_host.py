@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cnid._protocol import MAX_FRAME, frame, CniRequest
+from cnid._protocol import MAX_FRAME, CniRequest, frame
 from testbed.node import VENV_BIN, CnidNode, conflist_conf
 
 
@@ -36,12 +36,16 @@ def http_get(node: CnidNode, path: str) -> tuple[int, str]:
         "import urllib.request, urllib.error, sys\n"
         "try:\n"
         f"    r = urllib.request.urlopen('http://127.0.0.1:24800{path}', timeout=5)\n"
-        "    print(r.status); print(r.read().decode())\n"
+        "    print(r.status); print(r.read().decode(), end=\"\")\n"
         "except urllib.error.HTTPError as e:\n"
-        "    print(e.code); print(e.read().decode())\n"
+        "    print(e.code); print(e.read().decode(), end=\"\")\n"
     )
-    out = subprocess.run(["ip", "netns", "exec", node.name, str(VENV_BIN / "python"), "-c", code],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ip", "netns", "exec", node.name, str(VENV_BIN / "python"), "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     status, _, body = out.partition("\n")
     return int(status), body
 
@@ -146,8 +150,9 @@ def test_frames_straight_to_the_socket(node: CnidNode) -> None:
     # over the limit: refused before reading the payload, answered with code 6
     err = decode_answer(raw_exchange(node.socket, struct.pack(">I", MAX_FRAME + 1)))
     assert err["code"] == 6 and "exceeds" in err["msg"]
-    # truncated: the peer closes early; nothing to answer, the daemon goes on
-    assert raw_exchange(node.socket, struct.pack(">I", 100) + b"x" * 10) == b""
+    # truncated: the peer stops writing early; answered with code 6 if it still listens
+    err = decode_answer(raw_exchange(node.socket, struct.pack(">I", 100) + b"x" * 10))
+    assert err["code"] == 6 and "truncated" in err["msg"]
     # garbage payload
     err = decode_answer(raw_exchange(node.socket, struct.pack(">I", 3) + b"\xc1\xc1\xc1"))
     assert err["code"] == 6

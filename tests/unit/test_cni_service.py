@@ -34,9 +34,19 @@ class FakeDataplane:
     def is_netns_fd(self, fd: int) -> bool:
         return fd == NETNS_FD
 
-    async def wire_pod(self, *, netns_fd: int, container_id: str, ifname: str, address: str,
-                       prefixlen: int, gateway: str, mtu: int, domain: VrfDomain,
-                       links: DomainLinks) -> PodWiring:
+    async def wire_pod(
+        self,
+        *,
+        netns_fd: int,
+        container_id: str,
+        ifname: str,
+        address: str,
+        prefixlen: int,
+        gateway: str,
+        mtu: int,
+        domain: VrfDomain,
+        links: DomainLinks,
+    ) -> PodWiring:
         name = host_ifname(container_id, ifname)
         if name in self.links:
             raise KernelError(f"{name} exists", errno=17)
@@ -47,21 +57,38 @@ class FakeDataplane:
             # like the real one: roll back what this call created, then raise
             del self.links[name]
             raise exc
-        return PodWiring(host_ifname=name, host_mac="02:00:00:00:00:01", pod_ifname=ifname,
-                         pod_mac="02:00:00:00:00:02", mtu=mtu)
+        return PodWiring(
+            host_ifname=name,
+            host_mac="02:00:00:00:00:01",
+            pod_ifname=ifname,
+            pod_mac="02:00:00:00:00:02",
+            mtu=mtu,
+        )
 
-    async def unwire_pod(self, *, container_id: str, ifname: str, address: str | None,
-                         domain: VrfDomain | None) -> None:
+    async def unwire_pod(
+        self, *, container_id: str, ifname: str, address: str | None, domain: VrfDomain | None
+    ) -> None:
         self.links.pop(host_ifname(container_id, ifname), None)
 
-    async def check_pod(self, *, netns_fd: int, container_id: str, ifname: str, address: str,
-                        prefixlen: int, gateway: str, domain: VrfDomain) -> None:
+    async def check_pod(
+        self,
+        *,
+        netns_fd: int,
+        container_id: str,
+        ifname: str,
+        address: str,
+        prefixlen: int,
+        gateway: str,
+        domain: VrfDomain,
+    ) -> None:
         if host_ifname(container_id, ifname) not in self.links:
             raise KernelError("host link missing", errno=19)
 
     async def list_pod_links(self) -> list[PodLink]:
-        return [PodLink(host_ifname=n, container_id=c, ifname=i, master="vrf-42")
-                for n, (c, i, _) in self.links.items()]
+        return [
+            PodLink(host_ifname=n, container_id=c, ifname=i, master="vrf-42")
+            for n, (c, i, _) in self.links.items()
+        ]
 
 
 class Env:
@@ -69,8 +96,16 @@ class Env:
         config = parse_config("")
         self.domain = config.default.domain()
         self.domains = DomainRegistry(self.domain)
-        self.domains.set_links(self.domain.name, DomainLinks(
-            vrf="vrf-42", table=42, bridge="br-42", vxlan="vx-42", router_mac="02:00:00:00:00:42"))
+        self.domains.set_links(
+            self.domain.name,
+            DomainLinks(
+                vrf="vrf-42",
+                table=42,
+                bridge="br-42",
+                vxlan="vx-42",
+                router_mac="02:00:00:00:00:42",
+            ),
+        )
         self.readiness = Readiness()
         self.readiness.set_ready("all")
         self.store = store or MemoryStore()
@@ -79,15 +114,32 @@ class Env:
         self.journal.load()
         self.dp = FakeDataplane()
         self.metrics = Metrics()
-        self.service = CniService(pool=self.pool, journal=self.journal, dataplane=self.dp,
-                                  domains=self.domains, readiness=self.readiness,
-                                  metrics=self.metrics, mtu=1450)
+        self.service = CniService(
+            pool=self.pool,
+            journal=self.journal,
+            dataplane=self.dp,
+            domains=self.domains,
+            readiness=self.readiness,
+            metrics=self.metrics,
+            mtu=1450,
+        )
 
-    async def call(self, command: str, cid: str = "c1", ifname: str = "eth0",
-                   fd: int | None = NETNS_FD, version: str = "1.1.0", **conf: Any) -> Any:
-        env = {"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_IFNAME": ifname,
-               "CNI_NETNS": "/run/netns/p" if fd is not None else "",
-               "CNI_ARGS": f"K8S_POD_NAMESPACE=ns;K8S_POD_NAME={cid}"}
+    async def call(
+        self,
+        command: str,
+        cid: str = "c1",
+        ifname: str = "eth0",
+        fd: int | None = NETNS_FD,
+        version: str = "1.1.0",
+        **conf: Any,
+    ) -> Any:
+        env = {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": cid,
+            "CNI_IFNAME": ifname,
+            "CNI_NETNS": "/run/netns/p" if fd is not None else "",
+            "CNI_ARGS": f"K8S_POD_NAMESPACE=ns;K8S_POD_NAME={cid}",
+        }
         stdin = json.dumps({"cniVersion": version, "name": "cnid", **conf}).encode()
         inv = parse_invocation(env, stdin, fd is not None)
         return await self.service.handle(inv, fd)
@@ -187,9 +239,18 @@ async def test_not_ready_node_says_try_again_and_status_50(env: Env) -> None:
 async def test_add_without_a_netns_fd_is_unknown_container(env: Env) -> None:
     with pytest.raises(CnidError) as info:
         await env.service.handle(
-            parse_invocation({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "x", "CNI_IFNAME": "eth0",
-                              "CNI_NETNS": "/nope"},
-                             b'{"cniVersion":"1.1.0","name":"cnid"}', False), None)
+            parse_invocation(
+                {
+                    "CNI_COMMAND": "ADD",
+                    "CNI_CONTAINERID": "x",
+                    "CNI_IFNAME": "eth0",
+                    "CNI_NETNS": "/nope",
+                },
+                b'{"cniVersion":"1.1.0","name":"cnid"}',
+                False,
+            ),
+            None,
+        )
     assert info.value.code == CniCode.UNKNOWN_CONTAINER
     assert await env.pod_addresses() == set()
 
@@ -214,8 +275,9 @@ async def test_gc_releases_all_but_the_valid_attachments(env: Env) -> None:
     # an orphan link of ours without a record, and an orphan lease
     env.dp.links[host_ifname("orphan", "eth0")] = ("orphan", "eth0", "")
     await env.pool.allocate(env.domain, Owner(container_id="leaked", ifname="eth0"))
-    await env.call("GC", fd=None,
-                   **{"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]})
+    await env.call(
+        "GC", fd=None, **{"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}
+    )
     assert [r.container_id for r in env.journal.all()] == ["keep"]
     assert set(env.dp.links) == {host_ifname("keep", "eth0")}
     assert [lease.owner.container_id for lease in await env.pool.leases()] == ["keep"]
@@ -228,9 +290,19 @@ async def test_recovery_after_a_crash(tmp_path: Path) -> None:
     await env.call("ADD", cid="gone")
     # a crash in the middle of an ADD: address allocated, record pending, link half made
     lease = await env.pool.allocate(env.domain, Owner(container_id="half", ifname="eth0"))
-    env.journal.put(PodRecord(container_id="half", ifname="eth0", state="pending",
-                              network_name="cnid", netns="/run/netns/h", domain="vrf-42", vrf=42,
-                              host_ifname=host_ifname("half", "eth0"), address=lease.address))
+    env.journal.put(
+        PodRecord(
+            container_id="half",
+            ifname="eth0",
+            state="pending",
+            network_name="cnid",
+            netns="/run/netns/h",
+            domain="vrf-42",
+            vrf=42,
+            host_ifname=host_ifname("half", "eth0"),
+            address=lease.address,
+        )
+    )
     links = dict(env.dp.links)
     links[host_ifname("half", "eth0")] = ("half", "eth0", lease.address)
     del links[host_ifname("gone", "eth0")]  # that pod's netns vanished while we were down

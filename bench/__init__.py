@@ -1,0 +1,1 @@
+"""Benchmarks, run on demand (``./just bench``), never as timed tests."""

@@ -1,0 +1,3 @@
+from .cni_latency import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Test beds for cnid: network namespaces, the VM tier, labs."""
