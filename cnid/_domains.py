@@ -65,10 +65,10 @@ class VrfDomain(msgspec.Struct, frozen=True, rename="camel"):
             raise ConfigError(f"domain {self.name}: vrf and table must be 1..2^32-1")
         if self.table in (253, 254, 255):
             raise ConfigError(f"domain {self.name}: table {self.table} is reserved")
-        if not net.prefixlen < self.ipblocklen <= net.max_prefixlen - 1:
+        if not net.prefixlen < self.ipblocklen <= net.max_prefixlen - 2:
             raise ConfigError(
                 f"domain {self.name}: ipblocklen {self.ipblocklen} must be longer than "
-                f"prefixlen {net.prefixlen} and at most {net.max_prefixlen - 1}"
+                f"prefixlen {net.prefixlen} and at most {net.max_prefixlen - 2}"
             )
         if not self.attachments:
             raise ConfigError(f"domain {self.name}: no attachments")

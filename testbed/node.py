@@ -68,6 +68,10 @@ class CnidNode:
     pods: list[str] = field(default_factory=list)
 
     @property
+    def netns(self) -> str:
+        return self.name
+
+    @property
     def fabric(self) -> str:
         return f"{self.name}-fab"
 
@@ -256,6 +260,6 @@ class CnidNode:
 
     def ping(self, from_ns: str, address: str, count: int = 1, vrf: str | None = None) -> bool:
         cmd = ["ping", "-c", str(count), "-W", "2", "-i", "0.2", address]
-        if vrf:
-            cmd = ["ip", "vrf", "exec", vrf, *cmd]
+        if vrf:  # bound to the VRF device (SO_BINDTODEVICE): no cgroup BPF needed
+            cmd[1:1] = ["-I", vrf]
         return sh(*cmd, ns=from_ns, check=False).returncode == 0
