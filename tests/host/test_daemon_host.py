@@ -36,9 +36,9 @@ def http_get(node: CnidNode, path: str) -> tuple[int, str]:
         "import urllib.request, urllib.error, sys\n"
         "try:\n"
         f"    r = urllib.request.urlopen('http://127.0.0.1:24800{path}', timeout=5)\n"
-        "    print(r.status); print(r.read().decode(), end=\"\")\n"
+        '    print(r.status); print(r.read().decode(), end="")\n'
         "except urllib.error.HTTPError as e:\n"
-        "    print(e.code); print(e.read().decode(), end=\"\")\n"
+        '    print(e.code); print(e.read().decode(), end="")\n'
     )
     out = subprocess.run(
         ["ip", "netns", "exec", node.name, str(VENV_BIN / "python"), "-c", code],
