@@ -1,0 +1,68 @@
+# cnid's tasks. Run them through ./just, which installs what they need first.
+#   ./just test    every tier: lint, unit + host, VM (what CI runs)
+#   ./just lab     the demo inside the VM tier
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export PATH := justfile_directory() / ".venv/bin" + ":" + env_var("PATH")
+
+logs := "build/test-logs"
+
+default:
+    @{{just_executable()}} --list --justfile {{justfile()}}
+
+# Build the static C plugin into build/cnid-plugin.
+build:
+    make -C plugin_go_free
+
+# Build, then install the plugin to /opt/cni/bin (for a real node; tests never need this).
+install-plugin: build
+    install -D -m 0755 build/cnid-plugin /opt/cni/bin/cnid-plugin
+
+lint:
+    .venv/bin/ruff check cnid tests testbed bench
+    .venv/bin/mypy
+
+# Unit and host tiers (no VRF needed).
+test-fast: build && (_check-ran logs / "fast.log")
+    mkdir -p {{logs}}
+    .venv/bin/pytest -m "not vrf" tests -q 2>&1 | tee {{logs}}/fast.log
+
+# The VRF tier, inside one virtme-ng VM running Debian's kernel.
+test-vm: build && (_check-ran logs / "vm.log")
+    mkdir -p {{logs}}
+    .venv/bin/python -m testbed.vm -- .venv/bin/pytest -m vrf tests/vm -q 2>&1 | tee {{logs}}/vm.log
+
+# Every tier; each fails on a failure, on zero tests passed, and on skipped tests.
+test: lint test-fast test-vm
+
+# CNI ADD/DEL latency, cnid against bridge+host-local, in the VM tier (VRF needed).
+bench: build
+    .venv/bin/python -m testbed.vm -- .venv/bin/python -m bench
+
+demo: build
+    .venv/bin/python -m testbed.vm -- .venv/bin/python -m testbed.demo
+
+# Until the multi-node lab exists, the lab is the single-node demo.
+lab: demo
+
+# Fail unless the pytest run logged in LOG passed >0 tests and none failed, errored or skipped.
+_check-ran log:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    summary=$(grep -E '^(=+ )?(no tests ran|[0-9]+ [a-z]+).* in [0-9.]+s( \([0-9:]+\))?( =+)?$' '{{log}}' | tail -n1 || true)
+    count() { grep -oE "[0-9]+ $1" <<<"$summary" | cut -d' ' -f1 || true; }
+    passed=$(count passed) failed=$(count failed) errors=$(count 'errors?') skipped=$(count skipped)
+    if [[ -z $summary ]]; then
+        echo "{{log}}: no pytest summary line: the tier did not run to the end" >&2; exit 1
+    fi
+    if [[ -z $passed || $passed -eq 0 ]]; then
+        echo "{{log}}: no test passed ($summary)" >&2; exit 1
+    fi
+    if [[ -n $failed || -n $errors ]]; then
+        echo "{{log}}: failures ($summary)" >&2; exit 1
+    fi
+    if [[ -n $skipped ]]; then
+        echo "{{log}}: $skipped skipped: a skipped test proves nothing ($summary)" >&2; exit 1
+    fi
+    echo "{{log}}: ok ($summary)"
