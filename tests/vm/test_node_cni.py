@@ -5,9 +5,12 @@ pods wired into vrf-42, pings, and every verb's semantics."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,41 @@ import pytest
 from testbed.node import CnidNode, PluginRun, conflist_conf, sh
 
 pytestmark = pytest.mark.vrf
+
+
+def _shared_node(name: str, extra: str = "") -> Iterator[CnidNode]:
+    node = CnidNode(name=f"{name}{os.getpid()}", ini_extra=extra)
+    try:
+        node.create().start()
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_node(cnid_plugin: Path) -> Iterator[CnidNode]:
+    """One daemon for the module (a daemon start is slow under TCG)."""
+    yield from _shared_node("cni")
+
+
+@pytest.fixture
+def cnid_node(shared_node: CnidNode) -> Iterator[CnidNode]:
+    """The shared node; every test leaves it as it found it, and that is checked."""
+    yield shared_node
+    if shared_node.pid is None:
+        shared_node.start()
+    for pod in json.loads(shared_node.cnictl("--json", "pods").stdout):
+        ok(shared_node.plugin("DEL", container_id=pod["container_id"], ifname=pod["ifname"]))
+    for name in list(shared_node.pods):
+        shared_node.del_pod_netns(name)
+    assert_clean(shared_node)
+
+
+@pytest.fixture(scope="module")
+def l2_node(cnid_plugin: Path) -> Iterator[CnidNode]:
+    yield from _shared_node(
+        "cl2", "[default]\nsystem_vrf_type = l2vni\nvrf = 200\nprefix = 10.1.0.0\n"
+    )
 
 
 def ok(run: PluginRun) -> Any:
@@ -212,8 +250,8 @@ def test_killed_in_the_middle_of_adds(cnid_node: CnidNode) -> None:
     assert_clean(cnid_node)
 
 
-@pytest.mark.node_ini("[default]\nsystem_vrf_type = l2vni\nvrf = 200\nprefix = 10.1.0.0\n")
-def test_l2vni_domain(cnid_node: CnidNode) -> None:
+def test_l2vni_domain(l2_node: CnidNode) -> None:
+    cnid_node = l2_node
     _, _, res_a = add(cnid_node, "la")
     _, _, res_b = add(cnid_node, "lb")
     assert res_a["ips"][0]["address"].endswith("/16")
@@ -226,3 +264,6 @@ def test_l2vni_domain(cnid_node: CnidNode) -> None:
         "master"
     ]
     assert master.startswith("br-")
+    for pod in ("la", "lb"):
+        ok(cnid_node.plugin("DEL", container_id=f"{pod}-cid", netns=f"/run/netns/{pod}"))
+    assert our_links(cnid_node) == []

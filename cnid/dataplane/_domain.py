@@ -1,0 +1,208 @@
+"""A VRF domain on the node: the VRF device, and per attachment a bridge and
+a VXLAN device. Every object carries our alias; an object with the same name
+but without it is someone else's and is refused, never touched."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import msgspec
+
+from .._domains import VniAttachment, VrfDomain
+from .._errors import KernelError
+from . import _netlink as nl
+from ._names import (
+    ROUTE_PROTO,
+    bridge_alias,
+    bridge_mac,
+    bridge_name,
+    vrf_alias,
+    vrf_name,
+    vxlan_alias,
+    vxlan_name,
+)
+from ._netns import netlink_socket, write_sysctl
+from ._run import in_thread
+from ._underlay import Underlay
+
+UNREACHABLE_METRIC = 4278198272
+"""Metric of the VRF table's catch-all unreachable default (as iproute2's
+VRF documentation recommends): lookups that miss stop in the VRF instead of
+falling through to the main table."""
+
+
+class DomainLinks(msgspec.Struct, frozen=True):
+    vrf: str
+    table: int
+    bridge: str | None
+    vxlan: str | None
+    router_mac: str | None
+
+
+def _family(ip: str) -> int:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes(int(x, 16) for x in mac.split(":"))
+
+
+def _ensure_link(
+    sock: nl.Netlink, name: str, alias: str, kind: str, data: bytes, extra: bytes = b""
+) -> nl.Link:
+    """Create the link, or adopt it when it exists with our alias."""
+    link = sock.link_by_name(name)
+    if link is None:
+        linkinfo = nl.nla_nested(
+            nl.IFLA_LINKINFO,
+            nl.nla_str(nl.IFLA_INFO_KIND, kind),
+            *([nl.nla_nested(nl.IFLA_INFO_DATA, data)] if data else []),
+        )
+        body = nl.ifinfo() + nl.nla_str(nl.IFLA_IFNAME, name) + extra + linkinfo
+        flags = nl.NLM_F_CREATE | nl.NLM_F_EXCL
+        sock.batch([nl.Request(nl.RTM_NEWLINK, flags, body, name)])
+        # Only once the creation succeeded: the same batch would tag a
+        # foreign link that won the race for the name.
+        sock.batch([nl.alias_req(name, alias)])
+        link = sock.link_by_name(name)
+        if link is None:
+            raise KernelError(f"{name} vanished right after its creation", errno=errno.ENODEV)
+    elif link.alias != alias:
+        raise KernelError(
+            f"{name} exists and is not ours (alias {link.alias!r}, expected {alias!r})",
+            errno=errno.EEXIST,
+        )
+    elif link.kind != kind:
+        raise KernelError(f"{name} is a {link.kind}, expected a {kind}", errno=errno.EEXIST)
+    return link
+
+
+def _set_link(
+    index: int, name: str, master: int | None = None, mtu: int | None = None
+) -> nl.Request:
+    body = nl.ifinfo(index, nl.IFF_UP, nl.IFF_UP)
+    if master is not None:
+        body += nl.nla_u32(nl.IFLA_MASTER, master)
+    if mtu is not None:
+        body += nl.nla_u32(nl.IFLA_MTU, mtu)
+    return nl.Request(nl.RTM_NEWLINK, 0, body, name)
+
+
+def _attachment(
+    sock: nl.Netlink, domain: VrfDomain, att: VniAttachment, vrf: nl.Link, underlay: Underlay
+) -> tuple[nl.Link, nl.Link]:
+    family = _family(underlay.address)
+    bname, xname = bridge_name(att.vni), vxlan_name(att.vni)
+    extra = nl.nla(nl.IFLA_ADDRESS, _mac_bytes(bridge_mac(att.vni))) if att.type == "l2vni" else b""
+    bridge = _ensure_link(sock, bname, bridge_alias(att.vni), "bridge", b"", extra)
+    local = socket.inet_pton(family, underlay.address)
+    vdata = (
+        nl.nla_u32(nl.IFLA_VXLAN_ID, att.vni)
+        + nl.nla(nl.IFLA_VXLAN_LOCAL if family == socket.AF_INET else nl.IFLA_VXLAN_LOCAL6, local)
+        + nl.nla_be16(nl.IFLA_VXLAN_PORT, att.port)
+        + nl.nla_u8(nl.IFLA_VXLAN_LEARNING, 0)
+    )
+    vxlan = _ensure_link(sock, xname, vxlan_alias(att.vni), "vxlan", vdata)
+    overhead = 50 if family == socket.AF_INET else 70
+    requests = [
+        _set_link(bridge.index, bname, master=vrf.index),
+        _set_link(vxlan.index, xname, master=bridge.index, mtu=underlay.mtu - overhead),
+    ]
+    if att.type == "l2vni":
+        gw = str(domain.anycast_gateway)
+        gfam = _family(gw)
+        raw = socket.inet_pton(gfam, gw)
+        flags = nl.IFA_F_NODAD if gfam == socket.AF_INET6 else 0
+        body = nl.ifaddr(gfam, domain.prefixlen, bridge.index, flags) + nl.nla(nl.IFA_LOCAL, raw)
+        body += nl.nla(nl.IFA_ADDRESS, raw)
+        requests.append(
+            nl.Request(nl.RTM_NEWADDR, nl.NLM_F_CREATE | nl.NLM_F_REPLACE, body, f"{gw} on {bname}")
+        )
+    sock.batch(requests)
+    return bridge, vxlan
+
+
+def _unreachable_default(family: int, table: int) -> bytes:
+    return (
+        nl.rtmsg(family, 0, table, ROUTE_PROTO, nl.RT_SCOPE_UNIVERSE, nl.RTN_UNREACHABLE)
+        + nl.nla_u32(nl.RTA_TABLE, table)
+        + nl.nla_u32(nl.RTA_PRIORITY, UNREACHABLE_METRIC)
+    )
+
+
+def _ensure(domain: VrfDomain, underlay: Underlay) -> DomainLinks:
+    write_sysctl(None, "net/ipv4/ip_forward", "1")
+    write_sysctl(None, "net/ipv6/conf/all/forwarding", "1", missing_ok=True)
+    with nl.Netlink(netlink_socket(None)) as sock:
+        vname = vrf_name(domain.vrf)
+        vrf = _ensure_link(
+            sock, vname, vrf_alias(domain.name), "vrf", nl.nla_u32(nl.IFLA_VRF_TABLE, domain.table)
+        )
+        sock.batch([_set_link(vrf.index, vname)])
+        unreachable = [
+            nl.Request(
+                nl.RTM_NEWROUTE,
+                nl.NLM_F_CREATE | nl.NLM_F_REPLACE,
+                _unreachable_default(fam, domain.table),
+                f"unreachable default table {domain.table}",
+            )
+            for fam in (socket.AF_INET, socket.AF_INET6)
+        ]
+        sock.batch(unreachable, ignore=(errno.EAFNOSUPPORT,))
+        made = {
+            att.vni: _attachment(sock, domain, att, vrf, underlay) for att in domain.attachments
+        }
+        pod = domain.pod_attachment
+        router_mac = None
+        for att in domain.attachments:
+            if att.type == "l3vni":
+                refreshed = sock.link_by_index(made[att.vni][0].index)
+                router_mac = refreshed.mac if refreshed is not None else None
+                break
+        return DomainLinks(
+            vrf=vname,
+            table=domain.table,
+            bridge=made[pod.vni][0].name,
+            vxlan=made[pod.vni][1].name,
+            router_mac=router_mac,
+        )
+
+
+async def ensure_domain(domain: VrfDomain, underlay: Underlay) -> DomainLinks:
+    """Idempotent: create or adopt the VRF, bridges and VXLAN devices."""
+    return await in_thread(lambda: _ensure(domain, underlay))
+
+
+def _remove(domain: VrfDomain) -> None:
+    with nl.Netlink(netlink_socket(None)) as sock:
+        names = [(vrf_name(domain.vrf), vrf_alias(domain.name))]
+        for att in domain.attachments:
+            names.append((vxlan_name(att.vni), vxlan_alias(att.vni)))
+            names.append((bridge_name(att.vni), bridge_alias(att.vni)))
+        requests = []
+        for name, alias in names:
+            link = sock.link_by_name(name)
+            if link is not None and link.alias == alias:
+                requests.append(nl.Request(nl.RTM_DELLINK, 0, nl.ifinfo(link.index), name))
+        sock.batch(requests, ignore=(errno.ENODEV,))
+        gone = []
+        for fam in (socket.AF_INET, socket.AF_INET6):
+            for r in sock.routes(fam, domain.table):
+                if r.proto != ROUTE_PROTO:
+                    continue
+                body = nl.rtmsg(fam, r.dst_len, domain.table, ROUTE_PROTO, r.scope, r.type)
+                body += nl.nla_u32(nl.RTA_TABLE, domain.table)
+                if r.dst is not None:
+                    body += nl.nla(nl.RTA_DST, socket.inet_pton(fam, r.dst))
+                gone.append(
+                    nl.Request(
+                        nl.RTM_DELROUTE, 0, body, f"{r.dst}/{r.dst_len} table {domain.table}"
+                    )
+                )
+        sock.batch(gone, ignore=(errno.ESRCH, errno.ENOENT))
+
+
+async def remove_domain(domain: VrfDomain) -> None:
+    """Idempotent: delete our tagged links of the domain and our routes in its table."""
+    await in_thread(lambda: _remove(domain))

@@ -1,0 +1,53 @@
+"""Names, tags and constants of the kernel objects cnid owns."""
+
+from __future__ import annotations
+
+import hashlib
+
+ROUTE_PROTO = 149
+"""rtm_protocol of every route cnid adds ("cnid"); routes of any other
+protocol are never touched."""
+
+LINK_ALIAS_PREFIX = "cnid:"
+"""IFLA_IFALIAS prefix of every link cnid creates."""
+
+POD_ALIAS_PREFIX = f"{LINK_ALIAS_PREFIX}pod:"
+
+
+def host_ifname(container_id: str, ifname: str) -> str:
+    """The node-side veth name of a pod interface: deterministic, 15 chars."""
+    return "cn" + hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:13]
+
+
+def pod_alias(container_id: str, ifname: str) -> str:
+    return f"{POD_ALIAS_PREFIX}{container_id}:{ifname}"
+
+
+def vrf_name(vrf: int) -> str:
+    return f"vrf-{vrf}"
+
+
+def vrf_alias(domain: str) -> str:
+    return f"{LINK_ALIAS_PREFIX}vrf:{domain}"
+
+
+def bridge_name(vni: int) -> str:
+    return f"br-{vni}"
+
+
+def bridge_alias(vni: int) -> str:
+    return f"{LINK_ALIAS_PREFIX}br:{vni}"
+
+
+def vxlan_name(vni: int) -> str:
+    return f"vx-{vni}"
+
+
+def vxlan_alias(vni: int) -> str:
+    return f"{LINK_ALIAS_PREFIX}vx:{vni}"
+
+
+def bridge_mac(vni: int) -> str:
+    """The fixed MAC of an l2vni bridge (the anycast gateway MAC): the same
+    on every node. Locally administered unicast, 02:cd:00 then the 24-bit vni."""
+    return "02:cd:00:{:02x}:{:02x}:{:02x}".format(*vni.to_bytes(3, "big"))

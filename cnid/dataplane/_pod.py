@@ -1,0 +1,332 @@
+"""Pods: a veth pair from the node (host end, ours by alias) into the pod's
+namespace, received as an open descriptor.
+
+One operation runs entirely in one worker thread with its own two netlink
+sockets (node and pod side); the steps of each side go to the kernel as one
+batch. See docs/dataplane.md for the sequence, the sysctls and the timings.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import msgspec
+
+from .._domains import VrfDomain
+from .._errors import CniCode, CnidError, KernelError, UnknownContainer
+from . import _netlink as nl
+from ._domain import DomainLinks
+from ._names import POD_ALIAS_PREFIX, ROUTE_PROTO, host_ifname, pod_alias
+from ._netns import is_netns_fd, netlink_socket, write_sysctls
+from ._run import in_thread
+
+
+class CheckFailed(CnidError):
+    """CHECK found the pod's wiring missing or different from what ADD made."""
+
+    code = CniCode.INTERNAL
+
+
+class PodWiring(msgspec.Struct, frozen=True):
+    host_ifname: str
+    host_mac: str
+    pod_ifname: str
+    pod_mac: str
+    mtu: int
+
+
+class PodLink(msgspec.Struct, frozen=True):
+    host_ifname: str
+    container_id: str
+    ifname: str
+    master: str | None
+
+
+def _family(ip: str) -> int:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def _host_len(family: int) -> int:
+    return 32 if family == socket.AF_INET else 128
+
+
+def _pod_addressing(
+    domain: VrfDomain, address: str, prefixlen: int, gateway: str
+) -> tuple[bool, int, str]:
+    """(l3, prefixlen, gateway) of the pod: l3vni as given by the caller;
+    l2vni on the domain's prefix behind its anycast gateway."""
+    if domain.pod_attachment.type == "l3vni":
+        return True, prefixlen, gateway
+    return False, domain.prefixlen, str(domain.anycast_gateway)
+
+
+def _addr_req(index: int, ip: str, prefixlen: int, what: str) -> nl.Request:
+    fam = _family(ip)
+    raw = socket.inet_pton(fam, ip)
+    flags = nl.IFA_F_NODAD if fam == socket.AF_INET6 else 0
+    body = (
+        nl.ifaddr(fam, prefixlen, index, flags)
+        + nl.nla(nl.IFA_LOCAL, raw)
+        + nl.nla(nl.IFA_ADDRESS, raw)
+    )
+    return nl.Request(nl.RTM_NEWADDR, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body, what)
+
+
+def _route_body(
+    fam: int, dst: str | None, dst_len: int, table: int, oif: int | None, gateway: str | None = None
+) -> bytes:
+    scope = nl.RT_SCOPE_LINK if gateway is None else nl.RT_SCOPE_UNIVERSE
+    body = nl.rtmsg(fam, dst_len, table, ROUTE_PROTO, scope) + nl.nla_u32(nl.RTA_TABLE, table)
+    if dst is not None:
+        body += nl.nla(nl.RTA_DST, socket.inet_pton(fam, dst))
+    if oif is not None:
+        body += nl.nla_u32(nl.RTA_OIF, oif)
+    if gateway is not None:
+        body += nl.nla(nl.RTA_GATEWAY, socket.inet_pton(fam, gateway))
+    return body
+
+
+def _route_req(
+    fam: int, dst: str | None, dst_len: int, table: int, oif: int, gateway: str | None = None
+) -> nl.Request:
+    what = f"{dst or 'default'}/{dst_len} table {table}" + (f" via {gateway}" if gateway else "")
+    body = _route_body(fam, dst, dst_len, table, oif, gateway)
+    return nl.Request(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body, what)
+
+
+def _up_req(index: int, name: str, mtu: int | None = None, master: int | None = None) -> nl.Request:
+    body = nl.ifinfo(index, nl.IFF_UP, nl.IFF_UP)
+    if mtu is not None:
+        body += nl.nla_u32(nl.IFLA_MTU, mtu)
+    if master is not None:
+        body += nl.nla_u32(nl.IFLA_MASTER, master)
+    return nl.Request(nl.RTM_NEWLINK, 0, body, name)
+
+
+def _veth_req(host: str, pod: str, netns_fd: int, mtu: int) -> nl.Request:
+    peer = (
+        nl.ifinfo()
+        + nl.nla_str(nl.IFLA_IFNAME, pod)
+        + nl.nla_u32(nl.IFLA_MTU, mtu)
+        + nl.nla_u32(nl.IFLA_NET_NS_FD, netns_fd)
+    )
+    info = nl.nla_nested(
+        nl.IFLA_LINKINFO,
+        nl.nla_str(nl.IFLA_INFO_KIND, "veth"),
+        nl.nla_nested(nl.IFLA_INFO_DATA, nl.nla(nl.VETH_INFO_PEER, peer)),
+    )
+    body = nl.ifinfo() + nl.nla_str(nl.IFLA_IFNAME, host) + nl.nla_u32(nl.IFLA_MTU, mtu) + info
+    return nl.Request(nl.RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body, f"veth {host}/{pod}")
+
+
+def _pod_sysctls(ifname: str) -> list[tuple[str, str]]:
+    """Set on the pod interface before it goes up (docs/dataplane.md)."""
+    return [
+        # the kernel sends a gratuitous ARP when the interface goes up (and
+        # on address changes): neighbours and bridges learn the pod at once
+        (f"net/ipv4/conf/{ifname}/arp_notify", "1"),
+        # the gateway is configured, never learnt: no router advertisements
+        (f"net/ipv6/conf/{ifname}/accept_ra", "0"),
+    ]
+
+
+def _wire(
+    netns_fd: int,
+    container_id: str,
+    ifname: str,
+    address: str,
+    prefixlen: int,
+    gateway: str,
+    mtu: int,
+    domain: VrfDomain,
+    links: DomainLinks,
+) -> PodWiring:
+    if not is_netns_fd(netns_fd):
+        raise UnknownContainer(f"descriptor {netns_fd} is not a network namespace")
+    l3, prefixlen, gateway = _pod_addressing(domain, address, prefixlen, gateway)
+    fam = _family(address)
+    hname = host_ifname(container_id, ifname)
+    with nl.Netlink(netlink_socket(None)) as host, nl.Netlink(netlink_socket(netns_fd)) as pod:
+        if pod.link_by_name(ifname) is not None:
+            raise KernelError(f"{ifname} exists already in the pod's namespace", errno=errno.EEXIST)
+        master_name = links.vrf if l3 else links.bridge
+        master = host.link_by_name(master_name) if master_name else None
+        if master is None:
+            raise KernelError(f"domain device {master_name} is missing", errno=errno.ENODEV)
+        alias = pod_alias(container_id, ifname)
+        host.batch([_veth_req(hname, ifname, netns_fd, mtu)])
+        try:
+            hlink = host.link_by_name(hname)
+            plink = pod.link_by_name(ifname)
+            if hlink is None or plink is None:
+                raise KernelError(
+                    f"veth {hname}/{ifname} vanished after creation", errno=errno.ENODEV
+                )
+            write_sysctls(netns_fd, _pod_sysctls(ifname), missing_ok=True)
+            steps = [nl.alias_req(hname, alias), _up_req(hlink.index, hname, master=master.index)]
+            if l3:
+                steps.append(
+                    _addr_req(hlink.index, gateway, _host_len(fam), f"{gateway} on {hname}")
+                )
+                steps.append(_route_req(fam, address, _host_len(fam), domain.table, hlink.index))
+            host.batch(steps)
+            steps = [
+                _up_req(1, "lo"),
+                _addr_req(plink.index, address, prefixlen, f"{address} on {ifname}"),
+                _up_req(plink.index, ifname),
+            ]
+            if l3:
+                steps.append(
+                    _route_req(fam, gateway, _host_len(fam), nl.RT_TABLE_MAIN, plink.index)
+                )
+            steps.append(_route_req(fam, None, 0, nl.RT_TABLE_MAIN, plink.index, gateway))
+            pod.batch(steps)
+        except BaseException:
+            host.batch(
+                [
+                    nl.Request(
+                        nl.RTM_DELLINK, 0, nl.ifinfo() + nl.nla_str(nl.IFLA_IFNAME, hname), hname
+                    )
+                ],
+                ignore=(errno.ENODEV,),
+            )
+            raise
+        return PodWiring(
+            host_ifname=hname,
+            host_mac=hlink.mac or "",
+            pod_ifname=ifname,
+            pod_mac=plink.mac or "",
+            mtu=mtu,
+        )
+
+
+async def wire_pod(
+    *,
+    netns_fd: int,
+    container_id: str,
+    ifname: str,
+    address: str,
+    prefixlen: int,
+    gateway: str,
+    mtu: int,
+    domain: VrfDomain,
+    links: DomainLinks,
+) -> PodWiring:
+    """Wire one pod interface; on failure undo what this call created."""
+    return await in_thread(
+        lambda: _wire(
+            netns_fd, container_id, ifname, address, prefixlen, gateway, mtu, domain, links
+        )
+    )
+
+
+def _unwire(container_id: str, ifname: str, address: str | None, domain: VrfDomain | None) -> None:
+    hname = host_ifname(container_id, ifname)
+    with nl.Netlink(netlink_socket(None)) as host:
+        link = host.link_by_name(hname)
+        if link is None or link.alias != pod_alias(container_id, ifname):
+            return
+        steps = []
+        if address and domain is not None and domain.pod_attachment.type == "l3vni":
+            fam = _family(address)
+            body = _route_body(fam, address, _host_len(fam), domain.table, link.index)
+            steps.append(nl.Request(nl.RTM_DELROUTE, 0, body, f"{address} table {domain.table}"))
+        steps.append(nl.Request(nl.RTM_DELLINK, 0, nl.ifinfo(link.index), hname))
+        host.batch(steps, ignore=(errno.ENODEV, errno.ESRCH, errno.ENOENT))
+
+
+async def unwire_pod(
+    *, container_id: str, ifname: str, address: str | None, domain: VrfDomain | None
+) -> None:
+    """Idempotent: delete our host veth (the pod end goes with it) and our host route."""
+    await in_thread(lambda: _unwire(container_id, ifname, address, domain))
+
+
+def _check(
+    netns_fd: int,
+    container_id: str,
+    ifname: str,
+    address: str,
+    prefixlen: int,
+    gateway: str,
+    domain: VrfDomain,
+) -> None:
+    if not is_netns_fd(netns_fd):
+        raise UnknownContainer(f"descriptor {netns_fd} is not a network namespace")
+    l3, prefixlen, gateway = _pod_addressing(domain, address, prefixlen, gateway)
+    fam = _family(address)
+    hname = host_ifname(container_id, ifname)
+    with nl.Netlink(netlink_socket(None)) as host, nl.Netlink(netlink_socket(netns_fd)) as pod:
+        plink = pod.link_by_name(ifname)
+        if plink is None:
+            raise CheckFailed(f"pod interface {ifname} is missing")
+        if not plink.up:
+            raise CheckFailed(f"pod interface {ifname} is down")
+        have = [
+            (a.local or a.address, a.prefixlen) for a in pod.addrs(fam) if a.index == plink.index
+        ]
+        if (address, prefixlen) not in have:
+            raise CheckFailed(f"pod interface {ifname} lacks {address}/{prefixlen} (has {have})")
+        defaults = [
+            r
+            for r in pod.routes(fam, nl.RT_TABLE_MAIN)
+            if r.dst_len == 0 and r.gateway == gateway and r.oif == plink.index
+        ]
+        if not defaults:
+            raise CheckFailed(f"pod has no default route via {gateway} dev {ifname}")
+        hlink = host.link_by_name(hname)
+        if hlink is None or hlink.alias != pod_alias(container_id, ifname):
+            raise CheckFailed(f"host interface {hname} is missing or not ours")
+        if not hlink.up:
+            raise CheckFailed(f"host interface {hname} is down")
+        master = host.link_by_index(hlink.master) if hlink.master else None
+        want = domain.pod_attachment
+        expected = f"vrf-{domain.vrf}" if l3 else f"br-{want.vni}"
+        if master is None or master.name != expected:
+            raise CheckFailed(f"host interface {hname} is not enslaved to {expected}")
+        if l3:
+            routes = [
+                r
+                for r in host.routes(fam, domain.table)
+                if r.dst == address and r.dst_len == _host_len(fam) and r.oif == hlink.index
+            ]
+            if not routes:
+                raise CheckFailed(f"no route to {address} via {hname} in table {domain.table}")
+
+
+async def check_pod(
+    *,
+    netns_fd: int,
+    container_id: str,
+    ifname: str,
+    address: str,
+    prefixlen: int,
+    gateway: str,
+    domain: VrfDomain,
+) -> None:
+    """Raise CheckFailed naming the first thing missing or wrong."""
+    await in_thread(
+        lambda: _check(netns_fd, container_id, ifname, address, prefixlen, gateway, domain)
+    )
+
+
+def _list() -> list[PodLink]:
+    with nl.Netlink(netlink_socket(None)) as host:
+        links = host.links()
+    names = {link.index: link.name for link in links}
+    out = []
+    for link in links:
+        if link.alias is None or not link.alias.startswith(POD_ALIAS_PREFIX):
+            continue
+        cid, sep, ifname = link.alias[len(POD_ALIAS_PREFIX) :].rpartition(":")
+        if not sep:
+            continue
+        master = names.get(link.master) if link.master else None
+        out.append(PodLink(host_ifname=link.name, container_id=cid, ifname=ifname, master=master))
+    return out
+
+
+async def list_pod_links() -> list[PodLink]:
+    """Every host veth tagged as ours (for GC and restart reconciliation)."""
+    return await in_thread(_list)

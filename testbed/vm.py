@@ -1,0 +1,72 @@
+"""The VM tier: run a command under Debian's kernel (which has the VRF device).
+
+    python -m testbed.vm [--memory 2G] [--cpus 2] -- <command...>
+
+boots the newest /boot/vmlinuz-* with virtme-ng under QEMU (TCG: KVM does
+not work on these machines), with the host's filesystem as the guest's root,
+loads the vrf module, runs the command in the repository and exits with its
+status. The guest's output goes to our stdout. Standard input is not used.
+
+Writable in the guest: /tmp, /run (so /var/run/netns), /var (so /var/lib),
+/etc, /home, /opt, /usr as overlays that virtme-ng sets up over the host's
+files (writes stay in the guest); the repository is added as an overlay too
+(pytest caches, __pycache__). Nothing the guest writes reaches the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+def find_kernel() -> str:
+    kernels = sorted(glob.glob("/boot/vmlinuz-*"))
+    if not kernels:
+        raise SystemExit("testbed.vm: no /boot/vmlinuz-* (apt-get install linux-image-amd64)")
+    return kernels[-1]
+
+
+def vng_command(command: list[str], memory: str, cpus: int, kernel: str) -> list[str]:
+    script = f"modprobe vrf && cd {shlex.quote(str(REPO))} && exec {shlex.join(command)}"
+    return [
+        str(VENV_BIN / "vng"),
+        "--run", kernel,
+        "--disable-kvm",
+        "--cpus", str(cpus),
+        "--memory", memory,
+        "--user", "root",
+        "--overlay-rwdir", str(REPO),
+        "--cwd", str(REPO),
+        "--", script,
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed.vm", description=__doc__)
+    parser.add_argument("--memory", default="2G")
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--kernel", default="")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command given (python -m testbed.vm -- <command...>)")
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    cmd = vng_command(command, args.memory, args.cpus, args.kernel or find_kernel())
+    started = time.monotonic()
+    status = subprocess.run(cmd, stdin=subprocess.DEVNULL, env=env, check=False).returncode
+    print(f"testbed.vm: exit {status} after {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
