@@ -146,11 +146,12 @@ def test_check_fails_when_the_pod_lost_its_address(
 ) -> None:
     path = f"/run/netns/{pod.name}"
     args = pod_args("web-1")
-    result = tool.add(path, cni_args=args).check().json
+    # Debian's bandwidth plugin panics on a CHECK without bandwidth arguments: give them
+    result = tool.add(path, cni_args=args, cap_args=BANDWIDTH).check().json
     try:
-        tool.check(path, cni_args=args).check()
+        tool.check(path, cni_args=args, cap_args=BANDWIDTH).check()
         pod.ip("addr", "del", result["ips"][0]["address"], "dev", "eth0")
-        broken = tool.check(path, cni_args=args)
+        broken = tool.check(path, cni_args=args, cap_args=BANDWIDTH)
         assert broken.rc != 0, broken.stdout
     finally:
         tool.delete(path, cni_args=args).check()

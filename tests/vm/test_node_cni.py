@@ -83,8 +83,14 @@ def our_links(node: CnidNode) -> list[str]:
 
 
 def our_routes(node: CnidNode) -> list[str]:
+    """Our routes in vrf-42's table, less the domain's own unreachable default
+    (it belongs to the domain, not to a pod)."""
     out = sh("ip", "route", "show", "table", "42", "proto", "149", ns=node.netns, check=False)
-    return [line for line in out.stdout.splitlines() if line.strip()]
+    return [
+        line
+        for line in out.stdout.splitlines()
+        if line.strip() and not line.startswith("unreachable default")
+    ]
 
 
 def pod_allocations(node: CnidNode) -> int:
