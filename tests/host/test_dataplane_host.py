@@ -154,8 +154,13 @@ async def test_l2_pod_wiring_without_vrf(node: Netns) -> None:
                 )
         assert "10.1.0.11/16" in pod1.ip("-4", "addr", "show", "eth0")
         # the gratuitous ARP (arp_notify) taught the bridge the pod's MAC before any traffic
+        # (sent from linkwatch, which may defer the carrier event by up to 1 s: poll)
         mac = pod1.run("cat", "/sys/class/net/eth0/address").stdout.strip()
-        assert mac in node.run("bridge", "fdb", "show", "br", "br-200").stdout
+        fdb = ""
+        with trio.move_on_after(5):
+            while mac not in (fdb := node.run("bridge", "fdb", "show", "br", "br-200").stdout):
+                await trio.sleep(0.05)
+        assert mac in fdb
         assert pod1.run("cat", "/proc/sys/net/ipv4/conf/eth0/arp_notify").stdout.strip() == "1"
         assert "default via 10.1.0.1" in pod1.ip("route")
         assert "mtu 1400" in pod1.ip("link", "show", "eth0")
