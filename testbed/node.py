@@ -127,12 +127,12 @@ class CnidNode:
         (self.workdir / "server.ini").write_text(self.config_text())
         return self
 
-    def start_unready(self, wait: float = 60.0) -> CnidNode:
+    def start_unready(self, wait: float = 180.0) -> CnidNode:
         """Start the daemon and wait only for its CNI socket (a node whose
         kernel lacks a VRF device never becomes ready)."""
         return self.start(wait, require_ready=False)
 
-    def start(self, wait: float = 60.0, require_ready: bool = True) -> CnidNode:
+    def start(self, wait: float = 180.0, require_ready: bool = True) -> CnidNode:
         log = open(self.log_path, "ab")
         proc = subprocess.Popen(
             [
