@@ -47,7 +47,6 @@ class Daemon:
         self.journal = Journal(state_dir)
         self.pool = AddressPool(FileStore(state_dir / "ipam.json"), self.node)
         self.health_port = 0
-        self._domains_changed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
@@ -140,12 +139,7 @@ class Daemon:
             if not started:
                 task_status.started()
                 started = True
-            self._domains_changed = trio.Event()
-            with trio.move_on_after(max(self.config.default.fw_interval_seconds, 1)):
-                await self._domains_changed.wait()
-
-    def domains_changed(self) -> None:
-        self._domains_changed.set()
+            await trio.sleep(max(self.config.default.fw_interval_seconds, 1))
 
 
 async def serve(config: Config) -> None:

@@ -25,18 +25,8 @@ class DomainRegistry:
     def get(self, name: str) -> VrfDomain | None:
         return self._domains.get(name)
 
-    def put(self, domain: VrfDomain) -> None:
-        self._domains[domain.name] = domain
-
-    def remove(self, name: str) -> None:
-        self._domains.pop(name, None)
-        self._links.pop(name, None)
-
     def bind(self, namespace: str, domain_name: str) -> None:
         self._bindings[namespace] = domain_name
-
-    def unbind(self, namespace: str) -> None:
-        self._bindings.pop(namespace, None)
 
     def for_namespace(self, namespace: str) -> VrfDomain:
         """The domain of a pod's namespace: its binding when the bound domain

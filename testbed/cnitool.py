@@ -15,6 +15,7 @@ and anything in ``env``, such as CNID_SOCKET) is inherited by the plugins it run
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -30,6 +31,28 @@ REPO = Path(__file__).resolve().parent.parent
 CNITOOL = REPO / ".tools" / "bin" / "cnitool"
 OUR_PLUGIN = REPO / "build" / "cnid-plugin"
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
+#: The default domain's prefix (server.ini [default]).
+POD_NET = ipaddress.ip_network("10.244.0.0/16")
+#: cnid first, then Debian's portmap and bandwidth. cniVersion 1.0.0: Debian's
+#: libcni (cnitool, containerd 1.6) and reference plugins stop there.
+CHAIN_CONFLIST: dict[str, Any] = {
+    "cniVersion": "1.0.0",
+    "name": "cnid",
+    "plugins": [
+        {"type": "cnid-plugin"},
+        {"type": "portmap", "capabilities": {"portMappings": True}},
+        {"type": "bandwidth", "capabilities": {"bandwidth": True}},
+    ],
+}
+
+
+def nat_rules(ns: str) -> str:
+    """iptables' nat table in a namespace (where portmap writes its DNAT rules)."""
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, "iptables-save", "-t", "nat"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
 
 # Run $@ with $CNI_STATE bind-mounted over /var/lib/cni (private mount namespace).
 _PRIVATE_CNI_STATE = r"""

@@ -12,7 +12,7 @@ from .._errors import ProtocolError
 from .._metrics import Metrics
 from .._protocol import PROTOCOL_VERSION, CniResponse, decode_cni_request, frame
 from .._sockets import READ_TIMEOUT, read_frame, send_all
-from ._invocation import LATEST, parse_invocation, peek_version
+from ._invocation import COMMANDS, LATEST, parse_invocation, peek_version
 from ._results import encode, render_error
 from ._service import CniService, error_from
 
@@ -57,10 +57,7 @@ class CniServer:
         finally:
             for fd in fds:
                 os.close(fd)
-        label = command if command in _KNOWN else "unknown"
+        label = command if command in COMMANDS else "unknown"
         self.metrics.requests.labels(command=label, result=outcome).inc()
         self.metrics.latency.labels(command=label).observe(time.perf_counter() - start)
         await send_all(conn, frame(response))
-
-
-_KNOWN = {"ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"}

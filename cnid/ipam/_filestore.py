@@ -19,7 +19,7 @@ import trio
 
 from .._errors import CniCode, CnidError, StoreUnavailable
 from ._block import block_name, block_of
-from ._store import BlockRecord, BlockTable
+from ._store import BlockRecord, BlockTable, MemoryStore
 
 T = TypeVar("T")
 
@@ -85,7 +85,7 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class FileStore:
+class FileStore(MemoryStore):
     """A Store kept in one JSON file (see the module docstring).
 
     Loading happens in the constructor: a missing file is an empty store, an
@@ -132,15 +132,7 @@ class FileStore:
             self._table = table
             return result
 
-    async def list_blocks(
-        self, vrf: int | None = None, node: str | None = None
-    ) -> list[BlockRecord]:
-        await trio.lowlevel.checkpoint()
-        return self._table.list(vrf, node)
-
-    async def get_block(self, name: str) -> BlockRecord | None:
-        await trio.lowlevel.checkpoint()
-        return self._table.blocks.get(name)
+    # list_blocks and get_block are MemoryStore's: reads come from memory.
 
     async def create_block(self, rec: BlockRecord) -> BlockRecord:
         return await self._commit(lambda table: table.create(rec))

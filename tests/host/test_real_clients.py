@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.cnitool import CniTool, plugin_dir
+from testbed.cnitool import CniTool, nat_rules, plugin_dir
 from testbed.cri import Containerd
 from testbed.netns import Netns
 
@@ -63,13 +63,6 @@ def in_netns(path: str, *cmd: str) -> str:
     return subprocess.run(
         ["nsenter", f"--net={path}", *cmd], capture_output=True, text=True, check=True
     ).stdout
-
-
-def nat_rules(ns: str) -> str:
-    return subprocess.run(
-        ["ip", "netns", "exec", ns, "iptables-save", "-t", "nat"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
 
 
 @pytest.fixture

@@ -19,19 +19,9 @@ from typing import Any
 
 import pytest
 
-from testbed.cnitool import OUR_PLUGIN, CniTool, plugin_dir
+from testbed.cnitool import CHAIN_CONFLIST, OUR_PLUGIN, POD_NET, CniTool, nat_rules, plugin_dir
 from testbed.netns import Netns
 
-POD_NET = ipaddress.ip_network("10.244.0.0/16")
-CONFLIST = {
-    "cniVersion": "1.0.0",
-    "name": "cnid",
-    "plugins": [
-        {"type": "cnid-plugin"},
-        {"type": "portmap", "capabilities": {"portMappings": True}},
-        {"type": "bandwidth", "capabilities": {"bandwidth": True}},
-    ],
-}
 PORTS = {"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]}
 BANDWIDTH = {
     "bandwidth": {
@@ -54,13 +44,6 @@ def links(ns: str, kind: str | None = None) -> dict[int, str]:
     }
 
 
-def nat_rules(ns: str) -> str:
-    return subprocess.run(
-        ["ip", "netns", "exec", ns, "iptables-save", "-t", "nat"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-
-
 def qdiscs(ns: str, dev: str) -> list[dict[str, Any]]:
     out = subprocess.run(
         ["ip", "netns", "exec", ns, "tc", "-j", "qdisc", "show", "dev", dev],
@@ -73,7 +56,7 @@ def qdiscs(ns: str, dev: str) -> list[dict[str, Any]]:
 def tool(cnid_node: Any, tmp_path: Path) -> Iterator[CniTool]:
     assert OUR_PLUGIN.is_file(), "build the plugin first (just build)"
     with CniTool(
-        CONFLIST, plugin_dir(tmp_path / "bin"), netns=cnid_node.netns,
+        CHAIN_CONFLIST, plugin_dir(tmp_path / "bin"), netns=cnid_node.netns,
         env={"CNID_SOCKET": cnid_node.socket},
     ) as t:  # fmt: skip
         yield t

@@ -19,19 +19,8 @@ from typing import Any
 
 import pytest
 
-from testbed.cnitool import OUR_PLUGIN, plugin_dir
+from testbed.cnitool import CHAIN_CONFLIST, OUR_PLUGIN, POD_NET, nat_rules, plugin_dir
 from testbed.cri import Containerd
-
-POD_NET = ipaddress.ip_network("10.244.0.0/16")
-CONFLIST = {
-    "cniVersion": "1.0.0",
-    "name": "cnid",
-    "plugins": [
-        {"type": "cnid-plugin"},
-        {"type": "portmap", "capabilities": {"portMappings": True}},
-        {"type": "bandwidth", "capabilities": {"bandwidth": True}},
-    ],
-}
 
 
 def veths(ns: str) -> dict[int, str]:
@@ -49,18 +38,11 @@ def in_pod(path: str, *cmd: str) -> Any:
     return json.loads(out) if "-j" in cmd else out
 
 
-def nat_rules(ns: str) -> str:
-    return subprocess.run(
-        ["ip", "netns", "exec", ns, "iptables-save", "-t", "nat"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-
-
 @pytest.fixture
 def cri(cnid_node: Any, tmp_path: Path) -> Iterator[Containerd]:
     assert OUR_PLUGIN.is_file(), "build the plugin first (just build)"
     with Containerd(
-        tmp_path / "containerd", conflist=CONFLIST, cni_bin_dir=plugin_dir(tmp_path / "bin"),
+        tmp_path / "containerd", conflist=CHAIN_CONFLIST, cni_bin_dir=plugin_dir(tmp_path / "bin"),
         netns=cnid_node.netns, env={"CNID_SOCKET": cnid_node.socket},
     ) as runtime:  # fmt: skip
         yield runtime
