@@ -83,12 +83,36 @@ class ReadinessConfig(msgspec.Struct, frozen=True):
     port: int = 24800
 
 
+class KubernetesConfig(msgspec.Struct, frozen=True):
+    """cnid's own section: how the daemon reaches the Kubernetes API."""
+
+    #: auto: use the API when running in a pod (the service account) or
+    #: when ``kubeconfig`` is set; yes: require it; no: standalone (the
+    #: [default] domain and a node-local address store).
+    enabled: str = "auto"
+    #: A kubeconfig file; empty: the pod's service account.
+    kubeconfig: str = ""
+    #: How long an address of a pod that is gone from the node, or a block
+    #: of a domain or node that is gone, stays before it is released.
+    gc_grace_seconds: float = 120.0
+    #: How often the garbage collector runs (0: [default] gc_interval_seconds).
+    gc_interval_seconds: float = 0.0
+
+    def wanted(self) -> bool:
+        if self.enabled not in ("auto", "yes", "no"):
+            raise ConfigError(f"[kubernetes] enabled must be auto, yes or no, not {self.enabled!r}")
+        if self.enabled == "auto":
+            return bool(self.kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST"))
+        return self.enabled == "yes"
+
+
 class Config(msgspec.Struct, frozen=True):
     api: ApiConfig = ApiConfig()
     network: NetworkConfig = NetworkConfig()
     default: DefaultDomainConfig = DefaultDomainConfig()
     logging: LoggingConfig = LoggingConfig()
     readiness: ReadinessConfig = ReadinessConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
 
     @property
     def node_name(self) -> str:
@@ -101,6 +125,7 @@ _SECTIONS = {
     "default": DefaultDomainConfig,
     "logging": LoggingConfig,
     "readiness": ReadinessConfig,
+    "kubernetes": KubernetesConfig,
 }
 
 
@@ -126,6 +151,7 @@ def parse_config(text: str, source: str = "server.ini") -> Config:
             raise ConfigError(f"{source}: [{name}] {exc}") from None
     config = msgspec.convert(sections, Config, from_attributes=True)
     config.default.domain()  # validate the default domain now, not at the first ADD
+    config.kubernetes.wanted()
     return config
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import time
@@ -96,9 +97,29 @@ class ControlServer:
         return out
 
     async def view_ipam(self, args: dict[str, str]) -> list[dict[str, Any]]:
-        blocks = await self.pool.blocks()
         node_only = args.get("all") != "true"
+        if args.get("allocations") == "true":
+            return await self._allocations(None if not node_only else self.node)
+        blocks = await self.pool.blocks()
         return [msgspec.to_builtins(b) for b in blocks if not node_only or b.node == self.node]
+
+    async def _allocations(self, node: str | None) -> list[dict[str, Any]]:
+        rows = []
+        for rec in await self.pool.store.list_blocks(node=node):
+            for address, alloc in rec.allocations.items():
+                rows.append(
+                    {
+                        "block": rec.name,
+                        "node": rec.node,
+                        "address": address,
+                        "kind": alloc.kind,
+                        "container_id": alloc.container_id,
+                        "ifname": alloc.ifname,
+                        "pod_namespace": alloc.pod_namespace,
+                        "pod_name": alloc.pod_name,
+                    }
+                )
+        return sorted(rows, key=lambda r: (r["block"], ipaddress.ip_address(r["address"])))
 
     async def handle_connection(self, conn: trio.socket.SocketType) -> None:
         fds: list[int] = []

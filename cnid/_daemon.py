@@ -1,9 +1,15 @@
 """The node daemon: every service started from one nursery, in order.
 
 health (liveness from the first moment) -> node state (journal, address
-store) -> underlay -> domains (kernel objects of every tenant) -> recovery
-of what a previous run left -> the CNI socket -> the control socket.
+store) -> [with the Kubernetes API: the watches, this node's VRFNodeConfig]
+-> underlay -> domains (kernel objects of every tenant; with the API, the
+VRFDomain and VRFDomainBinding controllers) -> recovery of what a previous
+run left -> the CNI socket -> the control socket [-> garbage collection].
 Readiness is the conjunction of the services' own reports.
+
+Standalone (no API: ``[kubernetes] enabled = no``, or ``auto`` outside a
+pod without a kubeconfig) the node serves the [default] domain of
+server.ini with a node-local address store.
 """
 
 from __future__ import annotations
@@ -24,10 +30,21 @@ from ._metrics import Metrics
 from ._readiness import Readiness
 from ._sockets import serve_unix
 from ._tenants import DomainRegistry
+from .cluster import (
+    BindingController,
+    DomainController,
+    GarbageCollector,
+    KubeStore,
+    NodeConfigController,
+    NodeSettings,
+    Watches,
+)
 from .cni._journal import Journal
 from .cni._server import CniServer
 from .cni._service import CniService
 from .ipam import AddressPool, FileStore
+from .kube import KubeClient
+from .kube import load_config as load_kube_config
 
 log = logging.getLogger("cnid")
 
@@ -42,13 +59,25 @@ class Daemon:
         self.readiness = Readiness()
         for component in ("underlay", "domains", "recovery", "cni-socket"):
             self.readiness.expect(component)
-        self.domains = DomainRegistry(config.default.domain())
+        self.kube = config.kubernetes.wanted()
+        self.domains = DomainRegistry(config.default.domain(), static=not self.kube)
         state_dir = Path(config.network.state_dir)
         self.journal = Journal(state_dir)
         self.pool = AddressPool(FileStore(state_dir / "ipam.json"), self.node)
         self.health_port = 0
 
     async def run(self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
+        if not self.kube:
+            log.info("node %s: standalone, no Kubernetes API ([kubernetes] enabled)", self.node)
+            await self._run(None, task_status)
+            return
+        kcfg = load_kube_config(self.config.kubernetes.kubeconfig or None)
+        log.info("node %s: Kubernetes API at %s", self.node, kcfg.server)
+        async with KubeClient(kcfg) as client:
+            self.pool = AddressPool(KubeStore(client), self.node)
+            await self._run(client, task_status)
+
+    async def _run(self, client: KubeClient | None, task_status: trio.TaskStatus[Daemon]) -> None:
         cfg = self.config
         health = HealthServer(self.readiness, self.metrics)
         async with trio.open_nursery() as nursery:
@@ -57,7 +86,21 @@ class Daemon:
             )
             for problem in self.journal.load():
                 log.error("state: unreadable attachment record moved aside: %s", problem)
-            underlay = await self._discover_underlay()
+            watches = nodeconfig = None
+            settings = NodeSettings()
+            if client is not None:
+                watches = Watches(client, self.node, self.readiness)
+                await nursery.start(watches.run)
+                nodeconfig = NodeConfigController(
+                    client=client, node=self.node, configs=watches.nodeconfigs
+                )
+                await watches.nodeconfigs.synced.wait()
+                settings, problem = nodeconfig.current()
+                if problem:
+                    log.error("VRFNodeConfig %s: %s; using server.ini", settings.source, problem)
+                    settings = NodeSettings()
+                await nursery.start(nodeconfig.run)
+            underlay = await self._discover_underlay(settings, nodeconfig)
             mtu = cfg.network.mtu or underlay.mtu - cfg.network.mtu_overhead
             log.info(
                 "node %s: underlay %s (%s, mtu %d), pod mtu %d",
@@ -76,8 +119,33 @@ class Daemon:
                 metrics=self.metrics,
                 mtu=mtu,
             )
-            await nursery.start(self._run_domains, underlay)
-            await service.recover()
+            if client is None or watches is None or nodeconfig is None:
+                await nursery.start(self._run_domains, underlay)
+                await service.recover()
+            else:
+                nodeconfig.running = settings
+                controller = DomainController(
+                    client=client,
+                    node=self.node,
+                    default=cfg.default.domain(),
+                    registry=self.domains,
+                    pool=self.pool,
+                    readiness=self.readiness,
+                    domains=watches.domains,
+                    nodes=watches.nodes,
+                    interval=max(cfg.default.fw_interval_seconds, 1),
+                )
+                await nursery.start(controller.run, underlay)
+                bindings = BindingController(
+                    client=client,
+                    registry=self.domains,
+                    bindings=watches.bindings,
+                    domains=watches.domains,
+                    namespaces=watches.namespaces,
+                )
+                await nursery.start(bindings.run)
+                await watches.wait_synced()
+                await self._recover(service)
             self.readiness.set_ready("recovery")
             cni = CniServer(service, self.metrics)
             await nursery.start(serve_unix, cfg.api.socket_path_api, cni.handle_connection)
@@ -94,22 +162,55 @@ class Daemon:
             log.info(
                 "serving CNI on %s, control on %s", cfg.api.socket_path_api, cfg.api.socket_path_ctl
             )
+            if watches is not None:
+                kc = cfg.kubernetes
+                gc = GarbageCollector(
+                    node=self.node,
+                    service=service,
+                    pool=self.pool,
+                    journal=self.journal,
+                    pods=watches.pods,
+                    nodes=watches.nodes,
+                    domains=watches.domains,
+                    interval=kc.gc_interval_seconds or cfg.default.gc_interval_seconds,
+                    grace=kc.gc_grace_seconds,
+                )
+                await nursery.start(gc.run)
             task_status.started(self)
 
-    async def _discover_underlay(self) -> dataplane.Underlay:
+    async def _recover(self, service: CniService) -> None:
+        """Recovery needs the address store: retried until the API answers."""
         delay = 0.5
         while True:
             try:
-                underlay = await dataplane.discover_underlay(
-                    self.config.network.host_if, self.config.network.ipaddr
-                )
+                await service.recover()
+                return
+            except CnidError as exc:
+                self.readiness.set_not_ready("recovery", exc.msg)
+                log.error("recovery: %s; retrying in %.1fs", exc.msg, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+
+    async def _discover_underlay(
+        self, settings: NodeSettings, nodeconfig: NodeConfigController | None
+    ) -> dataplane.Underlay:
+        delay = 0.5
+        host_if = settings.host_if or self.config.network.host_if
+        ipaddr = settings.local or self.config.network.ipaddr
+        while True:
+            try:
+                underlay = await dataplane.discover_underlay(host_if, ipaddr)
             except CnidError as exc:
                 self.readiness.set_not_ready("underlay", exc.msg)
+                if nodeconfig is not None and settings.source:
+                    nodeconfig.problem = exc.msg
                 log.error("underlay: %s; retrying in %.1fs", exc.msg, delay)
                 await trio.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
                 continue
             self.readiness.set_ready("underlay")
+            if nodeconfig is not None:
+                nodeconfig.problem = ""
             return underlay
 
     async def _run_domains(

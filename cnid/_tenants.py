@@ -1,21 +1,23 @@
 """Which tenant (VRFDomain) a pod belongs to, and what each domain's kernel
 objects are on this node.
 
-Until the Kubernetes controllers exist, the registry holds the default
-domain from server.ini; bindings (namespace -> domain) are the seeds'
-VRFDomainBinding and come with the CRD controllers.
+Standalone (no Kubernetes API), the registry holds the default domain of
+server.ini. With the API, the VRFDomain and VRFDomainBinding controllers
+replace its contents as the custom resources change.
 """
 
 from __future__ import annotations
 
 from ._domains import VrfDomain
+from ._errors import TryAgainLater
 from .dataplane import DomainLinks
 
 
 class DomainRegistry:
-    def __init__(self, default: VrfDomain) -> None:
-        self.default = default
-        self._domains: dict[str, VrfDomain] = {default.name: default}
+    def __init__(self, default: VrfDomain, *, static: bool = True) -> None:
+        #: The domain of pods whose namespace has no binding, by name.
+        self.default_name = default.name
+        self._domains: dict[str, VrfDomain] = {default.name: default} if static else {}
         self._bindings: dict[str, str] = {}
         self._links: dict[str, DomainLinks] = {}
 
@@ -25,16 +27,36 @@ class DomainRegistry:
     def get(self, name: str) -> VrfDomain | None:
         return self._domains.get(name)
 
+    def set_domains(self, domains: list[VrfDomain]) -> None:
+        self._domains = {d.name: d for d in domains}
+        for gone in set(self._links) - set(self._domains):
+            del self._links[gone]
+
     def bind(self, namespace: str, domain_name: str) -> None:
         self._bindings[namespace] = domain_name
 
+    def set_bindings(self, bindings: dict[str, str]) -> None:
+        self._bindings = dict(bindings)
+
+    def bindings(self) -> dict[str, str]:
+        return dict(self._bindings)
+
     def for_namespace(self, namespace: str) -> VrfDomain:
-        """The domain of a pod's namespace: its binding when the bound domain
-        exists, else the default domain."""
+        """The domain of a pod's namespace: its binding's domain, else the
+        default domain. A namespace bound to a domain that does not exist
+        (yet) gets no address at all rather than one in another tenant's
+        network: TryAgainLater, so the runtime retries until it exists."""
         bound = self._bindings.get(namespace)
-        if bound is not None and bound in self._domains:
-            return self._domains[bound]
-        return self.default
+        name = bound if bound is not None else self.default_name
+        domain = self._domains.get(name)
+        if domain is None:
+            why = (
+                f"namespace {namespace} is bound to VRFDomain {name}"
+                if bound is not None
+                else f"namespace {namespace} has no binding and the default domain {name}"
+            )
+            raise TryAgainLater(f"{why}, which does not exist or is not accepted")
+        return domain
 
     def links(self, name: str) -> DomainLinks | None:
         return self._links.get(name)

@@ -63,6 +63,9 @@ class CnidNode:
     underlay_addr: str = "192.168.77.2/24"
     fabric_addr: str = "192.168.77.1/24"
     ini_extra: str = ""
+    #: A shared segment (testbed.cluster.Lan): the node's eth0 plugs into
+    #: its bridge instead of a fabric namespace of its own.
+    lan: str | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnid-node-")))
     pid: int | None = None
     pods: list[str] = field(default_factory=list)
@@ -103,6 +106,8 @@ class CnidNode:
 
     def create(self) -> CnidNode:
         netns_add(self.name)
+        if self.lan is not None:
+            return self._create_on_lan(self.lan)
         netns_add(self.fabric)
         sh(
             "ip",
@@ -122,6 +127,30 @@ class CnidNode:
         sh("ip", "link", "set", "eth0", "up", ns=self.name)
         sh("ip", "addr", "add", self.fabric_addr, "dev", "up0", ns=self.fabric)
         sh("ip", "link", "set", "up0", "up", ns=self.fabric)
+        gw = self.fabric_addr.split("/")[0]
+        sh("ip", "route", "add", "default", "via", gw, ns=self.name)
+        (self.workdir / "server.ini").write_text(self.config_text())
+        return self
+
+    def _create_on_lan(self, lan: str) -> CnidNode:
+        port = f"p-{abs(hash(self.name)) % 10**8}"
+        sh(
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            lan,
+            ns=self.name,
+        )
+        sh("ip", "link", "set", port, "master", "br0", "up", ns=lan)
+        sh("ip", "addr", "add", self.underlay_addr, "dev", "eth0", ns=self.name)
+        sh("ip", "link", "set", "eth0", "up", ns=self.name)
         gw = self.fabric_addr.split("/")[0]
         sh("ip", "route", "add", "default", "via", gw, ns=self.name)
         (self.workdir / "server.ini").write_text(self.config_text())
@@ -189,7 +218,8 @@ class CnidNode:
             netns_del(pod)
         self.pods.clear()
         netns_del(self.name)
-        netns_del(self.fabric)
+        if self.lan is None:
+            netns_del(self.fabric)
         subprocess.run(["rm", "-rf", str(self.workdir)], check=False)
 
     def log_tail(self, lines: int = 40) -> str:
@@ -231,6 +261,7 @@ class CnidNode:
         ifname: str = "eth0",
         conf: dict[str, Any] | bytes | None = None,
         pod: tuple[str, str] = ("default", ""),
+        pod_uid: str | None = None,
         env: dict[str, str] | None = None,
         timeout: float = 120.0,
     ) -> PluginRun:
@@ -245,7 +276,8 @@ class CnidNode:
             "CNI_PATH": str(PLUGIN.parent),
             "CNI_ARGS": (
                 f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod[0]};K8S_POD_NAME={pod[1]};"
-                f"K8S_POD_INFRA_CONTAINER_ID={container_id};K8S_POD_UID=uid-{container_id}"
+                f"K8S_POD_INFRA_CONTAINER_ID={container_id};"
+                f"K8S_POD_UID={pod_uid or 'uid-' + container_id}"
             ),
             "CNID_SOCKET": self.socket,
         }

@@ -294,10 +294,20 @@ class CniService:
                     container_id=att.container_id, ifname=att.ifname, address=None, domain=None
                 )
             released.append(att)
-        keep = valid | known | self._locks.busy()
-        for lease in await self.pool.gc(
-            lambda lease: Attachment(lease.owner.container_id, lease.owner.ifname) in keep
-        ):
+
+        def keep(lease: Lease) -> bool:
+            # Asked under the VRF's lock: an ADD that allocated after this
+            # pass began holds its attachment's lock (busy) until its
+            # journal record is ready, so it is seen here either way.
+            att = Attachment(lease.owner.container_id, lease.owner.ifname)
+            return (
+                att in valid
+                or att in known
+                or self.journal.get(att) is not None
+                or att in self._locks.busy()
+            )
+
+        for lease in await self.pool.gc(keep):
             released.append(Attachment(lease.owner.container_id, lease.owner.ifname))
         if released:
             log.info("GC released %d attachment(s)", len(released))

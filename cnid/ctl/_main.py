@@ -56,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pods", help="pod attachments on this node")
     ipam = sub.add_parser("ipam", help="IP blocks of this node (as kubectl get ipblocks)")
     ipam.add_argument("--all", action="store_true", help="blocks of every node")
+    ipam.add_argument(
+        "--allocations", action="store_true", help="every allocated address and its holder"
+    )
     args = parser.parse_args(argv)
     call_args: dict[str, str] = {}
-    if getattr(args, "all", False):
-        call_args["all"] = "true"
+    for flag in ("all", "allocations"):
+        if getattr(args, flag, False):
+            call_args[flag] = "true"
     try:
         response = query(args.socket, args.command, call_args)
     except (OSError, CnidError) as exc:
@@ -73,5 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
     else:
-        print(render(args.command, data))
+        view = "ipam-allocations" if getattr(args, "allocations", False) else args.command
+        print(render(view, data))
     return 0

@@ -74,4 +74,18 @@ def render(command: str, data: Any) -> str:
             for b in data
         ]
         return table(["NAME", "CIDR", "NODE", "VRF", "ALLOCATED", "CAPACITY"], rows)
+    if command == "ipam-allocations":
+        rows = [
+            [
+                a["block"],
+                a["address"],
+                a["kind"],
+                a.get("pod_namespace", ""),
+                a.get("pod_name", ""),
+                a.get("container_id", "")[:12],
+                a.get("ifname", ""),
+            ]
+            for a in data
+        ]
+        return table(["BLOCK", "ADDRESS", "KIND", "NAMESPACE", "POD", "CONTAINER", "IFNAME"], rows)
     return str(data)

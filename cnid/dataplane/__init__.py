@@ -4,7 +4,14 @@ Every operation is a coroutine that runs its netlink work in a trio worker
 thread of its own (see docs/dataplane.md for why and what it costs).
 """
 
-from ._domain import DomainLinks, ensure_domain, remove_domain
+from ._domain import (
+    DomainLinks,
+    KernelDomain,
+    ensure_domain,
+    list_domains,
+    remove_domain,
+    remove_kernel_domain,
+)
 from ._names import LINK_ALIAS_PREFIX, ROUTE_PROTO, bridge_mac, host_ifname
 from ._netns import NetnsPoisoned, is_netns_fd, set_node_netns
 from ._pod import (
@@ -23,6 +30,7 @@ __all__ = [
     "ROUTE_PROTO",
     "CheckFailed",
     "DomainLinks",
+    "KernelDomain",
     "NetnsPoisoned",
     "PodLink",
     "PodWiring",
@@ -33,8 +41,10 @@ __all__ = [
     "ensure_domain",
     "host_ifname",
     "is_netns_fd",
+    "list_domains",
     "list_pod_links",
     "remove_domain",
+    "remove_kernel_domain",
     "set_node_netns",
     "unwire_pod",
     "wire_pod",

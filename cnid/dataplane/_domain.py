@@ -13,6 +13,7 @@ from .._domains import VniAttachment, VrfDomain
 from .._errors import KernelError
 from . import _netlink as nl
 from ._names import (
+    LINK_ALIAS_PREFIX,
     ROUTE_PROTO,
     bridge_alias,
     bridge_mac,
@@ -206,3 +207,71 @@ def _remove(domain: VrfDomain) -> None:
 async def remove_domain(domain: VrfDomain) -> None:
     """Idempotent: delete our tagged links of the domain and our routes in its table."""
     await in_thread(lambda: _remove(domain))
+
+
+class KernelDomain(msgspec.Struct, frozen=True):
+    """A domain as the kernel holds it: our tagged VRF and the tagged
+    bridges enslaved to it (their VXLAN devices share the VNI)."""
+
+    name: str
+    vrf: int
+    table: int
+    vnis: tuple[int, ...]
+
+
+def _tagged_number(alias: str | None, prefix: str) -> int | None:
+    if alias is None or not alias.startswith(prefix):
+        return None
+    tail = alias[len(prefix) :]
+    return int(tail) if tail.isdigit() else None
+
+
+def _list_domains() -> list[KernelDomain]:
+    with nl.Netlink(netlink_socket(None)) as sock:
+        links = sock.links()
+    vrf_prefix = vrf_alias("")
+    found = []
+    for link in links:
+        if link.kind != "vrf" or link.alias is None or not link.alias.startswith(vrf_prefix):
+            continue
+        number = link.name.removeprefix("vrf-")
+        if not number.isdigit():
+            continue
+        info = nl.parse_attrs(link.attrs.get(nl.IFLA_LINKINFO, b""))
+        table = nl.attr_u32(nl.parse_attrs(info.get(nl.IFLA_INFO_DATA, b"")), nl.IFLA_VRF_TABLE)
+        vnis = tuple(
+            sorted(
+                vni
+                for br in links
+                if br.master == link.index
+                and (vni := _tagged_number(br.alias, f"{LINK_ALIAS_PREFIX}br:")) is not None
+            )
+        )
+        found.append(
+            KernelDomain(
+                name=link.alias[len(vrf_prefix) :],
+                vrf=int(number),
+                table=table or 0,
+                vnis=vnis,
+            )
+        )
+    return found
+
+
+async def list_domains() -> list[KernelDomain]:
+    """The domains whose VRF device is ours, as the kernel has them."""
+    return await in_thread(_list_domains)
+
+
+async def remove_kernel_domain(found: KernelDomain) -> None:
+    """Remove a domain known only from the kernel (its VRFDomain is gone)."""
+    domain = VrfDomain(
+        name=found.name,
+        vrf=found.vrf,
+        table=found.table,
+        prefix="0.0.0.0",
+        prefixlen=0,
+        ipblocklen=0,
+        attachments=tuple(VniAttachment(type="l3vni", vni=vni) for vni in found.vnis),
+    )
+    await remove_domain(domain)

@@ -1,4 +1,7 @@
+import pytest
+
 from cnid._config import parse_config
+from cnid._errors import TryAgainLater
 from cnid._tenants import DomainRegistry
 
 
@@ -7,7 +10,20 @@ def test_namespaces_go_to_their_bound_domain_or_the_default() -> None:
     assert registry.for_namespace("anything").name == "vrf-42"
     registry.bind("test02", "vrf-42")
     assert registry.for_namespace("test02").name == "vrf-42"
-    # a binding to a domain that does not exist (yet) falls back, never fails
+
+
+def test_a_binding_to_a_missing_domain_never_lands_in_another_tenant() -> None:
+    registry = DomainRegistry(parse_config("").default.domain())
     registry.bind("test03", "vrf-200")
-    assert registry.for_namespace("test03").name == "vrf-42"
+    with pytest.raises(TryAgainLater, match="bound to VRFDomain vrf-200"):
+        registry.for_namespace("test03")
     assert registry.get("vrf-200") is None
+
+
+def test_without_the_default_domain_unbound_namespaces_wait() -> None:
+    default = parse_config("").default.domain()
+    registry = DomainRegistry(default, static=False)
+    with pytest.raises(TryAgainLater, match="default domain vrf-42"):
+        registry.for_namespace("web")
+    registry.set_domains([default])
+    assert registry.for_namespace("web") == default

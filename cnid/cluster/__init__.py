@@ -1,0 +1,23 @@
+"""cnid as a cluster citizen: watches of the custom resources and the
+built-in kinds, the controllers of VRFDomains, VRFDomainBindings and
+VRFNodeConfigs, IPBlocks as the address store, and garbage collection."""
+
+from ._bindings import BindingController
+from ._domains import DomainController, accept, domain_from
+from ._gc import GarbageCollector, Grace
+from ._ipblocks import KubeStore
+from ._nodeconfig import NodeConfigController, NodeSettings
+from ._watches import Watches
+
+__all__ = [
+    "BindingController",
+    "DomainController",
+    "GarbageCollector",
+    "Grace",
+    "KubeStore",
+    "NodeConfigController",
+    "NodeSettings",
+    "Watches",
+    "accept",
+    "domain_from",
+]

@@ -1,0 +1,318 @@
+"""The VRFDomain controller: every domain's kernel objects on this node.
+
+Level-triggered: on every change of the VRFDomains (and at least every
+``interval`` seconds, to repair the kernel) it compares what the cluster
+wants with what the node has:
+
+* a domain that is valid and does not clash with an older one is
+  *accepted*: this node adds its finalizer first, then creates or adopts the
+  kernel objects, then reports ``status.nodes.<node>``;
+* a domain being deleted: this node removes its kernel objects, releases
+  its IP blocks in the domain's VRF, then drops its finalizer; finalizers
+  of nodes that left the cluster are dropped by any node;
+* kernel domains of ours that no VRFDomain wants any more (deleted while
+  the daemon was down) are removed;
+* no VRFDomain at all: the default one of server.ini is created, as the
+  seeds say.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+import trio
+
+from .. import dataplane
+from .._domains import VniAttachment, VrfDomain
+from .._errors import CnidError, ConfigError
+from .._readiness import Readiness
+from .._tenants import DomainRegistry
+from ..ipam import AddressPool
+from ..kube import (
+    VRF_DOMAINS,
+    AlreadyExists,
+    AttachmentSpec,
+    Conflict,
+    KubeClient,
+    Node,
+    NotFound,
+    ObjectMeta,
+    Reflector,
+    VRFDomain,
+    VRFDomainSpec,
+)
+from ._conditions import (
+    finalizer_node,
+    is_node_finalizer,
+    node_finalizer,
+    same_conditions,
+    set_condition,
+)
+
+log = logging.getLogger("cnid.domains")
+
+
+def domain_from(obj: VRFDomain) -> VrfDomain:
+    """The validated domain of a CR; ConfigError naming the problem."""
+    spec = obj.spec
+    attachments = []
+    for att in spec.attachments:
+        if att.type not in ("l2vni", "l3vni"):
+            raise ConfigError(
+                f"domain {obj.metadata.name}: attachment type {att.type!r} is not l2vni or l3vni"
+            )
+        attachments.append(VniAttachment(type=att.type, vni=att.vni, port=att.port))  # type: ignore[arg-type]
+    return VrfDomain(
+        name=obj.metadata.name,
+        vrf=spec.vrf,
+        table=spec.table,
+        prefix=spec.prefix,
+        prefixlen=spec.prefixlen,
+        ipblocklen=spec.ipblocklen,
+        attachments=tuple(attachments),
+    ).validated()
+
+
+def resource_from(domain: VrfDomain) -> VRFDomain:
+    return VRFDomain(
+        metadata=ObjectMeta(name=domain.name),
+        spec=VRFDomainSpec(
+            vrf=domain.vrf,
+            table=domain.table,
+            prefix=domain.prefix,
+            prefixlen=domain.prefixlen,
+            ipblocklen=domain.ipblocklen,
+            attachments=[
+                AttachmentSpec(type=a.type, vni=a.vni, port=a.port) for a in domain.attachments
+            ],
+        ),
+    )
+
+
+def _age_key(obj: VRFDomain) -> tuple[str, str]:
+    return (obj.metadata.creation_timestamp or "", obj.metadata.name)
+
+
+def accept(objs: list[VRFDomain]) -> tuple[list[VrfDomain], dict[str, tuple[str, str]]]:
+    """The accepted domains, and for each other one the reason (InvalidSpec
+    or Conflict) and why. Two domains must not share a VRF, a table or a
+    VNI; the older one keeps it."""
+    accepted: list[VrfDomain] = []
+    refused: dict[str, tuple[str, str]] = {}
+    vrfs: dict[int, str] = {}
+    tables: dict[int, str] = {}
+    vnis: dict[int, str] = {}
+    for obj in sorted(objs, key=_age_key):
+        name = obj.metadata.name
+        try:
+            domain = domain_from(obj)
+        except ConfigError as exc:
+            refused[name] = ("InvalidSpec", exc.msg)
+            continue
+        clash = (
+            (f"vrf {domain.vrf}", vrfs.get(domain.vrf)),
+            (f"table {domain.table}", tables.get(domain.table)),
+            *((f"vni {a.vni}", vnis.get(a.vni)) for a in domain.attachments),
+        )
+        taken = [(what, owner) for what, owner in clash if owner is not None]
+        if taken:
+            what, owner = taken[0]
+            refused[name] = ("Conflict", f"{what} is VRFDomain {owner}'s already")
+            continue
+        vrfs[domain.vrf] = tables[domain.table] = name
+        for a in domain.attachments:
+            vnis[a.vni] = name
+        accepted.append(domain)
+    return accepted, refused
+
+
+class DomainController:
+    def __init__(
+        self,
+        *,
+        client: KubeClient,
+        node: str,
+        default: VrfDomain,
+        registry: DomainRegistry,
+        pool: AddressPool,
+        readiness: Readiness,
+        domains: Reflector[VRFDomain],
+        nodes: Reflector[Node],
+        interval: float,
+    ) -> None:
+        self.client = client
+        self.node = node
+        self.default = default
+        self.registry = registry
+        self.pool = pool
+        self.readiness = readiness
+        self.domains = domains
+        self.nodes = nodes
+        self.interval = interval
+        self.finalizer = node_finalizer(node)
+        self.underlay: dataplane.Underlay | None = None
+        #: Last error per domain on this node ("" when programmed).
+        self.errors: dict[str, str] = {}
+
+    async def run(
+        self,
+        underlay: dataplane.Underlay,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self.underlay = underlay
+        self.readiness.set_not_ready("domains", "waiting for the VRFDomains from the API")
+        task_status.started()
+        await self.domains.synced.wait()
+        seen = -1
+        while True:
+            seen = self.domains.version
+            try:
+                await self.reconcile()
+            except CnidError as exc:
+                # The API or the store: the next pass starts from a fresh read.
+                log.warning("domains: %s; retrying", exc.msg)
+                await trio.sleep(1.0)
+                continue
+            with trio.move_on_after(self.interval):
+                await self.domains.wait_changed(seen)
+
+    async def reconcile(self) -> None:
+        objs = list(self.domains.items.values())
+        if not objs and not self.domains.invalid:
+            await self._create_default()
+            return
+        live = [o for o in objs if o.metadata.deletion_timestamp is None]
+        accepted, refused = accept(live)
+        for obj in objs:
+            if obj.metadata.deletion_timestamp is not None:
+                await self._finalize(obj)
+        by_name = {o.metadata.name: o for o in live}
+        errors: dict[str, str] = {}
+        ready: list[VrfDomain] = []
+        for domain in accepted:
+            obj = by_name[domain.name]
+            if self.finalizer not in obj.metadata.finalizers:
+                patched = await self._add_finalizer(obj)
+                if patched is None:
+                    continue  # changed under us: the next pass reads it again
+                obj = patched
+            error = await self._program(domain)
+            errors[domain.name] = error
+            if not error:
+                ready.append(domain)
+            await self._report(obj, None, error)
+        for name, why in refused.items():
+            await self._report(by_name[name], why, "")
+        await self._remove_strays({d.name for d in accepted})
+        self.registry.set_domains(ready)
+        self.errors = errors
+        failed = {n: e for n, e in errors.items() if e}
+        if failed:
+            self.readiness.set_not_ready(
+                "domains", "; ".join(f"{n}: {e}" for n, e in sorted(failed.items()))
+            )
+        else:
+            self.readiness.set_ready("domains")
+
+    # -- steps ------------------------------------------------------------
+
+    async def _create_default(self) -> None:
+        try:
+            await self.client.create(VRF_DOMAINS, resource_from(self.default))
+            log.info("no VRFDomain in the cluster: created the default %s", self.default.name)
+        except AlreadyExists:
+            pass
+
+    async def _program(self, domain: VrfDomain) -> str:
+        assert self.underlay is not None
+        try:
+            links = await dataplane.ensure_domain(domain, self.underlay)
+        except CnidError as exc:
+            log.error("domain %s: %s", domain.name, exc.msg)
+            return exc.msg
+        if self.registry.links(domain.name) is None:
+            log.info(
+                "domain %s: vrf %d table %d ready on this node",
+                domain.name,
+                domain.vrf,
+                domain.table,
+            )
+        self.registry.set_links(domain.name, links)
+        return ""
+
+    async def _patch_finalizers(self, obj: VRFDomain, finalizers: list[str]) -> VRFDomain | None:
+        """Set the finalizers, based on the version we read (409: the next
+        pass re-reads)."""
+        body: dict[str, Any] = {
+            "metadata": {
+                "resourceVersion": obj.metadata.resource_version,
+                "finalizers": finalizers,
+            }
+        }
+        try:
+            return await self.client.patch(VRF_DOMAINS, obj.metadata.name, body)
+        except (Conflict, NotFound):
+            return None
+
+    async def _add_finalizer(self, obj: VRFDomain) -> VRFDomain | None:
+        return await self._patch_finalizers(obj, [*obj.metadata.finalizers, self.finalizer])
+
+    async def _finalize(self, obj: VRFDomain) -> None:
+        name = obj.metadata.name
+        keep = list(obj.metadata.finalizers)
+        if self.finalizer in keep:
+            for found in await dataplane.list_domains():
+                if found.name == name:
+                    await dataplane.remove_kernel_domain(found)
+            self.registry.set_domains([d for d in self.registry.all() if d.name != name])
+            vrf = obj.spec.vrf
+            await self.pool.release_domain(vrf)
+            log.info("domain %s deleted: kernel objects and blocks of vrf %d released", name, vrf)
+            keep.remove(self.finalizer)
+        if self.nodes.synced.is_set() and self.nodes.connected:
+            members = [*self.nodes.items, self.node]
+            for f in list(keep):
+                if is_node_finalizer(f) and finalizer_node(f, members) is None:
+                    log.info("domain %s: dropping %s, its node left the cluster", name, f)
+                    keep.remove(f)
+        if keep != obj.metadata.finalizers:
+            await self._patch_finalizers(obj, keep)
+
+    async def _remove_strays(self, wanted: set[str]) -> None:
+        """Kernel domains of ours that no accepted VRFDomain wants. A domain
+        refused now (edited into an invalid spec) keeps its kernel objects:
+        its pods stay up until it is fixed or deleted."""
+        known = set(self.domains.items) | set(self.domains.invalid)
+        for found in await dataplane.list_domains():
+            if found.name in wanted or found.name in known:
+                continue
+            log.info("domain %s is gone from the cluster: removing vrf-%d", found.name, found.vrf)
+            await dataplane.remove_kernel_domain(found)
+
+    async def _report(self, obj: VRFDomain, refused: tuple[str, str] | None, error: str) -> None:
+        """Accepted (the spec, the same verdict on every node) and this
+        node's state, written only when they change."""
+        gen = obj.metadata.generation
+        status = obj.status
+        reason, why = refused or ("Valid", "")
+        conditions = set_condition(
+            list(status.conditions), "Accepted", refused is None, reason, why, gen
+        )
+        state = "Refused" if refused else ("Error" if error else "Ready")
+        mine = {"state": state, "message": why or error, "observedGeneration": gen}
+        current = status.nodes.get(self.node)
+        current_view = msgspec.to_builtins(current) if current is not None else None
+        body: dict[str, Any] = {}
+        if not same_conditions(conditions, list(status.conditions)):
+            body["conditions"] = msgspec.to_builtins(conditions)
+        if current_view != {k: v for k, v in mine.items() if v not in ("", 0)}:
+            body["nodes"] = {self.node: mine}
+        if not body:
+            return
+        try:
+            await self.client.patch(VRF_DOMAINS, obj.metadata.name, {"status": body}, status=True)
+        except NotFound:
+            pass
