@@ -84,6 +84,7 @@ class Cluster:
                 "--rbac", str(REPO / "kube" / "deploy" / "rbac.yaml"),
                 "--rbac-user", "system:serviceaccount:pyroute2-cni:cnid",
                 "--unix", str(self.api_dir / "admin.sock"),
+                "--state", str(self.api_dir / "state.json"),
             ],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,

@@ -1,6 +1,6 @@
 """The VM tier: run a command under Debian's kernel (which has the VRF device).
 
-    python -m testbed.vm [--memory 2G] [--cpus 2] -- <command...>
+    python -m testbed.vm [--memory 4G] [--cpus 2] -- <command...>
 
 boots the newest /boot/vmlinuz-* with virtme-ng under QEMU (TCG: KVM does
 not work on these machines), with the host's filesystem as the guest's root,
@@ -52,7 +52,7 @@ def vng_command(command: list[str], memory: str, cpus: int, kernel: str) -> list
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed.vm", description=__doc__)
-    parser.add_argument("--memory", default="2G")
+    parser.add_argument("--memory", default="4G")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--kernel", default="")
     parser.add_argument("command", nargs=argparse.REMAINDER)

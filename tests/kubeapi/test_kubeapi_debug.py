@@ -4,6 +4,7 @@ for the admin token only."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ async def test_admin_reads_the_request_log(rbac_api: KubeApi) -> None:
         assert (await restricted.post(WIDGETS, json=widget("w1"))).status_code == 403
     async with make_client(rbac_api, rbac_api.token) as admin:
         assert (await admin.post(WIDGETS, json=widget("w1"))).status_code == 201
-        patch = {"status": {"nodes": {}}}
+        patch: dict[str, Any] = {"status": {"nodes": {}}}
         merge = {"Content-Type": "application/merge-patch+json"}
         response = await admin.patch(f"{WIDGETS}/w1/status", json=patch, headers=merge)
         assert response.status_code == 200, response.text
@@ -36,11 +37,11 @@ async def test_admin_reads_the_request_log(rbac_api: KubeApi) -> None:
     assert response.headers["content-type"] == "application/json"
     log = response.json()
     assert [list(entry) for entry in log] == [KEYS] * 3
-    group, admin = "test.example.org", "kubernetes-admin"
+    group, root = "test.example.org", "kubernetes-admin"
     rows = [
         [USER, "create", group, "widgets", "", "", "", 403],
-        [admin, "create", group, "widgets", "", "", "", 201],
-        [admin, "patch", group, "widgets", "status", "", "w1", 200],
+        [root, "create", group, "widgets", "", "", "", 201],
+        [root, "patch", group, "widgets", "status", "", "w1", 200],
     ]
     assert log == [dict(zip(KEYS, row, strict=True)) for row in rows]
     assert len(rbac_api.requests) == 4  # reading the log is not in it; the failed list is

@@ -447,3 +447,13 @@ def test_api_down_pods_keep_working_adds_wait_and_the_agent_resyncs(cluster: Clu
     wait_for("kb ready again", lambda: (s := kb.status()) and s["ready"])
     ok(pods.delete(kb, "default", "steady"))
     assert_no_leak_no_double_booking(cluster)
+
+
+def test_the_agents_used_only_what_rbac_grants(cluster: Cluster) -> None:
+    log = cluster.kubectl.http.get("/debug/requests").json()
+    mine = [r for r in log if r["user"].startswith("system:serviceaccount:")]
+    used = {(r["verb"], r["resource"], r["subresource"]) for r in mine}
+    # the IPBlock path was taken: claims, status writes, releases
+    assert {("create", "ipblocks", ""), ("update", "ipblocks", "status")} <= used
+    assert {("delete", "ipblocks", "")} <= used
+    assert [r for r in mine if r["code"] in (401, 403)] == []
