@@ -107,48 +107,18 @@ class CnidNode:
     def create(self) -> CnidNode:
         netns_add(self.name)
         if self.lan is not None:
-            return self._create_on_lan(self.lan)
-        netns_add(self.fabric)
-        sh(
-            "ip",
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "up0",
-            "netns",
-            self.fabric,
-            ns=self.name,
-        )
-        sh("ip", "addr", "add", self.underlay_addr, "dev", "eth0", ns=self.name)
-        sh("ip", "link", "set", "eth0", "up", ns=self.name)
-        sh("ip", "addr", "add", self.fabric_addr, "dev", "up0", ns=self.fabric)
-        sh("ip", "link", "set", "up0", "up", ns=self.fabric)
-        gw = self.fabric_addr.split("/")[0]
-        sh("ip", "route", "add", "default", "via", gw, ns=self.name)
-        (self.workdir / "server.ini").write_text(self.config_text())
-        return self
-
-    def _create_on_lan(self, lan: str) -> CnidNode:
-        port = f"p-{abs(hash(self.name)) % 10**8}"
-        sh(
-            "ip",
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            port,
-            "netns",
-            lan,
-            ns=self.name,
-        )
-        sh("ip", "link", "set", port, "master", "br0", "up", ns=lan)
+            # The peer plugs into the LAN's bridge.
+            port, peer_ns = f"p-{abs(hash(self.name)) % 10**8}", self.lan
+        else:
+            port, peer_ns = "up0", self.fabric
+            netns_add(self.fabric)
+        sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", peer_ns,
+           ns=self.name)  # fmt: skip
+        if self.lan is not None:
+            sh("ip", "link", "set", port, "master", "br0", "up", ns=peer_ns)
+        else:
+            sh("ip", "addr", "add", self.fabric_addr, "dev", port, ns=peer_ns)
+            sh("ip", "link", "set", port, "up", ns=peer_ns)
         sh("ip", "addr", "add", self.underlay_addr, "dev", "eth0", ns=self.name)
         sh("ip", "link", "set", "eth0", "up", ns=self.name)
         gw = self.fabric_addr.split("/")[0]

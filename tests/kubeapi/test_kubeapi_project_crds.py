@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from testbed import seeds
 from testbed.kubeapi import KubeApi, open_kubeapi
 from tests.kubeapi._helpers import HERE, make_client
 
@@ -16,36 +17,9 @@ CRDS = HERE.parents[1] / "kube" / "crds"
 CNI = "/apis/cni.pyroute2.org/v1alpha1"
 
 # The seeds' examples, verbatim.
-NODE_CONFIG = {
-    "apiVersion": "cni.pyroute2.org/v1alpha1",
-    "kind": "VRFNodeConfig",
-    "metadata": {"name": "k8s02-vrnc"},
-    "spec": {
-        "nodeRef": {"name": "k8s02"},
-        "routerId": "192.168.124.2",
-        "routeReflectors": ["192.168.124.1"],
-        "interfaces": [{"name": "eth1", "local": "192.168.124.2"}],
-    },
-}
-DOMAIN: dict[str, Any] = {
-    "apiVersion": "cni.pyroute2.org/v1alpha1",
-    "kind": "VRFDomain",
-    "metadata": {"name": "vrf-200"},
-    "spec": {
-        "vrf": 200,
-        "table": 10200,
-        "prefix": "10.1.0.0",
-        "prefixlen": 16,
-        "ipblocklen": 26,
-        "attachments": [{"type": "l3vni", "vni": 60200, "port": 4789}],
-    },
-}
-BINDING = {
-    "apiVersion": "cni.pyroute2.org/v1alpha1",
-    "kind": "VRFDomainBinding",
-    "metadata": {"name": "test02-vrf-200"},
-    "spec": {"namespaceRef": {"name": "test02"}, "vrfDomainRef": {"name": "vrf-200"}},
-}
+NODE_CONFIG = seeds.parsed(seeds.VRFNODECONFIG)
+DOMAIN = seeds.parsed(seeds.VRFDOMAIN)
+BINDING = seeds.parsed(seeds.VRFDOMAINBINDING)
 
 
 @pytest.fixture

@@ -28,38 +28,12 @@ from cnid.kube import (
     VRFDomainSpec,
     VRFNodeConfig,
 )
+from testbed import seeds
 
 # The seeds' examples, as kubectl sends them (YAML -> JSON).
-SEED_DOMAIN: dict[str, Any] = {
-    "apiVersion": "cni.pyroute2.org/v1alpha1",
-    "kind": "VRFDomain",
-    "metadata": {"name": "vrf-200"},
-    "spec": {
-        "vrf": 200,
-        "table": 10200,
-        "prefix": "10.1.0.0",
-        "prefixlen": 16,
-        "ipblocklen": 26,
-        "attachments": [{"type": "l3vni", "vni": 60200, "port": 4789}],
-    },
-}
-SEED_NODE_CONFIG = {
-    "apiVersion": "cni.pyroute2.org/v1alpha1",
-    "kind": "VRFNodeConfig",
-    "metadata": {"name": "k8s02-vrnc"},
-    "spec": {
-        "nodeRef": {"name": "k8s02"},
-        "routerId": "192.168.124.2",
-        "routeReflectors": ["192.168.124.1"],
-        "interfaces": [{"name": "eth1", "local": "192.168.124.2"}],
-    },
-}
-SEED_BINDING = {
-    "apiVersion": "cni.pyroute2.org/v1alpha1",
-    "kind": "VRFDomainBinding",
-    "metadata": {"name": "test02-vrf-200"},
-    "spec": {"namespaceRef": {"name": "test02"}, "vrfDomainRef": {"name": "vrf-200"}},
-}
+SEED_DOMAIN = seeds.parsed(seeds.VRFDOMAIN)
+SEED_NODE_CONFIG = seeds.parsed(seeds.VRFNODECONFIG)
+SEED_BINDING = seeds.parsed(seeds.VRFDOMAINBINDING)
 
 
 def decode(obj: dict[str, Any], model: type[Any]) -> Any:

@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from cnid._config import parse_config
+from testbed import seeds
 
 REPO = Path(__file__).resolve().parents[2]
 KUBE = REPO / "kube"
@@ -299,50 +300,9 @@ def test_crd_schema_is_structural_and_rules_use_known_functions(plural: str, gro
 # -- custom resources against the CRDs (testbed.kubeapi evaluates CEL) -------
 
 # Verbatim from the seeds (shared/seeds/001).
-SEED_VRFNODECONFIG = """\
-apiVersion: cni.pyroute2.org/v1alpha1
-kind: VRFNodeConfig
-metadata:
-  name: k8s02-vrnc
-spec:
-  nodeRef:
-    name: k8s02
-  routerId: 192.168.124.2
-  routeReflectors:
-    - 192.168.124.1
-  interfaces:
-    - name: eth1
-      local: 192.168.124.2
-"""
-
-SEED_VRFDOMAIN = """\
-apiVersion: cni.pyroute2.org/v1alpha1
-kind: VRFDomain
-metadata:
-  name: vrf-200
-spec:
-  vrf: 200
-  table: 10200
-  prefix: 10.1.0.0
-  prefixlen: 16
-  ipblocklen: 26
-  attachments:
-    - type: l3vni
-      vni: 60200
-      port: 4789
-"""
-
-SEED_VRFDOMAINBINDING = """\
-apiVersion: cni.pyroute2.org/v1alpha1
-kind: VRFDomainBinding
-metadata:
-  name: test02-vrf-200
-spec:
-  namespaceRef:
-    name: test02
-  vrfDomainRef:
-    name: vrf-200
-"""
+SEED_VRFNODECONFIG = seeds.VRFNODECONFIG
+SEED_VRFDOMAIN = seeds.VRFDOMAIN
+SEED_VRFDOMAINBINDING = seeds.VRFDOMAINBINDING
 
 # docs/kubernetes.md's IPBlock (its status is below, with the other statuses).
 IPBLOCK = """\
