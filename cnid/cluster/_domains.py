@@ -230,6 +230,12 @@ class DomainController:
         assert self.underlay is not None
         try:
             links = await dataplane.ensure_domain(domain, self.underlay)
+            wanted = {a.vni for a in domain.attachments}
+            for found in await dataplane.list_domains():
+                dropped = [vni for vni in found.vnis if vni not in wanted]
+                if found.name == domain.name and dropped:
+                    log.info("domain %s: removing dropped attachments %s", domain.name, dropped)
+                    await dataplane.remove_attachments(dropped)
         except CnidError as exc:
             log.error("domain %s: %s", domain.name, exc.msg)
             return exc.msg

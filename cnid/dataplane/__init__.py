@@ -9,6 +9,7 @@ from ._domain import (
     KernelDomain,
     ensure_domain,
     list_domains,
+    remove_attachments,
     remove_domain,
     remove_kernel_domain,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "is_netns_fd",
     "list_domains",
     "list_pod_links",
+    "remove_attachments",
     "remove_domain",
     "remove_kernel_domain",
     "set_node_netns",

@@ -175,18 +175,28 @@ async def ensure_domain(domain: VrfDomain, underlay: Underlay) -> DomainLinks:
     return await in_thread(lambda: _ensure(domain, underlay))
 
 
+def _attachment_links(vnis: list[int]) -> list[tuple[str, str]]:
+    names = []
+    for vni in vnis:
+        names.append((vxlan_name(vni), vxlan_alias(vni)))
+        names.append((bridge_name(vni), bridge_alias(vni)))
+    return names
+
+
+def _delete_tagged(sock: nl.Netlink, names: list[tuple[str, str]]) -> None:
+    requests = []
+    for name, alias in names:
+        link = sock.link_by_name(name)
+        if link is not None and link.alias == alias:
+            requests.append(nl.Request(nl.RTM_DELLINK, 0, nl.ifinfo(link.index), name))
+    sock.batch(requests, ignore=(errno.ENODEV,))
+
+
 def _remove(domain: VrfDomain) -> None:
     with nl.Netlink(netlink_socket(None)) as sock:
         names = [(vrf_name(domain.vrf), vrf_alias(domain.name))]
-        for att in domain.attachments:
-            names.append((vxlan_name(att.vni), vxlan_alias(att.vni)))
-            names.append((bridge_name(att.vni), bridge_alias(att.vni)))
-        requests = []
-        for name, alias in names:
-            link = sock.link_by_name(name)
-            if link is not None and link.alias == alias:
-                requests.append(nl.Request(nl.RTM_DELLINK, 0, nl.ifinfo(link.index), name))
-        sock.batch(requests, ignore=(errno.ENODEV,))
+        names += _attachment_links([att.vni for att in domain.attachments])
+        _delete_tagged(sock, names)
         gone = []
         for fam in (socket.AF_INET, socket.AF_INET6):
             for r in sock.routes(fam, domain.table):
@@ -261,6 +271,17 @@ def _list_domains() -> list[KernelDomain]:
 async def list_domains() -> list[KernelDomain]:
     """The domains whose VRF device is ours, as the kernel has them."""
     return await in_thread(_list_domains)
+
+
+async def remove_attachments(vnis: list[int]) -> None:
+    """Delete our bridges and VXLAN devices of these VNIs (attachments
+    dropped from a domain that stays)."""
+
+    def work() -> None:
+        with nl.Netlink(netlink_socket(None)) as sock:
+            _delete_tagged(sock, _attachment_links(vnis))
+
+    await in_thread(work)
 
 
 async def remove_kernel_domain(found: KernelDomain) -> None:

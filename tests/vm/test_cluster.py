@@ -218,6 +218,15 @@ def test_the_seeds_resources_drive_every_nodes_kernel(cluster: Cluster) -> None:
     held = ka.cnictl("ipam", "--allocations").stdout
     assert tenant in held and "seed-t" in held
 
+    # An attachment added, then dropped again: its devices follow.
+    grown = seeds.parsed(seeds.VRFDOMAIN)
+    grown["spec"]["attachments"].append({"type": "l2vni", "vni": 60201})
+    kubectl.apply(grown)
+    wait_for("br-60201 on ka", lambda: link_exists(ka, "br-60201"))
+    kubectl.apply_yaml(SEED_DOMAIN)
+    wait_for("br-60201 gone from ka", lambda: not link_exists(ka, "br-60201"))
+    assert link_exists(ka, "br-60200")
+
     # Delete the domain: every node removes its objects and drops its finalizer.
     ok(pods.delete(ka, "test02", "seed-t"))
     ok(pods.delete(ka, "default", "seed-d"))
