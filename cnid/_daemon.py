@@ -30,15 +30,7 @@ from ._metrics import Metrics
 from ._readiness import Readiness
 from ._sockets import serve_unix
 from ._tenants import DomainRegistry
-from .cluster import (
-    BindingController,
-    DomainController,
-    GarbageCollector,
-    KubeStore,
-    NodeConfigController,
-    NodeSettings,
-    Watches,
-)
+from .cluster import ClusterMember, KubeStore, NodeConfigController, NodeSettings
 from .cni._journal import Journal
 from .cni._server import CniServer
 from .cni._service import CniService
@@ -86,21 +78,21 @@ class Daemon:
             )
             for problem in self.journal.load():
                 log.error("state: unreadable attachment record moved aside: %s", problem)
-            watches = nodeconfig = None
-            settings = NodeSettings()
+            member = settings = None
             if client is not None:
-                watches = Watches(client, self.node, self.readiness)
-                await nursery.start(watches.run)
-                nodeconfig = NodeConfigController(
-                    client=client, node=self.node, configs=watches.nodeconfigs
+                member = ClusterMember(
+                    client=client,
+                    config=cfg,
+                    node=self.node,
+                    readiness=self.readiness,
+                    registry=self.domains,
+                    pool=self.pool,
+                    journal=self.journal,
                 )
-                await watches.nodeconfigs.synced.wait()
-                settings, problem = nodeconfig.current()
-                if problem:
-                    log.error("VRFNodeConfig %s: %s; using server.ini", settings.source, problem)
-                    settings = NodeSettings()
-                await nursery.start(nodeconfig.run)
-            underlay = await self._discover_underlay(settings, nodeconfig)
+                settings = await member.start_watches(nursery)
+            underlay = await self._discover_underlay(
+                settings or NodeSettings(), member.nodeconfig if member else None
+            )
             mtu = cfg.network.mtu or underlay.mtu - cfg.network.mtu_overhead
             log.info(
                 "node %s: underlay %s (%s, mtu %d), pod mtu %d",
@@ -119,32 +111,11 @@ class Daemon:
                 metrics=self.metrics,
                 mtu=mtu,
             )
-            if client is None or watches is None or nodeconfig is None:
+            if member is None:
                 await nursery.start(self._run_domains, underlay)
                 await service.recover()
             else:
-                nodeconfig.running = settings
-                controller = DomainController(
-                    client=client,
-                    node=self.node,
-                    default=cfg.default.domain(),
-                    registry=self.domains,
-                    pool=self.pool,
-                    readiness=self.readiness,
-                    domains=watches.domains,
-                    nodes=watches.nodes,
-                    interval=max(cfg.default.fw_interval_seconds, 1),
-                )
-                await nursery.start(controller.run, underlay)
-                bindings = BindingController(
-                    client=client,
-                    registry=self.domains,
-                    bindings=watches.bindings,
-                    domains=watches.domains,
-                    namespaces=watches.namespaces,
-                )
-                await nursery.start(bindings.run)
-                await watches.wait_synced()
+                await member.start_controllers(nursery, underlay, settings or NodeSettings())
                 await self._recover(service)
             self.readiness.set_ready("recovery")
             cni = CniServer(service, self.metrics)
@@ -162,20 +133,8 @@ class Daemon:
             log.info(
                 "serving CNI on %s, control on %s", cfg.api.socket_path_api, cfg.api.socket_path_ctl
             )
-            if watches is not None:
-                kc = cfg.kubernetes
-                gc = GarbageCollector(
-                    node=self.node,
-                    service=service,
-                    pool=self.pool,
-                    journal=self.journal,
-                    pods=watches.pods,
-                    nodes=watches.nodes,
-                    domains=watches.domains,
-                    interval=kc.gc_interval_seconds or cfg.default.gc_interval_seconds,
-                    grace=kc.gc_grace_seconds,
-                )
-                await nursery.start(gc.run)
+            if member is not None:
+                await member.start_gc(nursery, service)
             task_status.started(self)
 
     async def _recover(self, service: CniService) -> None:

@@ -136,6 +136,7 @@ class Cluster:
             fabric_addr=f"{self.subnet}.1/24",
             ini_extra=extra,
             lan=self.lan,
+            ns_name=f"{self.name}-{name}",
         )
         self.nodes[name] = node
         node.create()

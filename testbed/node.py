@@ -66,17 +66,21 @@ class CnidNode:
     #: A shared segment (testbed.cluster.Lan): the node's eth0 plugs into
     #: its bridge instead of a fabric namespace of its own.
     lan: str | None = None
+    #: The node's network namespace when it must differ from the node name
+    #: (cluster nodes have short Kubernetes names; namespaces must be unique
+    #: on the machine).
+    ns_name: str = ""
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnid-node-")))
     pid: int | None = None
     pods: list[str] = field(default_factory=list)
 
     @property
     def netns(self) -> str:
-        return self.name
+        return self.ns_name or self.name
 
     @property
     def fabric(self) -> str:
-        return f"{self.name}-fab"
+        return f"{self.netns}-fab"
 
     @property
     def socket(self) -> str:
@@ -105,24 +109,24 @@ class CnidNode:
     # -- lifecycle --------------------------------------------------------
 
     def create(self) -> CnidNode:
-        netns_add(self.name)
+        netns_add(self.netns)
         if self.lan is not None:
             # The peer plugs into the LAN's bridge.
-            port, peer_ns = f"p-{abs(hash(self.name)) % 10**8}", self.lan
+            port, peer_ns = f"p-{abs(hash(self.netns)) % 10**8}", self.lan
         else:
             port, peer_ns = "up0", self.fabric
             netns_add(self.fabric)
         sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", peer_ns,
-           ns=self.name)  # fmt: skip
+           ns=self.netns)  # fmt: skip
         if self.lan is not None:
             sh("ip", "link", "set", port, "master", "br0", "up", ns=peer_ns)
         else:
             sh("ip", "addr", "add", self.fabric_addr, "dev", port, ns=peer_ns)
             sh("ip", "link", "set", port, "up", ns=peer_ns)
-        sh("ip", "addr", "add", self.underlay_addr, "dev", "eth0", ns=self.name)
-        sh("ip", "link", "set", "eth0", "up", ns=self.name)
+        sh("ip", "addr", "add", self.underlay_addr, "dev", "eth0", ns=self.netns)
+        sh("ip", "link", "set", "eth0", "up", ns=self.netns)
         gw = self.fabric_addr.split("/")[0]
-        sh("ip", "route", "add", "default", "via", gw, ns=self.name)
+        sh("ip", "route", "add", "default", "via", gw, ns=self.netns)
         (self.workdir / "server.ini").write_text(self.config_text())
         return self
 
@@ -138,7 +142,7 @@ class CnidNode:
                 "ip",
                 "netns",
                 "exec",
-                self.name,
+                self.netns,
                 str(VENV_BIN / "cnid"),
                 "run",
                 "--config",
@@ -187,7 +191,7 @@ class CnidNode:
         for pod in list(self.pods):
             netns_del(pod)
         self.pods.clear()
-        netns_del(self.name)
+        netns_del(self.netns)
         if self.lan is None:
             netns_del(self.fabric)
         subprocess.run(["rm", "-rf", str(self.workdir)], check=False)

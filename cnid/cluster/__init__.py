@@ -6,11 +6,13 @@ from ._bindings import BindingController
 from ._domains import DomainController, accept, domain_from
 from ._gc import GarbageCollector, Grace
 from ._ipblocks import KubeStore
+from ._member import ClusterMember
 from ._nodeconfig import NodeConfigController, NodeSettings
 from ._watches import Watches
 
 __all__ = [
     "BindingController",
+    "ClusterMember",
     "DomainController",
     "GarbageCollector",
     "Grace",

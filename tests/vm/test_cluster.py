@@ -106,7 +106,7 @@ class Pods:
 
     def add(self, node: CnidNode, namespace: str, name: str) -> PluginRun:
         uid = self.kubectl.add_pod(namespace, name, node.name)
-        path = node.add_pod(f"{node.name}-{name}")
+        path = node.add_pod(f"{node.netns}-{name}")
         return node.plugin(
             "ADD",
             container_id=f"{name}-cid",
@@ -118,7 +118,7 @@ class Pods:
 
     def delete(self, node: CnidNode, namespace: str, name: str) -> PluginRun:
         run = node.plugin("DEL", container_id=f"{name}-cid", conf=conflist_conf(version="1.0.0"))
-        node.del_pod_netns(f"{node.name}-{name}")
+        node.del_pod_netns(f"{node.netns}-{name}")
         self.kubectl.delete("pods", name, namespace)
         return run
 
@@ -370,7 +370,7 @@ def test_an_agent_killed_mid_burst_leaks_nothing_after_the_grace_period(cluster:
     # kubelet gives up on the failed sandboxes: their Pod objects go, no DEL.
     for name in interrupted:
         kubectl.delete("pods", name, "default")
-        kc.del_pod_netns(f"kc-{name}")
+        kc.del_pod_netns(f"{kc.netns}-{name}")
     kc.start()
     # After the grace period the GC has released what belonged to no pod.
     wait_for(
@@ -410,7 +410,7 @@ def test_api_down_pods_keep_working_adds_wait_and_the_agent_resyncs(cluster: Clu
         assert "kube-api" in json.dumps(status["components"])
         assert kb.ping(kb.netns, a, 1, vrf="vrf-42")  # the pod keeps working
         links = sh("ip", "-o", "link", "show", ns=kb.netns).stdout.count("cnid:pod:")
-        path = kb.add_pod("kb-refused")
+        path = kb.add_pod(f"{kb.netns}-refused")
         run = kb.plugin(
             "ADD",
             container_id="refused-cid",
@@ -421,7 +421,7 @@ def test_api_down_pods_keep_working_adds_wait_and_the_agent_resyncs(cluster: Clu
         assert run.rc != 0 and run.json["code"] == 11, run.stdout
         assert sh("ip", "-o", "link", "show", ns=kb.netns).stdout.count("cnid:pod:") == links
         assert "refused-cid" not in kb.cnictl("--json", "pods").stdout
-        kb.del_pod_netns("kb-refused")
+        kb.del_pod_netns(f"{kb.netns}-refused")
     finally:
         cluster.start_api()
     wait_for("kb ready again", lambda: (s := kb.status()) and s["ready"])

@@ -1,0 +1,108 @@
+"""The node as a cluster member: the watches and every controller, started
+in the daemon's order (watches and this node's VRFNodeConfig before the
+underlay is chosen; domains and bindings once the underlay is known; the
+garbage collector once the CNI service serves)."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from .. import dataplane
+from .._config import Config
+from .._readiness import Readiness
+from .._tenants import DomainRegistry
+from ..cni._journal import Journal
+from ..cni._service import CniService
+from ..ipam import AddressPool
+from ..kube import KubeClient
+from ._bindings import BindingController
+from ._domains import DomainController
+from ._gc import GarbageCollector
+from ._nodeconfig import NodeConfigController, NodeSettings
+from ._watches import Watches
+
+log = logging.getLogger("cnid.cluster")
+
+
+class ClusterMember:
+    def __init__(
+        self,
+        *,
+        client: KubeClient,
+        config: Config,
+        node: str,
+        readiness: Readiness,
+        registry: DomainRegistry,
+        pool: AddressPool,
+        journal: Journal,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.node = node
+        self.readiness = readiness
+        self.registry = registry
+        self.pool = pool
+        self.journal = journal
+        self.watches = Watches(client, node, readiness)
+        self.nodeconfig = NodeConfigController(
+            client=client, node=node, configs=self.watches.nodeconfigs
+        )
+
+    async def start_watches(self, nursery: trio.Nursery) -> NodeSettings:
+        """Start the watches and the VRFNodeConfig controller; this node's
+        settings once its VRFNodeConfig is known (server.ini's when it has
+        none or a bad one)."""
+        await nursery.start(self.watches.run)
+        await self.watches.nodeconfigs.synced.wait()
+        settings, problem = self.nodeconfig.current()
+        if problem:
+            log.error("VRFNodeConfig %s: %s; using server.ini", settings.source, problem)
+            settings = NodeSettings()
+        await nursery.start(self.nodeconfig.run)
+        return settings
+
+    async def start_controllers(
+        self, nursery: trio.Nursery, underlay: dataplane.Underlay, settings: NodeSettings
+    ) -> None:
+        """The domain and binding controllers; returns once every watch has
+        listed (recovery needs the cluster's view)."""
+        self.nodeconfig.running = settings
+        w = self.watches
+        domains = DomainController(
+            client=self.client,
+            node=self.node,
+            default=self.config.default.domain(),
+            registry=self.registry,
+            pool=self.pool,
+            readiness=self.readiness,
+            domains=w.domains,
+            nodes=w.nodes,
+            interval=max(self.config.default.fw_interval_seconds, 1),
+        )
+        await nursery.start(domains.run, underlay)
+        bindings = BindingController(
+            client=self.client,
+            registry=self.registry,
+            bindings=w.bindings,
+            domains=w.domains,
+            namespaces=w.namespaces,
+        )
+        await nursery.start(bindings.run)
+        await w.wait_synced()
+
+    async def start_gc(self, nursery: trio.Nursery, service: CniService) -> None:
+        kc = self.config.kubernetes
+        gc = GarbageCollector(
+            node=self.node,
+            service=service,
+            pool=self.pool,
+            journal=self.journal,
+            pods=self.watches.pods,
+            nodes=self.watches.nodes,
+            domains=self.watches.domains,
+            interval=kc.gc_interval_seconds or self.config.default.gc_interval_seconds,
+            grace=kc.gc_grace_seconds,
+        )
+        await nursery.start(gc.run)
