@@ -111,8 +111,13 @@ async def test_a_reflector_survives_a_dropped_connection_and_a_410(api: KubeApi)
             await writer.create(VRF_DOMAINS, domain("c", 3))
             api.compact()
             api.drop_watches()
-            await wait_until("the relist", lambda: set(reflector.items) == {"b", "c"})
-            assert reflector.synced.is_set() and reflector.connected
+            # The live watch may deliver the deletion before the drop: wait
+            # for the reconnection as well, not only for the cache.
+            await wait_until(
+                "the relist",
+                lambda: set(reflector.items) == {"b", "c"} and reflector.connected,
+            )
+            assert reflector.synced.is_set()
             kinds = [(e.type, e.object.metadata.name) for e in events if e.object is not None]
             assert ("DELETED", "a") in kinds
             # each object announced once as ADDED: the relist did not replay b
