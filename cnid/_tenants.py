@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from ._domains import VrfDomain
 from ._errors import TryAgainLater
+from ._notify import Notifier
 from .dataplane import DomainLinks
 
 
 class DomainRegistry:
-    def __init__(self, default: VrfDomain, *, static: bool = True) -> None:
+    def __init__(
+        self, default: VrfDomain, *, static: bool = True, notifier: Notifier | None = None
+    ) -> None:
+        #: Bumped when the domains or their kernel objects change.
+        self.notifier = notifier or Notifier()
         #: The domain of pods whose namespace has no binding, by name.
         self.default_name = default.name
         self._domains: dict[str, VrfDomain] = {default.name: default} if static else {}
@@ -28,9 +33,14 @@ class DomainRegistry:
         return self._domains.get(name)
 
     def set_domains(self, domains: list[VrfDomain]) -> None:
-        self._domains = {d.name: d for d in domains}
+        fresh = {d.name: d for d in domains}
+        changed = fresh != self._domains
+        self._domains = fresh
         for gone in set(self._links) - set(self._domains):
             del self._links[gone]
+            changed = True
+        if changed:
+            self.notifier.bump()
 
     def bind(self, namespace: str, domain_name: str) -> None:
         self._bindings[namespace] = domain_name
@@ -62,4 +72,6 @@ class DomainRegistry:
         return self._links.get(name)
 
     def set_links(self, name: str, links: DomainLinks) -> None:
-        self._links[name] = links
+        if self._links.get(name) != links:
+            self._links[name] = links
+            self.notifier.bump()

@@ -1,2 +1,59 @@
-"""ExaBGP as the node's BGP speaker: supervision, configuration, the API pipe
-and the EVPN announce extension. Built by the EVPN control-plane issue."""
+"""ExaBGP as the node's BGP speaker.
+
+* ``_routes``: EVPN routes and paths as typed values;
+* ``_wire``: the messages between the daemon and the ExaBGP extension;
+* ``_extension``: the extension itself (runs inside ExaBGP: ``_exabgp``);
+* ``_relay``: ExaBGP's API helper, connecting its pipes to the daemon;
+* ``_events``: ExaBGP's JSON output decoded into typed events;
+* ``_api``: the daemon's end of the API connection;
+* ``_config``: server.ini's [bgp] section, neighbours, ExaBGP's config;
+* ``_speaker``: the supervised ExaBGP process and announcement sync.
+"""
+
+from ._config import BgpOptions, Neighbor, SpeakerConfig, mesh_neighbors, reflector_neighbors
+from ._events import (
+    BgpEvent,
+    NotificationEvent,
+    StateEvent,
+    UpdateEvent,
+    decode_line,
+)
+from ._routes import (
+    ESI_ZERO,
+    EvpnPath,
+    EvpnRoute,
+    ImetRoute,
+    MacIpRoute,
+    PrefixRoute,
+    ReceivedPath,
+    check_path,
+    route_type,
+)
+from ._speaker import PeerStatus, Speaker, SpeakerDown, SpeakerEvent, SpeakerUp
+
+__all__ = [
+    "ESI_ZERO",
+    "BgpEvent",
+    "BgpOptions",
+    "EvpnPath",
+    "EvpnRoute",
+    "ImetRoute",
+    "MacIpRoute",
+    "Neighbor",
+    "NotificationEvent",
+    "PeerStatus",
+    "PrefixRoute",
+    "ReceivedPath",
+    "Speaker",
+    "SpeakerConfig",
+    "SpeakerDown",
+    "SpeakerEvent",
+    "SpeakerUp",
+    "StateEvent",
+    "UpdateEvent",
+    "check_path",
+    "decode_line",
+    "mesh_neighbors",
+    "reflector_neighbors",
+    "route_type",
+]

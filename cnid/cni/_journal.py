@@ -23,6 +23,7 @@ from typing import Literal
 import msgspec
 
 from .._errors import ConfigError
+from .._notify import Notifier
 from ._invocation import Attachment
 from ._results import PodResult
 
@@ -59,9 +60,13 @@ _decoder = msgspec.json.Decoder(PodRecord)
 class Journal:
     """Records in ``<state_dir>/attachments/<host_ifname>.json``, cached in memory."""
 
-    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, state_dir: str | os.PathLike[str], notifier: Notifier | None = None
+    ) -> None:
         self._dir = Path(state_dir) / "attachments"
         self._records: dict[Attachment, PodRecord] = {}
+        #: Bumped on every change of a record.
+        self.notifier = notifier or Notifier()
 
     def load(self) -> list[str]:
         """Read every record; return the problems found (unreadable records
@@ -82,6 +87,7 @@ class Journal:
             self._records[rec.attachment] = rec
         for tmp in self._dir.glob("*.tmp"):
             tmp.unlink(missing_ok=True)
+        self.notifier.bump()
         return problems
 
     def get(self, att: Attachment) -> PodRecord | None:
@@ -98,9 +104,11 @@ class Journal:
         tmp.write_bytes(_encoder.encode(rec))
         os.replace(tmp, path)
         self._records[rec.attachment] = rec
+        self.notifier.bump()
         return rec
 
     def delete(self, att: Attachment) -> None:
         rec = self._records.pop(att, None)
         if rec is not None:
             (self._dir / f"{rec.host_ifname}.json").unlink(missing_ok=True)
+            self.notifier.bump()

@@ -34,6 +34,7 @@ import trio
 
 from .._domains import VrfDomain
 from .._errors import AddressExhausted, ConfigError, StoreConflict
+from .._notify import Notifier
 from ._block import IPNetwork, block_name, block_of, lowest_free_block
 from ._lease import BlockUsage, Lease, Owner
 from ._store import AllocationRecord, BlockRecord, Store
@@ -121,9 +122,11 @@ def _lease_key(lease: Lease) -> tuple[int, int, int]:
 class AddressPool:
     """The IPAM of node ``node`` over ``store`` (see the module docstring)."""
 
-    def __init__(self, store: Store, node: str) -> None:
+    def __init__(self, store: Store, node: str, notifier: Notifier | None = None) -> None:
         self.store = store
         self.node = node
+        #: Bumped when this node claims or removes a block.
+        self.notifier = notifier or Notifier()
         self._locks: dict[int, trio.Lock] = {}
 
     def _lock(self, vrf: int) -> trio.Lock:
@@ -212,6 +215,7 @@ class AddressPool:
             allocations={gateway: _GATEWAY, addr: alloc},
         )
         stored = await self.store.create_block(rec)
+        self.notifier.bump()
         return _lease(stored, addr)
 
     # -- release ----------------------------------------------------------
@@ -321,6 +325,7 @@ class AddressPool:
             empty = empty[1:]  # the VRF's last block stays, as a spare
         for rec in empty:
             await self.store.delete_block(rec)
+            self.notifier.bump()
 
     async def release_domain(self, vrf: int) -> None:
         """Remove every block of this node in ``vrf``, leases included: the
@@ -331,3 +336,4 @@ class AddressPool:
     async def _drop_vrf(self, vrf: int) -> None:
         for rec in await self.store.list_blocks(vrf=vrf, node=self.node):
             await self.store.delete_block(rec)
+            self.notifier.bump()

@@ -1,0 +1,207 @@
+"""ExaBGP's configuration and environment, rendered from the node's settings.
+
+Who the node peers with is decided by the cluster (``cnid.bgp.neighbors``):
+route reflectors when the node's VRFNodeConfig names some (the node
+connects, the reflectors listen), else every other node (a full iBGP mesh:
+of each pair, the node with the higher address connects and the other one
+listens, so two speakers never race two sessions into a collision).
+
+ExaBGP has no runtime neighbour API: a change of the neighbour set is a new
+configuration file and SIGUSR1 (a reload keeps the other sessions and the
+routes announced to them).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+import sys
+from pathlib import Path
+
+import msgspec
+
+from .._errors import ConfigError
+
+FAMILY = "l2vpn evpn"
+PROCESS = "cnid"
+
+
+class BgpOptions(msgspec.Struct, frozen=True):
+    """server.ini's ``[bgp]`` section (cnid's own; pyroute2-cni ran FRR)."""
+
+    #: The AS of the cluster: every node and its route reflectors (iBGP).
+    asn: int = 65000
+    #: Hold time in seconds (keepalives every third of it). 0: no keepalives.
+    hold_time: int = 30
+    #: A file with the TCP MD5 password (a Secret mounted in the pod); empty: none.
+    password_file: str = ""
+    #: GTSM (RFC 5082): send with TTL 255, accept only TTL 255 (one hop).
+    ttl_security: bool = False
+    #: Graceful restart time advertised to peers (seconds; 0: off).
+    graceful_restart: int = 120
+    #: The TCP port of BGP, ours and the peers'.
+    port: int = 179
+    #: Route reflectors for a node whose VRFNodeConfig names none (standalone
+    #: nodes, or a default for every node); comma-separated addresses.
+    route_reflectors: str = ""
+    #: How long after (re)start the daemon waits for each peer's End-of-RIB
+    #: before it sweeps the kernel entries of routes not re-learned.
+    stale_timeout: float = 120.0
+    #: ExaBGP's log level (its log goes to the daemon's log).
+    log_level: str = "WARNING"
+
+    def validated(self) -> BgpOptions:
+        if not 1 <= self.asn < 2**32:
+            raise ConfigError(f"[bgp] asn {self.asn} out of range")
+        if self.hold_time != 0 and not 3 <= self.hold_time <= 65535:
+            raise ConfigError("[bgp] hold_time must be 0 or 3..65535")
+        if not 0 <= self.graceful_restart <= 4095:
+            raise ConfigError("[bgp] graceful_restart must be 0..4095 seconds")
+        self.reflectors  # noqa: B018 - raises ConfigError on a bad address
+        return self
+
+    @property
+    def reflectors(self) -> tuple[str, ...]:
+        out = []
+        for item in self.route_reflectors.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                out.append(str(ipaddress.ip_address(item)))
+            except ValueError:
+                raise ConfigError(f"[bgp] route_reflectors: {item!r} is not an address") from None
+        return tuple(out)
+
+    def password(self) -> str:
+        if not self.password_file:
+            return ""
+        try:
+            secret = Path(self.password_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"[bgp] password_file {self.password_file}: {exc.strerror}") from None
+        if not secret or len(secret) > 80 or '"' in secret or "\n" in secret:
+            raise ConfigError(
+                f"[bgp] password_file {self.password_file}: 1-80 characters, no quotes"
+            )
+        return secret
+
+
+class Neighbor(msgspec.Struct, frozen=True, order=True):
+    address: str
+    passive: bool = False
+    #: Why this neighbour: "mesh:<node>" or "route-reflector".
+    role: str = ""
+
+
+class SpeakerConfig(msgspec.Struct, frozen=True):
+    """Everything ExaBGP's configuration depends on."""
+
+    router_id: str
+    local_address: str
+    asn: int
+    neighbors: tuple[Neighbor, ...]
+    hold_time: int = 30
+    password: str = ""
+    ttl_security: bool = False
+    graceful_restart: int = 120
+    port: int = 179
+
+
+def mesh_neighbors(local: str, others: dict[str, str]) -> tuple[Neighbor, ...]:
+    """Full mesh: a neighbour per other node (name -> address). Of each pair
+    the higher address connects; this node listens for the lower ones."""
+    me = ipaddress.ip_address(local)
+    out = []
+    for name, address in others.items():
+        ip = ipaddress.ip_address(address)
+        if ip == me or ip.version != me.version:
+            continue
+        higher = int(ip) > int(me)
+        out.append(Neighbor(str(ip), passive=higher, role=f"mesh:{name}"))
+    return tuple(sorted(set(out)))
+
+
+def reflector_neighbors(reflectors: tuple[str, ...]) -> tuple[Neighbor, ...]:
+    return tuple(sorted({Neighbor(rr, passive=False, role="route-reflector") for rr in reflectors}))
+
+
+def relay_command(socket_path: str) -> str:
+    """ExaBGP's API helper: stdlib-only, started with -I -S (fast, isolated)."""
+    relay = Path(__file__).with_name("_relay.py")
+    return shlex.join([sys.executable, "-I", "-S", str(relay), socket_path])
+
+
+def render(config: SpeakerConfig, api_socket: str) -> str:
+    """ExaBGP's configuration file."""
+    lines = [
+        f"process {PROCESS} {{",
+        f"    run {relay_command(api_socket)};",
+        "    encoder json;",
+        "}",
+        "",
+    ]
+    for n in config.neighbors:
+        lines += [
+            f"neighbor {n.address} {{",
+            f"    description {shlex.quote(n.role or 'peer')};",
+            f"    router-id {config.router_id};",
+            f"    local-address {config.local_address};",
+            f"    local-as {config.asn};",
+            f"    peer-as {config.asn};",
+            f"    hold-time {config.hold_time};",
+            f"    passive {'true' if n.passive else 'false'};",
+            f"    connect {config.port};",
+            "    group-updates true;",
+            "    adj-rib-out true;",
+            "    manual-eor true;",
+        ]
+        if config.password:
+            lines.append(f'    md5-password "{config.password}";')
+        if config.ttl_security:
+            lines += ["    outgoing-ttl 255;", "    incoming-ttl 255;"]
+        lines += ["    family {", f"        {FAMILY};", "    }", "    capability {"]
+        lines.append(
+            f"        graceful-restart {config.graceful_restart};"
+            if config.graceful_restart
+            else "        graceful-restart disable;"
+        )
+        lines += [
+            "        route-refresh enable;",
+            "    }",
+            "    api {",
+            f"        processes [ {PROCESS} ];",
+            "        neighbor-changes;",
+            "        receive {",
+            "            parsed;",
+            "            update;",
+            "            notification;",
+            "        }",
+            "    }",
+            "}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def environment(config: SpeakerConfig, log_level: str) -> dict[str, str]:
+    """ExaBGP's settings, as the environment variables it reads."""
+    listens = any(n.passive for n in config.neighbors)
+    return {
+        "exabgp.daemon.user": "root",
+        "exabgp.daemon.daemonize": "false",
+        "exabgp.daemon.drop": "false",
+        "exabgp.log.destination": "stdout",
+        "exabgp.log.level": log_level,
+        "exabgp.log.short": "true",
+        # Our command answers with its own ack lines (matched by id).
+        "exabgp.api.ack": "false",
+        "exabgp.api.cli": "false",
+        "exabgp.api.respawn": "true",
+        "exabgp.api.encoder": "json",
+        "exabgp.tcp.bind": config.local_address if listens else "",
+        "exabgp.tcp.port": str(config.port),
+        "exabgp.tcp.attempts": "0",
+        "exabgp.bgp.passive": "false",
+        "exabgp.cache.attributes": "true",
+    }

@@ -1,0 +1,398 @@
+"""ExaBGP as the daemon's supervised child: the node's BGP speaker.
+
+``Speaker.run`` serves the API socket, and whenever the node has neighbours
+it keeps one ExaBGP process running (``python -m cnid.bgp._exabgp``),
+restarting it with backoff when it dies and ending it with the daemon
+(SIGTERM, a grace period, SIGKILL, reaped: the trio model for children).
+
+* ``configure()``: the neighbours and session settings. A change of the
+  neighbour set rewrites the configuration and sends SIGUSR1 (ExaBGP
+  reloads; the other sessions and their routes stay up). A change of what
+  ExaBGP reads only at start (its environment: the listening address) is a
+  restart.
+* ``announce()``: the complete set of paths the node wants announced. The
+  speaker sends ExaBGP the difference with what it holds; a restarted ExaBGP
+  holds nothing and gets everything again. When a session comes up the
+  speaker announces every path to that peer and then sends End-of-RIB
+  (graceful restart with a manual End-of-RIB: ``manual-eor``), but only once
+  the daemon has said what it announces, so a restarting node never tells a
+  peer "that was all" before it re-announced its routes.
+* events (session changes, received updates) go to ``listener``; a
+  ``SpeakerDown`` when ExaBGP ended (every session ended with it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import trio
+
+from .._sockets import serve_unix
+from ._api import CHUNK, ApiConnection, SpeakerUnavailable
+from ._config import SpeakerConfig, environment, render
+from ._events import BgpEvent, NotificationEvent, StateEvent, UpdateEvent
+from ._routes import EvpnPath, route_type
+from ._wire import Command
+
+log = logging.getLogger("cnid.bgp")
+
+STOP_GRACE = 5.0
+_BACKOFF_MIN, _BACKOFF_MAX, _STABLE = 1.0, 30.0, 60.0
+
+
+class SpeakerDown(msgspec.Struct, frozen=True):
+    """ExaBGP ended: every session went down with it (not the peers' doing)."""
+
+    reason: str
+
+
+class SpeakerUp(msgspec.Struct, frozen=True):
+    pid: int
+
+
+SpeakerEvent = BgpEvent | SpeakerDown | SpeakerUp
+Listener = Callable[[SpeakerEvent], None]
+
+
+class PeerStatus(msgspec.Struct):
+    address: str
+    role: str
+    state: str = "idle"
+    since: float = 0.0
+    updates: int = 0
+    flaps: int = 0
+    last_error: str = ""
+
+
+class SpeakerStats(msgspec.Struct):
+    restarts: int = 0
+    pid: int = 0
+    started: float = 0.0
+    commands: int = 0
+    command_errors: int = 0
+
+
+class Speaker:
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        log_level: str = "WARNING",
+        listener: Listener | None = None,
+        on_restart: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.run_dir = run_dir
+        self.api_socket = str(run_dir / "api.sock")
+        self.config_path = run_dir / "exabgp.conf"
+        self.log_level = log_level
+        self.listener = listener
+        self.on_restart = on_restart
+        self.clock = clock
+        self.config: SpeakerConfig | None = None
+        self.peers: dict[str, PeerStatus] = {}
+        self.stats = SpeakerStats()
+        self._desired: frozenset[EvpnPath] | None = None
+        self._held: set[EvpnPath] = set()
+        self._to_refresh: set[str] = set()
+        self._conn: ApiConnection | None = None
+        self._process: trio.Process | None = None
+        self._config_changed = trio.Event()
+        self._sync_wanted = trio.Event()
+        self._running_env: dict[str, str] | None = None
+        self._running_text = ""
+
+    # -- what the daemon tells the speaker ------------------------------------
+
+    def configure(self, config: SpeakerConfig | None) -> None:
+        if config == self.config:
+            return
+        self.config = config
+        wanted = {n.address: n.role for n in (config.neighbors if config else ())}
+        for address in list(self.peers):
+            if address not in wanted:
+                del self.peers[address]
+        for address, role in wanted.items():
+            peer = self.peers.setdefault(address, PeerStatus(address, role))
+            peer.role = role
+        self._config_changed.set()
+
+    def announce(self, paths: frozenset[EvpnPath]) -> None:
+        """The whole set of paths to announce (replaces the previous one)."""
+        if paths == self._desired:
+            return
+        self._desired = paths
+        self._sync_wanted.set()
+
+    @property
+    def announced(self) -> frozenset[EvpnPath]:
+        return self._desired or frozenset()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._conn is not None
+
+    # -- the service -----------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_unix, self.api_socket, self._serve_api)
+            nursery.start_soon(self._sync_loop)
+            nursery.start_soon(self._supervise)
+            task_status.started()
+
+    async def _serve_api(self, sock: trio.socket.SocketType) -> None:
+        conn = ApiConnection(sock, self._event)
+        if self._conn is not None and not self._conn.closed.is_set():
+            log.warning("ExaBGP API: a second connection replaces the first")
+        self._conn = conn
+        self._sync_wanted.set()
+        try:
+            await conn.read_forever()
+        finally:
+            if self._conn is conn:
+                self._conn = None
+
+    # -- supervision ------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        delay = _BACKOFF_MIN
+        while True:
+            config = self.config
+            if config is None or not config.neighbors:
+                self._config_changed = trio.Event()
+                await self._config_changed.wait()
+                continue
+            started = trio.current_time()
+            reason = await self._run_once(config)
+            ran = trio.current_time() - started
+            self._stopped(reason)
+            if reason == "restart":
+                delay = _BACKOFF_MIN
+                continue
+            if ran > _STABLE:
+                delay = _BACKOFF_MIN
+            log.error("ExaBGP %s; starting it again in %.0fs", reason, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _write_config(self, config: SpeakerConfig) -> str:
+        text = render(config, self.api_socket)
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o600)  # it may hold the MD5 password
+        tmp.replace(self.config_path)
+        return text
+
+    async def _run_once(self, config: SpeakerConfig) -> str:
+        """Run ExaBGP until it ends ("exited ...") or needs a restart."""
+        env = environment(config, self.log_level)
+        self._running_text = self._write_config(config)
+        self._running_env = env
+        self._held.clear()
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "cnid.bgp._exabgp", str(self.config_path)],
+            env={**os.environ, **env},
+            cwd=str(self.run_dir),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self._process = proc
+        self.stats.pid = proc.pid
+        self.stats.started = self.clock()
+        log.info(
+            "ExaBGP started (pid %d): router-id %s, AS %d, neighbours %s",
+            proc.pid,
+            config.router_id,
+            config.asn,
+            ", ".join(f"{n.address}{' (passive)' if n.passive else ''}" for n in config.neighbors),
+        )
+        self._emit(SpeakerUp(proc.pid))
+        outcome = "exited"
+        try:
+            async with trio.open_nursery() as nursery:
+                assert proc.stdout is not None
+                nursery.start_soon(self._pump_log, proc.stdout)
+
+                async def watch_exit() -> None:
+                    nonlocal outcome
+                    code = await proc.wait()
+                    outcome = f"exited with status {code}"
+                    nursery.cancel_scope.cancel()
+
+                async def watch_config() -> None:
+                    nonlocal outcome
+                    while True:
+                        self._config_changed = trio.Event()
+                        await self._config_changed.wait()
+                        new = self.config
+                        if new is None or not new.neighbors:
+                            outcome = "restart"
+                            nursery.cancel_scope.cancel()
+                            return
+                        if environment(new, self.log_level) != self._running_env:
+                            log.info("BGP settings changed: restarting ExaBGP")
+                            outcome = "restart"
+                            nursery.cancel_scope.cancel()
+                            return
+                        text = self._write_config(new)
+                        if text != self._running_text:
+                            self._running_text = text
+                            log.info(
+                                "BGP neighbours now %s: reloading ExaBGP",
+                                ", ".join(n.address for n in new.neighbors),
+                            )
+                            proc.send_signal(signal.SIGUSR1)
+
+                nursery.start_soon(watch_exit)
+                nursery.start_soon(watch_config)
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop(proc)
+            self._process = None
+        return outcome
+
+    async def _pump_log(self, stream: trio.abc.ReceiveStream) -> None:
+        buf = b""
+        async for chunk in stream:
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace").rstrip()
+                if text:
+                    log.info("exabgp: %s", text)
+
+    def _stopped(self, reason: str) -> None:
+        self._held.clear()
+        if reason != "restart":
+            self.stats.restarts += 1
+            if self.on_restart is not None:
+                self.on_restart()
+        for peer in self.peers.values():
+            if peer.state != "idle":
+                peer.state = "idle"
+                peer.since = self.clock()
+        self._emit(SpeakerDown(reason))
+
+    # -- events -----------------------------------------------------------------
+
+    def _emit(self, event: SpeakerEvent) -> None:
+        if self.listener is not None:
+            self.listener(event)
+
+    def _event(self, event: BgpEvent) -> None:
+        if isinstance(event, StateEvent):
+            peer = self.peers.get(event.peer)
+            if peer is not None and peer.state != event.state:
+                if peer.state == "up":
+                    peer.flaps += 1
+                peer.state = event.state
+                peer.since = self.clock()
+                if event.state == "down" and event.reason:
+                    peer.last_error = event.reason
+                log.info(
+                    "BGP peer %s: %s%s",
+                    event.peer,
+                    event.state,
+                    f" ({event.reason})" if event.reason else "",
+                )
+            if event.state == "up":
+                self._to_refresh.add(event.peer)
+                self._sync_wanted.set()
+        elif isinstance(event, UpdateEvent):
+            peer = self.peers.get(event.peer)
+            if peer is not None:
+                peer.updates += 1
+        elif isinstance(event, NotificationEvent):
+            peer = self.peers.get(event.peer)
+            if peer is not None:
+                peer.last_error = (
+                    f"NOTIFICATION {event.direction} {event.code}/{event.subcode} {event.data}"
+                ).strip()
+        self._emit(event)
+
+    # -- announcements -------------------------------------------------------
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted = trio.Event()
+            conn = self._conn
+            if conn is None or self._desired is None:
+                continue
+            try:
+                await self._sync(conn, self._desired)
+            except SpeakerUnavailable as exc:
+                log.warning("BGP announcements deferred: %s", exc.msg)
+                # The next connection (or the next change) syncs again.
+
+    async def _sync(self, conn: ApiConnection, desired: frozenset[EvpnPath]) -> None:
+        gone = [p for p in self._held if p not in desired]
+        new = [p for p in desired if p not in self._held]
+        if gone:
+            await self._call(conn, "withdraw", (), gone)
+            self._held.difference_update(gone)
+        if new:
+            await self._call(conn, "announce", (), new)
+            self._held.update(new)
+        if gone or new:
+            log.info(
+                "BGP: %d paths announced (%d new, %d withdrawn)", len(desired), len(new), len(gone)
+            )
+        refresh, self._to_refresh = self._to_refresh, set()
+        for peer in sorted(refresh):
+            # A (re)established session: everything to that peer, then
+            # End-of-RIB (ExaBGP keeps the routes per neighbour, but one
+            # added by a reload starts empty).
+            if desired:
+                await self._call(conn, "announce", (peer,), list(desired))
+            await self._call(conn, "eor", (peer,), [])
+            log.info("BGP peer %s: %d paths sent, then End-of-RIB", peer, len(desired))
+
+    async def _call(
+        self, conn: ApiConnection, op: str, peers: tuple[str, ...], paths: list[EvpnPath]
+    ) -> None:
+        chunks = [paths[i : i + CHUNK] for i in range(0, len(paths), CHUNK)] or [[]]
+        for chunk in chunks:
+            command = Command(conn.next_id(), op, peers, tuple(chunk))  # type: ignore[arg-type]
+            ack = await conn.call(command)
+            self.stats.commands += 1
+            if not ack.ok:
+                self.stats.command_errors += 1
+                for error in ack.errors[:5]:
+                    log.error("ExaBGP refused %s to %s: %s", op, list(peers) or "all", error)
+
+    def announced_by_type(self) -> dict[int, int]:
+        out = {2: 0, 3: 0, 5: 0}
+        for path in self._desired or ():
+            out[route_type(path.route)] += 1
+        return out
+
+
+async def _stop(proc: trio.Process) -> None:
+    """SIGTERM, a grace period, SIGKILL; reaped either way."""
+    if proc.returncode is not None:
+        return
+    try:
+        proc.terminate()
+    except ProcessLookupError:
+        pass
+    with trio.move_on_after(STOP_GRACE):
+        await proc.wait()
+        return
+    log.warning("ExaBGP (pid %d) ignored SIGTERM for %.0fs: killing it", proc.pid, STOP_GRACE)
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
+    await proc.wait()

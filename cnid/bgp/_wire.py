@@ -1,0 +1,57 @@
+"""The messages between the daemon and cnid's ExaBGP extension.
+
+A command travels as one API line, ``cnid <base64 of msgpack>``: ExaBGP
+reformats every API line before it dispatches it (it puts spaces around
+brackets and commas) and finds the command by substrings, and base64 has
+neither. Each command is answered by one JSON line ``{"cnid-ack": {...}}``
+carrying the command's id, so answers are matched to commands by id, not by
+order. This module needs only msgspec: the daemon imports it without ExaBGP.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+import msgspec
+
+from ._routes import EvpnPath
+
+COMMAND = "cnid"
+ACK_KEY = "cnid-ack"
+
+
+class Command(msgspec.Struct, frozen=True):
+    """What the daemon asks of ExaBGP. ``peers``: neighbour addresses; empty
+    means every configured neighbour (for ``eor``: every established one)."""
+
+    id: int
+    op: Literal["announce", "withdraw", "eor"]
+    peers: tuple[str, ...] = ()
+    paths: tuple[EvpnPath, ...] = ()
+
+
+class Ack(msgspec.Struct, frozen=True):
+    id: int
+    ok: bool
+    done: int = 0
+    errors: tuple[str, ...] = ()
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Command)
+
+
+def encode_command(command: Command) -> str:
+    """The API line for ``command`` (no newline)."""
+    return f"{COMMAND} {base64.b64encode(_encoder.encode(command)).decode('ascii')}"
+
+
+def decode_command(line: str) -> Command:
+    """ValueError or msgspec.DecodeError when the line is not a command."""
+    _, _, payload = line.strip().partition(" ")
+    return _decoder.decode(base64.b64decode(payload.replace(" ", ""), validate=True))
+
+
+def ack_line(ack: Ack) -> str:
+    return msgspec.json.encode({ACK_KEY: ack}).decode()
