@@ -16,6 +16,7 @@ import msgspec
 
 from ._domains import VniAttachment, VrfDomain
 from ._errors import ConfigError
+from .bgp._config import BgpOptions
 
 
 class ApiConfig(msgspec.Struct, frozen=True):
@@ -113,6 +114,7 @@ class Config(msgspec.Struct, frozen=True):
     logging: LoggingConfig = LoggingConfig()
     readiness: ReadinessConfig = ReadinessConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
+    bgp: BgpOptions = BgpOptions()
 
     @property
     def node_name(self) -> str:
@@ -126,6 +128,7 @@ _SECTIONS = {
     "logging": LoggingConfig,
     "readiness": ReadinessConfig,
     "kubernetes": KubernetesConfig,
+    "bgp": BgpOptions,
 }
 
 
@@ -152,6 +155,7 @@ def parse_config(text: str, source: str = "server.ini") -> Config:
     config = msgspec.convert(sections, Config, from_attributes=True)
     config.default.domain()  # validate the default domain now, not at the first ADD
     config.kubernetes.wanted()
+    config.bgp.validated()
     return config
 
 

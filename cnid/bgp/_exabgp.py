@@ -1,4 +1,4 @@
-"""ExaBGP with cnid's extension: ``python -m cnid.bgp._exabgp CONFIG``.
+"""ExaBGP with cnid's extension: ``python -m cnid.bgp._exabgp [--env-file F] CONFIG``.
 
 The daemon runs this as its supervised child instead of the ``exabgp``
 script: it loads :mod:`cnid.bgp._extension` (the EVPN announce command, the
@@ -16,7 +16,7 @@ def main() -> None:
 
     from . import _extension  # noqa: F401  (registers the command)
 
-    sys.argv = ["exabgp", "server", *sys.argv[1:]]
+    sys.argv = ["exabgp", *sys.argv[1:]]
     exabgp_main()
 
 

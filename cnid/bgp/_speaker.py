@@ -89,14 +89,18 @@ class Speaker:
         listener: Listener | None = None,
         on_restart: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        launcher: tuple[str, ...] = (),
     ) -> None:
         self.run_dir = run_dir
         self.api_socket = str(run_dir / "api.sock")
         self.config_path = run_dir / "exabgp.conf"
+        self.env_path = run_dir / "exabgp.env"
         self.log_level = log_level
         self.listener = listener
         self.on_restart = on_restart
         self.clock = clock
+        #: A command prefix for ExaBGP (test beds: ``ip netns exec NS``).
+        self.launcher = launcher
         self.config: SpeakerConfig | None = None
         self.peers: dict[str, PeerStatus] = {}
         self.stats = SpeakerStats()
@@ -199,8 +203,19 @@ class Speaker:
         self._running_text = self._write_config(config)
         self._running_env = env
         self._held.clear()
+        # Every setting travels in the environment; an empty file keeps
+        # ExaBGP from looking for (and complaining about) one of its own.
+        self.env_path.touch()
         proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "cnid.bgp._exabgp", str(self.config_path)],
+            [
+                *self.launcher,
+                sys.executable,
+                "-m",
+                "cnid.bgp._exabgp",
+                "--env-file",
+                str(self.env_path),
+                str(self.config_path),
+            ],
             env={**os.environ, **env},
             cwd=str(self.run_dir),
             stdin=subprocess.DEVNULL,

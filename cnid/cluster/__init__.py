@@ -8,6 +8,7 @@ from ._gc import GarbageCollector, Grace
 from ._ipblocks import KubeStore
 from ._member import ClusterMember
 from ._nodeconfig import NodeConfigController, NodeSettings
+from ._peering import Peering, neighbors_for, node_address
 from ._watches import Watches
 
 __all__ = [
@@ -19,7 +20,10 @@ __all__ = [
     "KubeStore",
     "NodeConfigController",
     "NodeSettings",
+    "Peering",
     "Watches",
     "accept",
     "domain_from",
+    "neighbors_for",
+    "node_address",
 ]
