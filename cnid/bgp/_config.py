@@ -204,4 +204,6 @@ def environment(config: SpeakerConfig, log_level: str) -> dict[str, str]:
         "exabgp.tcp.attempts": "0",
         "exabgp.bgp.passive": "false",
         "exabgp.cache.attributes": "true",
+        # read by cnid's extension (GTSM on the sessions peers open)
+        "CNID_GTSM": "1" if config.ttl_security else "0",
     }

@@ -14,7 +14,9 @@ ExaBGP decodes EVPN but has no syntax to announce it, so this module:
   class for: :class:`RouterMac` here), PMSI ingress replication, with the VNI
   in the label field unshifted (what FRR and GoBGP send and expect);
 * accepts 16-byte (IPv6) EVPN next-hops: stock 5.0.15 allows only 4 and
-  answers a 16-byte one with a NOTIFICATION.
+  answers a 16-byte one with a NOTIFICATION;
+* applies GTSM to the sessions peers open (:func:`gtsm_on_passive_sessions`);
+* retries connections every few seconds at most (:func:`reconnect_within_seconds`).
 
 ExaBGP is pinned (pyproject.toml): the names used here are its internals.
 tests/unit/test_bgp_extension.py encodes routes with this module and checks
@@ -24,6 +26,8 @@ them byte for byte against updates captured from FRR and GoBGP.
 from __future__ import annotations
 
 import ipaddress
+import os
+import time
 from collections.abc import Iterator
 from struct import pack
 from typing import Any
@@ -56,8 +60,11 @@ from exabgp.bgp.message.update.nlri.qualifier import (
 )
 from exabgp.protocol.family import AFI, SAFI, Family
 from exabgp.protocol.ip import IP
+from exabgp.reactor import delay as exa_delay
+from exabgp.reactor import listener as exa_listener
 from exabgp.reactor.api.command.command import Command as ExaCommand
 from exabgp.reactor.api.command.limit import match_neighbors
+from exabgp.reactor.network import tcp as exa_tcp
 from exabgp.rib.change import Change
 
 from ._routes import EvpnPath, ImetRoute, MacIpRoute
@@ -96,7 +103,52 @@ def allow_ipv6_nexthops() -> None:
     Family.size[(AFI.l2vpn, SAFI.evpn)] = ((4, 16), 0)
 
 
+def gtsm_on_passive_sessions() -> None:
+    """GTSM (RFC 5082) on the sessions a peer opens. ExaBGP 5.0.15's
+    listening sockets (``exabgp.tcp.bind``) get neither GTSM setting: the
+    SYN-ACK leaves with TTL 64, which a peer connecting with ``incoming-ttl
+    255`` drops (two cnid nodes with ``ttl_security`` never met), and the
+    accepted session has no minimum TTL. With ``CNID_GTSM=1`` in its
+    environment (``[bgp] ttl_security``) listening sockets send with TTL 255
+    and every accepted session gets its neighbour's minimum."""
+    if os.environ.get("CNID_GTSM") != "1":
+        return
+    new_socket = exa_listener.Listener._new_socket
+    accepted = exa_listener.set_accepted_ttl
+
+    def _new_socket(self: Any, ip: Any) -> Any:
+        sock = new_socket(self, ip)
+        exa_tcp.set_sending_ttl(sock, ip.afi, ip.top(), 255)
+        return sock
+
+    def set_accepted_ttl(connection: Any, neighbor: Any) -> None:
+        accepted(connection, neighbor)
+        minimum = neighbor["incoming-ttl"]
+        if minimum and connection.io is not None:
+            exa_tcp.set_minimum_ttl(connection.io, connection.afi, connection.peer, minimum)
+
+    exa_listener.Listener._new_socket = _new_socket
+    exa_listener.set_accepted_ttl = set_accepted_ttl
+
+
+RECONNECT_MAX = 5
+
+
+def reconnect_within_seconds() -> None:
+    """ExaBGP backs off reconnections up to a minute; inside a cluster a
+    node that restarts or joins should be met within seconds: the backoff
+    grows the same way but stops at :data:`RECONNECT_MAX`."""
+
+    def increase(self: Any) -> None:
+        self._time = time.time() + self._next
+        self._next = min(int(1 + self._next * 1.2), RECONNECT_MAX)
+
+    exa_delay.Delay.increase = increase
+
+
 allow_ipv6_nexthops()
+gtsm_on_passive_sessions()
+reconnect_within_seconds()
 
 
 # ------------------------------------------------------------------- building
