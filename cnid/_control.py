@@ -20,6 +20,8 @@ from ._readiness import Readiness
 from ._sockets import READ_TIMEOUT, read_frame, send_all
 from ._tenants import DomainRegistry
 from .cni._journal import Journal
+from .evpn import EvpnController
+from .evpn._views import bgp_summary, evpn_routes, vrf_routes
 from .ipam import AddressPool
 
 log = logging.getLogger("cnid.control")
@@ -37,6 +39,7 @@ class ControlServer:
         pool: AddressPool,
         domains: DomainRegistry,
         metrics: Metrics,
+        evpn: EvpnController | None = None,
     ) -> None:
         self.node = node
         self.readiness = readiness
@@ -44,11 +47,15 @@ class ControlServer:
         self.pool = pool
         self.domains = domains
         self.metrics = metrics
+        self.evpn = evpn
         self.started = time.time()
         self.views: dict[str, View] = {
             "status": self.view_status,
             "pods": self.view_pods,
             "ipam": self.view_ipam,
+            "bgp-summary": self.view_bgp_summary,
+            "evpn-routes": self.view_evpn_routes,
+            "vrf-routes": self.view_vrf_routes,
         }
 
     async def view_status(self, args: dict[str, str]) -> dict[str, Any]:
@@ -102,6 +109,34 @@ class ControlServer:
             return await self._allocations(None if not node_only else self.node)
         blocks = await self.pool.blocks()
         return [msgspec.to_builtins(b) for b in blocks if not node_only or b.node == self.node]
+
+    def _evpn(self) -> EvpnController:
+        if self.evpn is None:
+            raise CnidError("BGP and EVPN are not running on this node (yet)")
+        return self.evpn
+
+    async def view_bgp_summary(self, args: dict[str, str]) -> dict[str, Any]:
+        return bgp_summary(self._evpn())
+
+    async def view_evpn_routes(self, args: dict[str, str]) -> list[dict[str, Any]]:
+        try:
+            rtype = int(args["type"]) if args.get("type") else None
+            vni = int(args["vni"]) if args.get("vni") else None
+        except ValueError:
+            raise CnidError("--type and --vni take numbers") from None
+        if rtype not in (None, 2, 3, 5):
+            raise CnidError(f"route type {rtype}: cnid speaks types 2, 3 and 5")
+        return evpn_routes(self._evpn(), rtype=rtype, vni=vni)
+
+    async def view_vrf_routes(self, args: dict[str, str]) -> dict[str, Any]:
+        name = args.get("vrf", "")
+        domain = next(
+            (d for d in self.domains.all() if name in (d.name, str(d.vrf), f"vrf-{d.vrf}")), None
+        )
+        if domain is None:
+            known = ", ".join(d.name for d in self.domains.all()) or "none"
+            raise CnidError(f"no domain {name!r} on this node (domains: {known})")
+        return await vrf_routes(domain, self.evpn)
 
     async def _allocations(self, node: str | None) -> list[dict[str, Any]]:
         rows = []

@@ -30,10 +30,12 @@ from ._metrics import Metrics
 from ._readiness import Readiness
 from ._sockets import serve_unix
 from ._tenants import DomainRegistry
-from .cluster import ClusterMember, KubeStore, NodeConfigController, NodeSettings
+from .bgp import Speaker
+from .cluster import ClusterMember, KubeStore, NodeConfigController, NodeSettings, Peering
 from .cni._journal import Journal
 from .cni._server import CniServer
 from .cni._service import CniService
+from .evpn import EvpnController, Identity, router_id_for
 from .ipam import AddressPool, FileStore
 from .kube import KubeClient
 from .kube import load_config as load_kube_config
@@ -57,6 +59,7 @@ class Daemon:
         self.journal = Journal(state_dir)
         self.pool = AddressPool(FileStore(state_dir / "ipam.json"), self.node)
         self.health_port = 0
+        self.evpn: EvpnController | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
         if not self.kube:
@@ -118,6 +121,9 @@ class Daemon:
                 await member.start_controllers(nursery, underlay, settings or NodeSettings())
                 await self._recover(service)
             self.readiness.set_ready("recovery")
+            self.evpn = await self._start_evpn(
+                nursery, underlay, settings or NodeSettings(), member
+            )
             cni = CniServer(service, self.metrics)
             await nursery.start(serve_unix, cfg.api.socket_path_api, cni.handle_connection)
             self.readiness.set_ready("cni-socket")
@@ -128,6 +134,7 @@ class Daemon:
                 pool=self.pool,
                 domains=self.domains,
                 metrics=self.metrics,
+                evpn=self.evpn,
             )
             await nursery.start(serve_unix, cfg.api.socket_path_ctl, control.handle_connection)
             log.info(
@@ -136,6 +143,50 @@ class Daemon:
             if member is not None:
                 await member.start_gc(nursery, service)
             task_status.started(self)
+
+    async def _start_evpn(
+        self,
+        nursery: trio.Nursery,
+        underlay: dataplane.Underlay,
+        settings: NodeSettings,
+        member: ClusterMember | None,
+    ) -> EvpnController:
+        """The BGP speaker, the EVPN controller, and the peering that gives
+        the speaker its neighbours (in that order: the controller listens
+        before the first session can come up)."""
+        opts = self.config.bgp
+        router_id = router_id_for(settings.router_id, underlay.address)
+        speaker = Speaker(
+            run_dir=Path(self.config.api.socket_path_ctl).parent / "bgp",
+            log_level=opts.log_level,
+            on_restart=self.metrics.exabgp_restarts.inc,
+        )
+        await nursery.start(speaker.run)
+        evpn = EvpnController(
+            speaker=speaker,
+            identity=Identity(router_id, opts.asn, underlay.address),
+            registry=self.domains,
+            journal=self.journal,
+            pool=self.pool,
+            node=self.node,
+            metrics=self.metrics,
+            stale_timeout=opts.stale_timeout,
+        )
+        await nursery.start(evpn.run)
+        peering = Peering(
+            speaker=speaker,
+            node=self.node,
+            router_id=router_id,
+            local=underlay.address,
+            settings=settings,
+            options=opts,
+            nodes=member.watches.nodes if member else None,
+            configs=member.watches.nodeconfigs if member else None,
+            nodeconfig=member.nodeconfig if member else None,
+        )
+        await nursery.start(peering.run)
+        log.info("node %s: BGP router-id %s, AS %d", self.node, router_id, opts.asn)
+        return evpn
 
     async def _recover(self, service: CniService) -> None:
         """Recovery needs the address store: retried until the API answers."""

@@ -40,5 +40,52 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.bgp_session = Gauge(
+            "cnid_bgp_session_established",
+            "1 when the BGP session to the peer is established, 0 otherwise",
+            ["peer"],
+            registry=self.registry,
+        )
+        self.exabgp_restarts = Counter(
+            "cnid_exabgp_restarts",
+            "Times the ExaBGP process ended without being asked to and was started again",
+            registry=self.registry,
+        )
+        self.evpn_announced = Gauge(
+            "cnid_evpn_routes_announced",
+            "EVPN routes this node announces, by route type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.evpn_received = Gauge(
+            "cnid_evpn_routes_received",
+            "EVPN paths received from the peers (stale ones included), by route type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.evpn_skipped = Counter(
+            "cnid_evpn_routes_skipped",
+            "Received EVPN routes not programmed, by reason (malformed, unknown-vni, ...)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.evpn_programming = Histogram(
+            "cnid_evpn_update_to_kernel_seconds",
+            "Time from a received EVPN update to the kernel being programmed",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.evpn_kernel_entries = Gauge(
+            "cnid_evpn_kernel_entries",
+            "Kernel entries programmed from EVPN routes, by kind (fdb, flood, neigh, route)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.evpn_kernel_errors = Counter(
+            "cnid_evpn_kernel_errors",
+            "EVPN kernel entries the kernel refused",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -9,7 +9,9 @@ routeReflectors are given, the CNI builds a BGP mesh in the cluster").
   is what a node without VRFNodeConfig uses as its VTEP).
 
 Nodes joining or leaving change the neighbour set; the speaker reloads
-ExaBGP with the new set and the other sessions stay up.
+ExaBGP with the new set and the other sessions stay up. So does a change of
+this node's ``routeReflectors``: it is applied at once (the rest of a
+VRFNodeConfig, the router ID and the VTEP, takes a restart of the daemon).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 
+import msgspec
 import trio
 
 from ..bgp import BgpOptions, Neighbor, Speaker, SpeakerConfig, mesh_neighbors, reflector_neighbors
 from ..kube import Node, Reflector, VRFNodeConfig
-from ._nodeconfig import NodeSettings, mine
+from ._nodeconfig import NodeConfigController, NodeSettings, mine
 
 log = logging.getLogger("cnid.cluster")
 
@@ -99,6 +102,7 @@ class Peering:
         options: BgpOptions,
         nodes: Reflector[Node] | None,
         configs: Reflector[VRFNodeConfig] | None,
+        nodeconfig: NodeConfigController | None = None,
     ) -> None:
         self.speaker = speaker
         self.node = node
@@ -108,8 +112,28 @@ class Peering:
         self.options = options
         self.nodes = nodes
         self.configs = configs
+        self.nodeconfig = nodeconfig
+
+    def _settings(self) -> NodeSettings:
+        """This node's settings, with a live change of its route reflectors."""
+        nc = self.nodeconfig
+        if nc is None or nc.running is None:
+            return self.settings
+        fresh, problem = nc.current()
+        if problem:
+            return nc.running
+        if _rest(fresh) == _rest(nc.running) and fresh != nc.running:
+            if fresh.route_reflectors != nc.running.route_reflectors:
+                log.info(
+                    "VRFNodeConfig %s: route reflectors now %s",
+                    fresh.source or "(none)",
+                    ", ".join(fresh.route_reflectors) or "none (full mesh)",
+                )
+            nc.running = fresh
+        return nc.running
 
     def current(self) -> SpeakerConfig:
+        self.settings = self._settings()
         nodes = list(self.nodes.items.values()) if self.nodes is not None else None
         configs = list(self.configs.items.values()) if self.configs is not None else []
         neighbors = neighbors_for(
@@ -138,3 +162,8 @@ class Peering:
             if not (self.nodes.synced.is_set() and self.nodes.connected):
                 continue  # an outage is not a departure of every node
             self.speaker.configure(self.current())
+
+
+def _rest(settings: NodeSettings) -> NodeSettings:
+    """The settings that take a restart (all but the source and the RRs)."""
+    return msgspec.structs.replace(settings, source="", route_reflectors=())

@@ -59,13 +59,29 @@ def main(argv: list[str] | None = None) -> int:
     ipam.add_argument(
         "--allocations", action="store_true", help="every allocated address and its holder"
     )
+    bgp = sub.add_parser("bgp", help="BGP (what vtysh's show bgp l2vpn evpn summary showed)")
+    bgp.add_argument("what", choices=["summary"])
+    evpn = sub.add_parser("evpn", help="EVPN routes, local and received (show bgp l2vpn evpn)")
+    evpn.add_argument("what", choices=["routes"])
+    evpn.add_argument("--type", type=int, choices=[2, 3, 5], help="only routes of this type")
+    evpn.add_argument("--vni", type=int, help="only routes of this VNI")
+    vrf = sub.add_parser("vrf", help="a VRF's routing table (show ip route vrf NAME)")
+    vrf.add_argument("what", choices=["routes"])
+    vrf.add_argument("vrf", help="the domain: its name (vrf-42) or its VRF number (42)")
     args = parser.parse_args(argv)
     call_args: dict[str, str] = {}
     for flag in ("all", "allocations"):
         if getattr(args, flag, False):
             call_args[flag] = "true"
+    for option in ("type", "vni", "vrf"):
+        value = getattr(args, option, None)
+        if value is not None:
+            call_args[option] = str(value)
+    command = args.command
+    if command in ("bgp", "evpn", "vrf"):
+        command = f"{command}-{args.what}"
     try:
-        response = query(args.socket, args.command, call_args)
+        response = query(args.socket, command, call_args)
     except (OSError, CnidError) as exc:
         msg = exc.msg if isinstance(exc, CnidError) else str(exc)
         print(f"cnictl: cannot reach the daemon at {args.socket}: {msg}", file=sys.stderr)
@@ -77,6 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
     else:
-        view = "ipam-allocations" if getattr(args, "allocations", False) else args.command
+        view = "ipam-allocations" if getattr(args, "allocations", False) else command
         print(render(view, data))
     return 0

@@ -88,4 +88,86 @@ def render(command: str, data: Any) -> str:
             for a in data
         ]
         return table(["BLOCK", "ADDRESS", "KIND", "NAMESPACE", "POD", "CONTAINER", "IFNAME"], rows)
+    if command == "bgp-summary":
+        return _bgp_summary(data)
+    if command == "evpn-routes":
+        rows = [
+            [
+                str(r["type"]),
+                r["rd"],
+                r["route"],
+                r["vni"],
+                r["nexthop"],
+                r["router_mac"] or "-",
+                ",".join(r["route_targets"]) or "-",
+                r["from"],
+                r["state"],
+            ]
+            for r in data
+        ]
+        return table(
+            ["TYPE", "RD", "ROUTE", "VNI", "NEXTHOP", "ROUTER-MAC", "RT", "FROM", "STATE"], rows
+        )
+    if command == "vrf-routes":
+        rows = []
+        for r in data["routes"]:
+            hops = r["nexthops"] or [{"via": "", "dev": "", "onlink": False}]
+            for i, hop in enumerate(hops):
+                via = hop["via"] + (" onlink" if hop["onlink"] else "")
+                rows.append(
+                    [
+                        r["prefix"] if i == 0 else "",
+                        r["type"] if i == 0 else "",
+                        r["protocol"] if i == 0 else "",
+                        via.strip() or "-",
+                        hop["dev"] or "-",
+                    ]
+                )
+        head = f"VRF {data['vrf']} (domain {data['domain']}, table {data['table']})"
+        return head + "\n" + table(["PREFIX", "TYPE", "PROTO", "VIA", "DEV"], rows)
     return str(data)
+
+
+def _uptime(seconds: float) -> str:
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+    return f"{s // 3600:02d}:{(s % 3600) // 60:02d}:{s % 60:02d}"
+
+
+def _bgp_summary(data: Any) -> str:
+    sp = data["speaker"]
+    ann, rcv = data["announced"], data["received"]
+    lines = [
+        f"BGP router identifier {data['router_id']}, local AS number {data['asn']}, "
+        f"local address {data['local_address']} ({data['mode']})",
+        f"ExaBGP: {'running, pid ' + str(sp['pid']) if sp['running'] else 'not running'}, "
+        f"restarts {sp['restarts']}",
+        f"EVPN routes announced: type-2 {ann['2']}, type-3 {ann['3']}, type-5 {ann['5']}; "
+        f"received: type-2 {rcv['2']}, type-3 {rcv['3']}, type-5 {rcv['5']}",
+    ]
+    if data["adopting"]:
+        lines.append("kernel state of the previous run kept until the routes are re-learned")
+    lines += [f"problem: {p}" for p in data["problems"]]
+    lines.append("")
+    rows = [
+        [
+            p["address"],
+            p["role"],
+            p["state"],
+            _uptime(p["uptime_seconds"]) if p["uptime_seconds"] else "never",
+            str(p["received"]),
+            str(p["sent"]),
+            str(p["flaps"]),
+            p["last_error"] or "-",
+        ]
+        for p in data["peers"]
+    ]
+    lines.append(
+        table(
+            ["NEIGHBOR", "ROLE", "STATE", "UP/DOWN", "PFXRCD", "PFXSNT", "FLAPS", "LAST-ERROR"],
+            rows,
+        )
+    )
+    lines.append(f"\nTotal number of neighbors {len(rows)}")
+    return "\n".join(lines)

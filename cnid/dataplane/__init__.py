@@ -1,4 +1,5 @@
-"""The kernel dataplane: VRF domains, bridges, VXLAN devices and pod veths.
+"""The kernel dataplane: VRF domains, bridges, VXLAN devices and pod veths,
+and the state learned from EVPN (FDB, neighbour entries, type-5 routes).
 
 Every operation is a coroutine that runs its netlink work in a trio worker
 thread of its own (see docs/dataplane.md for why and what it costs).
@@ -13,7 +14,16 @@ from ._domain import (
     remove_domain,
     remove_kernel_domain,
 )
-from ._names import LINK_ALIAS_PREFIX, ROUTE_PROTO, bridge_mac, host_ifname
+from ._evpn import (
+    ApplyResult,
+    EvpnRoute,
+    FdbEntry,
+    KernelEvpn,
+    NeighEntry,
+    apply_evpn,
+    dump_evpn,
+)
+from ._names import LINK_ALIAS_PREFIX, ROUTE_PROTO, ROUTE_PROTO_EVPN, bridge_mac, host_ifname
 from ._netns import NetnsPoisoned, is_netns_fd, set_node_netns
 from ._pod import (
     CheckFailed,
@@ -29,16 +39,24 @@ from ._underlay import Underlay, discover_underlay
 __all__ = [
     "LINK_ALIAS_PREFIX",
     "ROUTE_PROTO",
+    "ROUTE_PROTO_EVPN",
+    "ApplyResult",
     "CheckFailed",
     "DomainLinks",
+    "EvpnRoute",
+    "FdbEntry",
     "KernelDomain",
+    "KernelEvpn",
+    "NeighEntry",
     "NetnsPoisoned",
     "PodLink",
     "PodWiring",
     "Underlay",
+    "apply_evpn",
     "bridge_mac",
     "check_pod",
     "discover_underlay",
+    "dump_evpn",
     "ensure_domain",
     "host_ifname",
     "is_netns_fd",

@@ -15,6 +15,7 @@ from . import _netlink as nl
 from ._names import (
     LINK_ALIAS_PREFIX,
     ROUTE_PROTO,
+    ROUTE_PROTO_EVPN,
     bridge_alias,
     bridge_mac,
     bridge_name,
@@ -200,9 +201,9 @@ def _remove(domain: VrfDomain) -> None:
         gone = []
         for fam in (socket.AF_INET, socket.AF_INET6):
             for r in sock.routes(fam, domain.table):
-                if r.proto != ROUTE_PROTO:
+                if r.proto not in (ROUTE_PROTO, ROUTE_PROTO_EVPN):
                     continue
-                body = nl.rtmsg(fam, r.dst_len, domain.table, ROUTE_PROTO, r.scope, r.type)
+                body = nl.rtmsg(fam, r.dst_len, domain.table, r.proto, r.scope, r.type)
                 body += nl.nla_u32(nl.RTA_TABLE, domain.table)
                 if r.dst is not None:
                     body += nl.nla(nl.RTA_DST, socket.inet_pton(fam, r.dst))
@@ -215,7 +216,8 @@ def _remove(domain: VrfDomain) -> None:
 
 
 async def remove_domain(domain: VrfDomain) -> None:
-    """Idempotent: delete our tagged links of the domain and our routes in its table."""
+    """Idempotent: delete our tagged links of the domain and our routes in its
+    table: the pods' (protocol 149) and those learned from EVPN (150)."""
     await in_thread(lambda: _remove(domain))
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import hashlib
 
 ROUTE_PROTO = 149
-"""rtm_protocol of every route cnid adds ("cnid"); routes of any other
-protocol are never touched."""
+"""rtm_protocol of the routes cnid adds for its pods and domains ("cnid");
+routes of any protocol but this one and ROUTE_PROTO_EVPN are never touched."""
+
+ROUTE_PROTO_EVPN = 150
+"""rtm_protocol of the routes cnid learns from EVPN (type-5 prefixes and
+remote hosts in a VRF table) and the NDA_PROTOCOL of its EVPN neighbour
+entries. Apart from the pod routes (149) so that each owner finds exactly its
+own at start-up, and a domain's removal deletes both."""
 
 LINK_ALIAS_PREFIX = "cnid:"
 """IFLA_IFALIAS prefix of every link cnid creates."""

@@ -1,2 +1,45 @@
-"""Local state to EVPN routes, received routes to kernel intents (the work
-zebra does in FRR). Built by the EVPN control-plane issue."""
+"""EVPN: local state to routes, received routes to kernel intents, and the
+controller that runs both (the work zebra does in FRR).
+
+* ``_local``: what this node announces (pure);
+* ``_remote``: what a received route asks of the kernel (pure);
+* ``_rib``: the received routes and the kernel entries they want (pure);
+* ``_controller``: the service tying them to the speaker and the kernel.
+"""
+
+import ipaddress
+
+from ._controller import EvpnController, Identity
+from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
+from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries, node_view
+from ._rib import RouteTable
+
+
+def router_id_for(configured: str, vtep: str) -> str:
+    """The BGP router ID: the VRFNodeConfig's routerId, else the VTEP's
+    IPv4 address, else (an IPv6 VTEP) the VTEP's last 32 bits."""
+    if configured:
+        return configured
+    ip = ipaddress.ip_address(vtep)
+    if ip.version == 4:
+        return str(ip)
+    return str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+
+
+__all__ = [
+    "EvpnController",
+    "Identity",
+    "KernelEntry",
+    "LocalBlock",
+    "LocalDomain",
+    "LocalPod",
+    "LocalState",
+    "NodeView",
+    "RouteTable",
+    "Skip",
+    "entry_key",
+    "kernel_entries",
+    "local_paths",
+    "node_view",
+    "router_id_for",
+]

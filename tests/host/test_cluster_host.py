@@ -223,10 +223,17 @@ def test_a_node_that_left_releases_its_blocks_and_finalizers(cluster: Cluster) -
             "spec": {"cidr": "10.50.0.0/26", "node": "gone", "vrf": 71, "gateway": "10.50.0.1"},
         }
     )
-    obj = kubectl.get("vrfdomains", "vrf-71")
-    meta = obj["metadata"]
-    meta["finalizers"] = [*meta.get("finalizers", []), "cni.pyroute2.org/node.gone"]
-    kubectl.http.put(path("vrfdomains", "vrf-71"), json=obj).raise_for_status()
+    # The nodes add their own finalizers meanwhile: retry on a stale read.
+    for _ in range(20):
+        obj = kubectl.get("vrfdomains", "vrf-71")
+        meta = obj["metadata"]
+        meta["finalizers"] = [*meta.get("finalizers", []), "cni.pyroute2.org/node.gone"]
+        put = kubectl.http.put(path("vrfdomains", "vrf-71"), json=obj)
+        if put.status_code != 409:
+            put.raise_for_status()
+            break
+    else:
+        raise AssertionError("vrf-71 kept changing under the test")
     kubectl.delete("nodes", "gone")
     wait_for("the block reclaimed", lambda: not kubectl.exists("ipblocks", "vrf-71-10-50-0-0-26"))
     kubectl.delete("vrfdomains", "vrf-71")

@@ -1,0 +1,138 @@
+"""What this node announces: local state to EVPN paths (pure).
+
+* per domain with an l3vni attachment: a type-5 route for each IPBlock this
+  node holds in the domain's VRF (RD ``<router-id>:<vrf>``, route target
+  ``<asn>:<vrf>``, the L3VNI as label, the router MAC of the domain's l3vni
+  bridge, the VTEP as next-hop);
+* per l2vni attachment: a type-3 (IMET) route (RD ``<router-id>:<vni>``,
+  route target ``<asn>:<vni>``, ingress replication to the VTEP) and a
+  type-2 route per pod MAC/IP on it; when the domain has an l3vni too, the
+  type-2 route also carries the L3VNI label, the domain's route target and
+  the router MAC (symmetric IRB).
+
+Route targets ``<asn>:<vni>`` for the l2vni routes are what FRR derives by
+itself for a VNI (its auto RT), so an FRR leaf imports them unconfigured.
+A route distinguisher of type 1 holds a 16-bit number: VRF and VNI numbers
+above 65535 are folded (``n & 0xFFFF``) and a clash of two folded numbers on
+one node is reported, not announced twice.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import msgspec
+
+from .._domains import VrfDomain
+from ..bgp import EvpnPath, ImetRoute, MacIpRoute, PrefixRoute
+
+log = logging.getLogger("cnid.evpn")
+
+
+class LocalDomain(msgspec.Struct, frozen=True):
+    domain: VrfDomain
+    #: The MAC of the domain's l3vni bridge ("" when it has no l3vni or the
+    #: bridge does not exist yet).
+    router_mac: str = ""
+
+
+class LocalPod(msgspec.Struct, frozen=True):
+    domain: str
+    mac: str
+    ip: str
+
+
+class LocalBlock(msgspec.Struct, frozen=True):
+    vrf: int
+    cidr: str
+
+
+class LocalState(msgspec.Struct, frozen=True):
+    router_id: str
+    asn: int
+    vtep: str
+    domains: tuple[LocalDomain, ...] = ()
+    blocks: tuple[LocalBlock, ...] = ()
+    pods: tuple[LocalPod, ...] = ()
+
+
+def rd_number(n: int) -> int:
+    return n & 0xFFFF
+
+
+def _l3vni(domain: VrfDomain) -> int:
+    return next((a.vni for a in domain.attachments if a.type == "l3vni"), 0)
+
+
+def local_paths(state: LocalState) -> tuple[frozenset[EvpnPath], list[str]]:
+    """The paths to announce, and the problems found (one line each)."""
+    paths: set[EvpnPath] = set()
+    problems: list[str] = []
+    rid, asn, vtep = state.router_id, state.asn, state.vtep
+    by_name = {d.domain.name: d for d in state.domains}
+    used_rd: dict[int, str] = {}
+
+    def rd_for(number: int, owner: str) -> str | None:
+        folded = rd_number(number)
+        holder = used_rd.setdefault(folded, owner)
+        if holder != owner:
+            problems.append(f"{owner}: route distinguisher {rid}:{folded} is {holder}'s already")
+            return None
+        return f"{rid}:{folded}"
+
+    for ld in state.domains:
+        d = ld.domain
+        l3 = _l3vni(d)
+        if l3:
+            if not ld.router_mac:
+                problems.append(f"domain {d.name}: no router MAC yet (l3vni bridge missing)")
+                continue
+            rd = rd_for(d.vrf, f"vrf {d.vrf}")
+            if rd is None:
+                continue
+            for block in state.blocks:
+                if block.vrf != d.vrf:
+                    continue
+                net = ipaddress.ip_network(block.cidr, strict=False)
+                paths.add(
+                    EvpnPath(
+                        PrefixRoute(rd=rd, prefix=str(net), vni=l3),
+                        nexthop=vtep,
+                        route_targets=(f"{asn}:{d.vrf}",),
+                        router_mac=ld.router_mac,
+                    )
+                )
+        for att in d.attachments:
+            if att.type != "l2vni":
+                continue
+            rd = rd_for(att.vni, f"vni {att.vni}")
+            if rd is None:
+                continue
+            paths.add(
+                EvpnPath(
+                    ImetRoute(rd=rd, ip=vtep, vni=att.vni),
+                    nexthop=vtep,
+                    route_targets=(f"{asn}:{att.vni}",),
+                )
+            )
+    for pod in state.pods:
+        owner = by_name.get(pod.domain)
+        if owner is None:
+            continue
+        d = owner.domain
+        l2 = next((a.vni for a in d.attachments if a.type == "l2vni"), 0)
+        if not l2 or d.pod_attachment.vni != l2:
+            continue
+        l3 = _l3vni(d) if owner.router_mac else 0
+        rd = f"{rid}:{rd_number(l2)}"
+        rts = (f"{asn}:{l2}",) + ((f"{asn}:{d.vrf}",) if l3 else ())
+        paths.add(
+            EvpnPath(
+                MacIpRoute(rd=rd, mac=pod.mac, ip=pod.ip, vni=l2, l3vni=l3),
+                nexthop=vtep,
+                route_targets=rts,
+                router_mac=owner.router_mac if l3 else "",
+            )
+        )
+    return frozenset(paths), problems

@@ -1,0 +1,295 @@
+"""The two pure translations of cnid/evpn: local state to the paths a node
+announces, and received paths to kernel entries (with the RouteTable that
+keeps them)."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from cnid._domains import VniAttachment, VrfDomain
+from cnid.bgp import EvpnPath, ImetRoute, MacIpRoute, PrefixRoute, ReceivedPath
+from cnid.dataplane import EvpnRoute, FdbEntry, NeighEntry
+from cnid.evpn import (
+    LocalBlock,
+    LocalDomain,
+    LocalPod,
+    LocalState,
+    RouteTable,
+    Skip,
+    kernel_entries,
+    local_paths,
+    node_view,
+)
+
+L3 = VrfDomain(
+    name="vrf-42",
+    vrf=42,
+    table=42,
+    prefix="10.244.0.0",
+    prefixlen=16,
+    ipblocklen=26,
+    attachments=(VniAttachment(type="l3vni", vni=42),),
+)
+IRB = VrfDomain(
+    name="vrf-200",
+    vrf=200,
+    table=10200,
+    prefix="10.1.0.0",
+    prefixlen=16,
+    ipblocklen=26,
+    attachments=(VniAttachment(type="l2vni", vni=60100), VniAttachment(type="l3vni", vni=60200)),
+)
+L2 = VrfDomain(
+    name="vrf-300",
+    vrf=300,
+    table=300,
+    prefix="10.3.0.0",
+    prefixlen=16,
+    ipblocklen=26,
+    attachments=(VniAttachment(type="l2vni", vni=300),),
+)
+RMAC = "02:42:00:00:00:01"
+
+
+def state(**kw: object) -> LocalState:
+    base: dict[str, object] = {
+        "router_id": "192.168.77.11",
+        "asn": 65000,
+        "vtep": "192.168.77.11",
+        "domains": (LocalDomain(L3, RMAC), LocalDomain(IRB, "02:42:00:00:00:02"), LocalDomain(L2)),
+        "blocks": (
+            LocalBlock(42, "10.244.0.0/26"),
+            LocalBlock(42, "10.244.0.64/26"),
+            LocalBlock(200, "10.1.0.0/26"),
+            LocalBlock(300, "10.3.0.0/26"),
+            LocalBlock(999, "10.99.0.0/26"),
+        ),
+        "pods": (
+            LocalPod("vrf-42", "0a:00:00:00:00:01", "10.244.0.2"),
+            LocalPod("vrf-200", "0a:00:00:00:00:02", "10.1.0.2"),
+            LocalPod("vrf-300", "0a:00:00:00:00:03", "10.3.0.2"),
+            LocalPod("gone", "0a:00:00:00:00:04", "10.4.0.2"),
+        ),
+    }
+    base.update(kw)
+    return LocalState(**base)  # type: ignore[arg-type]
+
+
+def test_local_paths_per_domain_kind() -> None:
+    paths, problems = local_paths(state())
+    assert problems == []
+    by_type: dict[str, list[EvpnPath]] = {}
+    for p in paths:
+        by_type.setdefault(type(p.route).__name__, []).append(p)
+    prefixes = sorted(p.route.prefix for p in by_type["PrefixRoute"])  # type: ignore[union-attr]
+    # a type-5 per block of each domain with an l3vni; none for l2-only or unknown VRFs
+    assert prefixes == ["10.1.0.0/26", "10.244.0.0/26", "10.244.0.64/26"]
+    t5 = next(p for p in by_type["PrefixRoute"] if p.route.prefix == "10.244.0.0/26")  # type: ignore[union-attr]
+    assert t5 == EvpnPath(
+        PrefixRoute(rd="192.168.77.11:42", prefix="10.244.0.0/26", vni=42),
+        nexthop="192.168.77.11",
+        route_targets=("65000:42",),
+        router_mac=RMAC,
+    )
+    imets = {p.route.vni: p for p in by_type["ImetRoute"]}
+    assert set(imets) == {60100, 300}
+    assert imets[300].route == ImetRoute(rd="192.168.77.11:300", ip="192.168.77.11", vni=300)
+    assert imets[300].route_targets == ("65000:300",)
+    macs = {p.route.mac: p for p in by_type["MacIpRoute"]}  # type: ignore[union-attr]
+    # type-2 only for pods on an l2vni; symmetric IRB when the domain has an l3vni too
+    assert set(macs) == {"0a:00:00:00:00:02", "0a:00:00:00:00:03"}
+    irb = macs["0a:00:00:00:00:02"]
+    assert irb.route == MacIpRoute(
+        rd="192.168.77.11:60100", mac="0a:00:00:00:00:02", ip="10.1.0.2", vni=60100, l3vni=60200
+    )
+    assert irb.route_targets == ("65000:60100", "65000:200")
+    assert irb.router_mac == "02:42:00:00:00:02"
+    plain = macs["0a:00:00:00:00:03"]
+    assert plain.route.l3vni == 0 and plain.router_mac == ""  # type: ignore[union-attr]
+
+
+def test_local_paths_problems() -> None:
+    paths, problems = local_paths(state(domains=(LocalDomain(L3, ""),)))
+    assert not any(isinstance(p.route, PrefixRoute) for p in paths)
+    assert problems and "router MAC" in problems[0]
+    clash = VrfDomain(
+        name="vrf-65578",
+        vrf=65578,  # folds onto 42 in a 16-bit RD number
+        table=65578,
+        prefix="10.5.0.0",
+        prefixlen=16,
+        ipblocklen=26,
+        attachments=(VniAttachment(type="l3vni", vni=777),),
+    )
+    _, problems = local_paths(state(domains=(LocalDomain(L3, RMAC), LocalDomain(clash, RMAC))))
+    assert any("route distinguisher" in p for p in problems)
+
+
+VIEW = node_view("192.168.77.11", "192.168.77.11", [L3, IRB, L2])
+
+
+def rx(path: EvpnPath, peer: str = "192.168.77.1", originator: str = "") -> ReceivedPath:
+    return ReceivedPath(peer=peer, path=path, originator=originator)
+
+
+T5 = EvpnPath(
+    PrefixRoute(rd="192.168.77.12:42", prefix="10.244.1.0/26", vni=42),
+    nexthop="192.168.77.12",
+    route_targets=("65000:42",),
+    router_mac="02:42:00:00:00:12",
+)
+T2 = EvpnPath(
+    MacIpRoute(rd="192.168.77.12:300", mac="0a:00:00:00:01:01", ip="10.3.0.9", vni=300),
+    nexthop="192.168.77.12",
+)
+T3 = EvpnPath(
+    ImetRoute(rd="192.168.77.12:300", ip="192.168.77.12", vni=300), nexthop="192.168.77.12"
+)
+
+
+def test_kernel_entries_of_each_route_type() -> None:
+    assert kernel_entries(rx(T5), VIEW) == (
+        EvpnRoute(table=42, prefix="10.244.1.0/26", vtep="192.168.77.12", vni=42),
+        NeighEntry(vni=42, ip="192.168.77.12", mac="02:42:00:00:00:12"),
+        FdbEntry(vni=42, mac="02:42:00:00:00:12", vtep="192.168.77.12"),
+    )
+    assert kernel_entries(rx(T2), VIEW) == (
+        FdbEntry(vni=300, mac="0a:00:00:00:01:01", vtep="192.168.77.12"),
+        NeighEntry(vni=300, ip="10.3.0.9", mac="0a:00:00:00:01:01"),
+    )
+    assert kernel_entries(rx(T3), VIEW) == (
+        FdbEntry(vni=300, mac="00:00:00:00:00:00", vtep="192.168.77.12"),
+    )
+
+
+def _replace(path: EvpnPath, **kw: object) -> EvpnPath:
+    return msgspec.structs.replace(path, **kw)
+
+
+@pytest.mark.parametrize(
+    ("received", "kind"),
+    [
+        (
+            rx(_replace(T5, route=PrefixRoute(rd="x:1", prefix="10.9.0.0/24", vni=4711))),
+            "unknown-vni",
+        ),
+        (rx(_replace(T5, router_mac="")), "no-router-mac"),
+        (rx(_replace(T5, nexthop="fe80::1")), "next-hop-family"),
+        (rx(_replace(T5, nexthop="2001:db8::9")), "next-hop-family"),
+        (rx(_replace(T5, nexthop="192.168.77.11")), "own-route"),
+        (rx(T5, originator="192.168.77.11"), "own-route"),
+        (
+            rx(_replace(T5, route=PrefixRoute(rd="x:1", prefix="10.9.0.0/24", vni=300))),
+            "wrong-vni-kind",
+        ),
+        (rx(_replace(T3, route=ImetRoute(rd="x:1", ip="192.168.77.12", vni=42))), "wrong-vni-kind"),
+        (
+            rx(_replace(T2, route=MacIpRoute(rd="x:1", mac="01:00:5e:00:00:01", vni=300))),
+            "bad-mac",
+        ),
+        (
+            rx(
+                _replace(
+                    T2, route=MacIpRoute(rd="x:1", mac="0a:00:00:00:00:09", ip="10.3.0.1", vni=300)
+                )
+            ),
+            "gateway",
+        ),
+        (rx(_replace(T5, nexthop="0.0.0.0")), "bad-next-hop"),
+    ],
+)
+def test_routes_that_are_not_programmed(received: ReceivedPath, kind: str) -> None:
+    with pytest.raises(Skip) as info:
+        kernel_entries(received, VIEW)
+    assert info.value.kind == kind
+
+
+def test_route_table_announce_withdraw_and_dirty_keys() -> None:
+    table = RouteTable(VIEW)
+    assert table.announce("rr1", rx(T5)) == ""
+    assert len(table.take_dirty()) == 3
+    # the same route through a second reflector: no new kernel entry
+    table.announce("rr2", rx(T5, peer="rr2"))
+    assert len(table.desired()) == 3
+    table.withdraw("rr1", T5.route)
+    assert len(table.desired()) == 3  # rr2's copy keeps it
+    table.withdraw("rr2", T5.route)
+    assert table.desired() == {}
+    assert len(table.take_dirty()) == 3
+    assert table.withdraw("rr2", T5.route) is False
+
+
+def test_shared_entries_stay_while_any_route_needs_them() -> None:
+    table = RouteTable(VIEW)
+    other = _replace(T5, route=PrefixRoute(rd="192.168.77.12:42", prefix="10.244.9.0/26", vni=42))
+    table.announce("rr1", rx(T5))
+    table.announce("rr1", rx(other))
+    table.withdraw("rr1", T5.route)
+    kinds = sorted(str(k[0]) for k in table.desired())
+    # the VTEP's neighbour and FDB entry serve the other prefix still
+    assert kinds == ["fdb", "neigh", "route"]
+
+
+def test_a_moved_mac_follows_the_newer_route() -> None:
+    table = RouteTable(VIEW)
+    table.announce("rr1", rx(T2))
+    moved = _replace(
+        T2, route=msgspec.structs.replace(T2.route, rd="192.168.77.13:300"), nexthop="192.168.77.13"
+    )
+    table.announce("rr1", rx(moved))
+    fdb = table.chosen(("fdb", 300, "0a:00:00:00:01:01"))
+    assert fdb == FdbEntry(vni=300, mac="0a:00:00:00:01:01", vtep="192.168.77.13")
+    table.withdraw("rr1", moved.route)
+    fdb = table.chosen(("fdb", 300, "0a:00:00:00:01:01"))
+    assert fdb is not None and fdb.vtep == "192.168.77.12"  # type: ignore[union-attr]
+
+
+def test_flood_entries_are_per_vtep() -> None:
+    table = RouteTable(VIEW)
+    table.announce("rr1", rx(T3))
+    other = EvpnPath(
+        ImetRoute(rd="192.168.77.13:300", ip="192.168.77.13", vni=300), nexthop="192.168.77.13"
+    )
+    table.announce("rr1", rx(other))
+    floods = [k for k in table.desired() if k[0] == "flood"]
+    assert len(floods) == 2
+
+
+def test_stale_paths_are_kept_until_relearned_or_dropped() -> None:
+    table = RouteTable(VIEW)
+    table.announce("rr1", rx(T5))
+    table.announce("rr1", rx(T2))
+    before = table.desired()
+    assert table.make_stale() == 2
+    assert table.desired() == before  # nothing leaves the kernel
+    table.announce("rr1", rx(T5))  # re-learned: replaces its stale copy
+    assert sorted(s for s, _ in table.paths()) == ["rr1", "stale:rr1"]
+    assert table.drop_stale("rr1") == 1
+    assert [k[0] for k in table.desired()].count("fdb") == 1  # T2's FDB entry gone, T5's stays
+    table.make_stale()
+    assert table.drop_stale() == 1 and len(table) == 0
+
+
+def test_a_peer_down_drops_its_paths_only() -> None:
+    table = RouteTable(VIEW)
+    table.announce("rr1", rx(T5))
+    table.announce("rr2", rx(T2, peer="rr2"))
+    assert table.drop_source("rr1") == 1
+    assert table.counts() == {2: 1, 3: 0, 5: 0}
+
+
+def test_a_new_view_retranslates() -> None:
+    table = RouteTable(node_view("192.168.77.11", "192.168.77.11", [L2]))
+    assert "VNI 42" in table.announce("rr1", rx(T5))
+    assert table.desired() == {}
+    assert table.skip_counts["unknown-vni"] == 1
+    table.set_view(VIEW)
+    assert len(table.desired()) == 3 and table.skipped() == {}
+
+
+def test_an_ipv6_prefix_via_an_ipv4_vtep_gets_the_mapped_neighbour() -> None:
+    v6 = _replace(T5, route=PrefixRoute(rd="192.168.77.12:42", prefix="fd00:1::/64", vni=42))
+    entries = kernel_entries(rx(v6), VIEW)
+    assert NeighEntry(vni=42, ip="::ffff:192.168.77.12", mac="02:42:00:00:00:12") in entries
+    assert NeighEntry(vni=42, ip="192.168.77.12", mac="02:42:00:00:00:12") in entries
