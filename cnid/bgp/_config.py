@@ -44,6 +44,9 @@ class BgpOptions(msgspec.Struct, frozen=True):
     #: Route reflectors for a node whose VRFNodeConfig names none (standalone
     #: nodes, or a default for every node); comma-separated addresses.
     route_reflectors: str = ""
+    #: Further iBGP peers of every node, whatever the mode (e.g. the fabric's
+    #: leaf or border routers); comma-separated addresses. The node connects.
+    peers: str = ""
     #: How long after (re)start the daemon waits for each peer's End-of-RIB
     #: before it sweeps the kernel entries of routes not re-learned.
     stale_timeout: float = 120.0
@@ -58,20 +61,16 @@ class BgpOptions(msgspec.Struct, frozen=True):
         if not 0 <= self.graceful_restart <= 4095:
             raise ConfigError("[bgp] graceful_restart must be 0..4095 seconds")
         self.reflectors  # noqa: B018 - raises ConfigError on a bad address
+        self.static_peers  # noqa: B018
         return self
 
     @property
     def reflectors(self) -> tuple[str, ...]:
-        out = []
-        for item in self.route_reflectors.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            try:
-                out.append(str(ipaddress.ip_address(item)))
-            except ValueError:
-                raise ConfigError(f"[bgp] route_reflectors: {item!r} is not an address") from None
-        return tuple(out)
+        return _addresses("route_reflectors", self.route_reflectors)
+
+    @property
+    def static_peers(self) -> tuple[str, ...]:
+        return _addresses("peers", self.peers)
 
     def password(self) -> str:
         if not self.password_file:
@@ -85,6 +84,19 @@ class BgpOptions(msgspec.Struct, frozen=True):
                 f"[bgp] password_file {self.password_file}: 1-80 characters, no quotes"
             )
         return secret
+
+
+def _addresses(key: str, text: str) -> tuple[str, ...]:
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            out.append(str(ipaddress.ip_address(item)))
+        except ValueError:
+            raise ConfigError(f"[bgp] {key}: {item!r} is not an address") from None
+    return tuple(out)
 
 
 class Neighbor(msgspec.Struct, frozen=True, order=True):
@@ -124,6 +136,12 @@ def mesh_neighbors(local: str, others: dict[str, str]) -> tuple[Neighbor, ...]:
 
 def reflector_neighbors(reflectors: tuple[str, ...]) -> tuple[Neighbor, ...]:
     return tuple(sorted({Neighbor(rr, passive=False, role="route-reflector") for rr in reflectors}))
+
+
+def static_neighbors(peers: tuple[str, ...], taken: tuple[Neighbor, ...]) -> tuple[Neighbor, ...]:
+    """``[bgp] peers`` not already neighbours for another reason."""
+    known = {n.address for n in taken}
+    return tuple(sorted(Neighbor(p, passive=False, role="static") for p in set(peers) - known))
 
 
 def relay_command(socket_path: str) -> str:

@@ -23,6 +23,7 @@ import msgspec
 import trio
 
 from ..bgp import BgpOptions, Neighbor, Speaker, SpeakerConfig, mesh_neighbors, reflector_neighbors
+from ..bgp._config import static_neighbors
 from ..kube import Node, Reflector, VRFNodeConfig
 from ._nodeconfig import NodeConfigController, NodeSettings, mine
 
@@ -45,6 +46,19 @@ def node_address(node: Node, configs: list[VRFNodeConfig]) -> str:
 
 
 def neighbors_for(
+    node: str,
+    local: str,
+    settings: NodeSettings,
+    options: BgpOptions,
+    nodes: list[Node] | None,
+    configs: list[VRFNodeConfig],
+) -> tuple[Neighbor, ...]:
+    """Route reflectors or the mesh, then ``[bgp] peers``."""
+    base = _base_neighbors(node, local, settings, options, nodes, configs)
+    return base + static_neighbors(options.static_peers, base)
+
+
+def _base_neighbors(
     node: str,
     local: str,
     settings: NodeSettings,

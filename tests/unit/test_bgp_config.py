@@ -143,3 +143,25 @@ def test_neighbours_from_the_cluster() -> None:
     )
     assert [n.address for n in ini_rr] == ["10.0.0.1"]
     assert neighbors_for("k1", "192.168.0.1", NodeSettings(), BgpOptions(), None, []) == ()
+
+
+def test_static_peers_join_either_mode() -> None:
+    opts = BgpOptions(peers="192.168.0.4, 192.168.0.254")
+    rr = neighbors_for(
+        "k1", "192.168.0.1", NodeSettings(route_reflectors=("192.168.0.254",)), opts, None, []
+    )
+    # a peer that is a reflector already is not listed twice
+    assert [(n.address, n.role) for n in rr] == [
+        ("192.168.0.254", "route-reflector"),
+        ("192.168.0.4", "static"),
+    ]
+    mesh = neighbors_for(
+        "k1", "192.168.0.1", NodeSettings(), opts, [_node("k2", "192.168.0.2")], []
+    )
+    assert [(n.address, n.role, n.passive) for n in mesh] == [
+        ("192.168.0.2", "mesh:k2", True),
+        ("192.168.0.254", "static", False),
+        ("192.168.0.4", "static", False),
+    ]
+    with pytest.raises(ConfigError, match="peers"):
+        parse_config("[bgp]\npeers = nope\n")
