@@ -8,6 +8,7 @@ so a server.ini written for pyroute2-cni works unchanged.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -17,6 +18,7 @@ import msgspec
 from ._domains import VniAttachment, VrfDomain
 from ._errors import ConfigError
 from .bgp._config import BgpOptions
+from .dataplane._hostplan import HostSettings
 
 
 class ApiConfig(msgspec.Struct, frozen=True):
@@ -38,6 +40,50 @@ class NetworkConfig(msgspec.Struct, frozen=True):
     mtu: int = 0
     mtu_overhead: int = 50
     state_dir: str = "/var/lib/cnid"
+    #: Host integration (README "Host integration"): the cluster's Service
+    #: CIDRs, comma-separated (kube-apiserver's --service-cluster-ip-range),
+    #: leaked out of every VRF to the root namespace, where kube-proxy is.
+    service_cidr: str = "10.96.0.0/12"
+    #: Egress: pods' traffic to outside their domain's prefix leaves with
+    #: source NAT to the node's address (yes/no).
+    masquerade: str = "yes"
+    #: The bits of the packet and conntrack marks cnid uses (a domain's VRF
+    #: id, shifted into them). Contiguous; never kube-proxy's 0x4000/0x8000.
+    fwmark_mask: str = "0xffff0000"
+
+    def host_settings(self) -> HostSettings:
+        """The host integration settings; ConfigError naming a bad value."""
+        cidrs = []
+        for item in self.service_cidr.split(","):
+            if not item.strip():
+                continue
+            try:
+                cidrs.append(str(ipaddress.ip_network(item.strip())))
+            except ValueError as exc:
+                raise ConfigError(f"[network] service_cidr: {exc}") from None
+        flag = self.masquerade.strip().lower()
+        if flag not in ("yes", "no", "true", "false", "1", "0", "on", "off"):
+            raise ConfigError(f"[network] masquerade must be yes or no, not {self.masquerade!r}")
+        try:
+            mask = int(self.fwmark_mask, 0)
+        except ValueError:
+            raise ConfigError(
+                f"[network] fwmark_mask {self.fwmark_mask!r} is not a number"
+            ) from None
+        low = mask & -mask
+        if not 0 < mask <= 0xFFFFFFFF or (mask + low) & mask or bin(mask).count("1") < 8:
+            raise ConfigError(
+                f"[network] fwmark_mask {self.fwmark_mask} must be one run of at least 8 bits"
+            )
+        if mask & 0xC000:
+            raise ConfigError(
+                f"[network] fwmark_mask {self.fwmark_mask} overlaps kube-proxy's 0x4000/0x8000"
+            )
+        return HostSettings(
+            service_cidrs=tuple(cidrs),
+            masquerade=flag in ("yes", "true", "1", "on"),
+            mark_mask=mask,
+        )
 
 
 class DefaultDomainConfig(msgspec.Struct, frozen=True):
@@ -155,6 +201,7 @@ def parse_config(text: str, source: str = "server.ini") -> Config:
     config = msgspec.convert(sections, Config, from_attributes=True)
     config.default.domain()  # validate the default domain now, not at the first ADD
     config.kubernetes.wanted()
+    config.network.host_settings()
     config.bgp.validated()
     return config
 

@@ -26,12 +26,14 @@ from ._config import Config
 from ._control import ControlServer
 from ._errors import CnidError
 from ._health import HealthServer
+from ._hostintegration import HostIntegration
 from ._metrics import Metrics
 from ._readiness import Readiness
 from ._sockets import serve_unix
 from ._tenants import DomainRegistry
 from .bgp import Speaker
 from .cluster import ClusterMember, KubeStore, NodeConfigController, NodeSettings, Peering
+from .cluster._policies import RoutingPolicyController
 from .cni._journal import Journal
 from .cni._server import CniServer
 from .cni._service import CniService
@@ -60,6 +62,7 @@ class Daemon:
         self.pool = AddressPool(FileStore(state_dir / "ipam.json"), self.node)
         self.health_port = 0
         self.evpn: EvpnController | None = None
+        self.host: HostIntegration | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
         if not self.kube:
@@ -121,6 +124,20 @@ class Daemon:
                 await member.start_controllers(nursery, underlay, settings or NodeSettings())
                 await self._recover(service)
             self.readiness.set_ready("recovery")
+            self.host = HostIntegration(
+                node=self.node,
+                registry=self.domains,
+                pool=self.pool,
+                readiness=self.readiness,
+                settings=cfg.network.host_settings(),
+                interval=max(cfg.default.fw_interval_seconds, 1),
+            )
+            await nursery.start(self.host.run)
+            if member is not None and client is not None:
+                policies = RoutingPolicyController(
+                    client=client, node=self.node, host=self.host, domains=member.watches.domains
+                )
+                await nursery.start(policies.run)
             self.evpn = await self._start_evpn(
                 nursery, underlay, settings or NodeSettings(), member
             )

@@ -16,6 +16,7 @@ _CRS = {
     "vrfdomains": "cni.pyroute2.org",
     "vrfdomainbindings": "cni.pyroute2.org",
     "vrfnodeconfigs": "cni.pyroute2.org",
+    "vrfroutingpolicies": "cni.pyroute2.org",
     "ipblocks": "ipam.pyroute2.org",
 }
 _PLURAL = {
@@ -27,6 +28,7 @@ _PLURAL = {
     "VRFDomain": "vrfdomains",
     "VRFDomainBinding": "vrfdomainbindings",
     "VRFNodeConfig": "vrfnodeconfigs",
+    "VRFRoutingPolicy": "vrfroutingpolicies",
     "IPBlock": "ipblocks",
 }
 

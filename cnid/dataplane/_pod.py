@@ -17,9 +17,12 @@ from .._domains import VrfDomain
 from .._errors import CniCode, CnidError, KernelError, UnknownContainer
 from . import _netlink as nl
 from ._domain import DomainLinks
+from ._hostplan import host_group
 from ._names import POD_ALIAS_PREFIX, ROUTE_PROTO, host_ifname, pod_alias
 from ._netns import is_netns_fd, netlink_socket, write_sysctls
 from ._run import in_thread
+
+IFLA_GROUP = 27
 
 
 class CheckFailed(CnidError):
@@ -95,12 +98,16 @@ def _route_req(
     return nl.Request(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body, what)
 
 
-def _up_req(index: int, name: str, mtu: int | None = None, master: int | None = None) -> nl.Request:
+def _up_req(
+    index: int, name: str, mtu: int | None = None, master: int | None = None, group: int = 0
+) -> nl.Request:
     body = nl.ifinfo(index, nl.IFF_UP, nl.IFF_UP)
     if mtu is not None:
         body += nl.nla_u32(nl.IFLA_MTU, mtu)
     if master is not None:
         body += nl.nla_u32(nl.IFLA_MASTER, master)
+    if group:
+        body += nl.nla_u32(IFLA_GROUP, group)
     return nl.Request(nl.RTM_NEWLINK, 0, body, name)
 
 
@@ -164,7 +171,16 @@ def _wire(
                     f"veth {hname}/{ifname} vanished after creation", errno=errno.ENODEV
                 )
             write_sysctls(netns_fd, _pod_sysctls(ifname), missing_ok=True)
-            steps = [nl.alias_req(hname, alias), _up_req(hlink.index, hname, master=master.index)]
+            # strict reverse-path filtering on the host end: a pod cannot
+            # send from an address that is not routed back to it
+            write_sysctls(None, [(f"net/ipv4/conf/{hname}/rp_filter", "1")], missing_ok=True)
+            # the domain's interface group: host integration's nftables
+            # table finds the domain of a packet by it (_hostplan.py)
+            group = host_group(domain.vrf)
+            steps = [
+                nl.alias_req(hname, alias),
+                _up_req(hlink.index, hname, master=master.index, group=group),
+            ]
             if l3:
                 steps.append(
                     _addr_req(hlink.index, gateway, _host_len(fam), f"{gateway} on {hname}")

@@ -41,6 +41,7 @@ from ._models import (
     PodIP,
     PodSpec,
     PodStatus,
+    PolicyMatchSpec,
     Secret,
     VRFDomain,
     VRFDomainBinding,
@@ -51,6 +52,9 @@ from ._models import (
     VRFNodeConfig,
     VRFNodeConfigSpec,
     VRFNodeConfigStatus,
+    VRFRoutingPolicy,
+    VRFRoutingPolicySpec,
+    VRFRoutingPolicyStatus,
 )
 from ._reflector import Reflector, object_key
 from ._resources import (
@@ -63,6 +67,7 @@ from ._resources import (
     VRF_DOMAIN_BINDINGS,
     VRF_DOMAINS,
     VRF_NODE_CONFIGS,
+    VRF_ROUTING_POLICIES,
     ResourceType,
     policy_rules,
 )
@@ -78,6 +83,7 @@ __all__ = [
     "VRF_DOMAINS",
     "VRF_DOMAIN_BINDINGS",
     "VRF_NODE_CONFIGS",
+    "VRF_ROUTING_POLICIES",
     "AlreadyExists",
     "ApiError",
     "ApiUnavailable",
@@ -111,6 +117,7 @@ __all__ = [
     "PodIP",
     "PodSpec",
     "PodStatus",
+    "PolicyMatchSpec",
     "ProgrammingError",
     "Reflector",
     "ResourceType",
@@ -128,6 +135,9 @@ __all__ = [
     "VRFNodeConfig",
     "VRFNodeConfigSpec",
     "VRFNodeConfigStatus",
+    "VRFRoutingPolicy",
+    "VRFRoutingPolicySpec",
+    "VRFRoutingPolicyStatus",
     "VerbNotAllowed",
     "WatchEvent",
     "WatchStream",

@@ -199,6 +199,32 @@ class VRFNodeConfig(KubeObject, kw_only=True, rename="camel", omit_defaults=True
     status: VRFNodeConfigStatus = msgspec.field(default_factory=VRFNodeConfigStatus)
 
 
+class PolicyMatchSpec(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """One routing-policy selector: an ``ip rule`` of these fields."""
+
+    dst: str = ""
+    src: str = ""
+    iifname: str = ""
+    oifname: str = ""
+
+
+class VRFRoutingPolicySpec(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    vrf_domain_ref: ObjectRef
+    match: list[PolicyMatchSpec]
+
+
+class VRFRoutingPolicyStatus(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    conditions: list[Condition] = []
+    nodes: dict[str, DomainNodeStatus] = {}
+
+
+class VRFRoutingPolicy(KubeObject, kw_only=True, rename="camel", omit_defaults=True):
+    api_version: str = msgspec.field(default_factory=_const(_CNI_API))
+    kind: str = msgspec.field(default_factory=_const("VRFRoutingPolicy"))
+    spec: VRFRoutingPolicySpec
+    status: VRFRoutingPolicyStatus = msgspec.field(default_factory=VRFRoutingPolicyStatus)
+
+
 # -- ipam.pyroute2.org/v1alpha1 ---------------------------------------------
 
 

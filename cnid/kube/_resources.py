@@ -25,6 +25,7 @@ from ._models import (
     VRFDomain,
     VRFDomainBinding,
     VRFNodeConfig,
+    VRFRoutingPolicy,
 )
 
 T = TypeVar("T", bound=KubeObject)
@@ -131,6 +132,14 @@ VRF_NODE_CONFIGS = _rt(
     verbs="get list watch",
     status_verbs="get patch update",
 )
+VRF_ROUTING_POLICIES = _rt(
+    CNI_GROUP,
+    "vrfroutingpolicies",
+    VRFRoutingPolicy,
+    namespaced=False,
+    verbs="get list watch",
+    status_verbs="get patch update",
+)
 IP_BLOCKS = _rt(
     IPAM_GROUP,
     "ipblocks",
@@ -148,6 +157,7 @@ RESOURCE_TYPES: tuple[ResourceType[Any], ...] = (
     VRF_DOMAINS,
     VRF_DOMAIN_BINDINGS,
     VRF_NODE_CONFIGS,
+    VRF_ROUTING_POLICIES,
     IP_BLOCKS,
 )
 

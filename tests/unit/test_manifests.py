@@ -150,6 +150,7 @@ def test_release_holds_the_seeds_install() -> None:
             ("vrfdomains", "cni.pyroute2.org"),
             ("vrfdomainbindings", "cni.pyroute2.org"),
             ("vrfnodeconfigs", "cni.pyroute2.org"),
+            ("vrfroutingpolicies", "cni.pyroute2.org"),
             ("ipblocks", "ipam.pyroute2.org"),
         ]
     }
@@ -205,6 +206,16 @@ CRD_TABLE = [
         [
             ("NODE", ".spec.nodeRef.name"),
             ("ROUTER-ID", ".spec.routerId"),
+            ("ACCEPTED", '.status.conditions[?(@.type=="Accepted")].status'),
+        ],
+    ),
+    (
+        "vrfroutingpolicies",
+        "cni.pyroute2.org",
+        "VRFRoutingPolicy",
+        "vrfrp",
+        [
+            ("DOMAIN", ".spec.vrfDomainRef.name"),
             ("ACCEPTED", '.status.conditions[?(@.type=="Accepted")].status'),
         ],
     ),
@@ -320,11 +331,15 @@ spec:
   gateway: 10.244.0.1
 """
 
+# kube/examples/vrfroutingpolicy.yaml: pyroute2-cni's kind, cnid's example.
+VRFROUTINGPOLICY = (KUBE / "examples" / "vrfroutingpolicy.yaml").read_text()
+
 EXAMPLES = {
     "VRFDomain": ("vrfdomains", "cni.pyroute2.org", SEED_VRFDOMAIN),
     "VRFDomainBinding": ("vrfdomainbindings", "cni.pyroute2.org", SEED_VRFDOMAINBINDING),
     "VRFNodeConfig": ("vrfnodeconfigs", "cni.pyroute2.org", SEED_VRFNODECONFIG),
     "IPBlock": ("ipblocks", "ipam.pyroute2.org", IPBLOCK),
+    "VRFRoutingPolicy": ("vrfroutingpolicies", "cni.pyroute2.org", VRFROUTINGPOLICY),
 }
 
 
@@ -359,6 +374,7 @@ def test_seed_examples_are_accepted(kind: str) -> None:
 
 
 VD, VDB, VNC, IPB = "VRFDomain", "VRFDomainBinding", "VRFNodeConfig", "IPBlock"
+VRP = "VRFRoutingPolicy"
 V6 = {"spec.prefix": "fd00:10::", "spec.prefixlen": 48}
 
 # fmt: off
@@ -379,6 +395,9 @@ VALID: list[tuple[str, str, dict[str, object]]] = [
     (VNC, "ipv6 reflector", {"spec.routeReflectors": ["fd00::1", "10.0.0.1"]}),
     (VNC, "interface without local", {"spec.interfaces": [{"name": "bond0.100"}]}),
     (IPB, "ipv6", {"spec.cidr": "fd00:10::100/120", "spec.gateway": "fd00:10::101"}),
+    (VRP, "only oifname", {"spec.match": [{"oifname": "vrf-200"}]}),
+    (VRP, "ipv6 dst and src", {"spec.match": [{"dst": "fd00:1::/64", "src": "fd00:2::/64"}]}),
+    (VRP, "a host route", {"spec.match": [{"dst": "192.0.2.1/32", "iifname": "lo"}]}),
 ]
 
 INVALID: list[tuple[str, str, dict[str, object], str]] = [
@@ -442,6 +461,18 @@ INVALID: list[tuple[str, str, dict[str, object], str]] = [
     (IPB, "vrf 0", {"spec.vrf": 0}, "vrf"),
     (IPB, "no node", {"spec.node": DROP}, "node"),
     (IPB, "no gateway", {"spec.gateway": DROP}, "gateway"),
+    (VRP, "empty match", {"spec.match": []}, "match"),
+    (VRP, "no match", {"spec.match": DROP}, "match"),
+    (VRP, "no vrfDomainRef", {"spec.vrfDomainRef": DROP}, "vrfDomainRef"),
+    (VRP, "a match without selector", {"spec.match": [{}]}, "at least one"),
+    (VRP, "dst not a CIDR", {"spec.match.0.dst": "192.0.2.0"}, "dst"),
+    (VRP, "dst host bits", {"spec.match.0.dst": "192.0.2.1/24"}, "dst"),
+    (VRP, "src not a CIDR", {"spec.match.1.src": "eth1"}, "src"),
+    (VRP, "dst and src of two families", {"spec.match": [{"dst": "fd00::/64",
+                                                         "src": "10.0.0.0/8"}]}, "family"),
+    (VRP, "iifname too long", {"spec.match.1.iifname": "a" * 16}, "iifname"),
+    (VRP, "oifname with /", {"spec.match.0.oifname": "a/b"}, "oifname"),
+    (VRP, "unknown selector", {"spec.match.0.table": 200}, "table"),
 ]
 # fmt: on
 
@@ -504,6 +535,7 @@ def test_the_crds_declare_every_field_cnid_writes() -> None:
         "VRFDomainBinding": kube.VRFDomainBinding,
         "VRFNodeConfig": kube.VRFNodeConfig,
         "IPBlock": kube.IPBlock,
+        "VRFRoutingPolicy": kube.VRFRoutingPolicy,
     }
     problems = []
     for kind, model in models.items():
@@ -594,6 +626,14 @@ VALID_STATUS: list[tuple[str, str, Obj]] = [
         {"conditions": [CONDITION, dict(CONDITION, type="Ready", reason="Running")]},
     ),
     ("IPBlock", "the docs' example", yaml.safe_load(IPBLOCK_STATUS)),
+    (
+        "VRFRoutingPolicy",
+        "accepted, applied on one node",
+        {
+            "conditions": [CONDITION],
+            "nodes": {"k8s02": {"state": "Ready", "message": "", "observedGeneration": 1}},
+        },
+    ),
     ("IPBlock", "empty", {}),
 ]
 
