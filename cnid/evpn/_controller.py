@@ -260,12 +260,15 @@ class EvpnController:
                 dropped = table.drop_stale(event.peer)
                 log.info("EVPN: End-of-RIB from %s (%d stale paths dropped)", event.peer, dropped)
         elif isinstance(event, StateEvent):
+            self.metrics.bgp_session.labels(peer=event.peer).set(1 if event.state == "up" else 0)
             if event.state == "down":
                 gone = table.drop_source(event.peer) + table.drop_stale(event.peer)
                 self._eor.discard(event.peer)
                 if gone:
                     log.info("EVPN: session to %s down: its %d paths removed", event.peer, gone)
         elif isinstance(event, SpeakerDown):
+            for peer in self.speaker.peers:
+                self.metrics.bgp_session.labels(peer=peer).set(0)
             kept = table.make_stale()
             self._eor.clear()
             self._stale_deadline = trio.current_time() + self.stale_timeout

@@ -208,6 +208,10 @@ async def test_routes_both_ways_and_traffic_over_vxlan(fabric: Fabric, node: Evp
         await async_wait_for(
             "p2 -> h1", lambda: {"ok": node.ping("p2", "10.3.0.250")}, {"ok": True}, TIMEOUT
         )
+        metrics = node.metrics.render().decode()
+        assert f'cnid_bgp_session_established{{peer="{RR}"}} 1.0' in metrics
+        assert 'cnid_evpn_routes_announced{type="5"} 1.0' in metrics
+        assert "cnid_evpn_update_to_kernel_seconds_count" in metrics
         summary = bgp_summary(node.evpn)
         assert summary["peers"][0]["state"] == "established"
         assert summary["received"]["5"] >= 1 and summary["announced"]["5"] == 1
