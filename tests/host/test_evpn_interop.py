@@ -176,6 +176,8 @@ async def test_routes_both_ways_and_traffic_over_vxlan(fabric: Fabric, node: Evp
         # ours in FRR's table, with VNI, RT, router MAC, next-hop
         expected = our_routes(node, "p1", "p2")
         await async_wait_for("our routes at the leaf", fabric.leaf.evpn_routes, expected, TIMEOUT)
+        # ... and at GoBGP, a second implementation, through the reflector
+        await async_wait_for("our routes at GoBGP", fabric.gb.rib, expected, TIMEOUT)
         # ... and programmed by the leaf's zebra
         await async_wait_for(
             "our type-5 in the leaf's kernel",
