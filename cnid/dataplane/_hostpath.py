@@ -56,6 +56,8 @@ class HostState(msgspec.Struct):
     #: canonical listing of our table right after we applied (or adopted) it
     baseline: str | None = None
     applied_digest: str | None = None
+    #: the VRF tables the last plan put leak routes in
+    tables: set[int] = msgspec.field(default_factory=set)
 
 
 def _family(cidr: str) -> int:
@@ -177,7 +179,11 @@ async def apply_host(plan: HostPlan, state: HostState, mark_mask: int) -> bool:
     domain that reuses its number)."""
     await in_thread(_sysctls)
     await in_thread(lambda: _apply_links(plan.devices))
-    await in_thread(lambda: _apply_routes(plan.routes))
+    # tables of the last plan that this one lacks lose our leak routes
+    routes: dict[int, tuple[LeakRoute, ...]] = {t: () for t in state.tables - set(plan.routes)}
+    routes.update(plan.routes)
+    await in_thread(lambda: _apply_routes(routes))
+    state.tables = set(plan.routes)
     await apply_rules(list(plan.rules))
     current = await list_table()
     want = digest(plan.nft)

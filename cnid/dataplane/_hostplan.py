@@ -334,6 +334,7 @@ def _base_chains(
                     "\t\ttype nat hook postrouting priority srcnat; policy accept;",
                     f"\t\tmeta oifgroup & {_hex(GROUP_MASK)} == {_hex(GROUP_BASE)} return",
                     '\t\tmeta oifkind "vrf" return',
+                    '\t\toifname "lo" return',
                     _vmap(
                         f"ct direction original ct mark & {mask}",
                         [(m, f"snat-{v}") for m, v in by_mark],

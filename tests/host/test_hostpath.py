@@ -1,0 +1,125 @@
+"""Host integration's kernel side on the host kernel (no VRF device needed):
+policy rules, leak routes, our nftables table and the conntrack flush, in a
+namespace of the test's own (``set_node_netns``)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from cnid.dataplane import set_node_netns
+from cnid.dataplane._hostpath import HostState, apply_host
+from cnid.dataplane._hostplan import HostDomain, HostSettings, plan
+from cnid.dataplane._nft import flush_conntrack, list_table
+from cnid.dataplane._rules import FR_ACT_UNREACHABLE, FibRule, apply_rules, dump_rules
+from testbed.netns import Netns, netns
+
+SETTINGS = HostSettings()
+V42 = HostDomain("vrf-42", 42, 42, "10.244.0.0/16", ("10.244.0.0/26",))
+V300 = HostDomain("vrf-300", 300, 10300, "10.244.0.0/16", ("10.244.0.0/26", "10.244.0.64/26"))
+
+
+@pytest.fixture
+def node() -> Iterator[Netns]:
+    with netns("hostpath") as ns:
+        set_node_netns(ns.fd)
+        try:
+            yield ns
+        finally:
+            set_node_netns(None)
+
+
+def nft_list(ns: Netns, *flags: str) -> str:
+    return ns.run("nft", *flags, "list", "table", "inet", "cnid").stdout
+
+
+async def test_rules_are_ours_by_protocol_and_changed_make_before_break(node: Netns) -> None:
+    node.ip("rule", "add", "pref", "2000", "to", "192.0.2.0/24", "lookup", "7", "proto", "static")
+    a = FibRule(socket.AF_INET, 2000, table=42, dst="10.244.0.0/26", iifname="lo")
+    b = FibRule(socket.AF_INET, 1500, table=42, fwmark=0x2A0000, fwmask=0xFFFF0000)
+    c = FibRule(socket.AF_INET, 10002, action=FR_ACT_UNREACHABLE, src="10.244.0.0/16")
+    added, gone = await apply_rules([a, b, c])
+    assert (len(added), gone) == (3, [])
+    assert set(await dump_rules()) == {a, b, c}
+    assert await apply_rules([a, b, c]) == ([], [])
+    text = node.ip("rule", "show")
+    assert "2000:\tfrom all to 10.244.0.0/26 iif lo lookup 42 proto 149" in text, text
+    assert "1500:\tfrom all fwmark 0x2a0000/0xffff0000 lookup 42 proto 149" in text, text
+    assert "10002:\tfrom 10.244.0.0/16 unreachable proto 149" in text, text
+    moved = a._replace(priority=2001)
+    added, gone = await apply_rules([moved, b])
+    assert added == [moved] and set(gone) == {a, c}
+    await apply_rules([])
+    text = node.ip("rule", "show")
+    assert "proto 149" not in text
+    assert "192.0.2.0/24 lookup 7 proto static" in text  # not ours: untouched
+
+
+async def test_a_plan_is_applied_adopted_repaired_and_withdrawn(node: Netns) -> None:
+    state = HostState()
+    two = plan([V42, V300], [], SETTINGS)
+    assert await apply_host(two, state, SETTINGS.mark_mask)
+    table = nft_list(node, "-a")
+    for chain in ("zone-42", "mark-300", "reply-300", "into-42", "snat-300", "nat-postrouting"):
+        assert f"chain {chain} " in table, table
+    routes = node.ip("route", "show", "table", "10300")
+    assert "unreachable 10.244.0.0/16 proto 149 metric 4278198271" in routes, routes
+    assert "throw 10.96.0.0/12 proto 149 metric 4278198271" in routes, routes
+    assert "throw default proto 149 metric 4278198271" in routes, routes
+    rules = node.ip("rule", "show")
+    assert "2001:\tfrom all to 10.244.0.64/26 iif lo lookup 10300 proto 149" in rules, rules
+    # A restarted daemon (a fresh state) adopts the table: nothing rewritten.
+    assert not await apply_host(two, HostState(), SETTINGS.mark_mask)
+    assert nft_list(node, "-a") == table
+    assert node.ip("route", "show", "table", "10300") == routes
+    # Someone edits our table: the next reconcile puts it back.
+    node.run("nft", "add", "rule", "inet", "cnid", "zone-42", "accept")
+    assert await apply_host(two, state, SETTINGS.mark_mask)
+    assert "accept" not in nft_list(node).split("chain zone-42", 1)[1].split("}", 1)[0]
+    # Someone else's table and routes are never touched.
+    node.run("nft", "add", "table", "ip", "theirs")
+    node.ip("route", "add", "throw", "10.96.0.0/12", "table", "10300", "metric", "5")
+    one = plan([V42], [], SETTINGS)
+    assert await apply_host(one, state, SETTINGS.mark_mask)
+    table = nft_list(node)
+    assert "300" not in table and "zone-42" in table
+    assert "theirs" in node.run("nft", "list", "tables").stdout
+    assert node.ip("route", "show", "table", "10300").strip() == "throw 10.96.0.0/12 metric 5"
+    assert "10300" not in node.ip("rule", "show")
+    # Egress off: no default leak, the service CIDR still leaves the VRF.
+    quiet = HostSettings(masquerade=False)
+    await apply_host(plan([V42], [], quiet), state, quiet.mark_mask)
+    routes = node.ip("route", "show", "table", "42")
+    assert "throw default" not in routes and "throw 10.96.0.0/12" in routes
+    assert "masquerade" not in nft_list(node)
+
+
+async def test_a_removed_domain_takes_its_connections_along(node: Netns) -> None:
+    state = HostState()
+    await apply_host(plan([V42, V300], [], SETTINGS), state, SETTINGS.mark_mask)
+    node.run("nft", "add", "table", "inet", "t")
+    node.run("nft", "add", "chain", "inet", "t", "o", "{ type filter hook output priority 0; }")
+    node.run("nft", "add", "rule", "inet", "t", "o", "ip", "daddr", "127.0.0.2",
+             "ct", "mark", "set", "0x012c0000")  # fmt: skip
+    node.run("nft", "add", "rule", "inet", "t", "o", "ip", "daddr", "127.0.0.3",
+             "ct", "mark", "set", "0x002a0000")  # fmt: skip
+    for dst in ("127.0.0.2", "127.0.0.3"):
+        node.run("ping", "-c1", "-W1", dst, check=False)
+    before = node.run("cat", "/proc/net/nf_conntrack", check=False).stdout
+    if "mark=19660800" not in before:
+        pytest.skip("no /proc/net/nf_conntrack view of the marks")
+    assert await apply_host(plan([V42], [], SETTINGS), state, SETTINGS.mark_mask)
+    after = node.run("cat", "/proc/net/nf_conntrack").stdout
+    assert "mark=19660800" not in after  # vrf-300's connections: flushed
+    assert "mark=2752512" in after  # vrf-42's: kept
+    await flush_conntrack(0x002A0000, SETTINGS.mark_mask)
+    assert "mark=2752512" not in node.run("cat", "/proc/net/nf_conntrack").stdout
+
+
+async def test_no_table_before_the_first_plan(node: Netns) -> None:
+    assert await list_table() is None
+    await apply_host(plan([], [], SETTINGS), HostState(), SETTINGS.mark_mask)
+    listing = await list_table()
+    assert listing is not None and "chain" not in listing
