@@ -215,6 +215,23 @@ def peers(node: CnidNode) -> dict[str, str]:
     return {p["address"]: p["state"] for p in ctl(node, "bgp", "summary")["peers"]}
 
 
+def diagnose(fabric: Fabric) -> str:
+    """What the leaf and the nodes hold, for a failure message."""
+    leaf = fabric.leaf
+    parts = [
+        "leaf routes: " + leaf.ip("route", "show", check=False),
+        "leaf neigh: " + leaf.ip("neigh", "show", check=False),
+        "leaf fdb: " + sh("bridge", "fdb", "show", ns=leaf.netns, check=False).stdout,
+        "leaf evpn: " + json.dumps(leaf.evpn_routes())[:4000],
+    ]
+    for node in (fabric.ka, fabric.kb):
+        parts.append(f"{node.name} vrf-42: " + node.cnictl("vrf", "routes", "42").stdout)
+        parts.append(f"{node.name} evpn: " + node.cnictl("evpn", "routes").stdout)
+        parts.append(f"{node.name} bgp: " + node.cnictl("bgp", "summary").stdout)
+        parts.append(f"{node.name} log: " + node.log_tail(30))
+    return "\n".join(parts)
+
+
 def router_mac(node: CnidNode, domain: str) -> str:
     status = ctl(node, "status")
     return str(next(d for d in status["domains"] if d["name"] == domain)["links"]["router_mac"])
@@ -316,6 +333,7 @@ def test_one_reflector_stopped_traffic_flows_then_sessions_return(fabric: Fabric
     b = add_pod(fabric, kb, "default", "sb")
     add_pod(fabric, ka, "default", "sa")
     wait_ping("sa -> sb", pod_ns(ka, "sa"), b)
+    wait_ping("sa -> h1", pod_ns(ka, "sa"), "10.50.0.2")
     # a continuous ping while rr1 goes away
     ping_proc = subprocess.Popen(
         ["ip", "netns", "exec", pod_ns(ka, "sa"), "ping", "-i", "0.2", "-W", "1", b],
@@ -332,7 +350,8 @@ def test_one_reflector_stopped_traffic_flows_then_sessions_return(fabric: Fabric
             TIMEOUT,
         )
         time.sleep(5)
-        assert ping(pod_ns(ka, "sa"), b, 3) and ping(pod_ns(ka, "sa"), "10.50.0.2", 3)
+        assert ping(pod_ns(ka, "sa"), b, 3), diagnose(fabric)
+        assert ping(pod_ns(ka, "sa"), "10.50.0.2", 3), diagnose(fabric)
     finally:
         ping_proc.terminate()
         out, _ = ping_proc.communicate(timeout=30)
