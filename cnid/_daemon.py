@@ -99,7 +99,10 @@ class Daemon:
             underlay = await self._discover_underlay(
                 settings or NodeSettings(), member.nodeconfig if member else None
             )
-            mtu = cfg.network.mtu or underlay.mtu - cfg.network.mtu_overhead
+            overhead = cfg.network.mtu_overhead
+            if ":" in underlay.address and overhead == 50:
+                overhead = 70  # VXLAN over IPv6: the VXLAN devices are 70 below the underlay too
+            mtu = cfg.network.mtu or underlay.mtu - overhead
             log.info(
                 "node %s: underlay %s (%s, mtu %d), pod mtu %d",
                 self.node,

@@ -145,7 +145,8 @@ def lab(cnid_plugin: Path) -> Iterator[Lab]:
         k = c.kubectl
         for ns in ("default", "test02", "twin"):
             k.add_namespace(ns)
-        node = c.add_node("ha", 1)
+        node = c.add_node("ha", 1, start=False)
+        node.start(wait=600)  # other VMs may share the machine's two cores
         wait_for("the default domain", lambda: k.get("vrfdomains", "vrf-42"))
         k.apply_yaml(seeds.VRFDOMAIN)
         k.apply_yaml(seeds.VRFDOMAINBINDING)
@@ -331,7 +332,7 @@ def test_a_restart_leaves_the_ruleset_and_rules_identical(lab: Lab) -> None:
     node = lab.node
     before = (our_table(node, handles=True), rules(node))
     node.kill(signal.SIGTERM)
-    node.start()
+    node.start(wait=600)
     wait_for("the node ready", lambda: (s := node.status()) and s["ready"])
     time.sleep(3)  # a reconcile or two after readiness
     after = (our_table(node, handles=True), rules(node))
