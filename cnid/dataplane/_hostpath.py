@@ -18,7 +18,7 @@ from ._hostplan import LEAK_METRIC, HostPlan, LeakRoute
 from ._names import LINK_ALIAS_PREFIX, ROUTE_PROTO
 from ._netns import netlink_socket, write_sysctls
 from ._nft import apply_table, canonical, digest, flush_conntrack, list_table, table_digest
-from ._rules import apply_rules
+from ._rules import apply_rules, batches
 from ._run import in_thread
 
 log = logging.getLogger("cnid.dataplane")
@@ -100,13 +100,15 @@ def _apply_routes(routes: dict[int, tuple[LeakRoute, ...]]) -> None:
             gone = sorted(have - set(want))
             flags = nl.NLM_F_CREATE | nl.NLM_F_REPLACE
             name = f"table {table}"
-            sock.batch(
+            batches(
+                sock,
                 [
                     nl.Request(nl.RTM_NEWROUTE, flags, _route_body(r), f"{r.kind} {r.dst} {name}")
                     for r in add
-                ]
+                ],
             )
-            sock.batch(
+            batches(
+                sock,
                 [
                     nl.Request(nl.RTM_DELROUTE, 0, _route_body(r), f"{r.kind} {r.dst} {name}")
                     for r in gone
@@ -153,7 +155,7 @@ def _apply_links(groups_by_vrf: dict[str, int]) -> int:
                 sysctls.append((f"net/ipv4/conf/{link.name}/rp_filter", "1"))
             body = nl.ifinfo(link.index) + nl.nla_u32(IFLA_GROUP, want)
             requests.append(nl.Request(nl.RTM_NEWLINK, 0, body, f"group of {link.name}"))
-        sock.batch(requests, ignore=(errno.ENODEV,))
+        batches(sock, requests, ignore=(errno.ENODEV,))
     write_sysctls(None, sysctls, missing_ok=True)
     return len(requests)
 

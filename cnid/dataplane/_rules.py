@@ -158,6 +158,15 @@ async def dump_rules(protocol: int = ROUTE_PROTO) -> list[FibRule]:
     return await in_thread(lambda: _ours(protocol))
 
 
+def batches(
+    sock: nl.Netlink, requests: list[nl.Request], ignore: tuple[int, ...] = (), size: int = 100
+) -> None:
+    """``Netlink.batch`` in chunks: every request of a batch gets an ACK,
+    and the ACKs of one send must fit the receive buffer (ENOBUFS)."""
+    for start in range(0, len(requests), size):
+        sock.batch(requests[start : start + size], ignore=ignore)
+
+
 def _key(r: FibRule) -> tuple[object, ...]:
     return tuple("" if x is None else x for x in r)
 
@@ -175,11 +184,13 @@ def _apply(want: list[FibRule], protocol: int) -> tuple[list[FibRule], list[FibR
         add = sorted(wanted - have, key=_key)
         gone = sorted(have - wanted, key=_key)
         flags = nl.NLM_F_CREATE | nl.NLM_F_EXCL
-        sock.batch(
+        batches(
+            sock,
             [nl.Request(RTM_NEWRULE, flags, encode(r), str(r)) for r in add],
             ignore=(errno.EEXIST,),
         )
-        sock.batch(
+        batches(
+            sock,
             [nl.Request(RTM_DELRULE, 0, encode(r), str(r)) for r in gone],
             ignore=(errno.ENOENT, errno.ESRCH),
         )

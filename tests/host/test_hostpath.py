@@ -123,3 +123,25 @@ async def test_no_table_before_the_first_plan(node: Netns) -> None:
     await apply_host(plan([], [], SETTINGS), HostState(), SETTINGS.mark_mask)
     listing = await list_table()
     assert listing is not None and "chain" not in listing
+
+
+async def test_hundreds_of_domains_in_one_plan(node: Netns) -> None:
+    """Rules and routes go in chunks whose ACKs fit the receive buffer."""
+    many = [
+        HostDomain(
+            f"d{i}",
+            100 + i,
+            1000 + i,
+            f"10.{i >> 8}.{i & 255}.0/24",
+            (f"10.{i >> 8}.{i & 255}.0/26",),
+        )
+        for i in range(300)
+    ]
+    state = HostState()
+    p = plan(many, [], SETTINGS)
+    assert await apply_host(p, state, SETTINGS.mark_mask)
+    assert len(await dump_rules()) == len(p.rules) == 1500
+    assert not await apply_host(p, state, SETTINGS.mark_mask)
+    await apply_host(plan([], [], SETTINGS), state, SETTINGS.mark_mask)
+    assert await dump_rules() == []
+    assert node.ip("route", "show", "table", "1299") == ""
