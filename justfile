@@ -1,6 +1,6 @@
 # cnid's tasks. Run them through ./just, which installs what they need first.
 #   ./just test    every tier: lint, unit + host, VM (what CI runs)
-#   ./just lab     the demo inside the VM tier
+#   ./just lab     the multi-node lab (containerlab/cnid.clab.yml): up, demo, summary
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -40,11 +40,16 @@ test: lint test-fast test-vm
 bench: build
     .venv/bin/python -m testbed.vm -- .venv/bin/python -m bench
 
+# The single-node demo: one node, two pods, pings (in the VM tier).
 demo: build
     .venv/bin/python -m testbed.vm -- .venv/bin/python -m testbed.demo
 
-# Until the multi-node lab exists, the lab is the single-node demo.
-lab: demo
+# ./just lab [up] | down | shell NODE | summary | run, and -t FILE for another topology.
+# Where the kernel has no VRF device the lab runs in the VM tier and ends with it
+# (containerlab/README.md, "Two ways to run it").
+# The lab (containerlab/cnid.clab.yml): up, demo CRs, pods on every node, the summary.
+lab *args: build
+    .venv/bin/python -m testbed.lab {{args}}
 
 # Fail unless the pytest run logged in LOG passed >0 tests and none failed, errored or skipped.
 _check-ran log:

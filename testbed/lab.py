@@ -1,0 +1,887 @@
+"""A containerlab topology file realised without Docker: the lab.
+
+    lab = ClusterLab(load("containerlab/cnid.clab.yml")).up()
+    pod = lab.add_pod("k8s01", "default", "web-1")     # Pod object, netns, real plugin ADD
+    lab.ctl("k8s02", "vrf", "routes", "vrf-42")         # cnictl --json on a node
+    lab.routers["leaf"].evpn_routes()                   # FRR's view
+    lab.down()                                          # or, from anywhere: sweep(name)
+
+What each part of the file becomes:
+
+* a ``bridge`` node: a namespace ``lab-N-<bridge>`` holding bridge ``br0``
+  (its ports are named as the link endpoints say);
+* the ``kube-api`` node: the API server emulation (testbed.kubeapi: HTTPS,
+  the CRDs, RBAC) on the segment's bridge itself, at the node's address,
+  the first of a /24 (testbed.cluster's layout);
+* a ``route-reflector``: FRR's bgpd alone (``-Z``) in namespace
+  ``lab-N-<node>`` (testbed.frr);
+* a ``leaf``: FRR's zebra + bgpd, its L3VNI on the default VRF, its
+  ``cnid.networks`` announced as type-5 routes;
+* a ``node``: cnid's daemon in ``lab-N-<node>`` with its own server.ini,
+  sockets and state (testbed.node), a Node object and a VRFNodeConfig (its
+  interface, router ID and route reflectors, as in the seeds);
+* a ``host``: a namespace with its addresses and default route;
+* a link: a veth pair named as its endpoints; into a bridge: enslaved to br0.
+
+Pods are made the way kubelet makes them: the Pod object, a namespace
+``lab-N-<node>-<namespace>-<pod>``, then the real plugin executed with the
+CNI environment (testbed.node.CnidNode.plugin).
+
+Everything lives in namespaces the lab creates; nothing is added to the root
+namespace. Files go to /run/cnid-lab/N/ (testbed.labstate), with a
+``state.json`` that another process reads to print the summary, open a
+shell, or remove the lab (``sweep``) even after the lab's process crashed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .cluster import API_PORT, Cluster
+from .frr import FrrRouter, L3Vni, Neighbor, evpn_leaf, route_reflector
+from .jsoncmp import wait_for
+from .kubectl import Kubectl
+from .labstate import RUN_ROOT, TAG, LabFiles, ns_prefix, sweep
+from .node import REPO, VENV_BIN, CnidNode, PluginRun, conflist_conf, netns_add, netns_del, sh
+from .topology import Endpoint, Node, Topology, parse
+
+__all__ = [
+    "DEFAULT_TOPOLOGY",
+    "ClusterLab",
+    "LabError",
+    "LabNode",
+    "Pod",
+    "Progress",
+    "ping",
+    "vrf_available",
+]
+
+DEFAULT_TOPOLOGY = REPO / "containerlab" / "cnid.clab.yml"
+#: FRR's BGP timers (keepalive, hold) and the nodes' hold time: the recipe of
+#: tests/vm/test_evpn.py, quick enough to see a session go under emulation.
+FRR_TIMERS = (3, 9)
+BGP_INI = "[bgp]\nhold_time = 9\nstale_timeout = 60\n"
+#: Garbage collection in the lab: quick, so a departed node's blocks and a
+#: vanished pod's address come back within seconds (production: 120 s).
+GC_GRACE = 10.0
+GC_INTERVAL = 2.0
+#: Under TCG (the VM tier) everything is about seven times slower.
+TIMEOUT = 240.0
+#: A daemon's start: Python's imports alone take minutes under TCG on a
+#: loaded machine (a bound, not a wait: it returns as soon as it is ready).
+START_TIMEOUT = 900.0
+
+
+class LabError(RuntimeError):
+    """The lab cannot be built as the file says."""
+
+
+def vrf_available() -> bool:
+    """Whether this kernel has the VRF device (probed in a throwaway namespace)."""
+    probe = subprocess.run(
+        ["unshare", "--net", "ip", "link", "add", "vrfprobe0", "type", "vrf", "table", "9"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+# -- progress ---------------------------------------------------------------------------
+
+
+class Progress:
+    """Numbered steps with their duration: ``[3/9] FRR ... ok (2.1 s)``."""
+
+    def __init__(self, total: int = 0, out: Any = None, quiet: bool = False) -> None:
+        self.total = total
+        self.count = 0
+        self.out = out or sys.stdout
+        self.quiet = quiet
+        self.started = time.monotonic()
+        self.times: dict[str, float] = {}
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.out, flush=True)
+
+    @contextmanager
+    def step(self, what: str, key: str = "") -> Iterator[None]:
+        self.count += 1
+        total = f"/{self.total}" if self.total else ""
+        self.say(f"[{self.count}{total}] {what}")
+        t0 = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            self.say(f"      FAILED after {time.monotonic() - t0:.1f} s")
+            raise
+        took = time.monotonic() - t0
+        self.times[key or what] = took
+        self.say(f"      ok ({took:.1f} s)")
+
+    def detail(self, text: str) -> None:
+        self.say(f"      {text}")
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+# -- the pieces -------------------------------------------------------------------------
+
+
+@dataclass
+class LabNode(CnidNode):
+    """A cnid node whose interfaces are the topology's links (the lab makes
+    them): its namespace and config only; the underlay interface and
+    address are named in server.ini."""
+
+    host_if: str = "eth1"
+    address: str = ""
+
+    def config_text(self) -> str:
+        return (
+            f"[api]\nsocket_path_api = {self.socket}\nsocket_path_ctl = {self.ctl_socket}\n"
+            f"[network]\nnode_name = {self.name}\nstate_dir = {self.state_dir}\n"
+            f"host_if = {self.host_if}\nipaddr = {self.address}\n"
+            f"[readiness]\nhost = 127.0.0.1\nport = 24800\n"
+            f"[logging]\nlevel = info\n{self.ini_extra}"
+        )
+
+    def create(self) -> LabNode:
+        netns_add(self.netns)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "server.ini").write_text(self.config_text())
+        return self
+
+    def stop(self) -> None:
+        self.kill()
+        for pod in list(self.pods):
+            netns_del(pod)
+        self.pods.clear()
+        netns_del(self.netns)
+
+
+@dataclass
+class _LabCluster(Cluster):
+    """testbed.cluster's API server and LAN, on the topology's segment."""
+
+    segment: str = ""
+
+    @property
+    def lan(self) -> str:
+        return self.segment
+
+
+@dataclass
+class Pod:
+    node: str
+    namespace: str
+    name: str
+    netns: str
+    ip: str
+    container_id: str
+    uid: str
+    domain: str = ""
+    mac: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def _batch(ns: str, commands: list[str]) -> None:
+    """``ip -n NS -batch -``: several commands, one process."""
+    out = subprocess.run(
+        ["ip", "-n", ns, "-batch", "-"],
+        input="\n".join(commands) + "\n",
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise LabError(f"ip -n {ns} -batch: {out.stderr.strip()} (in {commands})")
+
+
+def ping(ns: str, address: str, count: int = 3, wait: int = 1) -> bool:
+    """At least one echo reply of ``count`` (0.2 s apart, ``wait`` seconds
+    for each) from namespace ``ns`` to ``address``."""
+    deadline = wait + math.ceil(0.2 * count)
+    cmd = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(wait)]
+    cmd += ["-w", str(deadline), address]
+    return sh(*cmd, ns=ns, check=False).returncode == 0
+
+
+def _nodeconfig(node: str, address: str, ifname: str, reflectors: list[str]) -> dict[str, Any]:
+    """The seeds' VRFNodeConfig for one node."""
+    spec: dict[str, Any] = {
+        "nodeRef": {"name": node},
+        "routerId": address,
+        "interfaces": [{"name": ifname, "local": address}],
+    }
+    if reflectors:
+        spec["routeReflectors"] = reflectors
+    return {
+        "apiVersion": "cni.pyroute2.org/v1alpha1",
+        "kind": "VRFNodeConfig",
+        "metadata": {"name": f"{node}-vrnc"},
+        "spec": spec,
+    }
+
+
+def frr_router(topo: Topology, node: Node, netns: str, workdir: Path) -> FrrRouter:
+    """The FRR instance of a ``route-reflector`` or ``leaf`` node (testbed.frr),
+    in namespace ``netns``, its files in ``workdir``."""
+    if node.role == "route-reflector":
+        router = route_reflector(
+            node.name,
+            netns,
+            node.asn,
+            node.address,
+            listen_range=node.label("listen-range"),
+            cluster_id=node.label("cluster-id") or None,
+            timers=FRR_TIMERS,
+        )
+    elif node.role == "leaf":
+        l3vni = node.label("l3vni")
+        router = evpn_leaf(
+            node.name,
+            netns,
+            node.asn,
+            node.address,
+            vtep=node.address,
+            neighbors=[Neighbor(a) for a in topo.addresses_of(node.words("neighbors"))],
+            l3vni=L3Vni(int(l3vni), rt=node.label("route-target") or None) if l3vni else None,
+            networks=node.words("networks"),
+            timers=FRR_TIMERS,
+        )
+    else:
+        raise LabError(f"{node.name} is a {node.role}, not an FRR router")
+    router.workdir = workdir
+    return router
+
+
+def nodeconfig(node: Node, reflectors: list[str]) -> dict[str, Any]:
+    """The seeds' VRFNodeConfig of a cnid node: its interface and address,
+    its router ID, its route reflectors (none: the full mesh)."""
+    return _nodeconfig(node.name, node.address, node.ifname, reflectors)
+
+
+def node_ini(node: Node, kubeconfig: Path, gc_grace: float = GC_GRACE) -> str:
+    """The server.ini sections a lab node adds to testbed.node's."""
+    return (
+        f"[kubernetes]\nkubeconfig = {kubeconfig}\n"
+        f"gc_grace_seconds = {gc_grace:g}\ngc_interval_seconds = {GC_INTERVAL:g}\n"
+        f"{BGP_INI}asn = {node.asn}\n"
+    )
+
+
+# -- the lab ----------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterLab:
+    """One topology, realised. ``name`` defaults to the topology's (two labs
+    of one name cannot run at once, as with containerlab); ``mesh=True``
+    ignores the nodes' ``cnid.route-reflectors`` (a full iBGP mesh)."""
+
+    topo: Topology
+    name: str = ""
+    mesh: bool = False
+    progress: Progress = field(default_factory=Progress)
+    gc_grace: float = GC_GRACE
+    nodes: dict[str, LabNode] = field(default_factory=dict)
+    routers: dict[str, FrrRouter] = field(default_factory=dict)
+    pods: dict[str, Pod] = field(default_factory=dict)
+    namespaces: dict[str, str] = field(default_factory=dict)  # node -> its namespace
+    cluster: _LabCluster | None = None
+    _kubectl: Kubectl | None = None
+    _made: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.topo.name
+        self.files = LabFiles(self.name)
+
+    # -- names -------------------------------------------------------------------
+
+    @property
+    def workdir(self) -> Path:
+        return self.files.root
+
+    def ns(self, node: str) -> str:
+        return f"{ns_prefix(self.name)}{node}"
+
+    def pod_ns(self, node: str, namespace: str, pod: str) -> str:
+        return f"{self.ns(node)}-{namespace}-{pod}"
+
+    @property
+    def api_node(self) -> Node:
+        return self.topo.role("kube-api")[0]
+
+    @property
+    def segment(self) -> str:
+        """The bridge the API server and the nodes share."""
+        api = self.api_node
+        bridge = self.topo.bridge_of(api.name, api.ifname)
+        if bridge is None:
+            raise LabError(f"{api.name}: its interface {api.ifname} is not on a bridge")
+        return bridge
+
+    @property
+    def kubectl(self) -> Kubectl:
+        if self._kubectl is None:
+            self._kubectl = Kubectl.over_unix(self.workdir / "cluster" / "api")
+        return self._kubectl
+
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.topo.role("node")]
+
+    def reflectors_of(self, node: Node) -> list[str]:
+        if self.mesh:
+            return []
+        return self.topo.addresses_of(node.words("route-reflectors"))
+
+    # -- bring-up ------------------------------------------------------------------
+
+    def check(self) -> None:
+        """What this realisation needs beyond a valid file."""
+        api = self.api_node
+        iface = ipaddress.ip_interface(api.addresses[api.ifname])
+        if iface.network.prefixlen != 24 or int(iface.ip) & 0xFF != 1:
+            raise LabError(
+                f"{api.name}: the API server is served from the segment's bridge at the first "
+                f"address of a /24 (testbed.cluster), not {iface}"
+            )
+        for node in self.topo.role("node"):
+            if self.topo.bridge_of(node.name, node.ifname) != self.segment:
+                raise LabError(f"{node.name}: {node.ifname} must be on {self.segment}")
+
+    STEPS = 7
+
+    def up(self) -> ClusterLab:
+        """Build everything and wait until every BGP session is up."""
+        self.check()
+        os.environ[TAG] = self.name  # inherited by every process started from here on
+        p = self.progress
+        try:
+            with p.step(f"removing what is left of an earlier lab {self.name!r}", "cleanup"):
+                found = sweep(self.name)
+                if found["processes"] or found["namespaces"]:
+                    p.detail(f"{found['processes']} processes, {found['namespaces']} namespaces")
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.workdir.chmod(0o755)  # FRR (user frr) reads its configs below it
+            self._save()
+            with p.step(self._api_text(), "api"):
+                self._start_api()
+            with p.step(self._wiring_text(), "wiring"):
+                self._wire()
+            routers = [n for n in self.topo.nodes.values() if n.role in ("route-reflector", "leaf")]
+            with p.step("FRR: " + ", ".join(f"{n.name} ({n.role})" for n in routers), "frr"):
+                self._start_routers(routers)
+            with p.step(self._objects_text(), "objects"):
+                self._kube_objects()
+            names = self.node_names()
+            with p.step(f"cnid daemons on {', '.join(names)} (in parallel)", "daemons"):
+                self._start_daemons(names)
+            with p.step("BGP sessions: " + self._sessions_text(), "bgp"):
+                self.wait_sessions()
+        except BaseException:
+            self._save()
+            raise
+        self._save()
+        return self
+
+    def _api_text(self) -> str:
+        api = self.api_node
+        return (
+            f"segment {self.segment} and the Kubernetes API server on "
+            f"{api.address}:{API_PORT} (HTTPS, RBAC, the CRDs of kube/crds)"
+        )
+
+    def _wiring_text(self) -> str:
+        linux = [n for n in self.topo.nodes.values() if n.kind == "linux" and n.role != "kube-api"]
+        return f"namespaces for {len(linux)} nodes, {len(self.topo.links)} links (veth pairs)"
+
+    def _objects_text(self) -> str:
+        mode = "full iBGP mesh" if self.mesh else "route reflectors from cnid.route-reflectors"
+        return f"Kubernetes objects: Nodes, VRFNodeConfigs ({mode})"
+
+    def _sessions_text(self) -> str:
+        if self.mesh:
+            return "every node with every other (full mesh)"
+        rrs = ", ".join(n.name for n in self.topo.role("route-reflector"))
+        return f"every node and the leaf with {rrs}"
+
+    def _start_api(self) -> None:
+        api = self.api_node
+        subnet = api.address.rsplit(".", 1)[0]
+        lan = self.ns(self.segment)
+        self._record(lan)
+        self.cluster = _LabCluster(
+            name=self.name,
+            subnet=subnet,
+            gc_grace=self.gc_grace,
+            gc_interval=GC_INTERVAL,
+            workdir=self.workdir / "cluster",
+            segment=lan,
+        )
+        self.cluster.workdir.mkdir(parents=True, exist_ok=True)
+        # testbed.cluster's segment (what Cluster.up makes), with a bound
+        # for the API server's start that a loaded machine under TCG needs
+        netns_add(lan)
+        bridge = ["br0", "type", "bridge", "forward_delay", "0", "mcast_snooping", "0"]
+        sh("ip", "link", "add", *bridge, ns=lan)
+        sh("ip", "addr", "add", f"{subnet}.1/24", "dev", "br0", ns=lan)
+        sh("ip", "link", "set", "br0", "up", ns=lan)
+        self.cluster.start_api(wait=START_TIMEOUT)
+        self._kubectl = self.cluster.kubectl
+        self._save()
+
+    def _record(self, ns: str) -> None:
+        if ns not in self._made:
+            self._made.append(ns)
+            self._save()
+
+    def _wire(self) -> None:
+        """Namespaces, then in two ``ip -batch`` runs per namespace (a
+        process costs dearly under TCG): the veths made from it, then
+        links up, bridge ports, addresses and routes."""
+        for node in self.topo.nodes.values():
+            if node.is_bridge and node.name != self.segment:
+                ns = self.ns(node.name)
+                self._record(ns)
+                subprocess.run(["ip", "netns", "add", ns], check=True)
+                _batch(
+                    ns,
+                    [
+                        "link set lo up",
+                        "link add br0 type bridge forward_delay 0 mcast_snooping 0",
+                        "link set br0 up",
+                    ],
+                )
+        for node in self.topo.nodes.values():
+            if node.is_bridge or node.role == "kube-api":
+                continue
+            ns = self.ns(node.name)
+            self._record(ns)
+            self.namespaces[node.name] = ns
+            if node.role == "node":
+                self._make_node(node).create()
+            else:
+                subprocess.run(["ip", "netns", "add", ns], check=True)
+                _batch(ns, ["link set lo up"])
+        self._plug([(link.a, link.b) for link in self.topo.links], list(self.namespaces))
+
+    def _plug(self, links: list[tuple[Endpoint, Endpoint]], nodes: list[str]) -> None:
+        """The veth pairs of ``links``, then the addresses and routes of ``nodes``."""
+        made: dict[str, list[str]] = {}
+        later: dict[str, list[str]] = {}
+        for a, b in links:
+            if self.topo.nodes[a.node].is_bridge:
+                a, b = b, a
+            if a.node == self.api_node.name:
+                continue  # the API server sits on the segment's bridge itself
+            ns_a = self.namespaces[a.node]
+            bridge = self.topo.nodes[b.node].is_bridge
+            ns_b = self.ns(b.node) if bridge else self.namespaces[b.node]
+            made.setdefault(ns_a, []).append(
+                f"link add {a.ifname} type veth peer name {b.ifname} netns {ns_b}"
+            )
+            later.setdefault(ns_a, []).append(f"link set {a.ifname} up")
+            later.setdefault(ns_b, []).append(
+                f"link set {b.ifname} master br0 up" if bridge else f"link set {b.ifname} up"
+            )
+        for name in nodes:
+            node = self.topo.nodes[name]
+            ns = self.namespaces[name]
+            for ifname, cidr in node.addresses.items():
+                later.setdefault(ns, []).append(f"addr add {cidr} dev {ifname}")
+            gateway = node.label("gateway")
+            if gateway:
+                later.setdefault(ns, []).append(f"route add default via {gateway}")
+        for ns, commands in made.items():
+            _batch(ns, commands)
+        for ns, commands in later.items():
+            _batch(ns, commands)
+
+    def _make_node(self, node: Node) -> LabNode:
+        assert self.cluster is not None
+        extra = node_ini(node, self.cluster.api_dir / "sa-kubeconfig", self.gc_grace)
+        lab_node = LabNode(
+            name=node.name,
+            ns_name=self.ns(node.name),
+            workdir=self.workdir / node.name,
+            lan=self.ns(self.segment),
+            ini_extra=extra,
+            host_if=node.ifname,
+            address=node.address,
+        )
+        self.nodes[node.name] = lab_node
+        assert self.cluster is not None
+        self.cluster.nodes[node.name] = lab_node
+        return lab_node
+
+    def _router(self, node: Node) -> FrrRouter:
+        return frr_router(self.topo, node, self.namespaces[node.name], self.workdir / node.name)
+
+    def _start_routers(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            router = self._router(node)
+            self.routers[node.name] = router
+            router.start(wait=START_TIMEOUT)
+            self._save()
+
+    def _kube_objects(self) -> None:
+        kubectl = self.kubectl
+        kubectl.add_namespace("default")
+        for node in self.topo.role("node"):
+            kubectl.apply(nodeconfig(node, self.reflectors_of(node)))
+            kubectl.add_node(node.name, node.address)
+
+    def _start_daemons(self, names: list[str]) -> None:
+        with concurrent.futures.ThreadPoolExecutor(len(names) or 1) as pool:
+            futures = {pool.submit(self.nodes[n].start, START_TIMEOUT): n for n in names}
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+                self._save()
+
+    # -- sessions ------------------------------------------------------------------
+
+    def expected_sessions(self) -> dict[str, dict[str, str]]:
+        """speaker -> {peer address: "established"} for every speaker."""
+        want: dict[str, dict[str, str]] = {}
+        nodes = self.topo.role("node")
+        for node in nodes:
+            peers = self.reflectors_of(node) or [n.address for n in nodes if n is not node]
+            want[node.name] = dict.fromkeys(peers, "established")
+        if not self.mesh:
+            for node in self.topo.role("leaf"):
+                peers = self.topo.addresses_of(node.words("neighbors"))
+                want[node.name] = dict.fromkeys(peers, "established")
+        return want
+
+    def sessions(self, speaker: str) -> dict[str, str]:
+        """peer address -> state (lower case) as the speaker sees it."""
+        if speaker in self.nodes:
+            return {p["address"]: p["state"] for p in self.ctl(speaker, "bgp", "summary")["peers"]}
+        return {a: s.lower() for a, s in self.routers[speaker].peers().items()}
+
+    def wait_sessions(self, timeout: float = TIMEOUT) -> None:
+        want = self.expected_sessions()
+        wait_for(
+            "every BGP session established",
+            lambda: {s: self.sessions(s) for s in want},
+            want,
+            timeout,
+            1.0,
+        )
+
+    # -- views ---------------------------------------------------------------------
+
+    def ctl(self, node: str, *args: str) -> Any:
+        """``cnictl --json ARGS`` on a node, parsed (RuntimeError if it fails)."""
+        out = self.nodes[node].cnictl("--json", *args)
+        if out.returncode != 0:
+            raise RuntimeError(f"cnictl {' '.join(args)} on {node}: {out.stderr.strip()}")
+        return json.loads(out.stdout)
+
+    def run(self, node: str, *cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """A command in a node's namespace."""
+        return sh(*cmd, ns=self.namespaces[node], check=check)
+
+    def ip_json(self, node: str, *args: str) -> Any:
+        out = self.run(node, "ip", "-j", *args)
+        return json.loads(out.stdout or "[]") if out.returncode == 0 else []
+
+    # -- pods ------------------------------------------------------------------------
+
+    def add_pod(self, node: str, namespace: str, name: str, retry_for: float = 60.0) -> Pod:
+        """What kubelet does: the Pod object, its namespace, the plugin's ADD
+        (retried while the node answers 11, "try again later", as kubelet
+        would, e.g. before a new binding reached the node)."""
+        kubectl = self.kubectl
+        lab_node = self.nodes[node]
+        netns = self.pod_ns(node, namespace, name)
+        cid = f"{namespace}-{name}"
+        uid = kubectl.add_pod(namespace, name, node)
+        deadline = time.monotonic() + retry_for
+        while True:
+            path = lab_node.add_pod(netns)
+            run = lab_node.plugin(
+                "ADD",
+                container_id=cid,
+                netns=path,
+                pod=(namespace, name),
+                pod_uid=uid,
+                conf=conflist_conf(version="1.0.0"),
+            )
+            if run.rc == 0:
+                break
+            code = (run.json or {}).get("code") if run.stdout.strip().startswith("{") else None
+            self._plugin_del(lab_node, cid, namespace, name)
+            lab_node.del_pod_netns(netns)
+            if code != 11 or time.monotonic() > deadline:
+                kubectl.delete("pods", name, namespace)
+                raise LabError(f"ADD {namespace}/{name} on {node}: exit {run.rc}: {run.stdout}")
+            time.sleep(1.0)
+        result = run.json
+        ip = str(result["ips"][0]["address"].split("/")[0])
+        mac = next((i.get("mac", "") for i in result.get("interfaces", []) if i.get("sandbox")), "")
+        pod = Pod(node, namespace, name, netns, ip, cid, uid, mac=mac)
+        self.pods[pod.key] = pod
+        self._save()
+        return pod
+
+    def _plugin_del(self, node: LabNode, cid: str, namespace: str, name: str) -> PluginRun:
+        return node.plugin(
+            "DEL", container_id=cid, pod=(namespace, name), conf=conflist_conf(version="1.0.0")
+        )
+
+    def delete_pod(self, pod: Pod) -> None:
+        """The plugin's DEL, the namespace, the Pod object."""
+        lab_node = self.nodes[pod.node]
+        run = self._plugin_del(lab_node, pod.container_id, pod.namespace, pod.name)
+        if run.rc != 0:
+            raise LabError(f"DEL {pod.key} on {pod.node}: exit {run.rc}: {run.stdout}")
+        lab_node.del_pod_netns(pod.netns)
+        self.kubectl.delete("pods", pod.name, pod.namespace)
+        self.pods.pop(pod.key, None)
+        self._save()
+
+    # -- nodes come and go ---------------------------------------------------------
+
+    def stop_daemon(self, node: str) -> None:
+        self.nodes[node].kill()
+        self._save()
+
+    def start_daemon(self, node: str) -> None:
+        self.nodes[node].start(START_TIMEOUT)
+        self._save()
+
+    def remove_node(self, name: str) -> None:
+        """A node leaves for good, as a machine that is switched off and
+        deleted from the cluster: its daemon stops, its pods' objects go
+        (the node controller's eviction), its Node object is deleted, and
+        its namespace with everything in it (its kernel) is gone."""
+        lab_node = self.nodes[name]
+        for pod in [p for p in self.pods.values() if p.node == name]:
+            self.kubectl.delete("pods", pod.name, pod.namespace)
+            del self.pods[pod.key]
+        lab_node.stop()
+        self.kubectl.delete("nodes", name)
+        del self.nodes[name]
+        assert self.cluster is not None
+        self.cluster.nodes.pop(name, None)
+        self._save()
+
+    def join_node(self, name: str) -> LabNode:
+        """A node (back) in the cluster, fresh: a new namespace and links as
+        the file says, a new state directory, its Node object, the daemon."""
+        node = self.topo.nodes[name]
+        remove_tree(self.workdir / name)
+        lab_node = self._make_node(node).create()
+        self._plug(self.topo.links_of(name), [name])
+        self.kubectl.add_node(name, node.address)
+        lab_node.start(START_TIMEOUT)
+        self._save()
+        want = {name: self.expected_sessions()[name]}
+        wait_for(f"{name}'s BGP sessions", lambda: {name: self.sessions(name)}, want, TIMEOUT, 1.0)
+        return lab_node
+
+    # -- teardown ------------------------------------------------------------------
+
+    def down(self) -> dict[str, int]:
+        """Stop everything in order, then sweep whatever is left."""
+        errors: list[BaseException] = []
+        for node in self.nodes.values():
+            try:
+                node.kill()
+            except Exception as exc:
+                errors.append(exc)
+        for router in reversed(list(self.routers.values())):
+            try:
+                router.stop()
+            except Exception as exc:
+                errors.append(exc)
+        if self._kubectl is not None:
+            self._kubectl.close()
+            self._kubectl = None
+        if self.cluster is not None:
+            self.cluster.nodes.clear()  # stopped above; their namespaces go in the sweep
+            try:
+                self.cluster.stop()
+            except Exception as exc:
+                errors.append(exc)
+        found = sweep(self.name)
+        if os.environ.get(TAG) == self.name:
+            del os.environ[TAG]
+        if errors:
+            raise errors[0]
+        return found
+
+    # -- state -------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        state = {
+            "name": self.name,
+            "topology": self.topo.source,
+            "topology_text": self.topo.text,
+            "mesh": self.mesh,
+            "workdir": str(self.workdir),
+            "namespaces": sorted(
+                {*self._made, *self.namespaces.values(), *(p.netns for p in self.pods.values())}
+            ),
+            "processes": self._processes(),
+            "nodes": {
+                n: {"netns": v.netns, "workdir": str(v.workdir)} for n, v in self.nodes.items()
+            },
+            "routers": {n: {"netns": r.netns} for n, r in self.routers.items()},
+            "pods": [asdict(p) for p in self.pods.values()],
+            "api_dir": str(self.workdir / "cluster" / "api"),
+        }
+        self.files.write(state)
+
+    def _processes(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.cluster is not None and self.cluster.api_pid:
+            out.append({"pid": self.cluster.api_pid, "what": "kubeapi"})
+        for name, node in self.nodes.items():
+            if node.pid:
+                out.append({"pid": node.pid, "what": f"cnid {name}"})
+        for name, router in self.routers.items():
+            out += [{"pid": pid, "what": f"{d} {name}"} for d, pid in router.pids.items()]
+        return out
+
+    @classmethod
+    def attach(cls, name: str, progress: Progress | None = None) -> ClusterLab:
+        """The lab another process brought up, from its state.json: views,
+        pods and shells work; its processes are not ours to reap."""
+        files = LabFiles(name)
+        state = files.read()
+        if not state:
+            raise LabError(f"no lab {name!r} is up (no {files.state_path})")
+        topo = parse(state["topology_text"], state["topology"])
+        lab = cls(topo, name=name, mesh=state.get("mesh", False), progress=progress or Progress())
+        lab._made = list(state.get("namespaces", []))
+        for node in topo.role("node"):
+            info = state["nodes"].get(node.name)
+            if info is None:
+                continue
+            lab.namespaces[node.name] = info["netns"]
+            lab.nodes[node.name] = LabNode(
+                name=node.name,
+                ns_name=info["netns"],
+                workdir=Path(info["workdir"]),
+                lan=lab.ns(lab.segment),
+                host_if=node.ifname,
+                address=node.address,
+            )
+        for node in topo.nodes.values():
+            if node.name in state["routers"]:
+                lab.namespaces[node.name] = state["routers"][node.name]["netns"]
+                router = lab._router(node)
+                lab.routers[node.name] = router
+            elif node.role == "host":
+                lab.namespaces[node.name] = lab.ns(node.name)
+        for raw in state.get("pods", []):
+            pod = Pod(**raw)
+            lab.pods[pod.key] = pod
+            lab.nodes[pod.node].pods.append(pod.netns)
+        return lab
+
+    def detach(self) -> None:
+        """Forget an attached lab without stopping anything."""
+        if self._kubectl is not None:
+            self._kubectl.close()
+            self._kubectl = None
+
+
+def apply_yaml(lab: ClusterLab, text: str) -> list[Any]:
+    return [lab.kubectl.apply(doc) for doc in yaml.safe_load_all(text) if doc]
+
+
+def wait_until(what: str, probe: Callable[[], Any], expected: Any, timeout: float = TIMEOUT) -> Any:
+    """testbed.jsoncmp.wait_for with the lab's timeout and a 0.5 s poll."""
+    return wait_for(what, probe, expected, timeout, 0.5)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _shell_env(lab: ClusterLab, target: str) -> tuple[str, dict[str, str], Path]:
+    """The namespace of a node or pod, the environment and an rcfile."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+    env.pop(TAG, None)
+    lines = [
+        "[ -f /etc/bash.bashrc ] && . /etc/bash.bashrc",
+        f"export PATH={env['PATH']}",
+    ]
+    if target in lab.nodes:
+        node = lab.nodes[target]
+        ns = node.netns
+        env["CNID_CTL_SOCKET"] = node.ctl_socket
+        env["CNID_SOCKET"] = node.socket
+        lines += [
+            f"export CNID_CTL_SOCKET={node.ctl_socket} CNID_SOCKET={node.socket}",
+            f"echo 'lab {lab.name}: node {target} (namespace {ns}); try: cnictl status, "
+            "cnictl bgp summary, cnictl evpn routes, cnictl vrf routes vrf-42, cnictl ipam --all'",
+        ]
+    elif target in lab.routers:
+        ns = lab.routers[target].netns
+        lines += [
+            f"alias vtysh='vtysh -N {ns}'",
+            f"echo 'lab {lab.name}: FRR {target} (namespace {ns}); try: "
+            'vtysh -c "show bgp l2vpn evpn summary"\'',
+        ]
+    elif target in lab.namespaces:
+        ns = lab.namespaces[target]
+        lines.append(f"echo 'lab {lab.name}: {target} (namespace {ns})'")
+    else:
+        pods = {p.name: p for p in lab.pods.values()} | lab.pods
+        if target not in pods:
+            known = sorted([*lab.namespaces, *lab.pods])
+            raise LabError(f"no node or pod {target!r} in lab {lab.name} ({', '.join(known)})")
+        pod = pods[target]
+        ns = pod.netns
+        lines.append(f"echo 'lab {lab.name}: pod {pod.key} on {pod.node}, {pod.ip}'")
+    lines.append(f"PS1='[{lab.name}:{target}] \\w\\$ '")
+    rc = lab.workdir / f"shell-{target.replace('/', '_')}.rc"
+    rc.write_text("\n".join(lines) + "\n")
+    return ns, env, rc
+
+
+def shell(lab: ClusterLab, target: str, command: list[str] | None = None) -> int:
+    """An interactive shell (or ``command``) in a node's or pod's namespace."""
+    ns, env, rc = _shell_env(lab, target)
+    argv = ["ip", "netns", "exec", ns, *(command or ["bash", "--rcfile", str(rc), "-i"])]
+    return subprocess.run(argv, env=env, check=False).returncode
+
+
+def lab_names() -> list[str]:
+    try:
+        return sorted(p.name for p in RUN_ROOT.iterdir() if (p / "state.json").exists())
+    except OSError:
+        return []
+
+
+if __name__ == "__main__":
+    from .labcli import main
+
+    sys.exit(main())

@@ -1,0 +1,510 @@
+"""What ``./just lab`` shows on the lab: the demo tenants, a pod of each on
+every node, convergence, and the summary with its ping matrix.
+
+Tenants (namespace -> VRFDomain):
+
+* default -> vrf-42, the default domain (server.ini), 10.244.0.0/16, l3vni 42:
+  the FRR leaf serves it (host h1 behind the leaf);
+* test02 -> vrf-200, the seeds' VRFDomain and VRFDomainBinding verbatim,
+  10.1.0.0/16, l3vni 60200;
+* test03 -> vrf-201, the same prefix as vrf-200's, l3vni 60201;
+* l2 -> vrf-300, 10.30.0.0/16, l2vni 300 (bridged, anycast gateway).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ipaddress
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import seeds
+from .jsoncmp import wait_for
+from .lab import TIMEOUT, ClusterLab, Pod, apply_yaml, ping
+from .node import sh
+
+__all__ = [
+    "DEMO_CRS",
+    "TENANTS",
+    "Endpoint",
+    "MatrixResult",
+    "Tenant",
+    "apply_demo",
+    "converged_probe",
+    "ping_matrix",
+    "print_summary",
+    "start_pods",
+]
+
+
+@dataclass(frozen=True)
+class Tenant:
+    namespace: str
+    domain: str
+    kind: str  # l3vni / l2vni
+
+
+TENANTS = (
+    Tenant("default", "vrf-42", "l3vni"),
+    Tenant("test02", "vrf-200", "l3vni"),
+    Tenant("test03", "vrf-201", "l3vni"),
+    Tenant("l2", "vrf-300", "l2vni"),
+)
+
+_TWIN = """\
+apiVersion: cni.pyroute2.org/v1alpha1
+kind: VRFDomain
+metadata:
+  name: vrf-201
+spec:
+  vrf: 201
+  table: 10201
+  prefix: 10.1.0.0
+  prefixlen: 16
+  ipblocklen: 26
+  attachments:
+    - type: l3vni
+      vni: 60201
+      port: 4789
+---
+apiVersion: cni.pyroute2.org/v1alpha1
+kind: VRFDomainBinding
+metadata:
+  name: test03-vrf-201
+spec:
+  namespaceRef:
+    name: test03
+  vrfDomainRef:
+    name: vrf-201
+"""
+
+_L2 = """\
+apiVersion: cni.pyroute2.org/v1alpha1
+kind: VRFDomain
+metadata:
+  name: vrf-300
+spec:
+  vrf: 300
+  table: 300
+  prefix: 10.30.0.0
+  prefixlen: 16
+  ipblocklen: 26
+  attachments:
+    - type: l2vni
+      vni: 300
+---
+apiVersion: cni.pyroute2.org/v1alpha1
+kind: VRFDomainBinding
+metadata:
+  name: l2-vrf-300
+spec:
+  namespaceRef:
+    name: l2
+  vrfDomainRef:
+    name: vrf-300
+"""
+
+#: The demo's custom resources: the seeds' vrf-200 and its binding to
+#: test02, a twin with the same prefix bound to test03, an l2vni tenant.
+DEMO_CRS = "---\n".join([seeds.VRFDOMAIN, seeds.VRFDOMAINBINDING, _TWIN, _L2])
+
+
+def _domain_states(lab: ClusterLab, name: str) -> dict[str, str]:
+    obj = lab.kubectl.get("vrfdomains", name)
+    return {n: s.get("state", "") for n, s in obj.get("status", {}).get("nodes", {}).items()}
+
+
+def _binding_resolved(lab: ClusterLab, name: str) -> str:
+    obj = lab.kubectl.get("vrfdomainbindings", name)
+    conds = obj.get("status", {}).get("conditions", [])
+    return next((c["status"] for c in conds if c["type"] == "Resolved"), "")
+
+
+def apply_demo(lab: ClusterLab, timeout: float = TIMEOUT) -> None:
+    """The tenants' namespaces and CRs; returns once every node programmed
+    every domain and every binding resolved."""
+    for tenant in TENANTS:
+        lab.kubectl.add_namespace(tenant.namespace)
+    apply_yaml(lab, DEMO_CRS)
+    nodes = lab.node_names()
+    wait_for(
+        "every demo domain Ready on every node, every binding Resolved",
+        lambda: {
+            "domains": {t.domain: _domain_states(lab, t.domain) for t in TENANTS},
+            "bindings": {
+                b: _binding_resolved(lab, b)
+                for b in ("test02-vrf-200", "test03-vrf-201", "l2-vrf-300")
+            },
+        },
+        {
+            "domains": {t.domain: dict.fromkeys(nodes, "Ready") for t in TENANTS},
+            "bindings": dict.fromkeys(("test02-vrf-200", "test03-vrf-201", "l2-vrf-300"), "True"),
+        },
+        timeout,
+        1.0,
+    )
+
+
+def start_pods(lab: ClusterLab, name: Callable[[int, str], str] | None = None) -> list[Pod]:
+    """A pod of every tenant on every node (``web-<n>`` on the n-th node),
+    node after node, so the blocks go to the nodes in order."""
+    pods = []
+    naming = name or (lambda i, node: f"web-{i}")
+    for i, node in enumerate(lab.node_names(), start=1):
+        with concurrent.futures.ThreadPoolExecutor(len(TENANTS)) as pool:
+            futures = [
+                pool.submit(lab.add_pod, node, t.namespace, naming(i, node)) for t in TENANTS
+            ]
+            pods += [f.result() for f in futures]
+    for pod in pods:
+        pod.domain = tenant_of(pod).domain
+        pod.mac = pod_mac(lab, pod)
+    lab._save()
+    return pods
+
+
+def tenant_of(pod: Pod) -> Tenant:
+    return next(t for t in TENANTS if t.namespace == pod.namespace)
+
+
+def pod_mac(lab: ClusterLab, pod: Pod) -> str:
+    """The MAC of the pod's eth0, as the pod's namespace shows it."""
+    link = json.loads(sh("ip", "-j", "link", "show", "eth0", ns=pod.netns).stdout)
+    return str(link[0]["address"])
+
+
+# -- convergence ------------------------------------------------------------------------
+
+
+def l3_domains(lab: ClusterLab) -> dict[str, int]:
+    """Domain name -> VRF of the domains with an l3vni."""
+    out = {}
+    for d in lab.kubectl.list("vrfdomains"):
+        if any(a["type"] == "l3vni" for a in d["spec"]["attachments"]):
+            out[d["metadata"]["name"]] = int(d["spec"]["vrf"])
+    return out
+
+
+def leaf_domain(lab: ClusterLab) -> str | None:
+    """The domain whose l3vni the (first) leaf serves."""
+    leaves = lab.topo.role("leaf")
+    if not leaves or not leaves[0].label("l3vni"):
+        return None
+    vni = int(leaves[0].label("l3vni"))
+    for d in lab.kubectl.list("vrfdomains"):
+        for a in d["spec"]["attachments"]:
+            if a["type"] == "l3vni" and int(a["vni"]) == vni:
+                return str(d["metadata"]["name"])
+    return None
+
+
+def converged_probe(lab: ClusterLab, pods: list[Pod]) -> tuple[Callable[[], Any], Any]:
+    """(probe, expectation) for "every node has every remote block of every
+    l3vni domain in its VRF, the leaf's prefixes in the leaf's domain, the
+    type-2 of every remote l2vni pod programmed; the leaf has every block
+    of its domain as a type-5"."""
+    domains = l3_domains(lab)
+    blocks = lab.kubectl.ipblocks()
+    served = leaf_domain(lab)
+    leaf = lab.topo.role("leaf")[0] if lab.topo.role("leaf") else None
+    nodes = lab.node_names()
+    want: dict[str, Any] = {}
+    for node in nodes:
+        per: dict[str, Any] = {}
+        for name, vrf in domains.items():
+            routes = [
+                {"prefix": b["spec"]["cidr"], "protocol": "evpn"}
+                for b in blocks
+                if int(b["spec"]["vrf"]) == vrf and b["spec"]["node"] != node
+            ]
+            if leaf is not None and name == served:
+                routes += [
+                    {"prefix": p, "protocol": "evpn", "nexthops": [{"via": leaf.address}]}
+                    for p in leaf.words("networks")
+                ]
+            if routes:
+                per[name] = {"routes": routes}
+        type2 = [
+            {"route": f"[2]:[0]:[48]:[{p.mac}]:[32]:[{p.ip}]", "state": "programmed"}
+            for p in pods
+            if p.node != node and tenant_of(p).kind == "l2vni" and p.mac
+        ]
+        if type2:
+            per["type-2"] = type2
+        want[node] = per
+    leaf_want: list[dict[str, Any]] = []
+    if leaf is not None and served is not None:
+        vni = int(leaf.label("l3vni"))
+        leaf_want = [
+            {"type": 5, "prefix": b["spec"]["cidr"], "vni": vni}
+            for b in blocks
+            if int(b["spec"]["vrf"]) == domains.get(served, -1)
+        ]
+
+    def probe() -> Any:
+        out: dict[str, Any] = {}
+        for node in nodes:
+            per: dict[str, Any] = {}
+            for name in want[node]:
+                if name == "type-2":
+                    per[name] = lab.ctl(node, "evpn", "routes", "--type", "2")
+                else:
+                    per[name] = lab.ctl(node, "vrf", "routes", name)
+            out[node] = per
+        if leaf_want:
+            out["leaf"] = lab.routers[leaf.name].evpn_routes() if leaf else []
+        return out
+
+    expected: dict[str, Any] = dict(want)
+    if leaf_want:
+        expected["leaf"] = leaf_want
+    return probe, expected
+
+
+def wait_converged(lab: ClusterLab, pods: list[Pod], timeout: float = TIMEOUT) -> None:
+    probe, expected = converged_probe(lab, pods)
+    wait_for("the EVPN routes of every block and pod, everywhere", probe, expected, timeout, 1.0)
+
+
+# -- the ping matrix ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A row/column of the matrix: a pod or a host behind the fabric."""
+
+    label: str
+    where: str  # node name, or "fabric"
+    netns: str
+    ip: str
+    tenant: str  # domain name
+
+    @classmethod
+    def of(cls, pod: Pod) -> Endpoint:
+        return cls(pod.key, pod.node, pod.netns, pod.ip, pod.domain or tenant_of(pod).domain)
+
+
+@dataclass
+class MatrixResult:
+    endpoints: list[Endpoint]
+    reached: dict[tuple[int, int], bool]
+
+    def expected(self, i: int, j: int) -> bool:
+        src, dst = self.endpoints[i], self.endpoints[j]
+        return dst.ip in {e.ip for e in self.endpoints if e.tenant == src.tenant}
+
+    @property
+    def mismatches(self) -> list[tuple[Endpoint, Endpoint, bool]]:
+        return [
+            (self.endpoints[i], self.endpoints[j], got)
+            for (i, j), got in sorted(self.reached.items())
+            if got != self.expected(i, j)
+        ]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def counts(self) -> tuple[int, int]:
+        """(pings that got a reply, pings that got none)."""
+        yes = sum(1 for v in self.reached.values() if v)
+        return yes, len(self.reached) - yes
+
+    def cell(self, i: int, j: int) -> str:
+        if i == j:
+            return "  "
+        src, dst = self.endpoints[i], self.endpoints[j]
+        got, want = self.reached[(i, j)], self.expected(i, j)
+        if dst.tenant != src.tenant and want:  # the address is also its own tenant's
+            return "==" if got else "!="
+        if got == want:
+            return "ok" if got else "--"
+        return "!!"
+
+    def render(self) -> str:
+        n = len(self.endpoints)
+        width = max(len(e.label) for e in self.endpoints)
+        head = " " * (width + 33) + "".join(f"{j + 1:>3}" for j in range(n))
+        lines = [head]
+        for i, e in enumerate(self.endpoints):
+            row = "".join(f" {self.cell(i, j):>2}" for j in range(n))
+            lines.append(
+                f"{i + 1:>2} {e.label:<{width}}  {e.where:<7} {e.tenant:<8} {e.ip:<13}{row}"
+            )
+        return "\n".join(lines)
+
+
+def endpoints(lab: ClusterLab, pods: list[Pod]) -> list[Endpoint]:
+    order = {t.namespace: k for k, t in enumerate(TENANTS)}
+    out = [
+        Endpoint.of(p)
+        for p in sorted(pods, key=lambda p: (order.get(p.namespace, 99), p.node, p.name))
+    ]
+    served = leaf_domain(lab)
+    for host in lab.topo.role("host"):
+        out.append(
+            Endpoint(host.name, "fabric", lab.namespaces[host.name], host.address, served or "-")
+        )
+    return out
+
+
+def ping_matrix(lab: ClusterLab, pods: list[Pod], workers: int = 12) -> MatrixResult:
+    """Every endpoint pings every other (in parallel: ``workers`` at once)."""
+    eps = endpoints(lab, pods)
+    pairs = [(i, j) for i in range(len(eps)) for j in range(len(eps)) if i != j]
+
+    def one(pair: tuple[int, int]) -> tuple[tuple[int, int], bool]:
+        src, dst = eps[pair[0]], eps[pair[1]]
+        return pair, ping(src.netns, dst.ip)
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        reached = dict(pool.map(one, pairs))
+    result = MatrixResult(eps, reached)
+    # a reply missing where one is expected: asked once more (a first
+    # packet can wait for a neighbour entry)
+    for i, j in [(i, j) for (i, j), got in reached.items() if not got and result.expected(i, j)]:
+        result.reached[(i, j)] = ping(eps[i].netns, eps[j].ip, count=5)
+    return result
+
+
+LEGEND = (
+    "row pings column: ok = replies (same tenant), -- = no reply (another tenant: isolated),\n"
+    "== = the column's address is also one of the row's own tenant (overlapping prefixes):\n"
+    "     the reply comes from the row's tenant; !! or != = not as expected"
+)
+
+
+# -- the summary ------------------------------------------------------------------------------
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[k]) for r in rows)) if rows else len(h) for k, h in enumerate(headers)
+    ]
+    return "\n".join(
+        "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [headers, *rows]
+    )
+
+
+def _uptime(seconds: float | int | None) -> str:
+    if not seconds:
+        return "never"
+    s = int(seconds)
+    return f"{s // 3600:02d}:{(s % 3600) // 60:02d}:{s % 60:02d}"
+
+
+def nodes_table(lab: ClusterLab) -> str:
+    rows = []
+    for node in lab.topo.nodes.values():
+        if node.is_bridge:
+            continue
+        what = ""
+        if node.role == "kube-api":
+            what = f"API server emulation, https://{node.address}:6443, on {lab.segment}'s bridge"
+            ns = lab.ns(lab.segment)
+        else:
+            ns = lab.namespaces.get(node.name, "")
+        if node.role == "route-reflector":
+            what = f"FRR bgpd, cluster-id {node.label('cluster-id') or node.address}"
+        elif node.role == "leaf":
+            what = (
+                f"FRR zebra+bgpd, L3VNI {node.label('l3vni')}, "
+                f"announces {', '.join(node.words('networks'))}"
+            )
+        elif node.role == "host":
+            what = f"behind the leaf, default via {node.label('gateway')}"
+        elif node.role == "node":
+            try:
+                status = lab.ctl(node.name, "status")
+                what = (
+                    f"cnid {status['version']}, {'ready' if status['ready'] else 'NOT READY'}, "
+                    f"{status['pods']} pods, {len(status['domains'])} domains"
+                )
+            except RuntimeError as exc:
+                what = f"daemon not answering: {exc}"
+        rows.append([node.name, node.role, node.address, ns, what])
+    return _table(["NODE", "ROLE", "ADDRESS", "NAMESPACE", "WHAT"], rows)
+
+
+def sessions_table(lab: ClusterLab) -> str:
+    by_address = {n.address: n.name for n in lab.topo.nodes.values() if n.address}
+    rows = []
+    for name in lab.node_names():
+        try:
+            summary = lab.ctl(name, "bgp", "summary")
+        except RuntimeError as exc:
+            rows.append([name, "-", str(exc), "", "", ""])
+            continue
+        for p in summary["peers"]:
+            peer = f"{by_address.get(p['address'], '?')} {p['address']}"
+            rows.append(
+                [
+                    name,
+                    peer,
+                    p["state"],
+                    _uptime(p["uptime_seconds"]),
+                    str(p["received"]),
+                    str(p["sent"]),
+                ]
+            )
+    for name, router in lab.routers.items():
+        try:
+            peers = router.summary().get("peers", {})
+        except Exception as exc:
+            rows.append([name, "-", f"vtysh: {exc}", "", "", ""])
+            continue
+        for address, p in sorted(peers.items(), key=lambda kv: ipaddress.ip_address(kv[0])):
+            peer = f"{by_address.get(address, '?')} {address}"
+            rows.append(
+                [
+                    name,
+                    peer,
+                    str(p.get("state", "?")).lower(),
+                    str(p.get("peerUptime", "")),
+                    str(p.get("pfxRcd", "")),
+                    str(p.get("pfxSnt", "")),
+                ]
+            )
+    return _table(["SPEAKER", "PEER", "STATE", "UP/DOWN", "PFXRCD", "PFXSNT"], rows)
+
+
+def ipblocks_text(lab: ClusterLab) -> str:
+    node = lab.node_names()[0]
+    out = lab.nodes[node].cnictl("ipam", "--all")
+    return out.stdout.rstrip() if out.returncode == 0 else f"(cnictl ipam --all: {out.stderr})"
+
+
+def pods_table(lab: ClusterLab, pods: list[Pod]) -> str:
+    order = {t.namespace: k for k, t in enumerate(TENANTS)}
+    rows = [
+        [p.key, p.node, p.domain or tenant_of(p).domain, tenant_of(p).kind, p.ip, p.mac]
+        for p in sorted(pods, key=lambda p: (order.get(p.namespace, 99), p.node))
+    ]
+    return _table(["POD", "NODE", "DOMAIN", "ATTACHMENT", "ADDRESS", "MAC"], rows)
+
+
+def print_summary(lab: ClusterLab, pods: list[Pod], matrix: MatrixResult | None, out: Any) -> None:
+    def section(title: str, body: str) -> None:
+        print(f"\n== {title}\n{body}", file=out, flush=True)
+
+    section("Nodes", nodes_table(lab))
+    section("BGP sessions (l2vpn evpn)", sessions_table(lab))
+    section(
+        "IP blocks: cnictl ipam --all (the table of kubectl get ipblocks.ipam.pyroute2.org)",
+        ipblocks_text(lab),
+    )
+    section("Pods", pods_table(lab, pods))
+    if matrix is not None:
+        yes, no = matrix.counts()
+        verdict = (
+            f"as expected: {yes} pings answered inside the tenants, {no} unanswered across them"
+            if matrix.ok
+            else f"NOT as expected: {len(matrix.mismatches)} of {len(matrix.reached)} pings"
+        )
+        section(f"Ping matrix ({verdict})", matrix.render() + "\n\n" + LEGEND)
+        for src, dst, got in matrix.mismatches:
+            what = "replied (a leak)" if got else "got no reply"
+            print(f"   {src.label} -> {dst.label} ({dst.ip}) {what}", file=out)
