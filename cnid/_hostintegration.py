@@ -78,10 +78,13 @@ class HostIntegration:
         # The first plan waits for every domain to be programmed: a plan
         # made from a half-filled registry would delete (then restore) the
         # rules of a restarted node's domains.
+        # A domain the kernel keeps refusing must not hold the others back
+        # for ever: after a while, the plan is made from what is programmed.
         task_status.started()
-        while self.readiness.snapshot().get("domains") != "ready":
-            self.readiness.set_not_ready(COMPONENT, "waiting for the domains")
-            await trio.sleep(0.2)
+        with trio.move_on_after(max(2 * self.interval, 60.0)):
+            while self.readiness.snapshot().get("domains") != "ready":
+                self.readiness.set_not_ready(COMPONENT, "waiting for the domains")
+                await trio.sleep(0.2)
         while True:
             seen = [
                 (n, n.version)
