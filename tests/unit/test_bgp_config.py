@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
 
 from cnid._config import parse_config
 from cnid._errors import ConfigError
@@ -165,3 +166,76 @@ def test_static_peers_join_either_mode() -> None:
     ]
     with pytest.raises(ConfigError, match="peers"):
         parse_config("[bgp]\npeers = nope\n")
+
+
+class FakeReflector:
+    """What Peering reads of a Reflector: items, version, wait_changed, synced."""
+
+    def __init__(self, items: dict[str, object]) -> None:
+        self.items = items
+        self.version = 0
+        self.connected = True
+        self.synced = trio.Event()
+        self.synced.set()
+        self._changed = trio.Event()
+
+    def change(self, items: dict[str, object]) -> None:
+        self.items = items
+        self.version += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self, seen: int) -> int:
+        while self.version == seen:
+            await self._changed.wait()
+        return self.version
+
+
+class FakeSpeaker:
+    def __init__(self) -> None:
+        self.configs: list[SpeakerConfig] = []
+
+    def configure(self, config: SpeakerConfig) -> None:
+        self.configs.append(config)
+
+
+async def test_peering_follows_nodes_joining_and_leaving() -> None:
+    from cnid.cluster import Peering
+
+    nodes = FakeReflector({"k1": _node("k1", "192.168.0.1"), "k2": _node("k2", "192.168.0.2")})
+    configs = FakeReflector({})
+    speaker = FakeSpeaker()
+    peering = Peering(
+        speaker=speaker,  # type: ignore[arg-type]
+        node="k1",
+        router_id="192.168.0.1",
+        local="192.168.0.1",
+        settings=NodeSettings(),
+        options=BgpOptions(),
+        nodes=nodes,  # type: ignore[arg-type]
+        configs=configs,  # type: ignore[arg-type]
+    )
+
+    def addresses() -> list[str]:
+        return [n.address for n in speaker.configs[-1].neighbors]
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(peering.run)
+        assert addresses() == ["192.168.0.2"]
+        nodes.change({**nodes.items, "k3": _node("k3", "192.168.0.3")})
+        await trio.sleep(0.01)
+        assert addresses() == ["192.168.0.2", "192.168.0.3"]
+        # an outage of the API is not every node leaving
+        nodes.connected = False
+        nodes.change({})
+        await trio.sleep(0.01)
+        assert addresses() == ["192.168.0.2", "192.168.0.3"]
+        nodes.connected = True
+        nodes.change({"k3": _node("k3", "192.168.0.3")})
+        await trio.sleep(0.01)
+        assert addresses() == ["192.168.0.3"]
+        # a VRFNodeConfig of k3 moves its VTEP: the mesh follows
+        configs.change({"k3-cfg": _config("k3-cfg", "k3", local="10.9.0.3")})
+        await trio.sleep(0.01)
+        assert addresses() == ["10.9.0.3"]
+        nursery.cancel_scope.cancel()
