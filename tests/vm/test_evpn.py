@@ -4,7 +4,8 @@ route reflectors, with an FRR leaf playing the existing fabric.
 
     lan: br0 192.168.77.1 + API server :6443
       |-- rr1 .2, rr2 .3   FRR route reflectors (bgpd -Z, listen range /24)
-      |-- leaf .4          FRR leaf: L3VNI 42 on its default VRF, L2VNI 300
+      |-- leaf .4          FRR leaf: L3VNI 42 on its default VRF, L2VNI 300;
+      |                    peers with rr2 and with each node directly ([bgp] peers)
       |      `-- h1        10.50.0.2/24 routed (type-5), 10.3.0.250/16 in L2VNI 300
       |-- ka .11           cnid (pods in vrf-42: l3vni 42; in vrf-300: l2vni 300)
       `-- kb .12           cnid
@@ -40,7 +41,9 @@ RR1, RR2, LEAF = f"{SUBNET}.2", f"{SUBNET}.3", f"{SUBNET}.4"
 KA, KB = f"{SUBNET}.11", f"{SUBNET}.12"
 TIMEOUT = 180.0  # under TCG everything is about seven times slower
 FRR_TIMERS = (3, 9)
-BGP_INI = "[bgp]\nhold_time = 9\nstale_timeout = 60\n"
+#: Every node also peers with the FRR leaf directly (``[bgp] peers``): the
+#: fabric is reachable in full-mesh mode too.
+BGP_INI = f"[bgp]\nhold_time = 9\nstale_timeout = 60\npeers = {LEAF}\n"
 
 L2_DOMAIN = """
 apiVersion: cni.pyroute2.org/v1alpha1
@@ -134,7 +137,13 @@ def fabric(cnid_plugin: Path) -> Iterator[Fabric]:
                 ASN,
                 LEAF,
                 vtep=LEAF,
-                neighbors=[Neighbor(RR1), Neighbor(RR2)],
+                # Not rr1: FRR 8.4's zebra drops the neighbour entry of a
+                # remote VTEP's router MAC when the best path of that VTEP's
+                # type-5 route moves to another copy of the same route (rr1
+                # stopped, rr2's copy left), and the leaf's traffic to the
+                # prefix dies (reproduced with FRR alone: docs/evpn.md). The
+                # reflector test stops rr1, so the leaf does not use it.
+                neighbors=[Neighbor(RR2), Neighbor(KA, passive=True), Neighbor(KB, passive=True)],
                 l2vnis=[L2Vni(300)],
                 l3vni=L3Vni(42, rt=f"{ASN}:42"),
                 hosts=[
@@ -247,8 +256,8 @@ def pod_mac(node: CnidNode, name: str) -> str:
 
 def test_full_mesh_pods_reach_each_other(fabric: Fabric) -> None:
     ka, kb = fabric.ka, fabric.kb
-    wait_for("ka-kb mesh", lambda: peers(ka), {KB: "established"}, TIMEOUT)
-    wait_for("kb-ka mesh", lambda: peers(kb), {KA: "established"}, TIMEOUT)
+    wait_for("ka-kb mesh", lambda: peers(ka), {KB: "established", LEAF: "established"}, TIMEOUT)
+    wait_for("kb-ka mesh", lambda: peers(kb), {KA: "established", LEAF: "established"}, TIMEOUT)
     assert ctl(ka, "bgp", "summary")["mode"] == "full-mesh"
     a = add_pod(fabric, ka, "default", "ma")
     b = add_pod(fabric, kb, "default", "mb")
@@ -270,6 +279,8 @@ def test_full_mesh_pods_reach_each_other(fabric: Fabric) -> None:
     )
     wait_ping("ma -> mb across nodes", pod_ns(ka, "ma"), b)
     wait_ping("mb -> ma across nodes", pod_ns(kb, "mb"), a)
+    wait_ping("ma -> h1 behind the FRR leaf, no reflector", pod_ns(ka, "ma"), "10.50.0.2")
+    wait_ping("h1 -> mb", fabric.lab.name("h1"), b)
     routes = ctl(ka, "evpn", "routes", "--type", "5")
     assert {"from": KB, "state": "programmed", "vni": "42", "nexthop": KB} | {
         "route": f"[5]:[0]:[26]:[{block_b.split('/')[0]}]"
