@@ -141,7 +141,7 @@ def fabric(cnid_plugin: Path) -> Iterator[Fabric]:
                 # remote VTEP's router MAC when the best path of that VTEP's
                 # type-5 route moves to another copy of the same route (rr1
                 # stopped, rr2's copy left), and the leaf's traffic to the
-                # prefix dies (reproduced with FRR alone: docs/evpn.md). The
+                # prefix dies (docs/evpn.md, "Known limits"). The
                 # reflector test stops rr1, so the leaf does not use it.
                 neighbors=[Neighbor(RR2), Neighbor(KA, passive=True), Neighbor(KB, passive=True)],
                 l2vnis=[L2Vni(300)],
