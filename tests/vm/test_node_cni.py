@@ -84,12 +84,15 @@ def our_links(node: CnidNode) -> list[str]:
 
 def our_routes(node: CnidNode) -> list[str]:
     """Our routes in vrf-42's table, less the domain's own unreachable default
-    (it belongs to the domain, not to a pod)."""
+    and host integration's leak routes (metric 4278198271): they belong to the
+    domain, not to a pod."""
     out = sh("ip", "route", "show", "table", "42", "proto", "149", ns=node.netns, check=False)
     return [
         line
         for line in out.stdout.splitlines()
-        if line.strip() and not line.startswith("unreachable default")
+        if line.strip()
+        and not line.startswith("unreachable default")
+        and "metric 4278198271" not in line
     ]
 
 
