@@ -19,9 +19,11 @@ captures): the VNI is the second number of each ``label`` pair (the raw
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -124,14 +126,19 @@ def decode_update(peer: str, message: dict[str, Any]) -> UpdateEvent:
     announced: list[ReceivedPath] = []
     withdrawn: list[EvpnRoute] = []
     skipped: list[tuple[str, str]] = []
+    shared: _Shared | None = None
     for family, by_nexthop in (update.get("announce") or {}).items():
         if family != FAMILY:
             skipped.append(("unsupported address family", family))
             continue
+        if shared is None:
+            # an UPDATE's attributes are the same for all its NLRIs (often
+            # hundreds): decoded once
+            shared = _shared(attrs)
         for nexthop, nlris in (by_nexthop or {}).items():
             for nlri in nlris or ():
                 try:
-                    announced.append(_received(peer, str(nexthop), nlri, attrs))
+                    announced.append(_received(peer, str(nexthop), nlri, attrs, shared))
                 except ValueError as exc:
                     skipped.append((str(exc), _describe(nlri)))
     for family, nlris in (update.get("withdraw") or {}).items():
@@ -229,6 +236,61 @@ def _second_label(raw: str, ip: str) -> int:
     return int.from_bytes(data[offset : offset + 3], "big")
 
 
+@functools.lru_cache(maxsize=4096)
+def _check_address(text: str) -> None:
+    """ValueError unless ``text`` is an IP address. Next hops and IMET
+    originators are few distinct strings, each seen with thousands of
+    routes: checked once each (``ipaddress`` parses in Python, about 5 us)."""
+    ipaddress.ip_address(text)
+
+
+def _check_host(text: str) -> None:
+    """ValueError unless ``text`` is an IP address (one per route: the C
+    parser for the canonical IPv4 form, ``ipaddress`` for anything else)."""
+    try:
+        if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text)) == text:
+            return
+    except (OSError, ValueError, TypeError):
+        pass
+    ipaddress.ip_address(text)
+
+
+def _prefix(ip: str, iplen: int) -> str:
+    """``str(ip_network(f"{ip}/{iplen}", strict=False))``, with a fast path
+    for the canonical IPv4 form (no ``ipaddress`` objects: about 8 us saved
+    per type-5 route)."""
+    if 0 <= iplen <= 32 and type(iplen) is int:
+        try:
+            raw = socket.inet_pton(socket.AF_INET, ip)
+        except (OSError, ValueError, TypeError):
+            raw = b""
+        if raw and socket.inet_ntop(socket.AF_INET, raw) == ip:
+            mask = (0xFFFFFFFF << (32 - iplen)) & 0xFFFFFFFF
+            net = (int.from_bytes(raw, "big") & mask).to_bytes(4, "big")
+            return f"{socket.inet_ntop(socket.AF_INET, net)}/{iplen}"
+    return str(ipaddress.ip_network(f"{ip}/{iplen}", strict=False))
+
+
+class _Shared(NamedTuple):
+    """What the paths of one UPDATE take from its attributes."""
+
+    route_targets: tuple[str, ...]
+    router_mac: str
+    encap_vxlan: bool
+    originator: str
+    local_pref: int
+
+
+def _shared(attrs: dict[str, Any]) -> _Shared:
+    return _Shared(
+        route_targets=_route_targets(attrs),
+        router_mac=_router_mac(attrs),
+        encap_vxlan=_encap_vxlan(attrs),
+        originator=str(attrs.get("originator-id", "") or ""),
+        local_pref=int(attrs.get("local-preference", 100) or 100),
+    )
+
+
 def _esi(nlri: dict[str, Any]) -> str:
     esi = nlri.get("esi", "-")
     return ESI_ZERO if esi in ("-", "", None) else str(esi)
@@ -248,7 +310,7 @@ def _route(nlri: Any, attrs: dict[str, Any] | None, withdrawal: bool = False) ->
         mac = str(nlri.get("mac", "")).lower()
         ip = str(nlri.get("ip", "") or "")
         if ip:
-            ipaddress.ip_address(ip)
+            _check_host(ip)
         vni = _first_vni(nlri, withdrawal)
         return MacIpRoute(
             rd=rd,
@@ -261,20 +323,20 @@ def _route(nlri: Any, attrs: dict[str, Any] | None, withdrawal: bool = False) ->
         )
     if code == 3:
         ip = str(nlri.get("ip", ""))
-        ipaddress.ip_address(ip)
+        _check_address(ip)
         vni = 0 if attrs is None else _pmsi_vni(attrs)
         return ImetRoute(rd=rd, ip=ip, vni=vni, etag=etag)
     if code == 5:
         ip, iplen = str(nlri.get("ip", "")), nlri.get("iplen")
         if not isinstance(iplen, int):
             raise ValueError("prefix route without a prefix length")
-        net = ipaddress.ip_network(f"{ip}/{iplen}", strict=False)
+        prefix = _prefix(ip, iplen)
         gateway = str(nlri.get("gateway", "") or "")
         if gateway in ("0.0.0.0", "::"):
             gateway = ""
         return PrefixRoute(
             rd=rd,
-            prefix=str(net),
+            prefix=prefix,
             vni=_first_vni(nlri, withdrawal),
             gateway=gateway,
             esi=_esi(nlri),
@@ -283,25 +345,26 @@ def _route(nlri: Any, attrs: dict[str, Any] | None, withdrawal: bool = False) ->
     raise ValueError(f"unsupported EVPN route type {code}")
 
 
-def _received(peer: str, nexthop: str, nlri: Any, attrs: dict[str, Any]) -> ReceivedPath:
+def _received(
+    peer: str, nexthop: str, nlri: Any, attrs: dict[str, Any], shared: _Shared | None = None
+) -> ReceivedPath:
     try:
         route = _route(nlri, attrs)
     except (TypeError, KeyError) as exc:
         raise ValueError(f"malformed route: {exc}") from None
     try:
-        ipaddress.ip_address(nexthop)
+        _check_address(nexthop)
     except ValueError:
         raise ValueError(f"bad next-hop {nexthop!r}") from None
+    if shared is None:
+        shared = _shared(attrs)
     path = EvpnPath(
         route=route,
         nexthop=nexthop,
-        route_targets=_route_targets(attrs),
-        router_mac=_router_mac(attrs),
-        encap_vxlan=_encap_vxlan(attrs),
+        route_targets=shared.route_targets,
+        router_mac=shared.router_mac,
+        encap_vxlan=shared.encap_vxlan,
     )
     return ReceivedPath(
-        peer=peer,
-        path=path,
-        originator=str(attrs.get("originator-id", "") or ""),
-        local_pref=int(attrs.get("local-preference", 100) or 100),
+        peer=peer, path=path, originator=shared.originator, local_pref=shared.local_pref
     )

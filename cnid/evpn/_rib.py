@@ -52,6 +52,10 @@ class RouteTable:
         self._keys: dict[tuple[object, ...], _Candidates] = {}
         self._dirty: set[tuple[object, ...]] = set()
         self._seq = 0
+        #: Paths per route type, kept as paths come and go: ``counts()`` is
+        #: asked after every batch of updates, a scan would make a burst of
+        #: N routes cost N^2 / batch.
+        self._types: Counter[int] = Counter()
         #: Why routes were not programmed, counted (for metrics and logs).
         self.skip_counts: Counter[str] = Counter()
 
@@ -69,9 +73,11 @@ class RouteTable:
 
     def counts(self, source: Source | None = None) -> dict[int, int]:
         """Paths per route type (of one source, or all of them)."""
+        if source is None:
+            return {2: self._types[2], 3: self._types[3], 5: self._types[5]}
         out = {2: 0, 3: 0, 5: 0}
         for (src, _), rp in self._paths.items():
-            if source is None or src == source:
+            if src == source:
                 out[route_type(rp.path.route)] += 1
         return out
 
@@ -106,7 +112,7 @@ class RouteTable:
         if not source.startswith(STALE):
             # A re-learned path supersedes its stale copy.
             self._drop((STALE + source, rp.path.route.key))
-        self._paths[pid] = rp
+        self._put(pid, rp)
         return self._translate(pid, rp)
 
     def withdraw(self, source: Source, route: EvpnRoute) -> bool:
@@ -133,7 +139,7 @@ class RouteTable:
             self._drop(pid)
             stale_pid = (STALE + pid[0], pid[1])
             self._drop(stale_pid)
-            self._paths[stale_pid] = rp
+            self._put(stale_pid, rp)
             self._translate(stale_pid, rp)
             moved += 1
         return moved
@@ -193,8 +199,14 @@ class RouteTable:
                     del self._keys[key]
             self._dirty.add(key)
 
+    def _put(self, pid: PathId, rp: ReceivedPath) -> None:
+        self._paths[pid] = rp
+        self._types[route_type(rp.path.route)] += 1
+
     def _drop(self, pid: PathId) -> None:
-        if self._paths.pop(pid, None) is not None:
+        rp = self._paths.pop(pid, None)
+        if rp is not None:
+            self._types[route_type(rp.path.route)] -= 1
             self._unuse(pid)
 
 
