@@ -3,13 +3,22 @@ the CNI latency benchmark (what ``./just bench`` runs in the VM tier).
 
 * ``cni_latency``: CNI ADD/DEL against bridge + host-local (needs a VRF)
 * ``evpn_kernel``: EVPN kernel state in bulk against ip/bridge -batch (host)
+* ``evpn_scale``: 50,000 EVPN routes from GoBGP through an FRR route
+  reflector into our node's kernel, against an FRR leaf (host)
+* ``evpn_convergence``: a pod ADD on one node until its route is in another
+  node's kernel, full mesh and route reflector, against two FRR leaves (host)
 """
 
 import sys
 
-from . import cni_latency, evpn_kernel
+from . import cni_latency, evpn_convergence, evpn_kernel, evpn_scale
 
-BENCHMARKS = {"cni_latency": cni_latency.main, "evpn_kernel": evpn_kernel.main}
+BENCHMARKS = {
+    "cni_latency": cni_latency.main,
+    "evpn_kernel": evpn_kernel.main,
+    "evpn_scale": evpn_scale.main,
+    "evpn_convergence": evpn_convergence.main,
+}
 
 if len(sys.argv) > 1 and sys.argv[1] in BENCHMARKS:
     name = sys.argv.pop(1)
