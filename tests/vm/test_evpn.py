@@ -163,7 +163,8 @@ def fabric(cnid_plugin: Path) -> Iterator[Fabric]:
             kubectl.add_namespace(ns)
         for i, name in enumerate(("ka", "kb"), start=1):
             c.add_node(name, i, ini_extra=BGP_INI, start=False)
-        threads = [threading.Thread(target=n.start) for n in c.nodes.values()]
+        # a start is slow under TCG, slower on a loaded machine
+        threads = [threading.Thread(target=n.start, args=(600.0,)) for n in c.nodes.values()]
         for t in threads:
             t.start()
         for t in threads:
