@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import socket
 import statistics
 import struct
@@ -258,9 +259,27 @@ class NodeProcess:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+                self._reap()
         if proc.stdout is not None:
             proc.stdout.close()
         self.lan.unplug(self.netns)
+
+    def _reap(self) -> None:
+        """A runner killed before it cleaned up: the processes in its node
+        namespace (its ExaBGP and relay) by PID, its namespaces (the node's,
+        its pods' ``ep<name>-<runner pid>-<n>``), its work directory."""
+        if not self.netns:
+            return
+        out = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True)
+        for pid in out.stdout.split():
+            try:
+                os.kill(int(pid), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+        for ns in os.listdir("/run/netns"):
+            if ns == self.netns or (ns.startswith("ep") and f"-{self.pid}-" in ns):
+                subprocess.run(["ip", "netns", "del", ns], check=False)
+        shutil.rmtree(self.workdir / "node", ignore_errors=True)
 
 
 # -- kernels, counted ------------------------------------------------------------------

@@ -19,7 +19,7 @@ take the next one):
   Withdrawing 50,000 paths one by one is not an option: gobgpd's MAC
   mobility scan makes 8,000 MAC/IP withdrawals take minutes.
   Here gobgpd and the route reflector set the pace (gobgpd takes the
-  stream at about 5,000-15,000 routes/s): this says whether a receiver
+  stream at 1,000-15,000 routes/s, with the load): this says whether a receiver
   keeps up with a fabric that learns 50,000 routes at once.
 * **table**: the route reflector already holds the 50,000 routes when the
   receiver's session comes up (a node that starts, or restarts, in a big
