@@ -46,7 +46,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache, lru_cache
 from typing import NamedTuple
 
@@ -753,12 +753,28 @@ class _RouteCodec:
         return self._head(family, plen, table, False) + _attr(nl.RTA_DST, dst)
 
 
+def _known_state(
+    known: Mapping[tuple[int, str], Iterable[EvpnRoute]], devs: _Devices
+) -> dict[tuple[int, int], dict[str, set[_Path]]]:
+    """The caller's record of our routes, in ``_route_state``'s shape."""
+    out: dict[tuple[int, int], dict[str, set[_Path]]] = {}
+    for (table, prefix), routes in known.items():
+        family = socket.AF_INET6 if ":" in prefix else socket.AF_INET
+        paths = out.setdefault((table, family), {}).setdefault(prefix, set())
+        for r in routes:
+            br = devs.bridges.get(r.vni)
+            if br is not None:
+                paths.add((r.vtep, br.index))
+    return out
+
+
 def _plan_routes(
     sock: nl.Netlink,
     devs: _Devices,
     add: frozenset[EvpnRoute],
     remove: frozenset[EvpnRoute],
     plan: _Plan,
+    known: Mapping[tuple[int, str], Iterable[EvpnRoute]] | None = None,
 ) -> None:
     # Written for 10,000 routes a call: no object per route but the request.
     bridges = devs.bridges
@@ -787,10 +803,14 @@ def _plan_routes(
                 keyed[key] = [e]
     if not parsed:
         return
-    current: dict[tuple[int, int], dict[str, set[_Path]]] = {}
+    current: dict[tuple[int, int], dict[str, set[_Path]]] = (
+        {} if known is None else _known_state(known, devs)
+    )
     for (table, _), (family, _, _) in parsed.items():
         if (table, family) not in current:
-            current[(table, family)] = _route_state(sock, table, family)
+            current[(table, family)] = (
+                {} if known is not None else _route_state(sock, table, family)
+            )
     codec = _RouteCodec()
     new_route = nl.RTM_NEWROUTE
     excl = nl.NLM_F_CREATE | nl.NLM_F_EXCL
@@ -846,7 +866,11 @@ def _open() -> nl.Netlink:
     return nl.Netlink(netlink_socket(None), strict=True, bufsize=SOCKET_BUFFER)
 
 
-def _apply(add: KernelEvpn, remove: KernelEvpn) -> ApplyResult:
+def _apply(
+    add: KernelEvpn,
+    remove: KernelEvpn,
+    routes_now: Mapping[tuple[int, str], Iterable[EvpnRoute]] | None = None,
+) -> ApplyResult:
     plan = _Plan()
     sets = (add.fdb, add.neigh, add.routes, remove.fdb, remove.neigh, remove.routes)
     total = sum(len(s) for s in sets)
@@ -857,7 +881,7 @@ def _apply(add: KernelEvpn, remove: KernelEvpn) -> ApplyResult:
         devs = _Devices(sock, vnis)
         _plan_fdb(sock, devs, add.fdb, remove.fdb, plan)
         _plan_neigh(sock, devs, add.neigh, remove.neigh, plan)
-        _plan_routes(sock, devs, add.routes, remove.routes, plan)
+        _plan_routes(sock, devs, add.routes, remove.routes, plan, routes_now)
         ops = plan.removals + plan.additions
         errors = sock.batch_errors([op.request for op in ops])
     for op, error in zip(ops, errors, strict=True):
@@ -868,7 +892,11 @@ def _apply(add: KernelEvpn, remove: KernelEvpn) -> ApplyResult:
     return ApplyResult(applied=total - len(failed), failed=failed)
 
 
-async def apply_evpn(add: KernelEvpn, remove: KernelEvpn) -> ApplyResult:
+async def apply_evpn(
+    add: KernelEvpn,
+    remove: KernelEvpn,
+    routes_now: Mapping[tuple[int, str], Iterable[EvpnRoute]] | None = None,
+) -> ApplyResult:
     """Remove, then add (one batch: the kernel handles it in that order).
     Idempotent: adding what exists replaces it, removing what is gone is
     done. An entry whose device is missing or not ours, whose value is
@@ -879,8 +907,13 @@ async def apply_evpn(add: KernelEvpn, remove: KernelEvpn) -> ApplyResult:
 
     ECMP paths are merged with what the kernel holds when the call reads
     it: calls must not overlap on the same prefixes (the reconciler makes
-    one at a time)."""
-    return await in_thread(lambda: _apply(add, remove))
+    one at a time). ``routes_now``, when given, is the caller's record of
+    our routes of every prefix the call touches, (table, prefix) -> routes:
+    it is used instead of reading the tables (a dump of a 40,000-route
+    table per call dominated a burst of updates). A prefix not in it is
+    created exclusively, so a record that is wrong fails loudly (EEXIST)
+    instead of overwriting what the kernel holds."""
+    return await in_thread(lambda: _apply(add, remove, routes_now))
 
 
 def _valid(check: Callable[[int], int], value: int) -> bool:

@@ -42,6 +42,7 @@ from ..bgp import (
     route_type,
 )
 from ..cni._journal import Journal
+from ..dataplane import EvpnRoute as KernelRoute
 from ..dataplane import FdbEntry, KernelEvpn, NeighEntry
 from ..ipam import AddressPool
 from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
@@ -103,6 +104,9 @@ class EvpnController:
         self.table = RouteTable(self._view())
         #: What the kernel holds of ours, by kernel key.
         self.installed: dict[Key, KernelEntry] = {}
+        #: The installed routes by (table, prefix): what apply_evpn merges
+        #: ECMP paths with, instead of reading the tables back.
+        self._routes: dict[tuple[int, str], set[KernelRoute]] = {}
         self.adopting = True
         self.problems: list[str] = []
         self.kernel_failures: list[tuple[str, str]] = []
@@ -139,10 +143,10 @@ class EvpnController:
     async def _adopt(self) -> None:
         """Take over what a previous run left in the kernel."""
         try:
-            self.installed = await self._dump()
+            self._set_installed(await self._dump())
         except CnidError as exc:
             log.error("EVPN: cannot read the kernel's EVPN state: %s", exc.msg)
-            self.installed = {}
+            self._set_installed({})
         self._adopt_deadline = trio.current_time() + self.stale_timeout
         if self.installed:
             log.info(
@@ -324,7 +328,7 @@ class EvpnController:
                 else:
                     if kernel != self.installed:
                         log.warning("EVPN: kernel drifted from what was programmed: repairing")
-                        self.installed = kernel
+                        self._set_installed(kernel)
                         sweep = True
             try:
                 await self._program(sweep)
@@ -355,18 +359,20 @@ class EvpnController:
                 add.append(want)
         received, self._received_at = self._received_at, []
         if add or remove:
-            result = await dataplane.apply_evpn(_kernel(add), _kernel(remove))
+            touched = {(e.table, e.prefix) for e in (*add, *remove) if isinstance(e, KernelRoute)}
+            now = {k: frozenset(self._routes.get(k, ())) for k in touched}
+            result = await dataplane.apply_evpn(_kernel(add), _kernel(remove), now)
             for entry in remove:
-                self.installed.pop(entry_key(entry), None)
+                self._uninstall(entry)
             for entry in add:
-                self.installed[entry_key(entry)] = entry
+                self._install(entry)
             if result.failed:
                 self.kernel_failures = list(result.failed)
                 self.metrics.evpn_kernel_errors.inc(len(result.failed))
                 for what, error in result.failed[:10]:
                     log.error("EVPN: kernel refused %s: %s", what, error)
                 # The kernel is the truth: read it back, try again later.
-                self.installed = await self._dump()
+                self._set_installed(await self._dump())
                 self._full_pass = True
             else:
                 self.kernel_failures = []
@@ -376,12 +382,38 @@ class EvpnController:
         for kind, n in _kinds(self.installed).items():
             self.metrics.evpn_kernel_entries.labels(kind=kind).set(n)
 
+    def _set_installed(self, entries: dict[Key, KernelEntry]) -> None:
+        self.installed = {}
+        self._routes = {}
+        for entry in entries.values():
+            self._install(entry)
+
+    def _install(self, entry: KernelEntry) -> None:
+        key = entry_key(entry)
+        old = self.installed.get(key)
+        if old is not None:
+            self._uninstall(old)
+        self.installed[key] = entry
+        if isinstance(entry, KernelRoute):
+            self._routes.setdefault((entry.table, entry.prefix), set()).add(entry)
+
+    def _uninstall(self, entry: KernelEntry) -> None:
+        key = entry_key(entry)
+        if self.installed.get(key) == entry:
+            del self.installed[key]
+        if isinstance(entry, KernelRoute):
+            routes = self._routes.get((entry.table, entry.prefix))
+            if routes is not None:
+                routes.discard(entry)
+                if not routes:
+                    del self._routes[(entry.table, entry.prefix)]
+
 
 def _kernel(entries: list[KernelEntry]) -> KernelEvpn:
     return KernelEvpn(
         fdb=frozenset(e for e in entries if isinstance(e, FdbEntry)),
         neigh=frozenset(e for e in entries if isinstance(e, NeighEntry)),
-        routes=frozenset(e for e in entries if isinstance(e, dataplane.EvpnRoute)),
+        routes=frozenset(e for e in entries if isinstance(e, KernelRoute)),
     )
 
 

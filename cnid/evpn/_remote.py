@@ -19,6 +19,7 @@ derived from it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 import msgspec
@@ -48,10 +49,8 @@ class NodeView(msgspec.Struct, frozen=True):
     vtep: str
     router_id: str
     vnis: dict[int, VniTarget] = {}
-
-    @property
-    def family(self) -> int:
-        return ipaddress.ip_address(self.vtep).version
+    #: 4 or 6: the VTEP's (hence the VXLAN devices') address family.
+    family: int = 4
 
 
 def node_view(vtep: str, router_id: str, domains: list[VrfDomain]) -> NodeView:
@@ -60,7 +59,8 @@ def node_view(vtep: str, router_id: str, domains: list[VrfDomain]) -> NodeView:
         for att in d.attachments:
             gateway = str(d.anycast_gateway) if att.type == "l2vni" else ""
             vnis[att.vni] = VniTarget(d.name, att.type, d.table, gateway)
-    return NodeView(vtep=vtep, router_id=router_id, vnis=vnis)
+    family = ipaddress.ip_address(vtep).version
+    return NodeView(vtep=vtep, router_id=router_id, vnis=vnis, family=family)
 
 
 class Skip(ValueError):
@@ -79,15 +79,14 @@ def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
     vtep = path.nexthop
     if rp.originator and rp.originator == view.router_id:
         raise Skip("own-route", "our own route, reflected back")
-    try:
-        nh = ipaddress.ip_address(vtep)
-    except ValueError:
-        raise Skip("bad-next-hop", f"bad next-hop {vtep!r}") from None
-    if str(nh) == view.vtep:
+    text, version, unusable = _nexthop(vtep)
+    if not version:
+        raise Skip("bad-next-hop", f"bad next-hop {vtep!r}")
+    if text == view.vtep:
         raise Skip("own-route", "our own route (next-hop is our VTEP)")
-    if nh.version != view.family:
-        raise Skip("next-hop-family", f"IPv{nh.version} next-hop, our VTEP is IPv{view.family}")
-    if nh.is_link_local or nh.is_unspecified or nh.is_multicast:
+    if version != view.family:
+        raise Skip("next-hop-family", f"IPv{version} next-hop, our VTEP is IPv{view.family}")
+    if unusable:
         raise Skip("bad-next-hop", f"unusable next-hop {vtep}")
     target = view.vnis.get(route.vni)
     if target is None:
@@ -106,7 +105,7 @@ def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
             NeighEntry(vni=route.vni, ip=vtep, mac=path.router_mac),
             FdbEntry(vni=route.vni, mac=path.router_mac, vtep=vtep),
         ]
-        if nh.version == 4 and ipaddress.ip_network(route.prefix).version == 6:
+        if version == 4 and ":" in route.prefix:
             # an IPv6 prefix via an IPv4 VTEP is routed via ::ffff:<vtep>
             entries.append(NeighEntry(vni=route.vni, ip=f"::ffff:{vtep}", mac=path.router_mac))
         return tuple(entries)
@@ -125,6 +124,18 @@ def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
             raise Skip("gateway", f"{route.ip} is the anycast gateway every node holds")
         bridged.append(NeighEntry(vni=route.vni, ip=route.ip, mac=route.mac))
     return tuple(bridged)
+
+
+@functools.lru_cache(maxsize=8192)
+def _nexthop(address: str) -> tuple[str, int, bool]:
+    """A next-hop's canonical text, IP version (0: not an address) and
+    whether it is unusable as a VTEP; cached: a fabric has few VTEPs and
+    each sends many routes."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address, 0, True
+    return str(ip), ip.version, ip.is_link_local or ip.is_unspecified or ip.is_multicast
 
 
 def entry_key(entry: KernelEntry) -> tuple[object, ...]:

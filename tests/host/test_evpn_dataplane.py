@@ -641,3 +641,23 @@ async def test_l3vni_type5_routes_carry_traffic_over_vxlan(
 def test_nda_protocol_is_supported_here() -> None:
     """This kernel tags neighbours with NDA_PROTOCOL (ownership relies on it)."""
     assert _evpn.nda_protocol_supported()
+
+
+async def test_ecmp_merged_with_the_callers_record(node: Netns) -> None:
+    """With ``routes_now`` the tables are not read back; a wrong record fails
+    (EEXIST) rather than overwriting what the kernel holds."""
+    r1 = dp.EvpnRoute(TABLE, "10.8.5.0/24", "192.0.2.2", 100)
+    r2 = dp.EvpnRoute(TABLE, "10.8.5.0/24", "192.0.2.3", 100)
+    r3 = dp.EvpnRoute(TABLE, "10.8.5.0/24", "192.0.2.4", 100)
+    key = (TABLE, "10.8.5.0/24")
+    done = await dp.apply_evpn(dp.KernelEvpn(routes=frozenset({r1})), EMPTY, {key: frozenset()})
+    assert done.failed == ()
+    done = await dp.apply_evpn(dp.KernelEvpn(routes=frozenset({r2})), EMPTY, {key: {r1}})
+    assert done.failed == ()
+    assert (await dump()).routes == {r1, r2}
+    # a record that forgot r1 and r2: refused, the kernel keeps both
+    done = await dp.apply_evpn(dp.KernelEvpn(routes=frozenset({r3})), EMPTY, {key: frozenset()})
+    assert len(done.failed) == 1 and "exists" in done.failed[0][1].lower()
+    assert (await dump()).routes == {r1, r2}
+    done = await dp.apply_evpn(EMPTY, dp.KernelEvpn(routes=frozenset({r1, r2})), {key: {r1, r2}})
+    assert done.failed == () and (await dump()).routes == set()
