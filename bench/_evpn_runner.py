@@ -140,9 +140,9 @@ class Runner:
         real = dataplane.apply_evpn
         applies = self.applies
 
-        async def timed(add: dataplane.KernelEvpn, remove: dataplane.KernelEvpn) -> Any:
+        async def timed(add: dataplane.KernelEvpn, remove: dataplane.KernelEvpn, *rest: Any) -> Any:
             start = time.perf_counter()
-            result = await real(add, remove)
+            result = await real(add, remove, *rest)
             n_add = len(add.fdb) + len(add.neigh) + len(add.routes)
             n_remove = len(remove.fdb) + len(remove.neigh) + len(remove.routes)
             applies.append((n_add, n_remove, time.perf_counter() - start))

@@ -339,6 +339,18 @@ class EvpnController:
                 await trio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 self._wake()
+            except Exception:
+                # A bug of ours must not stop the node's EVPN for good: say
+                # so loudly, start from the kernel's truth, try again.
+                log.exception("EVPN: programming the kernel failed; retrying in %.0fs", delay)
+                try:
+                    self._set_installed(await self._dump())
+                except CnidError:
+                    pass
+                self._full_pass = True
+                await trio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                self._wake()
 
     async def _program(self, sweep: bool) -> None:
         table = self.table
