@@ -43,6 +43,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,6 +52,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from cnid._errors import CnidError
+from cnid.ctl._main import query as ctl_query
 
 from .cluster import API_PORT, Cluster
 from .frr import FrrRouter, L3Vni, Neighbor, evpn_leaf, route_reflector
@@ -205,6 +209,30 @@ class Pod:
         return f"{self.namespace}/{self.name}"
 
 
+def ctl_request(args: list[str]) -> tuple[str, dict[str, str]]:
+    """cnictl's command line as its control request: ``bgp summary`` ->
+    ``bgp-summary``, ``evpn routes --type 2`` -> ``evpn-routes {type: 2}``,
+    ``vrf routes vrf-42`` -> ``vrf-routes {vrf: vrf-42}``, ``ipam --all``."""
+    words = list(args)
+    if not words:
+        raise ValueError("no cnictl command")
+    command = words.pop(0)
+    if command in ("bgp", "evpn", "vrf"):
+        command = f"{command}-{words.pop(0)}"
+    call: dict[str, str] = {}
+    while words:
+        word = words.pop(0)
+        if word in ("--all", "--allocations"):
+            call[word[2:]] = "true"
+        elif word in ("--type", "--vni"):
+            call[word[2:]] = words.pop(0)
+        elif command == "vrf-routes" and not word.startswith("-"):
+            call["vrf"] = word
+        else:
+            raise ValueError(f"cnictl {command}: unexpected {word!r}")
+    return command, call
+
+
 def _batch(ns: str, commands: list[str]) -> None:
     """``ip -n NS -batch -``: several commands, one process."""
     out = subprocess.run(
@@ -312,6 +340,7 @@ class ClusterLab:
     cluster: _LabCluster | None = None
     _kubectl: Kubectl | None = None
     _made: list[str] = field(default_factory=list)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.topo.name
@@ -594,11 +623,18 @@ class ClusterLab:
     # -- views ---------------------------------------------------------------------
 
     def ctl(self, node: str, *args: str) -> Any:
-        """``cnictl --json ARGS`` on a node, parsed (RuntimeError if it fails)."""
-        out = self.nodes[node].cnictl("--json", *args)
-        if out.returncode != 0:
-            raise RuntimeError(f"cnictl {' '.join(args)} on {node}: {out.stderr.strip()}")
-        return json.loads(out.stdout)
+        """What ``cnictl --json ARGS`` prints on a node, as data (RuntimeError
+        if it fails). Asked over the control socket from this process, as
+        cnictl asks it: polling with a Python process per probe would cost
+        seconds each under TCG."""
+        command, call_args = ctl_request(list(args))
+        try:
+            response = ctl_query(self.nodes[node].ctl_socket, command, call_args)
+        except (OSError, CnidError) as exc:
+            raise RuntimeError(f"cnictl {' '.join(args)} on {node}: {exc}") from None
+        if not response.ok:
+            raise RuntimeError(f"cnictl {' '.join(args)} on {node}: {response.error}")
+        return json.loads(json.dumps(response.data))
 
     def run(self, node: str, *cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         """A command in a node's namespace."""
@@ -610,7 +646,7 @@ class ClusterLab:
 
     # -- pods ------------------------------------------------------------------------
 
-    def add_pod(self, node: str, namespace: str, name: str, retry_for: float = 60.0) -> Pod:
+    def add_pod(self, node: str, namespace: str, name: str, retry_for: float = TIMEOUT) -> Pod:
         """What kubelet does: the Pod object, its namespace, the plugin's ADD
         (retried while the node answers 11, "try again later", as kubelet
         would, e.g. before a new binding reached the node)."""
@@ -737,6 +773,10 @@ class ClusterLab:
     # -- state -------------------------------------------------------------------------
 
     def _save(self) -> None:
+        with self._lock:
+            self._write_state()
+
+    def _write_state(self) -> None:
         state = {
             "name": self.name,
             "topology": self.topo.source,

@@ -49,8 +49,24 @@ def _vm_command(inner: list[str], interactive: bool = False) -> int:
     env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
     argv = vm.vng_command(command, "4G", 2, vm.find_kernel())
     started = time.monotonic()
-    stdin = None if interactive else subprocess.DEVNULL
-    status = subprocess.run(argv, stdin=stdin, env=env, check=False, cwd=REPO).returncode
+    if interactive:  # the terminal goes to the guest's shell
+        status = subprocess.run(argv, env=env, check=False, cwd=REPO).returncode
+    else:
+        # through a pipe: QEMU reopens its standard output, and a file
+        # there would be written over from its start
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
+        assert proc.stdout is not None
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+        status = proc.wait()
     print(
         f"testbed.lab: the VM exited {status} after {time.monotonic() - started:.0f} s",
         file=sys.stderr,
@@ -115,8 +131,8 @@ def cmd_up(args: argparse.Namespace, then_down: bool) -> int:
             f"\nlab {name} up in {progress.elapsed:.0f} s; the matrix is "
             f"{'as expected' if ok else 'NOT as expected'}."
         )
-    except (LabError, AssertionError, RuntimeError, TimeoutError) as exc:
-        print(f"\ntestbed.lab: FAILED: {exc}", flush=True)
+    except Exception as exc:  # reported with the daemons' logs, then the lab goes
+        print(f"\ntestbed.lab: FAILED: {type(exc).__name__}: {exc}", flush=True)
         for node in lab.nodes.values():
             print(f"--- {node.name}: the daemon's log ---\n{node.log_tail(25)}")
         ok = False

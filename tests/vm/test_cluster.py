@@ -86,7 +86,7 @@ def cluster(cnid_plugin: Path) -> Iterator[Cluster]:
             c.add_node(name, i, start=False)
         # The three daemons start together (a start is slow under TCG).
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            list(pool.map(lambda n: n.start(), c.nodes.values()))
+            list(pool.map(lambda n: n.start(wait=600), c.nodes.values()))
         yield c
     finally:
         c.stop()
