@@ -40,6 +40,10 @@ test: lint test-fast test-vm
 bench: build
     .venv/bin/python -m testbed.vm -- .venv/bin/python -m bench
 
+# The lab benchmarks, one VM: bring-up, EVPN convergence, packets lost in a daemon restart.
+bench-lab: build
+    .venv/bin/python -m testbed.vm -- bash -euo pipefail -c '.venv/bin/python -m bench lab_bringup && .venv/bin/python -m bench lab_convergence && .venv/bin/python -m bench lab_restart'
+
 # The single-node demo: one node, two pods, pings (in the VM tier).
 demo: build
     .venv/bin/python -m testbed.vm -- .venv/bin/python -m testbed.demo

@@ -7,17 +7,33 @@ the CNI latency benchmark (what ``./just bench`` runs in the VM tier).
   reflector into our node's kernel, against an FRR leaf (host)
 * ``evpn_convergence``: a pod ADD on one node until its route is in another
   node's kernel, full mesh and route reflector, against two FRR leaves (host)
+* ``lab_bringup``: how long the lab takes to come up, step by step (VM tier)
+* ``lab_convergence``: on the lab, a pod ADD until a pod on another node
+  reaches it, l3vni and l2vni (VM tier)
+* ``lab_restart``: on the lab, packets lost while one node's daemon
+  restarts, route reflectors and full mesh (VM tier)
 """
 
 import sys
 
-from . import cni_latency, evpn_convergence, evpn_kernel, evpn_scale
+from . import (
+    cni_latency,
+    evpn_convergence,
+    evpn_kernel,
+    evpn_scale,
+    lab_bringup,
+    lab_convergence,
+    lab_restart,
+)
 
 BENCHMARKS = {
     "cni_latency": cni_latency.main,
     "evpn_kernel": evpn_kernel.main,
     "evpn_scale": evpn_scale.main,
     "evpn_convergence": evpn_convergence.main,
+    "lab_bringup": lab_bringup.main,
+    "lab_convergence": lab_convergence.main,
+    "lab_restart": lab_restart.main,
 }
 
 if len(sys.argv) > 1 and sys.argv[1] in BENCHMARKS:
