@@ -679,8 +679,9 @@ class ClusterLab:
         ip = str(result["ips"][0]["address"].split("/")[0])
         mac = next((i.get("mac", "") for i in result.get("interfaces", []) if i.get("sandbox")), "")
         pod = Pod(node, namespace, name, netns, ip, cid, uid, mac=mac)
-        self.pods[pod.key] = pod
-        self._save()
+        with self._lock:  # pods come and go from several threads (the churn)
+            self.pods[pod.key] = pod
+            self._write_state()
         return pod
 
     def _plugin_del(self, node: LabNode, cid: str, namespace: str, name: str) -> PluginRun:
@@ -696,8 +697,9 @@ class ClusterLab:
             raise LabError(f"DEL {pod.key} on {pod.node}: exit {run.rc}: {run.stdout}")
         lab_node.del_pod_netns(pod.netns)
         self.kubectl.delete("pods", pod.name, pod.namespace)
-        self.pods.pop(pod.key, None)
-        self._save()
+        with self._lock:
+            self.pods.pop(pod.key, None)
+            self._write_state()
 
     # -- nodes come and go ---------------------------------------------------------
 
@@ -715,9 +717,12 @@ class ClusterLab:
         (the node controller's eviction), its Node object is deleted, and
         its namespace with everything in it (its kernel) is gone."""
         lab_node = self.nodes[name]
-        for pod in [p for p in self.pods.values() if p.node == name]:
+        with self._lock:
+            gone = [p for p in self.pods.values() if p.node == name]
+        for pod in gone:
             self.kubectl.delete("pods", pod.name, pod.namespace)
-            del self.pods[pod.key]
+            with self._lock:
+                del self.pods[pod.key]
         lab_node.stop()
         self.kubectl.delete("nodes", name)
         del self.nodes[name]
