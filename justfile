@@ -42,7 +42,8 @@ bench: build
 
 # The lab benchmarks, one VM: bring-up, EVPN convergence, packets lost in a daemon restart.
 bench-lab: build
-    .venv/bin/python -m testbed.vm -- bash -euo pipefail -c '.venv/bin/python -m bench lab_bringup && .venv/bin/python -m bench lab_convergence && .venv/bin/python -m bench lab_restart'
+    mkdir -p build/bench
+    .venv/bin/python -m testbed.vm -- bash -euo pipefail -c '.venv/bin/python -m bench lab_bringup && .venv/bin/python -m bench lab_convergence && .venv/bin/python -m bench lab_restart' 2>&1 | tee build/bench/lab.txt
 
 # The single-node demo: one node, two pods, pings (in the VM tier).
 demo: build

@@ -47,9 +47,14 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def write_report(name: str, data: dict[str, Any]) -> Path:
+    """build/bench/NAME.json, and the same on one line of standard output:
+    in the VM tier the repository is an overlay that goes with the VM, and
+    what the host keeps is what was printed (./just bench-lab keeps it in
+    build/bench/lab.txt)."""
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
+    print(f"bench-json {name} {json.dumps(data, sort_keys=True)}", flush=True)
     return path
 
 
