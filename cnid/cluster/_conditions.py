@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from typing import Any
+
+import msgspec
 
 from ..kube import Condition
 
@@ -71,3 +74,23 @@ def same_conditions(a: list[Condition], b: list[Condition]) -> bool:
         return sorted((c.type, c.status, c.reason, c.message, c.observed_generation) for c in cs)
 
     return key(a) == key(b)
+
+
+def status_body(
+    conditions: list[Condition],
+    old_conditions: list[Condition],
+    old_node: object | None,
+    node: str,
+    mine: dict[str, Any],
+) -> dict[str, Any]:
+    """The status patch a node writes for a cluster-wide object: the
+    conditions if they changed, and its own entry of ``status.nodes`` if
+    that changed (empty: nothing to write). ``old_node`` is the entry as
+    read; its empty fields are omitted there, so they are here too."""
+    body: dict[str, Any] = {}
+    if not same_conditions(conditions, old_conditions):
+        body["conditions"] = msgspec.to_builtins(conditions)
+    old_view = msgspec.to_builtins(old_node) if old_node is not None else None
+    if old_view != {k: v for k, v in mine.items() if v not in ("", 0)}:
+        body["nodes"] = {node: mine}
+    return body

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import msgspec
 import trio
 
 from .. import dataplane
@@ -47,8 +46,8 @@ from ._conditions import (
     finalizer_node,
     is_node_finalizer,
     node_finalizer,
-    same_conditions,
     set_condition,
+    status_body,
 )
 
 log = logging.getLogger("cnid.domains")
@@ -309,13 +308,9 @@ class DomainController:
         )
         state = "Refused" if refused else ("Error" if error else "Ready")
         mine = {"state": state, "message": why or error, "observedGeneration": gen}
-        current = status.nodes.get(self.node)
-        current_view = msgspec.to_builtins(current) if current is not None else None
-        body: dict[str, Any] = {}
-        if not same_conditions(conditions, list(status.conditions)):
-            body["conditions"] = msgspec.to_builtins(conditions)
-        if current_view != {k: v for k, v in mine.items() if v not in ("", 0)}:
-            body["nodes"] = {self.node: mine}
+        body = status_body(
+            conditions, list(status.conditions), status.nodes.get(self.node), self.node, mine
+        )
         if not body:
             return
         try:

@@ -21,7 +21,6 @@ import logging
 import re
 from typing import Any
 
-import msgspec
 import trio
 
 from .._errors import CnidError
@@ -35,7 +34,7 @@ from ..kube import (
     VRFDomain,
     VRFRoutingPolicy,
 )
-from ._conditions import same_conditions, set_condition
+from ._conditions import set_condition, status_body
 from ._domains import accept
 
 log = logging.getLogger("cnid.policies")
@@ -188,13 +187,9 @@ class RoutingPolicyController:
         else:
             state, why = "Ready", ""
         mine = {"state": state, "message": why, "observedGeneration": gen}
-        current = status.nodes.get(self.node)
-        current_view = msgspec.to_builtins(current) if current is not None else None
-        body: dict[str, Any] = {}
-        if not same_conditions(conditions, list(status.conditions)):
-            body["conditions"] = msgspec.to_builtins(conditions)
-        if current_view != {k: v for k, v in mine.items() if v not in ("", 0)}:
-            body["nodes"] = {self.node: mine}
+        body = status_body(
+            conditions, list(status.conditions), status.nodes.get(self.node), self.node, mine
+        )
         if not body:
             return
         if not ok:

@@ -60,9 +60,7 @@ _decoder = msgspec.json.Decoder(PodRecord)
 class Journal:
     """Records in ``<state_dir>/attachments/<host_ifname>.json``, cached in memory."""
 
-    def __init__(
-        self, state_dir: str | os.PathLike[str], notifier: Notifier | None = None
-    ) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str], notifier: Notifier | None = None) -> None:
         self._dir = Path(state_dir) / "attachments"
         self._records: dict[Attachment, PodRecord] = {}
         #: Bumped on every change of a record.
