@@ -19,7 +19,7 @@ from collections.abc import Callable
 import trio
 
 from ._errors import CnidError
-from ._notify import Notifier
+from ._notify import Notifier, wait_any
 from ._readiness import Readiness
 from ._tenants import DomainRegistry
 from .dataplane._hostpath import HostState, apply_host
@@ -96,11 +96,11 @@ class HostIntegration:
                 self.readiness.set_not_ready(COMPONENT, exc.msg)
                 log.error("host integration: %s", exc.msg)
                 with trio.move_on_after(2.0):
-                    await _wait_any(seen)
+                    await wait_any(seen)
             else:
                 self.readiness.set_ready(COMPONENT)
                 with trio.move_on_after(self.interval):
-                    await _wait_any(seen)
+                    await wait_any(seen)
 
     async def _read_blocks(self) -> None:
         try:
@@ -149,14 +149,3 @@ class HostIntegration:
             fn(wanted)
         self.applied.bump()
         return wanted
-
-
-async def _wait_any(seen: list[tuple[Notifier, int]]) -> None:
-    async with trio.open_nursery() as nursery:
-        for notifier, version in seen:
-
-            async def wait(n: Notifier = notifier, v: int = version) -> None:
-                await n.wait_changed(v)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(wait)

@@ -25,3 +25,15 @@ class Notifier:
         """Return once ``version`` differs from ``seen``."""
         while self.version == seen:
             await self._event.wait()
+
+
+async def wait_any(notifiers: list[tuple[Notifier, int]]) -> None:
+    """Until one of the notifiers moved past the version seen of it."""
+    async with trio.open_nursery() as nursery:
+        for notifier, seen in notifiers:
+
+            async def wait(n: Notifier = notifier, s: int = seen) -> None:
+                await n.wait_changed(s)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait)

@@ -30,7 +30,7 @@ import trio
 from .. import dataplane
 from .._errors import CnidError
 from .._metrics import Metrics
-from .._notify import Notifier
+from .._notify import wait_any
 from .._tenants import DomainRegistry
 from ..bgp import (
     EvpnPath,
@@ -61,19 +61,6 @@ class Identity:
         self.router_id = router_id
         self.asn = asn
         self.vtep = vtep
-
-
-async def wait_any(notifiers: list[tuple[Notifier, int]], timeout: float) -> None:
-    """Until one notifier moved past the version seen, or ``timeout``."""
-    with trio.move_on_after(timeout):
-        async with trio.open_nursery() as nursery:
-            for notifier, seen in notifiers:
-
-                async def wait(n: Notifier = notifier, s: int = seen) -> None:
-                    await n.wait_changed(s)
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(wait)
 
 
 class EvpnController:
@@ -220,7 +207,8 @@ class EvpnController:
                 self.table.set_view(view)
                 self._full_pass = True
                 self._wake()
-            await wait_any(seen, self.local_interval)
+            with trio.move_on_after(self.local_interval):
+                await wait_any(seen)
 
     def _count_announced(self, paths: frozenset[EvpnPath]) -> None:
         counts = {2: 0, 3: 0, 5: 0}
