@@ -23,7 +23,14 @@ from ._evpn import (
     apply_evpn,
     dump_evpn,
 )
-from ._names import LINK_ALIAS_PREFIX, ROUTE_PROTO, ROUTE_PROTO_EVPN, bridge_mac, host_ifname
+from ._names import (
+    LINK_ALIAS_PREFIX,
+    ROUTE_PROTO,
+    ROUTE_PROTO_EVPN,
+    bridge_mac,
+    host_ifname,
+    pod_mac,
+)
 from ._netns import NetnsPoisoned, is_netns_fd, set_node_netns
 from ._pod import (
     CheckFailed,
@@ -62,6 +69,7 @@ __all__ = [
     "is_netns_fd",
     "list_domains",
     "list_pod_links",
+    "pod_mac",
     "remove_attachments",
     "remove_domain",
     "remove_kernel_domain",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 
 ROUTE_PROTO = 149
 """rtm_protocol of the routes cnid adds for its pods and domains ("cnid");
@@ -51,6 +52,25 @@ def vxlan_name(vni: int) -> str:
 
 def vxlan_alias(vni: int) -> str:
     return f"{LINK_ALIAS_PREFIX}vx:{vni}"
+
+
+def pod_mac(address: str) -> str | None:
+    """The MAC of a pod's interface, derived from its IPv4 address as
+    OVN-Kubernetes does (0a:58 then the four bytes; locally administered
+    unicast, distinct from bridge_mac's 02:cd), so that an address given
+    again to a new pod comes with the same MAC: the ARP caches of the pods
+    that talked to the old one stay right. Without that, a peer across an
+    l2vni keeps the old MAC for up to ~10 s (its entry goes stale, delayed,
+    probed by unicast, failed), since ARP suppression on the VXLAN port
+    keeps the new pod's gratuitous ARP from crossing the fabric (the Linux
+    bridge never floods a gratuitous ARP to a neigh_suppress port). An
+    IPv6 address gives None (the kernel's random MAC): 32 bits of it
+    are not unique in a domain."""
+    try:
+        packed = ipaddress.IPv4Address(address).packed
+    except ValueError:
+        return None
+    return "0a:58:" + ":".join(f"{b:02x}" for b in packed)
 
 
 def bridge_mac(vni: int) -> str:

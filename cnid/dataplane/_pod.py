@@ -18,7 +18,7 @@ from .._errors import CniCode, CnidError, KernelError, UnknownContainer
 from . import _netlink as nl
 from ._domain import DomainLinks
 from ._hostplan import host_group
-from ._names import POD_ALIAS_PREFIX, ROUTE_PROTO, host_ifname, pod_alias
+from ._names import POD_ALIAS_PREFIX, ROUTE_PROTO, host_ifname, pod_alias, pod_mac
 from ._netns import is_netns_fd, netlink_socket, write_sysctls
 from ._run import in_thread
 
@@ -111,13 +111,15 @@ def _up_req(
     return nl.Request(nl.RTM_NEWLINK, 0, body, name)
 
 
-def _veth_req(host: str, pod: str, netns_fd: int, mtu: int) -> nl.Request:
+def _veth_req(host: str, pod: str, netns_fd: int, mtu: int, mac: str | None) -> nl.Request:
     peer = (
         nl.ifinfo()
         + nl.nla_str(nl.IFLA_IFNAME, pod)
         + nl.nla_u32(nl.IFLA_MTU, mtu)
         + nl.nla_u32(nl.IFLA_NET_NS_FD, netns_fd)
     )
+    if mac is not None:  # the pod's end: its MAC follows its address (pod_mac)
+        peer += nl.nla(nl.IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
     info = nl.nla_nested(
         nl.IFLA_LINKINFO,
         nl.nla_str(nl.IFLA_INFO_KIND, "veth"),
@@ -162,7 +164,7 @@ def _wire(
         if master is None:
             raise KernelError(f"domain device {master_name} is missing", errno=errno.ENODEV)
         alias = pod_alias(container_id, ifname)
-        host.batch([_veth_req(hname, ifname, netns_fd, mtu)])
+        host.batch([_veth_req(hname, ifname, netns_fd, mtu, pod_mac(address))])
         try:
             hlink = host.link_by_name(hname)
             plink = pod.link_by_name(ifname)

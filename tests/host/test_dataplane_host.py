@@ -229,6 +229,32 @@ async def test_l2_pod_wiring_without_vrf(node: Netns) -> None:
         assert "eth0" not in pod1.ip("link")
 
 
+async def test_a_pod_mac_follows_its_ipv4_address(node: Netns) -> None:
+    """The same address given to another pod comes with the same MAC (the
+    peers' ARP caches stay right); an IPv6 pod keeps the kernel's MAC."""
+    links = _l2_links(node)
+    macs = []
+    for i in (1, 2):  # a pod, then its successor at the same address
+        with netns("dpmac") as pod:
+            wiring = await dp.wire_pod(
+                netns_fd=pod.fd,
+                container_id=f"m{i}",
+                ifname="eth0",
+                address="10.1.0.42",
+                prefixlen=16,
+                gateway="10.1.0.1",
+                mtu=1400,
+                domain=L2,
+                links=links,
+            )
+            macs.append(pod.run("cat", "/sys/class/net/eth0/address").stdout.strip())
+            assert wiring.pod_mac == macs[-1]
+            await dp.unwire_pod(container_id=f"m{i}", ifname="eth0", address=None, domain=L2)
+    assert macs == ["0a:58:0a:01:00:2a"] * 2
+    assert dp.pod_mac("10.244.3.7") == "0a:58:0a:f4:03:07"
+    assert dp.pod_mac("fd00::5") is None
+
+
 async def test_unwire_leaves_foreign_link_alone(node: Netns) -> None:
     name = dp.host_ifname("cx", "eth0")
     node.ip("link", "add", name, "type", "veth", "peer", "name", "other0")
