@@ -60,11 +60,9 @@ def pod_mac(address: str) -> str | None:
     unicast, distinct from bridge_mac's 02:cd), so that an address given
     again to a new pod comes with the same MAC: the ARP caches of the pods
     that talked to the old one stay right. Without that, a peer across an
-    l2vni keeps the old MAC for up to ~10 s (its entry goes stale, delayed,
-    probed by unicast, failed), since ARP suppression on the VXLAN port
-    keeps the new pod's gratuitous ARP from crossing the fabric (the Linux
-    bridge never floods a gratuitous ARP to a neigh_suppress port). An
-    IPv6 address gives None (the kernel's random MAC): 32 bits of it
+    l2vni sent to the old MAC for ~8 s more (until its neighbour entry
+    went stale, delayed, probed and failed: the lab's convergence bench).
+    An IPv6 address gives None (the kernel's random MAC): 32 bits of it
     are not unique in a domain."""
     try:
         packed = ipaddress.IPv4Address(address).packed
