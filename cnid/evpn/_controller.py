@@ -47,7 +47,7 @@ from ..dataplane import FdbEntry, KernelEvpn, NeighEntry
 from ..ipam import AddressPool
 from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
 from ._remote import KernelEntry, NodeView, entry_key, node_view
-from ._rib import RouteTable
+from ._rib import STALE, RouteTable
 
 log = logging.getLogger("cnid.evpn")
 
@@ -100,6 +100,9 @@ class EvpnController:
         self._eor: set[str] = set()
         self._adopt_deadline = math.inf
         self._stale_deadline = math.inf
+        #: Peers whose session went down, and until when their paths are
+        #: kept as stale (graceful restart's helper side).
+        self._peer_deadlines: dict[str, float] = {}
         self._send, self._receive = trio.open_memory_channel[tuple[float, SpeakerEvent]](math.inf)
         self._dirty = trio.Event()
         self._received_at: list[float] = []
@@ -249,15 +252,14 @@ class EvpnController:
                 self._received_at.append(received_at)
             if event.eor:
                 self._eor.add(event.peer)
+                self._peer_deadlines.pop(event.peer, None)
                 dropped = table.drop_stale(event.peer)
                 log.info("EVPN: End-of-RIB from %s (%d stale paths dropped)", event.peer, dropped)
         elif isinstance(event, StateEvent):
             self.metrics.bgp_session.labels(peer=event.peer).set(1 if event.state == "up" else 0)
             if event.state == "down":
-                gone = table.drop_source(event.peer) + table.drop_stale(event.peer)
                 self._eor.discard(event.peer)
-                if gone:
-                    log.info("EVPN: session to %s down: its %d paths removed", event.peer, gone)
+                self._peer_down(event.peer)
         elif isinstance(event, SpeakerDown):
             for peer in self.speaker.peers:
                 self.metrics.bgp_session.labels(peer=peer).set(0)
@@ -273,6 +275,58 @@ class EvpnController:
             self.metrics.evpn_skipped.labels(reason=rtype).inc(n)
         table.skip_counts.clear()
 
+    def _peer_down(self, peer: str) -> None:
+        """A session went down (a NOTIFICATION, a hold timer, a closed
+        connection). A peer that is still a neighbour most likely restarts
+        (its daemon, a rolling update): its paths stay as stale copies, in
+        the kernel, until it is back with its End-of-RIB or ``stale_timeout``
+        ran out (graceful restart's helper, RFC 4724, for whatever ended the
+        session: the speakers of a full mesh are all ours). A peer that is
+        no neighbour any more (its Node deleted) goes at once, see
+        ``_drop_departed``."""
+        table = self.table
+        if self.stale_timeout <= 0 or peer not in self._neighbors():
+            gone = table.drop_source(peer) + table.drop_stale(peer)
+            self._peer_deadlines.pop(peer, None)
+            if gone:
+                log.info("EVPN: session to %s down: its %d paths removed", peer, gone)
+            return
+        kept = table.make_stale(peer)
+        if kept or peer in self._peer_deadlines:
+            self._peer_deadlines.setdefault(peer, trio.current_time() + self.stale_timeout)
+        if kept:
+            log.info(
+                "EVPN: session to %s down: its %d paths kept as stale until it is back "
+                "with its End-of-RIB (%.0f s at most)",
+                peer,
+                kept,
+                self.stale_timeout,
+            )
+
+    def _neighbors(self) -> set[str]:
+        config = self.speaker.config
+        return {n.address for n in config.neighbors} if config is not None else set()
+
+    def _drop_stale_peers(self, now: float) -> None:
+        """Stale paths of peers that did not come back in time, and every
+        path of peers that are no neighbours any more."""
+        for peer, deadline in list(self._peer_deadlines.items()):
+            if now >= deadline:
+                del self._peer_deadlines[peer]
+                dropped = self.table.drop_stale(peer)
+                if dropped:
+                    log.info("EVPN: %s not back in time: its %d stale paths dropped", peer, dropped)
+        if self.speaker.config is None:
+            return
+        neighbors = self._neighbors()
+        for source in self.table.sources():
+            peer = source.removeprefix(STALE)
+            if peer in neighbors:
+                continue
+            gone = self.table.drop_source(source)
+            self._peer_deadlines.pop(peer, None)
+            log.info("EVPN: %s is no neighbour any more: its %d paths removed", peer, gone)
+
     def _count_received(self) -> None:
         for rtype, n in self.table.counts().items():
             self.metrics.evpn_received.labels(type=str(rtype)).set(n)
@@ -280,9 +334,7 @@ class EvpnController:
     # -- program ---------------------------------------------------------------
 
     def _adoption_over(self) -> bool:
-        neighbors = {
-            n.address for n in (self.speaker.config.neighbors if self.speaker.config else ())
-        }
+        neighbors = self._neighbors()
         if not neighbors:
             return True
         if neighbors <= self._eor:
@@ -302,6 +354,7 @@ class EvpnController:
                 self._stale_deadline = math.inf
                 if dropped:
                     log.info("EVPN: stale timer: %d paths not re-learned dropped", dropped)
+            self._drop_stale_peers(now)
             sweep = False
             if self.adopting and self._adoption_over():
                 self.adopting = False

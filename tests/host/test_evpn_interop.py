@@ -404,6 +404,76 @@ async def test_a_restarted_node_adopts_then_sweeps(fabric: Fabric, node: EvpnNod
         nursery.cancel_scope.cancel()
 
 
+async def test_a_peer_that_restarts_keeps_its_routes_in_the_kernel(
+    fabric: Fabric, node: EvpnNode
+) -> None:
+    """The route reflector stops (FRR's NOTIFICATION) and comes back: its
+    paths stay as stale copies and the kernel is untouched until its
+    End-of-RIB makes them fresh (a peer's daemon restarting costs no
+    traffic). A peer that does not come back in ``stale_timeout`` goes then;
+    one that is no neighbour any more goes at once."""
+
+    def session(up: bool) -> Any:
+        return lambda: (
+            {"up": node.speaker.peers[RR].state == "up"}
+            if RR in node.speaker.peers
+            else {"up": False}
+        )
+
+    def sources() -> dict[str, Any]:
+        return {"sources": sorted({src for src, _ in node.evpn.table.paths()})}
+
+    leaf_route = {"routes": [{"dst": "10.50.0.0/24", "gateway": LEAF}]}
+    async with trio.open_nursery() as nursery:
+        await up(node, nursery)
+        await async_wait_for("the leaf's type-5 in our kernel", node.kernel, leaf_route, TIMEOUT)
+        kept = entries(node)
+        node.evpn.stale_timeout = 300.0
+        fabric.rr.stop()
+        await async_wait_for("the session down", session(False), {"up": False}, TIMEOUT)
+        await trio.sleep(2.0)  # the program loop ran (every second at most)
+        assert sources() == {"sources": [f"stale:{RR}"]}
+        assert entries(node) == kept and await node.dump() == node.evpn.installed
+        fabric.rr.start()
+        await async_wait_for(
+            "back: fresh again, nothing stale",
+            sources,
+            {"sources": [RR]},
+            TIMEOUT,
+            exact_lists=True,
+        )
+        assert entries(node) == kept and await node.dump() == node.evpn.installed
+
+        # gone for longer than stale_timeout: its paths go then
+        node.evpn.stale_timeout = 3.0
+        fabric.rr.stop()
+        await async_wait_for("the session down", session(False), {"up": False}, TIMEOUT)
+        await async_wait_for(
+            "the stale paths dropped after stale_timeout",
+            lambda: {"paths": len(node.evpn.table), "routes": node.kernel()["routes"]},
+            {"paths": 0, "routes": []},
+            TIMEOUT,
+            exact_lists=True,
+        )
+        fabric.rr.start()
+        await async_wait_for("the route back", node.kernel, leaf_route, TIMEOUT)
+
+        # no neighbour any more (its Node deleted): at once, stale or not
+        node.evpn.stale_timeout = 300.0
+        node.speaker.configure(node.reflectors())
+        await async_wait_for(
+            "a departed peer's paths dropped",
+            lambda: {"paths": len(node.evpn.table), "routes": node.kernel()["routes"]},
+            {"paths": 0, "routes": []},
+            TIMEOUT,
+            exact_lists=True,
+        )
+        assert await node.dump() == node.evpn.installed
+        nursery.cancel_scope.cancel()
+    wait_for("the leaf back", fabric.leaf.peers, {RR: "Established"}, TIMEOUT)
+    wait_for("GoBGP back", fabric.gb.peers, {RR: "established"}, TIMEOUT)
+
+
 async def test_a_peer_gone_is_removed_after_the_hold_time(fabric: Fabric, node: EvpnNode) -> None:
     async with trio.open_nursery() as nursery:
         await up(node, nursery)
