@@ -60,6 +60,8 @@ class BgpOptions(msgspec.Struct, frozen=True):
             raise ConfigError("[bgp] hold_time must be 0 or 3..65535")
         if not 0 <= self.graceful_restart <= 4095:
             raise ConfigError("[bgp] graceful_restart must be 0..4095 seconds")
+        if not 0 <= self.stale_timeout <= 86400:
+            raise ConfigError("[bgp] stale_timeout must be 0..86400 seconds")
         self.reflectors  # noqa: B018 - raises ConfigError on a bad address
         self.static_peers  # noqa: B018
         return self

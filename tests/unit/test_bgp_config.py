@@ -87,6 +87,7 @@ def test_bgp_section_of_server_ini(tmp_path: Path) -> None:
         ("[bgp]\nhold_time = 2\n", "hold_time"),
         ("[bgp]\nroute_reflectors = 10.0.0.1, nope\n", "route_reflectors"),
         ("[bgp]\ngraceful_restart = 5000\n", "graceful_restart"),
+        ("[bgp]\nstale_timeout = -1\n", "stale_timeout"),
         ("[bgp]\nasn = many\n", "asn"),
     ],
 )
