@@ -334,6 +334,11 @@ class EvpnController:
     # -- program ---------------------------------------------------------------
 
     def _adoption_over(self) -> bool:
+        if self.speaker.config is None:
+            # Not told its neighbours yet (the peering starts after this
+            # controller): "no neighbours" would sweep what a restarted
+            # node adopted before its peers had a chance to resend it.
+            return trio.current_time() >= self._adopt_deadline
         neighbors = self._neighbors()
         if not neighbors:
             return True

@@ -382,7 +382,10 @@ async def test_a_restarted_node_adopts_then_sweeps(fabric: Fabric, node: EvpnNod
     node.new_controller()
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
-        # adopted, not flushed: the kernel still has everything, GoBGP's route too
+        # adopted, not flushed: the kernel still has everything, GoBGP's route too,
+        # also after program passes that ran before the peering said who the
+        # neighbours are (each second at most)
+        await trio.sleep(2.5)
         assert entries(node) == kept and node.evpn.adopting
         assert any(r["dst"] == "10.70.0.0/24" for r in node.kernel()["routes"])
         node.speaker.configure(node.reflectors(RR))
