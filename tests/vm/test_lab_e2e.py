@@ -393,7 +393,11 @@ def leftovers_view(lab: ClusterLab) -> dict[str, Any]:
         for dev in devs:
             if dev.startswith(("vx-", "br-")):
                 for f in fdb(lab, n, dev):
-                    if dev.startswith("vx-") or "extern_learn" in f.get("flags", []):
+                    # the kernel's and ours, not what a bridge learned from
+                    # traffic: that ages out by itself (300 s) and would make
+                    # the baseline a race with the clock
+                    learned = not f.get("state") and "extern_learn" not in f.get("flags", [])
+                    if "dst" in f or not learned:
                         fdbs.append(f"{dev} {f['mac']} {f.get('dst', '')} {f.get('master', '')}")
         neighs = [
             f"{x.get('dev')} {x['dst']} {x.get('lladdr', '')}"
