@@ -396,8 +396,9 @@ def leftovers_view(lab: ClusterLab) -> dict[str, Any]:
                     # the kernel's and ours, not what a bridge learned from
                     # traffic: that ages out by itself (300 s) and would make
                     # the baseline a race with the clock
-                    learned = not f.get("state") and "extern_learn" not in f.get("flags", [])
-                    if "dst" in f or not learned:
+                    ours = "extern_learn" in f.get("flags", [])
+                    kernel = dev.startswith("vx-") and ("dst" in f or f.get("state"))
+                    if ours or kernel:
                         fdbs.append(f"{dev} {f['mac']} {f.get('dst', '')} {f.get('master', '')}")
         neighs = [
             f"{x.get('dev')} {x['dst']} {x.get('lladdr', '')}"
