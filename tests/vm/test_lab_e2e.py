@@ -397,7 +397,9 @@ def leftovers_view(lab: ClusterLab) -> dict[str, Any]:
                     # traffic: that ages out by itself (300 s) and would make
                     # the baseline a race with the clock
                     ours = "extern_learn" in f.get("flags", [])
-                    kernel = dev.startswith("vx-") and ("dst" in f or f.get("state"))
+                    kernel = dev.startswith("vx-") and (
+                        "dst" in f or f.get("state") in ("permanent", "static")
+                    )
                     if ours or kernel:
                         fdbs.append(f"{dev} {f['mac']} {f.get('dst', '')} {f.get('master', '')}")
         neighs = [
