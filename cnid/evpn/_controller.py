@@ -35,6 +35,7 @@ from .._tenants import DomainRegistry
 from ..bgp import (
     EvpnPath,
     Speaker,
+    SpeakerConfig,
     SpeakerDown,
     SpeakerEvent,
     StateEvent,
@@ -103,6 +104,9 @@ class EvpnController:
         #: Peers whose session went down, and until when their paths are
         #: kept as stale (graceful restart's helper side).
         self._peer_deadlines: dict[str, float] = {}
+        #: The speaker configuration whose neighbour set was last checked
+        #: for peers that left (a scan of every path).
+        self._departures_checked: SpeakerConfig | None = None
         self._send, self._receive = trio.open_memory_channel[tuple[float, SpeakerEvent]](math.inf)
         self._dirty = trio.Event()
         self._received_at: list[float] = []
@@ -316,8 +320,10 @@ class EvpnController:
                 dropped = self.table.drop_stale(peer)
                 if dropped:
                     log.info("EVPN: %s not back in time: its %d stale paths dropped", peer, dropped)
-        if self.speaker.config is None:
-            return
+        config = self.speaker.config
+        if config is None or config is self._departures_checked:
+            return  # neighbours only leave with a new configuration: no scan per pass
+        self._departures_checked = config
         neighbors = self._neighbors()
         for source in self.table.sources():
             peer = source.removeprefix(STALE)
