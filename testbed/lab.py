@@ -54,6 +54,7 @@ from typing import Any
 import yaml
 
 from cnid._errors import CnidError
+from cnid.ctl._main import ctl_request
 from cnid.ctl._main import query as ctl_query
 
 from .cluster import API_PORT, Cluster
@@ -207,30 +208,6 @@ class Pod:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-
-def ctl_request(args: list[str]) -> tuple[str, dict[str, str]]:
-    """cnictl's command line as its control request: ``bgp summary`` ->
-    ``bgp-summary``, ``evpn routes --type 2`` -> ``evpn-routes {type: 2}``,
-    ``vrf routes vrf-42`` -> ``vrf-routes {vrf: vrf-42}``, ``ipam --all``."""
-    words = list(args)
-    if not words:
-        raise ValueError("no cnictl command")
-    command = words.pop(0)
-    if command in ("bgp", "evpn", "vrf"):
-        command = f"{command}-{words.pop(0)}"
-    call: dict[str, str] = {}
-    while words:
-        word = words.pop(0)
-        if word in ("--all", "--allocations"):
-            call[word[2:]] = "true"
-        elif word in ("--type", "--vni"):
-            call[word[2:]] = words.pop(0)
-        elif command == "vrf-routes" and not word.startswith("-"):
-            call["vrf"] = word
-        else:
-            raise ValueError(f"cnictl {command}: unexpected {word!r}")
-    return command, call
 
 
 def _batch(ns: str, commands: list[str]) -> None:
@@ -627,7 +604,10 @@ class ClusterLab:
         if it fails). Asked over the control socket from this process, as
         cnictl asks it: polling with a Python process per probe would cost
         seconds each under TCG."""
-        command, call_args = ctl_request(list(args))
+        try:
+            command, call_args = ctl_request(list(args))
+        except SystemExit:  # argparse has said why on stderr
+            raise ValueError(f"cnictl {' '.join(args)}: not a cnictl command") from None
         try:
             response = ctl_query(self.nodes[node].ctl_socket, command, call_args)
         except (OSError, CnidError) as exc:

@@ -43,7 +43,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnictl", description="operator views of a cnid node")
     parser.add_argument(
         "--socket",
@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     vrf = sub.add_parser("vrf", help="a VRF's routing table (show ip route vrf NAME)")
     vrf.add_argument("what", choices=["routes"])
     vrf.add_argument("vrf", help="the domain: its name (vrf-42) or its VRF number (42)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _request(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
     call_args: dict[str, str] = {}
     for flag in ("all", "allocations"):
         if getattr(args, flag, False):
@@ -80,6 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command
     if command in ("bgp", "evpn", "vrf"):
         command = f"{command}-{args.what}"
+    return command, call_args
+
+
+def ctl_request(argv: list[str]) -> tuple[str, dict[str, str]]:
+    """cnictl's command line as its control request (``evpn routes --type
+    2`` -> ``("evpn-routes", {"type": "2"})``), for callers that ask the
+    socket themselves; a bad command line raises SystemExit as cnictl's."""
+    return _request(_parser().parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command, call_args = _request(args)
     try:
         response = query(args.socket, command, call_args)
     except (OSError, CnidError) as exc:
