@@ -9,7 +9,7 @@ from cnid.ctl._main import ctl_request
 
 
 @pytest.mark.parametrize(
-    ("argv", "request"),
+    ("argv", "expected"),
     [
         (["status"], ("status", {})),
         (["ipam", "--all", "--allocations"], ("ipam", {"all": "true", "allocations": "true"})),
@@ -22,9 +22,9 @@ from cnid.ctl._main import ctl_request
     ],
 )
 def test_a_command_line_is_its_request(
-    argv: list[str], request: tuple[str, dict[str, str]]
+    argv: list[str], expected: tuple[str, dict[str, str]]
 ) -> None:
-    assert ctl_request(argv) == request
+    assert ctl_request(argv) == expected
 
 
 def test_a_bad_command_line_is_refused() -> None:
