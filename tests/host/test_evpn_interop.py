@@ -416,11 +416,17 @@ async def test_a_peer_that_restarts_keeps_its_routes_in_the_kernel(
     traffic). A peer that does not come back in ``stale_timeout`` goes then;
     one that is no neighbour any more goes at once."""
 
-    def session(up: bool) -> Any:
-        return lambda: (
-            {"up": node.speaker.peers[RR].state == "up"}
-            if RR in node.speaker.peers
-            else {"up": False}
+    def session() -> dict[str, bool]:
+        peer = node.speaker.peers.get(RR)
+        return {"up": peer is not None and peer.state == "up"}
+
+    async def cleared(what: str) -> None:
+        await async_wait_for(
+            what,
+            lambda: {"paths": len(node.evpn.table), "routes": node.kernel()["routes"]},
+            {"paths": 0, "routes": []},
+            TIMEOUT,
+            exact_lists=True,
         )
 
     def sources() -> dict[str, Any]:
@@ -433,7 +439,7 @@ async def test_a_peer_that_restarts_keeps_its_routes_in_the_kernel(
         kept = entries(node)
         node.evpn.stale_timeout = 300.0
         fabric.rr.stop()
-        await async_wait_for("the session down", session(False), {"up": False}, TIMEOUT)
+        await async_wait_for("the session down", session, {"up": False}, TIMEOUT)
         await trio.sleep(2.0)  # the program loop ran (every second at most)
         assert sources() == {"sources": [f"stale:{RR}"]}
         assert entries(node) == kept and await node.dump() == node.evpn.installed
@@ -450,27 +456,15 @@ async def test_a_peer_that_restarts_keeps_its_routes_in_the_kernel(
         # gone for longer than stale_timeout: its paths go then
         node.evpn.stale_timeout = 3.0
         fabric.rr.stop()
-        await async_wait_for("the session down", session(False), {"up": False}, TIMEOUT)
-        await async_wait_for(
-            "the stale paths dropped after stale_timeout",
-            lambda: {"paths": len(node.evpn.table), "routes": node.kernel()["routes"]},
-            {"paths": 0, "routes": []},
-            TIMEOUT,
-            exact_lists=True,
-        )
+        await async_wait_for("the session down", session, {"up": False}, TIMEOUT)
+        await cleared("the stale paths dropped after stale_timeout")
         fabric.rr.start()
         await async_wait_for("the route back", node.kernel, leaf_route, TIMEOUT)
 
         # no neighbour any more (its Node deleted): at once, stale or not
         node.evpn.stale_timeout = 300.0
         node.speaker.configure(node.reflectors())
-        await async_wait_for(
-            "a departed peer's paths dropped",
-            lambda: {"paths": len(node.evpn.table), "routes": node.kernel()["routes"]},
-            {"paths": 0, "routes": []},
-            TIMEOUT,
-            exact_lists=True,
-        )
+        await cleared("a departed peer's paths dropped")
         assert await node.dump() == node.evpn.installed
         nursery.cancel_scope.cancel()
     wait_for("the leaf back", fabric.leaf.peers, {RR: "Established"}, TIMEOUT)
