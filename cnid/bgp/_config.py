@@ -52,6 +52,15 @@ class BgpOptions(msgspec.Struct, frozen=True):
     stale_timeout: float = 120.0
     #: ExaBGP's log level (its log goes to the daemon's log).
     log_level: str = "WARNING"
+    #: FRR's ``maximum-prefix``: the most EVPN routes one peer may send
+    #: (0: no limit).
+    max_prefix: int = 0
+    #: Past the limit: ``warning`` (logged once, counted, the session kept,
+    #: the routes beyond the limit held back) or ``restart`` (the session
+    #: torn down, its routes removed, no session for ``max_prefix_restart``
+    #: seconds: FRR's ``maximum-prefix N restart M``, in seconds).
+    max_prefix_action: str = "warning"
+    max_prefix_restart: int = 60
 
     def validated(self) -> BgpOptions:
         if not 1 <= self.asn < 2**32:
@@ -62,6 +71,13 @@ class BgpOptions(msgspec.Struct, frozen=True):
             raise ConfigError("[bgp] graceful_restart must be 0..4095 seconds")
         if not 0 <= self.stale_timeout <= 86400:
             raise ConfigError("[bgp] stale_timeout must be 0..86400 seconds")
+        if not 0 <= self.max_prefix <= 2**32 - 1:
+            raise ConfigError("[bgp] max_prefix must be 0..4294967295 (0: no limit)")
+        if self.max_prefix_action not in ("warning", "restart"):
+            action = self.max_prefix_action
+            raise ConfigError(f"[bgp] max_prefix_action must be warning or restart, not {action!r}")
+        if not 1 <= self.max_prefix_restart <= 65535:
+            raise ConfigError("[bgp] max_prefix_restart must be 1..65535 seconds")
         self.reflectors  # noqa: B018 - raises ConfigError on a bad address
         self.static_peers  # noqa: B018
         return self
