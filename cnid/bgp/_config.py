@@ -24,6 +24,9 @@ from .._errors import ConfigError
 
 FAMILY = "l2vpn evpn"
 PROCESS = "cnid"
+#: The log levels ExaBGP accepts (exabgp.logger.handler.levels); another one
+#: makes it exit at start, over and over.
+EXABGP_LOG_LEVELS = ("FATAL", "CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
 class BgpOptions(msgspec.Struct, frozen=True):
@@ -64,13 +67,24 @@ class BgpOptions(msgspec.Struct, frozen=True):
 
     def validated(self) -> BgpOptions:
         if not 1 <= self.asn < 2**32:
-            raise ConfigError(f"[bgp] asn {self.asn} out of range")
+            raise ConfigError(f"[bgp] asn = {self.asn}: allowed 1..4294967295")
         if self.hold_time != 0 and not 3 <= self.hold_time <= 65535:
-            raise ConfigError("[bgp] hold_time must be 0 or 3..65535")
+            raise ConfigError(f"[bgp] hold_time = {self.hold_time}: allowed 0 or 3..65535")
         if not 0 <= self.graceful_restart <= 4095:
-            raise ConfigError("[bgp] graceful_restart must be 0..4095 seconds")
+            raise ConfigError(
+                f"[bgp] graceful_restart = {self.graceful_restart}: allowed 0..4095 seconds"
+            )
         if not 0 <= self.stale_timeout <= 86400:
-            raise ConfigError("[bgp] stale_timeout must be 0..86400 seconds")
+            raise ConfigError(
+                f"[bgp] stale_timeout = {self.stale_timeout}: allowed 0..86400 seconds"
+            )
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"[bgp] port = {self.port}: allowed 1..65535")
+        if self.log_level.upper() not in EXABGP_LOG_LEVELS:
+            raise ConfigError(
+                f"[bgp] log_level = {self.log_level!r}: allowed {', '.join(EXABGP_LOG_LEVELS)}"
+                " (ExaBGP's levels)"
+            )
         if not 0 <= self.max_prefix <= 2**32 - 1:
             raise ConfigError("[bgp] max_prefix must be 0..4294967295 (0: no limit)")
         if self.max_prefix_action not in ("warning", "restart"):
