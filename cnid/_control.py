@@ -6,7 +6,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -15,7 +15,15 @@ import trio
 from . import __version__
 from ._errors import CnidError, ProtocolError
 from ._metrics import Metrics
-from ._protocol import PROTOCOL_VERSION, CtlResponse, decode_ctl_request, frame
+from ._protocol import (
+    CTL_VERSIONS,
+    MAX_CTL_REQUEST,
+    CtlResponse,
+    ctl_answer_frames,
+    decode_ctl_request,
+    frame,
+    printable,
+)
 from ._readiness import Readiness
 from ._sockets import READ_TIMEOUT, read_frame, send_all
 from ._tenants import DomainRegistry
@@ -27,6 +35,10 @@ from .ipam import AddressPool
 log = logging.getLogger("cnid.control")
 
 View = Callable[[dict[str, str]], Awaitable[Any]]
+
+#: Control requests answered at a time (a view and its frames in memory);
+#: the others wait, within their connection's read deadline.
+CONCURRENT_ANSWERS = 4
 
 
 class ControlServer:
@@ -49,6 +61,7 @@ class ControlServer:
         self.metrics = metrics
         self.evpn = evpn
         self.started = time.time()
+        self.answering = trio.CapacityLimiter(CONCURRENT_ANSWERS)
         self.views: dict[str, View] = {
             "status": self.view_status,
             "pods": self.view_pods,
@@ -156,26 +169,60 @@ class ControlServer:
                 )
         return sorted(rows, key=lambda r: (r["block"], ipaddress.ip_address(r["address"])))
 
-    async def handle_connection(self, conn: trio.socket.SocketType) -> None:
-        fds: list[int] = []
+    async def answer(self, payload: bytes) -> Iterator[bytes]:
+        """The frames answering one request's payload; never raises. An
+        error about a request whose version is unknown is a version-1
+        frame, which every cnictl reads."""
+        version = 1
         try:
-            with trio.fail_after(READ_TIMEOUT):
-                payload, fds = await read_frame(conn)
-            if fds:
-                raise ProtocolError("the control socket takes no file descriptors")
             request = decode_ctl_request(payload)
+            version = request.version
             view = self.views.get(request.command)
             if view is None:
                 raise CnidError(
                     f"unknown command {request.command!r}; known: {', '.join(sorted(self.views))}"
                 )
-            response = CtlResponse(PROTOCOL_VERSION, True, await view(request.args))
-        except (CnidError, trio.TooSlowError) as exc:
+            frames = ctl_answer_frames(version, await view(request.args))
+            first = next(frames)
+        except CnidError as exc:
             if isinstance(exc, ProtocolError):
                 self.metrics.protocol_errors.labels(socket="control").inc()
-            msg = exc.msg if isinstance(exc, CnidError) else "request timed out"
-            response = CtlResponse(PROTOCOL_VERSION, False, None, msg)
+            return self.error_frames(version, exc.msg)
+        except Exception as exc:
+            log.exception("control: answering failed")
+            return self.error_frames(version, f"internal error: {type(exc).__name__}: {exc}")
+        return _chain(first, frames)
+
+    @staticmethod
+    def error_frames(version: int, msg: str) -> Iterator[bytes]:
+        version = version if version in CTL_VERSIONS else 1
+        return iter([frame(CtlResponse(version, False, None, msg[:4096]))])
+
+    async def handle_connection(self, conn: trio.socket.SocketType) -> None:
+        fds: list[int] = []
+        try:
+            with trio.fail_after(READ_TIMEOUT):
+                payload, fds = await read_frame(conn, MAX_CTL_REQUEST)
+            if fds:
+                raise ProtocolError("the control socket takes no file descriptors")
+        except trio.TooSlowError:
+            frames = self.error_frames(1, "request timed out")
+        except ProtocolError as exc:
+            self.metrics.protocol_errors.labels(socket="control").inc()
+            log.info("control: %s", printable(exc.msg))
+            frames = self.error_frames(1, exc.msg)
+        else:
+            async with self.answering:
+                for data in await self.answer(payload):
+                    await send_all(conn, data)
+            return
         finally:
             for fd in fds:
                 os.close(fd)
-        await send_all(conn, frame(response))
+        for data in frames:
+            await send_all(conn, data)
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest

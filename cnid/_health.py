@@ -11,12 +11,20 @@ import logging
 import h11
 import trio
 
+from . import _sockets
+from ._errors import ConfigError
 from ._metrics import Metrics
 from ._readiness import Readiness
+from ._sockets import Admission, Guarded, accept_resiliently, waiting_for_peer
 
 log = logging.getLogger("cnid.health")
 _MAX_REQUEST = 16 * 1024
+#: A request must arrive whole within this time.
 _TIMEOUT = 10.0
+#: Connections the port holds at a time (it is open to the network and
+#: unauthenticated: probes and scrapes need a handful); when full, the one
+#: that has waited longest for its request is closed.
+MAX_CONNECTIONS = 32
 
 
 class HealthServer:
@@ -46,7 +54,8 @@ class HealthServer:
                 while True:
                     event = conn.next_event()
                     if event is h11.NEED_DATA:
-                        data = await stream.receive_some(4096)
+                        with waiting_for_peer():
+                            data = await stream.receive_some(4096)
                         conn.receive_data(data)
                         continue
                     if isinstance(event, h11.Request):
@@ -66,18 +75,57 @@ class HealthServer:
             if method != "HEAD":
                 out = (out or b"") + (conn.send(h11.Data(data=body)) or b"")
             out = (out or b"") + (conn.send(h11.EndOfMessage()) or b"")
-            await stream.send_all(out)
-        except (h11.RemoteProtocolError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            with trio.fail_after(_sockets.SEND_TIMEOUT), waiting_for_peer():
+                await stream.send_all(out)
+        except (
+            h11.RemoteProtocolError,
+            h11.LocalProtocolError,
+            trio.TooSlowError,
+            trio.BrokenResourceError,
+        ) as exc:
             log.debug("health client: %s", exc)
         finally:
             await stream.aclose()
 
     async def run(
-        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+        self,
+        host: str,
+        port: int,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        listeners = await trio.open_tcp_listeners(port, host=host or None)
+        try:
+            listeners = await trio.open_tcp_listeners(port, host=host or None)
+        except OSError as exc:
+            raise ConfigError(
+                f"[readiness] cannot listen on {host or '*'}:{port}: {exc.strerror or exc}"
+            ) from None
         bound = listeners[0].socket.getsockname()[1]
         log.info("health and metrics on %s:%d", host or "*", bound)
+        admission = Admission(f"health port {bound}", max_connections)
+        guarded = Guarded(admission, self._serve)
         async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, admission, guarded, nursery)
             task_status.started(bound)
-            await trio.serve_listeners(self._serve, listeners, handler_nursery=nursery)
+
+    async def _accept_loop(
+        self,
+        listener: trio.SocketListener,
+        admission: Admission,
+        guarded: Guarded[trio.SocketStream],
+        nursery: trio.Nursery,
+    ) -> None:
+        async with listener:
+            while True:
+                stream = await accept_resiliently(listener.accept, admission.name)
+                slot = admission.admit()
+                if slot is None:
+                    await stream.aclose()
+                    continue
+                nursery.start_soon(guarded.run, slot, stream, _close_stream)
+
+
+async def _close_stream(stream: trio.SocketStream) -> None:
+    await stream.aclose()

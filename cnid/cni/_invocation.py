@@ -28,13 +28,16 @@ _MIN_VERSION = {"CHECK": (0, 4, 0), "STATUS": (1, 1, 0), "GC": (1, 1, 0)}
 _IFNAME = re.compile(r"^[^/:\s]{1,15}$")
 # CNI_CONTAINERID: the spec's "alphanumeric plus underscore, dot and dash".
 _CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+#: The deepest nesting of arrays and objects a network configuration may
+#: have (real ones nest a handful of levels: prevResult, plugins, ipam).
+MAX_DEPTH = 64
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in version.split("."))
     except ValueError:
-        raise IncompatibleVersion(f"malformed cniVersion {version!r}") from None
+        raise IncompatibleVersion(f"malformed cniVersion {version[:64]!r}") from None
 
 
 class Attachment(msgspec.Struct, frozen=True):
@@ -109,11 +112,42 @@ def parse_cni_args(raw: str) -> dict[str, str]:
     return out
 
 
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests lists and dicts deeper than ``limit`` (iterative)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def decode_netconf(stdin: bytes) -> Any:
+    """The network configuration's JSON; DecodeFailure (code 6) when it is
+    not JSON or nests deeper than MAX_DEPTH."""
+    try:
+        netconf = msgspec.json.decode(stdin)
+    except RecursionError:
+        raise DecodeFailure(f"network configuration nests deeper than {MAX_DEPTH} levels") from None
+    except msgspec.DecodeError as exc:
+        raise DecodeFailure(f"network configuration is not valid JSON: {exc}") from None
+    if too_deep(netconf):
+        raise DecodeFailure(f"network configuration nests deeper than {MAX_DEPTH} levels")
+    return netconf
+
+
 def peek_version(stdin: bytes) -> str:
     """The cniVersion of a configuration, for error results, never raising."""
     try:
         conf = msgspec.json.decode(stdin)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return LATEST
     version = conf.get("cniVersion") if isinstance(conf, dict) else None
     return version if isinstance(version, str) and version in SUPPORTED_VERSIONS else LATEST
@@ -125,10 +159,7 @@ def parse_invocation(env: dict[str, str], stdin: bytes, has_netns_fd: bool) -> I
         raise InvalidEnvironment("CNI_COMMAND is not set")
     if command not in COMMANDS:
         raise InvalidEnvironment(f"unknown CNI_COMMAND {command!r}")
-    try:
-        netconf = msgspec.json.decode(stdin)
-    except msgspec.DecodeError as exc:
-        raise DecodeFailure(f"network configuration is not valid JSON: {exc}") from None
+    netconf = decode_netconf(stdin)
     if not isinstance(netconf, dict):
         raise DecodeFailure("network configuration must be a JSON object")
     version = netconf.get("cniVersion")
@@ -136,7 +167,7 @@ def parse_invocation(env: dict[str, str], stdin: bytes, has_netns_fd: bool) -> I
         raise InvalidNetconf("cniVersion missing from the network configuration")
     if version not in SUPPORTED_VERSIONS:
         raise IncompatibleVersion(
-            f"incompatible CNI version {version}",
+            f"incompatible CNI version {version[:64]!r}",
             details="supported: " + ", ".join(SUPPORTED_VERSIONS),
         )
     minimum = _MIN_VERSION.get(command)

@@ -10,13 +10,24 @@ import trio
 
 from .._errors import ProtocolError
 from .._metrics import Metrics
-from .._protocol import PROTOCOL_VERSION, CniResponse, decode_cni_request, frame
+from .._protocol import (
+    MAX_STDIN,
+    PROTOCOL_VERSION,
+    CniResponse,
+    decode_cni_request,
+    frame,
+    printable,
+)
 from .._sockets import READ_TIMEOUT, read_frame, send_all
 from ._invocation import COMMANDS, LATEST, parse_invocation, peek_version
 from ._results import encode, render_error
 from ._service import CniService, error_from
 
 log = logging.getLogger("cnid.cni")
+
+#: The largest CNI request frame: the plugin's stdin limit plus room for the
+#: environment. A larger one is refused before its payload is read.
+MAX_REQUEST = MAX_STDIN + 256 * 1024
 
 
 class CniServer:
@@ -32,10 +43,11 @@ class CniServer:
         try:
             try:
                 with trio.fail_after(READ_TIMEOUT):
-                    payload, fds = await read_frame(conn)
+                    payload, fds = await read_frame(conn, MAX_REQUEST)
             except trio.TooSlowError:
                 raise ProtocolError(f"no complete request within {READ_TIMEOUT:.0f}s") from None
             request = decode_cni_request(payload)
+            del payload
             version = peek_version(request.stdin)
             command = request.env.get("CNI_COMMAND", "unknown") or "unknown"
             if request.has_netns != bool(fds) or len(fds) > 1:
@@ -51,7 +63,13 @@ class CniServer:
             err = error_from(exc)
             if isinstance(err, ProtocolError):
                 self.metrics.protocol_errors.labels(socket="cni").inc()
-            log.warning("%s failed: code %d: %s %s", command, err.code, err.msg, err.details)
+            log.warning(
+                "%s failed: code %d: %s %s",
+                printable(command),
+                err.code,
+                printable(err.msg),
+                printable(err.details),
+            )
             response = CniResponse(PROTOCOL_VERSION, 1, encode(render_error(err, version)))
             outcome = str(int(err.code))
         finally:

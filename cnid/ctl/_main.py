@@ -11,8 +11,9 @@ from typing import Any
 
 from .._errors import CnidError
 from .._protocol import (
+    CTL_PROTOCOL_VERSION,
     HEADER,
-    PROTOCOL_VERSION,
+    CtlAnswer,
     CtlRequest,
     CtlResponse,
     decode_ctl_response,
@@ -25,21 +26,30 @@ DEFAULT_SOCKET = "/run/cnid/ctl.sock"
 
 
 def query(path: str, command: str, args: dict[str, str], timeout: float = 10.0) -> CtlResponse:
+    """Ask the daemon once; the whole answer, reassembled from as many
+    frames as it took (``timeout`` applies to each read)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(path)
-        sock.sendall(frame(CtlRequest(PROTOCOL_VERSION, command, args)))
-        header = _recv_exact(sock, HEADER.size)
-        return decode_ctl_response(_recv_exact(sock, payload_length(header)))
+        sock.sendall(frame(CtlRequest(CTL_PROTOCOL_VERSION, command, args)))
+        answer = CtlAnswer()
+        while True:
+            header = _recv_exact(sock, HEADER.size)
+            whole = answer.add(decode_ctl_response(_recv_exact(sock, payload_length(header))))
+            if whole is not None:
+                return whole
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        count = sock.recv_into(view[got:], min(n - got, 1 << 20))
+        if not count:
             raise ConnectionError("the daemon closed the connection early")
-        buf += chunk
+        got += count
+    view.release()
     return bytes(buf)
 
 
