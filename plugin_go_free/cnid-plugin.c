@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/un.h>
 #include <time.h>
@@ -333,23 +334,38 @@ static void read_settings(void)
  * ADD and CHECK need the namespace: a missing one is error 3. Everything
  * else (DEL, GC, STATUS...) proceeds without it so the daemon can clean up
  * after a namespace that is already gone.
+ *
+ * Nothing here can block: a namespace file is a regular (empty) file on
+ * nsfs, so anything else (a FIFO, a device, a socket, a directory) is
+ * refused before it is opened, and the open itself is O_NONBLOCK|O_NOCTTY
+ * in case the path is swapped for a FIFO in between (fstat and fstatfs on
+ * the descriptor then decide).
  */
 static int open_netns(void)
 {
 	const char *path = getenv("CNI_NETNS");
 	int required = strcmp(command, "ADD") == 0 || strcmp(command, "CHECK") == 0;
 	struct statfs st;
+	struct stat sb;
 	int fd, type;
 
 	if (!path || !*path)
 		return -1;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		if (required)
+			fail(CODE_UNKNOWN_CONTAINER, "container unknown or does not exist",
+			     "CNI_NETNS %s is not a network namespace", path);
+		return -1;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0) {
 		if (required)
 			fail(CODE_UNKNOWN_CONTAINER, "container unknown or does not exist",
 			     "cannot open CNI_NETNS %s: %s", path, strerror(errno));
 		return -1;
 	}
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode))
+		goto not_netns;
 	if (fstatfs(fd, &st) < 0 || st.f_type != NSFS_MAGIC)
 		goto not_netns;
 	/* NS_GET_NSTYPE (Linux 4.11) tells a network namespace from others. */
