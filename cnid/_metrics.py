@@ -69,6 +69,13 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.evpn_max_prefix = Counter(
+            "cnid_evpn_max_prefix_exceeded",
+            "Times a peer sent more EVPN routes than [bgp] max_prefix, by peer and action "
+            "(warning: the rest held back; restart: the session torn down)",
+            ["peer", "action"],
+            registry=self.registry,
+        )
         self.evpn_programming = Histogram(
             "cnid_evpn_update_to_kernel_seconds",
             "Time from a received EVPN update to the kernel being programmed",
@@ -83,7 +90,13 @@ class Metrics:
         )
         self.evpn_kernel_errors = Counter(
             "cnid_evpn_kernel_errors",
-            "EVPN kernel entries the kernel refused",
+            "EVPN kernel entries the kernel refused (each attempt; retried with backoff)",
+            registry=self.registry,
+        )
+        self.evpn_refused = Gauge(
+            "cnid_evpn_kernel_refused",
+            "EVPN kernel entries the kernel refuses now, by errno name",
+            ["error"],
             registry=self.registry,
         )
 

@@ -62,6 +62,7 @@ from exabgp.protocol.family import AFI, SAFI, Family
 from exabgp.protocol.ip import IP
 from exabgp.reactor import delay as exa_delay
 from exabgp.reactor import listener as exa_listener
+from exabgp.reactor import peer as exa_peer
 from exabgp.reactor.api.command.command import Command as ExaCommand
 from exabgp.reactor.api.command.limit import match_neighbors
 from exabgp.reactor.network import tcp as exa_tcp
@@ -146,9 +147,43 @@ def reconnect_within_seconds() -> None:
     exa_delay.Delay.increase = increase
 
 
+#: Peer address -> time.time() until which no session is made with it
+#: (a ``teardown`` command's hold-down).
+HOLD_DOWN: dict[str, float] = {}
+
+
+def _held_down(peer: Any) -> bool:
+    until = HOLD_DOWN.get(str(peer.neighbor["peer-address"]))
+    return until is not None and time.time() < until
+
+
+def hold_down_after_teardown() -> None:
+    """A torn-down peer stays down for its hold time: ExaBGP neither
+    connects to it (its reconnect delay is pushed to the end of the hold)
+    nor accepts its connections (refused with Cease "connection
+    rejected")."""
+    close = exa_peer.Peer._close
+    handle = exa_peer.Peer.handle_connection
+
+    def _close(self: Any, message: str = "", error: Any = "") -> None:
+        close(self, message, error)
+        until = HOLD_DOWN.get(str(self.neighbor["peer-address"]))
+        if until is not None and time.time() < until:
+            self._delay._time = until
+
+    def handle_connection(self: Any, connection: Any) -> Any:
+        if _held_down(self):
+            return connection.notification(6, 5, "maximum-prefix hold-down")
+        return handle(self, connection)
+
+    exa_peer.Peer._close = _close
+    exa_peer.Peer.handle_connection = handle_connection
+
+
 allow_ipv6_nexthops()
 gtsm_on_passive_sessions()
 reconnect_within_seconds()
+hold_down_after_teardown()
 
 
 # ------------------------------------------------------------------- building
@@ -262,6 +297,17 @@ def _peers(reactor: Any, service: str, addresses: tuple[str, ...], established: 
 
 
 def execute(reactor: Any, service: str, command: Command) -> Ack:
+    if command.op == "teardown":
+        keys = _peers(reactor, service, command.peers, established=False)
+        for address in command.peers:
+            HOLD_DOWN[address] = time.time() + command.hold
+        for key in keys:
+            reactor.teardown_peer(key, command.code or 1)
+            peer = reactor._peers.get(key)
+            until = HOLD_DOWN.get(str(peer.neighbor["peer-address"])) if peer else None
+            if until is not None:
+                peer._delay._time = until  # not connected now: no connect attempt either
+        return Ack(command.id, True, done=len(keys))
     if command.op == "eor":
         peers = _peers(reactor, service, command.peers, established=True)
         if peers:

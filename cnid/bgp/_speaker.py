@@ -23,6 +23,7 @@ restarting it with backoff when it dies and ending it with the daemon
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -136,6 +137,25 @@ class Speaker:
         self._desired = paths
         self._sync_wanted.set()
 
+    async def teardown(self, peer: str, hold: float, code: int = 1) -> bool:
+        """End the session to ``peer`` with a NOTIFICATION (Cease, subcode
+        ``code``: 1 is "maximum number of prefixes reached") and make none
+        with it for ``hold`` seconds; False when ExaBGP is not running (a
+        restarted ExaBGP holds nothing down: the limit trips again if the
+        peer still sends too much)."""
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            ack = await conn.call(
+                Command(conn.next_id(), "teardown", (peer,), hold=hold, code=code)
+            )
+        except SpeakerUnavailable as exc:
+            log.warning("BGP peer %s: teardown not sent: %s", peer, exc.msg)
+            return False
+        self.stats.commands += 1
+        return ack.ok
+
     @property
     def announced(self) -> frozenset[EvpnPath]:
         return self._desired or frozenset()
@@ -191,10 +211,7 @@ class Speaker:
 
     def _write_config(self, config: SpeakerConfig) -> str:
         text = render(config, self.api_socket)
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o600)  # it may hold the MD5 password
-        tmp.replace(self.config_path)
+        write_private(self.config_path, text)
         return text
 
     async def _run_once(self, config: SpeakerConfig) -> str:
@@ -392,6 +409,25 @@ class Speaker:
         for path in self._desired or ():
             out[route_type(path.route)] += 1
         return out
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only, from its creation on (it
+    may hold the MD5 password): a temporary file opened with mode 0600,
+    then renamed over ``path``."""
+    tmp = path.with_suffix(".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover could have any mode: O_EXCL below
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with os.fdopen(fd, "w") as f:
+            fd = -1
+            f.write(text)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    tmp.replace(path)
 
 
 async def _stop(proc: trio.Process) -> None:

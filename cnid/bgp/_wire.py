@@ -23,12 +23,17 @@ ACK_KEY = "cnid-ack"
 
 class Command(msgspec.Struct, frozen=True):
     """What the daemon asks of ExaBGP. ``peers``: neighbour addresses; empty
-    means every configured neighbour (for ``eor``: every established one)."""
+    means every configured neighbour (for ``eor``: every established one).
+    ``teardown``: a NOTIFICATION (Cease, subcode ``code``) to the peers,
+    then no session with them for ``hold`` seconds (FRR's ``maximum-prefix
+    N restart M``)."""
 
     id: int
-    op: Literal["announce", "withdraw", "eor"]
+    op: Literal["announce", "withdraw", "eor", "teardown"]
     peers: tuple[str, ...] = ()
     paths: tuple[EvpnPath, ...] = ()
+    hold: float = 0.0
+    code: int = 0
 
 
 class Ack(msgspec.Struct, frozen=True):

@@ -43,6 +43,7 @@ the error.
 
 from __future__ import annotations
 
+import errno as errno_mod
 import os
 import socket
 import struct
@@ -135,10 +136,14 @@ class KernelEvpn(msgspec.Struct, frozen=True):
 
 class ApplyResult(msgspec.Struct, frozen=True):
     """``applied``: entries (of add and remove) that are now as asked;
-    ``failed``: (what, error) of each refused entry, sorted by what."""
+    ``failed``: (what, error) of each refused entry, sorted by what;
+    ``refused``: (op, entry, reason) of the same entries, the reason an
+    errno name (``EINVAL``) when the kernel refused, else ``invalid`` (a
+    value or a device cnid does not send)."""
 
     applied: int
     failed: tuple[tuple[str, str], ...]
+    refused: tuple[tuple[str, FdbEntry | NeighEntry | EvpnRoute, str], ...] = ()
 
 
 # ---------------------------------------------------------------- values
@@ -438,9 +443,11 @@ class _Plan:
         self.removals: list[_Op] = []
         self.additions: list[_Op] = []
         self.failed: dict[str, str] = {}
+        self.refused: dict[tuple[str, _Entry], str] = {}
 
-    def fail(self, op: str, e: _Entry, error: str) -> None:
+    def fail(self, op: str, e: _Entry, error: str, reason: str = "invalid") -> None:
         self.failed.setdefault(_what(op, e), error)
+        self.refused.setdefault((op, e), reason)
 
 
 # ---------------------------------------------------------------- FDB
@@ -887,9 +894,14 @@ def _apply(
     for op, error in zip(ops, errors, strict=True):
         if error is not None:
             for name, e in op.entries:
-                plan.fail(name, e, error.msg)
+                plan.fail(name, e, error.msg, _errno_name(error.errno))
     failed = tuple(sorted(plan.failed.items()))
-    return ApplyResult(applied=total - len(failed), failed=failed)
+    refused = tuple((op, e, why) for (op, e), why in plan.refused.items())
+    return ApplyResult(applied=total - len(failed), failed=failed, refused=refused)
+
+
+def _errno_name(number: int) -> str:
+    return errno_mod.errorcode.get(number, f"errno {number}") if number else "refused"
 
 
 async def apply_evpn(

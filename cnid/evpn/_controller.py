@@ -11,7 +11,15 @@ Three loops in one nursery:
   is kept as stale until it is re-learned, its peer's End-of-RIB, or the
   stale timer;
 * **program**: the kernel keys whose desired entry changed are programmed in
-  one batch (``dataplane.apply_evpn``), touching only entries of ours.
+  one batch (``dataplane.apply_evpn``), touching only entries of ours. An
+  entry the kernel refuses is logged once (and again only if the refusal
+  changes), shown as ``refused: <errno>`` and retried with backoff (1 s
+  doubling to 5 minutes), never on every pass.
+
+The input policy (``_remote``) keeps received routes off what the node owns;
+a per-peer maximum (``max_prefix``, FRR's ``maximum-prefix``) either holds
+the paths beyond it back (``warning``) or tears the session down and keeps
+it down for ``max_prefix_restart`` seconds (``restart``).
 
 At start-up the entries a previous run left in the kernel are adopted
 (``dataplane.dump_evpn``), not flushed: nothing is removed until every
@@ -50,6 +58,27 @@ from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
 from ._remote import KernelEntry, NodeView, entry_key, node_view
 from ._rib import STALE, RouteTable
 
+#: Reasons a route is not programmed that say something is wrong with the
+#: route (a conflict, a hijack, a broken peer): logged as warnings, once.
+POLICY_SKIPS = frozenset(
+    {"local-ip", "local-mac", "own-block", "service-cidr", "bad-next-hop", "bad-router-mac"}
+)
+MAX_PREFIX_ACTIONS = ("warning", "restart")
+_RETRY_MIN, _RETRY_MAX = 1.0, 300.0
+
+
+class Refusal:
+    """A kernel entry the kernel refused: why, and when to try again."""
+
+    __slots__ = ("delay", "entry", "error", "retry_at")
+
+    def __init__(self, entry: KernelEntry | None, error: str, retry_at: float) -> None:
+        self.entry = entry
+        self.error = error
+        self.retry_at = retry_at
+        self.delay = _RETRY_MIN
+
+
 log = logging.getLogger("cnid.evpn")
 
 Key = tuple[object, ...]
@@ -78,6 +107,10 @@ class EvpnController:
         stale_timeout: float = 120.0,
         repair_interval: float = 30.0,
         local_interval: float = 30.0,
+        service_cidrs: tuple[str, ...] = ("10.96.0.0/12",),
+        max_prefix: int = 0,
+        max_prefix_action: str = "warning",
+        max_prefix_restart: float = 60.0,
     ) -> None:
         self.speaker = speaker
         self.identity = identity
@@ -89,7 +122,17 @@ class EvpnController:
         self.stale_timeout = stale_timeout
         self.repair_interval = repair_interval
         self.local_interval = local_interval
+        self.service_cidrs = tuple(service_cidrs)
         self.table = RouteTable(self._view())
+        self.set_max_prefix(max_prefix, max_prefix_action, max_prefix_restart)
+        #: Kernel keys the kernel refused, until they are programmed.
+        self.refused: dict[Key, Refusal] = {}
+        #: Peers over their maximum: (the warning was logged) or held down
+        #: until when (restart).
+        self._over_limit: set[str] = set()
+        self.held_down: dict[str, float] = {}
+        self._teardowns: list[str] = []
+        self._refused_errors: set[str] = set()
         #: What the kernel holds of ours, by kernel key.
         self.installed: dict[Key, KernelEntry] = {}
         #: The installed routes by (table, prefix): what apply_evpn merges
@@ -107,6 +150,7 @@ class EvpnController:
         #: The speaker configuration whose neighbour set was last checked
         #: for peers that left (a scan of every path).
         self._departures_checked: SpeakerConfig | None = None
+        self._teardown_wanted = trio.Event()
         self._send, self._receive = trio.open_memory_channel[tuple[float, SpeakerEvent]](math.inf)
         self._dirty = trio.Event()
         self._received_at: list[float] = []
@@ -120,8 +164,21 @@ class EvpnController:
     def _on_event(self, event: SpeakerEvent) -> None:
         self._send.send_nowait((trio.current_time(), event))
 
-    def _view(self) -> NodeView:
-        return node_view(self.identity.vtep, self.identity.router_id, self.registry.all())
+    def _view(self, state: LocalState | None = None) -> NodeView:
+        by_name = {d.name: d for d in self.registry.all()}
+        pods: list[tuple[str, str, str]] = []
+        blocks: list[tuple[int, str]] = []
+        if state is not None:
+            pods = [(p.domain, p.mac, p.ip) for p in state.pods]
+            blocks = [(b.vrf, b.cidr) for b in state.blocks]
+        return node_view(
+            self.identity.vtep,
+            self.identity.router_id,
+            list(by_name.values()),
+            pods=pods,
+            blocks=blocks,
+            service_cidrs=self.service_cidrs,
+        )
 
     def _wake(self) -> None:
         self._dirty.set()
@@ -132,6 +189,7 @@ class EvpnController:
             nursery.start_soon(self._announce_loop)
             nursery.start_soon(self._receive_loop)
             nursery.start_soon(self._program_loop)
+            nursery.start_soon(self._teardown_loop)
             task_status.started()
 
     async def _adopt(self) -> None:
@@ -209,7 +267,7 @@ class EvpnController:
                 self.problems = problems
             self.speaker.announce(paths)
             self._count_announced(paths)
-            view = self._view()
+            view = self._view(state)
             if view != self.table.view:
                 self.table.set_view(view)
                 self._full_pass = True
@@ -237,21 +295,104 @@ class EvpnController:
                     break
             for received_at, event in batch:
                 self._apply(received_at, event)
+            self._log_skips()
             self._count_received()
             self._wake()
 
+    def _log_skips(self) -> None:
+        """Each path's reason for not being programmed, once (when it is new
+        or changes): a peer resending a bad route costs no log line."""
+        skips, self.table.new_skips = self.table.new_skips, []
+        for source, rp, kind, why in skips[:100]:
+            level = logging.WARNING if kind in POLICY_SKIPS else logging.DEBUG
+            log.log(level, "EVPN: from %s: %s not programmed: %s", source, rp.path.route, why)
+        if len(skips) > 100:
+            log.warning(
+                "EVPN: %d more routes not programmed (cnictl evpn routes)", len(skips) - 100
+            )
+
+    # -- maximum prefixes ------------------------------------------------------
+
+    def set_max_prefix(self, limit: int, action: str = "warning", restart: float = 60.0) -> None:
+        """FRR's ``maximum-prefix limit [warning-only | restart M]``."""
+        if action not in MAX_PREFIX_ACTIONS:
+            raise ValueError(f"max_prefix_action {action!r}")
+        self.max_prefix = limit
+        self.max_prefix_action = action
+        self.max_prefix_restart = restart
+        self.table.set_max_paths(limit if action == "warning" else 0)
+
+    def _check_limit(self, peer: str) -> None:
+        """FRR's ``maximum-prefix``: ``warning`` logs once and holds the
+        paths beyond the limit back (the RouteTable); ``restart`` drops the
+        peer's paths and tears the session down for ``max_prefix_restart``
+        seconds."""
+        if not self.max_prefix:
+            return
+        count = self.table.source_count(peer)
+        held = self.table.held_count(peer)
+        if count + held <= self.max_prefix:
+            if count < self.max_prefix:
+                self._over_limit.discard(peer)
+            return
+        if self.max_prefix_action == "warning":
+            if peer not in self._over_limit:
+                self._over_limit.add(peer)
+                self.metrics.evpn_max_prefix.labels(peer=peer, action="warning").inc()
+                log.warning(
+                    "EVPN: %s sent more than its maximum of %d prefixes: the rest not accepted",
+                    peer,
+                    self.max_prefix,
+                )
+            return
+        until = trio.current_time() + self.max_prefix_restart
+        self.held_down[peer] = until
+        gone = self.table.drop_source(peer)
+        self._peer_deadlines.pop(peer, None)
+        self.metrics.evpn_max_prefix.labels(peer=peer, action="restart").inc()
+        log.warning(
+            "EVPN: %s sent more than its maximum of %d prefixes: session torn down, its %d "
+            "paths removed, no session for %.0f s",
+            peer,
+            self.max_prefix,
+            gone,
+            self.max_prefix_restart,
+        )
+        self._teardowns.append(peer)
+        self._teardown_wanted.set()
+
+    async def _teardown_loop(self) -> None:
+        while True:
+            await self._teardown_wanted.wait()
+            self._teardown_wanted = trio.Event()
+            peers, self._teardowns = self._teardowns, []
+            for peer in peers:
+                if not await self.speaker.teardown(peer, self.max_prefix_restart, code=1):
+                    log.warning("EVPN: could not tear the session to %s down", peer)
+
+    def _held_down(self, peer: str) -> bool:
+        until = self.held_down.get(peer)
+        if until is None:
+            return False
+        if trio.current_time() < until:
+            return True
+        del self.held_down[peer]
+        return False
+
     def _apply(self, received_at: float, event: SpeakerEvent) -> None:
         table = self.table
-        if isinstance(event, UpdateEvent):
+        if isinstance(event, UpdateEvent) and self._held_down(event.peer):
+            pass  # torn down for its maximum: what it sent until then is ignored
+        elif isinstance(event, UpdateEvent):
             for reason, what in event.skipped:
                 self.metrics.evpn_skipped.labels(reason="malformed").inc()
                 log.warning("EVPN: from %s: %s skipped: %s", event.peer, what, reason)
             for rp in event.announced:
-                why = table.announce(event.peer, rp)
-                if why:
-                    log.debug("EVPN: from %s: %s not programmed: %s", event.peer, rp.path, why)
+                table.announce(event.peer, rp)
             for route in event.withdrawn:
                 table.withdraw(event.peer, route)
+            if event.announced:
+                self._check_limit(event.peer)
             if event.announced or event.withdrawn:
                 self._received_at.append(received_at)
             if event.eor:
@@ -410,12 +551,21 @@ class EvpnController:
         if self._full_pass or sweep:
             dirty |= set(self.installed) | set(table.desired())
             self._full_pass = False
+        now_t = trio.current_time()
+        for key, refusal in self.refused.items():
+            if refusal.retry_at <= now_t:
+                dirty.add(key)
+            elif table.chosen(key) == refusal.entry:
+                # Not yet: the same entry waits for its retry (no kernel
+                # call and no log line per pass); a new one goes at once.
+                dirty.discard(key)
         add: list[KernelEntry] = []
         remove: list[KernelEntry] = []
         for key in dirty:
             want = table.chosen(key)
             have = self.installed.get(key)
             if want == have:
+                self.refused.pop(key, None)
                 continue
             if have is not None and (want is not None or not self.adopting):
                 remove.append(have)
@@ -426,18 +576,21 @@ class EvpnController:
             touched = {(e.table, e.prefix) for e in (*add, *remove) if isinstance(e, KernelRoute)}
             now = {k: frozenset(self._routes.get(k, ())) for k in touched}
             result = await dataplane.apply_evpn(_kernel(add), _kernel(remove), now)
+            refused = {(op, entry): why for op, entry, why in result.refused}
             for entry in remove:
-                self._uninstall(entry)
+                if ("remove", entry) not in refused:
+                    self._uninstall(entry)
             for entry in add:
-                self._install(entry)
+                if ("add", entry) not in refused:
+                    self._install(entry)
+            self._refusals(add, remove, refused)
             if result.failed:
                 self.kernel_failures = list(result.failed)
                 self.metrics.evpn_kernel_errors.inc(len(result.failed))
-                for what, error in result.failed[:10]:
-                    log.error("EVPN: kernel refused %s: %s", what, error)
-                # The kernel is the truth: read it back, try again later.
-                self._set_installed(await self._dump())
-                self._full_pass = True
+                if any(_route_failed(what) for what, _ in result.failed):
+                    # An ECMP route's paths are merged with what was
+                    # programmed: read the kernel back before the retry.
+                    self._set_installed(await self._dump())
             else:
                 self.kernel_failures = []
         done = trio.current_time()
@@ -445,6 +598,50 @@ class EvpnController:
             self.metrics.evpn_programming.observe(done - t)
         for kind, n in _kinds(self.installed).items():
             self.metrics.evpn_kernel_entries.labels(kind=kind).set(n)
+        errors: dict[str, int] = {}
+        for refusal in self.refused.values():
+            errors[refusal.error] = errors.get(refusal.error, 0) + 1
+        for name in self._refused_errors | set(errors):
+            self.metrics.evpn_refused.labels(error=name).set(errors.get(name, 0))
+        self._refused_errors |= set(errors)
+
+    def _refusals(
+        self,
+        add: list[KernelEntry],
+        remove: list[KernelEntry],
+        refused: dict[tuple[str, KernelEntry], str],
+    ) -> None:
+        """Keep each refused key with its reason and next retry (backoff);
+        log a refusal once, and again only when it changes."""
+        now = trio.current_time()
+        by_key: dict[Key, tuple[KernelEntry | None, str, str]] = {}
+        for (op, entry), why in refused.items():
+            by_key[entry_key(entry)] = (entry if op == "add" else None, why, op)
+        for done in (*add, *remove):
+            if entry_key(done) not in by_key:
+                self.refused.pop(entry_key(done), None)
+        logged = 0
+        for key, (wanted, why, op) in by_key.items():
+            old = self.refused.get(key)
+            if old is not None and (old.entry, old.error) == (wanted, why):
+                old.delay = min(old.delay * 2, _RETRY_MAX)
+                old.retry_at = now + old.delay
+                continue
+            self.refused[key] = Refusal(wanted, why, now + _RETRY_MIN)
+            if logged < 10:
+                what = wanted if wanted is not None else key
+                log.error("EVPN: kernel refused to %s %s: %s; retrying with backoff", op, what, why)
+            logged += 1
+        if logged > 10:
+            log.error("EVPN: the kernel refused %d more entries (cnictl evpn routes)", logged - 10)
+
+    def refusal_of(self, entries: tuple[KernelEntry, ...]) -> str:
+        """The kernel's refusal of one of a path's entries ("" if none)."""
+        for entry in entries:
+            refusal = self.refused.get(entry_key(entry))
+            if refusal is not None and refusal.entry == entry:
+                return refusal.error
+        return ""
 
     def _set_installed(self, entries: dict[Key, KernelEntry]) -> None:
         self.installed = {}
@@ -471,6 +668,10 @@ class EvpnController:
                 routes.discard(entry)
                 if not routes:
                     del self._routes[(entry.table, entry.prefix)]
+
+
+def _route_failed(what: str) -> bool:
+    return what.split(" ", 2)[1:2] == ["route"]
 
 
 def _kernel(entries: list[KernelEntry]) -> KernelEvpn:

@@ -15,12 +15,25 @@ next-hop of the other address family than the node's VXLAN devices, one of
 the node's own routes. Routes are imported by VNI: the VNI is what names a
 tenant's segment on a VXLAN fabric, and the route targets cnid announces are
 derived from it.
+
+The input policy: a received route never overrides what this node owns, and
+never points the kernel at an address or MAC that cannot be a VTEP:
+
+* a type-2 for a MAC or an IP of one of the node's own pods (``local-mac``,
+  ``local-ip``): the pod's own FDB and neighbour entries stay;
+* a type-5 inside one of the node's own blocks (``own-block``) or the
+  Service CIDRs (``service-cidr``); a covering prefix (an aggregate, the
+  fabric's default route) is fine: the more specific local routes win;
+* a next-hop that is loopback, multicast, broadcast, unspecified, reserved
+  or link-local (``bad-next-hop``); a router MAC that is zero, multicast or
+  broadcast (``bad-router-mac``).
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Iterable
 
 import msgspec
 
@@ -51,16 +64,64 @@ class NodeView(msgspec.Struct, frozen=True):
     vnis: dict[int, VniTarget] = {}
     #: 4 or 6: the VTEP's (hence the VXLAN devices') address family.
     family: int = 4
+    #: The node's own pods: (domain, IP) and (domain, MAC). A received
+    #: route never replaces their entries.
+    local_ips: frozenset[tuple[str, str]] = frozenset()
+    local_macs: frozenset[tuple[str, str]] = frozenset()
+    #: The node's own blocks, (domain, CIDR): no received route inside them.
+    own_blocks: frozenset[tuple[str, str]] = frozenset()
+    #: The cluster's Service CIDRs: no received route inside them.
+    service_cidrs: tuple[str, ...] = ()
+
+    def local_only(self, other: NodeView) -> bool:
+        """Whether the two views differ only in what the node owns (its
+        pods and blocks), not in its VNIs or addresses."""
+        return (self.vtep, self.router_id, self.vnis, self.family, self.service_cidrs) == (
+            other.vtep,
+            other.router_id,
+            other.vnis,
+            other.family,
+            other.service_cidrs,
+        )
 
 
-def node_view(vtep: str, router_id: str, domains: list[VrfDomain]) -> NodeView:
+def node_view(
+    vtep: str,
+    router_id: str,
+    domains: list[VrfDomain],
+    *,
+    pods: Iterable[tuple[str, str, str]] = (),
+    blocks: Iterable[tuple[int, str]] = (),
+    service_cidrs: Iterable[str] = (),
+) -> NodeView:
+    """``pods``: (domain, MAC, IP) of the node's pods; ``blocks``: (VRF,
+    CIDR) of its address blocks."""
     vnis: dict[int, VniTarget] = {}
+    by_vrf: dict[int, str] = {}
     for d in domains:
+        by_vrf[d.vrf] = d.name
         for att in d.attachments:
             gateway = str(d.anycast_gateway) if att.type == "l2vni" else ""
             vnis[att.vni] = VniTarget(d.name, att.type, d.table, gateway)
     family = ipaddress.ip_address(vtep).version
-    return NodeView(vtep=vtep, router_id=router_id, vnis=vnis, family=family)
+    pods = tuple(pods)
+    return NodeView(
+        vtep=vtep,
+        router_id=router_id,
+        vnis=vnis,
+        family=family,
+        local_ips=frozenset((d, _canonical_ip(ip)) for d, _, ip in pods if ip),
+        local_macs=frozenset((d, mac.lower()) for d, mac, _ in pods if mac),
+        own_blocks=frozenset((by_vrf[v], cidr) for v, cidr in blocks if v in by_vrf),
+        service_cidrs=tuple(service_cidrs),
+    )
+
+
+def _canonical_ip(ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip.partition("/")[0]))
+    except ValueError:
+        return ip
 
 
 class Skip(ValueError):
@@ -87,15 +148,20 @@ def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
     if version != view.family:
         raise Skip("next-hop-family", f"IPv{version} next-hop, our VTEP is IPv{view.family}")
     if unusable:
-        raise Skip("bad-next-hop", f"unusable next-hop {vtep}")
+        raise Skip("bad-next-hop", f"{unusable} next-hop {vtep}")
     target = view.vnis.get(route.vni)
     if target is None:
         raise Skip("unknown-vni", f"VNI {route.vni} is not a VNI of this node")
     if isinstance(route, PrefixRoute):
         if target.kind != "l3vni":
             raise Skip("wrong-vni-kind", f"type-5 route with VNI {route.vni}, an l2vni")
-        if not path.router_mac or path.router_mac == ZERO_MAC:
+        if not path.router_mac:
             raise Skip("no-router-mac", "type-5 route without a router MAC")
+        if not _unicast(path.router_mac):
+            raise Skip("bad-router-mac", f"router MAC {path.router_mac} is not a unicast MAC")
+        reserved = _reserved(route.prefix, target.domain, view)
+        if reserved:
+            raise Skip(*reserved)
         if route.gateway:
             raise Skip(
                 "unsupported", "type-5 route with a gateway IP (overlay index) is not supported"
@@ -116,26 +182,82 @@ def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
         )
     if isinstance(route, ImetRoute):
         return (FdbEntry(vni=route.vni, mac=ZERO_MAC, vtep=vtep),)
-    if route.mac == ZERO_MAC or int(route.mac.split(":")[0], 16) & 1:
+    if not _unicast(route.mac):
         raise Skip("bad-mac", f"MAC {route.mac} is not a unicast MAC")
+    if path.router_mac and not _unicast(path.router_mac):
+        raise Skip("bad-router-mac", f"router MAC {path.router_mac} is not a unicast MAC")
+    if (target.domain, route.mac.lower()) in view.local_macs:
+        raise Skip("local-mac", f"MAC {route.mac} is a pod of this node's")
     bridged: list[KernelEntry] = [FdbEntry(vni=route.vni, mac=route.mac, vtep=vtep)]
     if route.ip:
         if route.ip == target.gateway:
             raise Skip("gateway", f"{route.ip} is the anycast gateway every node holds")
+        if (target.domain, _canonical_ip(route.ip)) in view.local_ips:
+            raise Skip("local-ip", f"{route.ip} is a pod of this node's")
         bridged.append(NeighEntry(vni=route.vni, ip=route.ip, mac=route.mac))
     return tuple(bridged)
 
 
 @functools.lru_cache(maxsize=8192)
-def _nexthop(address: str) -> tuple[str, int, bool]:
-    """A next-hop's canonical text, IP version (0: not an address) and
-    whether it is unusable as a VTEP; cached: a fabric has few VTEPs and
-    each sends many routes."""
+def _nexthop(address: str) -> tuple[str, int, str]:
+    """A next-hop's canonical text, IP version (0: not an address) and why
+    it is unusable as a VTEP ("": usable); cached: a fabric has few VTEPs
+    and each sends many routes."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return address, 0, True
-    return str(ip), ip.version, ip.is_link_local or ip.is_unspecified or ip.is_multicast
+        return address, 0, "bad"
+    if ip.is_unspecified:
+        why = "unspecified"
+    elif ip.is_loopback:
+        why = "loopback"
+    elif ip.is_multicast:
+        why = "multicast"
+    elif ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"):
+        why = "broadcast"
+    elif ip.is_link_local:
+        why = "link-local"
+    elif ip.version == 4 and ip.is_reserved:
+        why = "reserved"
+    else:
+        why = ""
+    return str(ip), ip.version, why
+
+
+@functools.lru_cache(maxsize=8192)
+def _unicast(mac: str) -> bool:
+    """A MAC that can be a host's: not zero, not multicast (broadcast is)."""
+    try:
+        first = int(mac.split(":")[0], 16)
+    except ValueError:
+        return False
+    return mac != ZERO_MAC and not first & 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(prefix: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(prefix, strict=False)
+    except ValueError:
+        return None
+
+
+def _inside(prefix: str, outer: str) -> bool:
+    net, out = _network(prefix), _network(outer)
+    if net is None or out is None or net.version != out.version:
+        return False
+    return net.subnet_of(out)  # type: ignore[arg-type]
+
+
+def _reserved(prefix: str, domain: str, view: NodeView) -> tuple[str, str] | None:
+    """(kind, why) when a received prefix falls inside what the node owns."""
+    for cidr in view.service_cidrs:
+        if _inside(prefix, cidr):
+            return "service-cidr", f"{prefix} is inside the Service CIDR {cidr}"
+    for dom, cidr in view.own_blocks:
+        if dom == domain and _inside(prefix, cidr):
+            return "own-block", f"{prefix} is inside this node's block {cidr}"
+    return None
 
 
 def entry_key(entry: KernelEntry) -> tuple[object, ...]:

@@ -12,14 +12,19 @@ recently (a MAC that moved to another VTEP follows the newer route).
 The controller reads ``take_dirty()`` (the keys whose chosen entry may have
 changed) and programs only those: a burst of 50,000 routes costs work in
 proportion to the routes, never a rescan of the table per update.
+
+A maximum number of paths per source (``max_paths``, ``[bgp] max_prefix``)
+holds the paths beyond it back: kept, shown as not programmed
+(``max-prefix``), and taken in, oldest first, when the source's other paths
+are withdrawn.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-from ..bgp import EvpnRoute, ReceivedPath, route_type
+from ..bgp import EvpnRoute, MacIpRoute, PrefixRoute, ReceivedPath, route_type
 from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries
 
 Source = str
@@ -58,6 +63,15 @@ class RouteTable:
         self._types: Counter[int] = Counter()
         #: Why routes were not programmed, counted (for metrics and logs).
         self.skip_counts: Counter[str] = Counter()
+        #: Paths whose reason for not being programmed is new or changed:
+        #: (source, path, kind, why), drained by the caller to log each once.
+        self.new_skips: list[tuple[Source, ReceivedPath, str, str]] = []
+        #: Paths per source (held-back ones excluded).
+        self._per_source: Counter[Source] = Counter()
+        #: 0: no limit; else the most paths one fresh source may have.
+        self.max_paths = 0
+        #: Paths beyond ``max_paths``, by source, in arrival order.
+        self._held: dict[Source, dict[tuple[object, ...], ReceivedPath]] = {}
 
     # -- reading ---------------------------------------------------------
 
@@ -70,6 +84,23 @@ class RouteTable:
 
     def skipped(self) -> dict[PathId, str]:
         return dict(self._skipped)
+
+    def entries(self, source: Source, route: EvpnRoute) -> tuple[KernelEntry, ...]:
+        """The kernel entries a path asks for (none if it is skipped)."""
+        return self._entries.get((source, route.key), ())
+
+    def held(self) -> Iterator[tuple[Source, ReceivedPath]]:
+        """Paths held back by the maximum (not in the table)."""
+        for source, paths in self._held.items():
+            for rp in paths.values():
+                yield source, rp
+
+    def held_count(self, source: Source) -> int:
+        return len(self._held.get(source, ()))
+
+    def source_count(self, source: Source) -> int:
+        """Paths of one source in the table (held-back ones excluded)."""
+        return self._per_source[source]
 
     def counts(self, source: Source | None = None) -> dict[int, int]:
         """Paths per route type (of one source, or all of them)."""
@@ -108,6 +139,19 @@ class RouteTable:
         old = self._paths.get(pid)
         if old == rp:
             return self._skipped.get(pid, "")
+        held = self._held.get(source)
+        if held is not None and pid[1] in held:
+            held[pid[1]] = rp
+            return MAX_PREFIX
+        if (
+            old is None
+            and self.max_paths
+            and not source.startswith(STALE)
+            and self._per_source[source] >= self.max_paths
+        ):
+            self._held.setdefault(source, {})[pid[1]] = rp
+            self.skip_counts["max-prefix"] += 1
+            return MAX_PREFIX
         self._drop(pid)
         if not source.startswith(STALE):
             # A re-learned path supersedes its stale copy.
@@ -117,21 +161,46 @@ class RouteTable:
 
     def withdraw(self, source: Source, route: EvpnRoute) -> bool:
         pid = (source, route.key)
+        held = self._held.get(source)
+        if held is not None and held.pop(route.key, None) is not None:
+            if not held:
+                del self._held[source]
+            return True
         if pid not in self._paths:
             return False
         self._drop(pid)
+        self._take_held(source)
         return True
+
+    def set_max_paths(self, limit: int) -> None:
+        """A new maximum: held-back paths are taken in if it allows."""
+        self.max_paths = limit
+        for source in list(self._held):
+            self._take_held(source)
+
+    def _take_held(self, source: Source) -> None:
+        held = self._held.get(source)
+        while held and (not self.max_paths or self._per_source[source] < self.max_paths):
+            key = next(iter(held))
+            rp = held.pop(key)
+            self._put((source, key), rp)
+            self._translate((source, key), rp)
+        if held is not None and not held:
+            del self._held[source]
 
     def drop_source(self, source: Source) -> int:
         gone = [pid for pid in self._paths if pid[0] == source]
         for pid in gone:
             self._drop(pid)
-        return len(gone)
+        return len(gone) + len(self._held.pop(source, {}))
 
     def make_stale(self, source: Source | None = None) -> int:
         """Turn the fresh paths (of one source, or all) into stale copies,
         kept until re-learned, an End-of-RIB, or the stale timer."""
         moved = 0
+        # Held-back paths are not kept: a returning peer sends them again.
+        for held in [s for s in self._held if source is None or s == source]:
+            del self._held[held]
         for pid in [p for p in self._paths if not p[0].startswith(STALE)]:
             if source is not None and pid[0] != source:
                 continue
@@ -154,9 +223,12 @@ class RouteTable:
         """The node's domains changed: translate every path again."""
         if view == self.view:
             return
-        self.view = view
+        old, self.view = self.view, view
+        touched = _touched(old, view) if view.local_only(old) else None
         for pid, rp in list(self._paths.items()):
-            self._unuse(pid)
+            if touched is not None and not touched(rp):
+                continue
+            self._unuse(pid, forget=False)
             self._translate(pid, rp)
 
     # -- internals -------------------------------------------------------
@@ -166,8 +238,10 @@ class RouteTable:
             entries = kernel_entries(rp, self.view)
         except Skip as exc:
             reason = str(exc)
+            if self._skipped.get(pid) != reason:
+                self.new_skips.append((pid[0], rp, exc.kind, reason))
+                self.skip_counts[exc.kind] += 1
             self._skipped[pid] = reason
-            self.skip_counts[exc.kind] += 1
             return reason
         self._skipped.pop(pid, None)
         self._seq += 1
@@ -186,8 +260,9 @@ class RouteTable:
         self._entries[pid] = entries
         return ""
 
-    def _unuse(self, pid: PathId) -> None:
-        self._skipped.pop(pid, None)
+    def _unuse(self, pid: PathId, forget: bool = True) -> None:
+        if forget:
+            self._skipped.pop(pid, None)
         for entry in self._entries.pop(pid, ()):
             key = entry_key(entry)
             cands = self._keys[key]
@@ -202,12 +277,34 @@ class RouteTable:
     def _put(self, pid: PathId, rp: ReceivedPath) -> None:
         self._paths[pid] = rp
         self._types[route_type(rp.path.route)] += 1
+        self._per_source[pid[0]] += 1
 
     def _drop(self, pid: PathId) -> None:
         rp = self._paths.pop(pid, None)
         if rp is not None:
             self._types[route_type(rp.path.route)] -= 1
+            self._per_source[pid[0]] -= 1
+            if not self._per_source[pid[0]]:
+                del self._per_source[pid[0]]
             self._unuse(pid)
+
+
+MAX_PREFIX = "held back: the peer's maximum number of prefixes is reached"
+
+
+def _touched(old: NodeView, new: NodeView) -> Callable[[ReceivedPath], bool]:
+    """Which paths a change of the node's own pods or blocks concerns."""
+    ips = {ip for _, ip in old.local_ips ^ new.local_ips}
+    macs = {mac for _, mac in old.local_macs ^ new.local_macs}
+    blocks = old.own_blocks != new.own_blocks
+
+    def touched(rp: ReceivedPath) -> bool:
+        route = rp.path.route
+        if isinstance(route, MacIpRoute):
+            return route.mac.lower() in macs or (bool(route.ip) and route.ip in ips)
+        return blocks and isinstance(route, PrefixRoute)
+
+    return touched
 
 
 def entries_of(paths: Iterable[ReceivedPath], view: NodeView) -> set[KernelEntry]:

@@ -12,7 +12,7 @@ from .._domains import VrfDomain
 from ..bgp import EvpnPath, ImetRoute, MacIpRoute, route_type
 from ..dataplane._tables import table_routes
 from ._controller import EvpnController
-from ._rib import STALE
+from ._rib import MAX_PREFIX, STALE
 
 
 def nlri_text(path: EvpnPath) -> str:
@@ -62,8 +62,16 @@ def evpn_routes(
         key = (source, rp.path.route.key)
         stale = source.startswith(STALE)
         why = skipped.get(key, "")
-        state = f"not programmed: {why}" if why else ("stale" if stale else "programmed")
+        refused = "" if why else evpn.refusal_of(evpn.table.entries(source, rp.path.route))
+        if why:
+            state = f"not programmed: {why}"
+        elif refused:
+            state = f"refused: {refused}"
+        else:
+            state = "stale" if stale else "programmed"
         rows.append(_row(rp.path, source.removeprefix(STALE), state, rp.originator))
+    for source, rp in evpn.table.held():
+        rows.append(_row(rp.path, source, f"not programmed: {MAX_PREFIX}", rp.originator))
     rows = [
         r
         for r in rows
@@ -92,6 +100,8 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
                 "updates": peer.updates,
                 "flaps": peer.flaps,
                 "last_error": peer.last_error,
+                "held_back": evpn.table.held_count(address),
+                "held_down": address in evpn.held_down,
             }
         )
     return {
