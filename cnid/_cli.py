@@ -1,16 +1,97 @@
-"""``cnid run --config server.ini``: the node daemon's command line."""
+"""``cnid run --config server.ini``: the node daemon's command line.
+
+A configuration or environment problem (a bad value, a missing file, a
+state directory that cannot be written, another daemon on the same
+sockets) is one line on stderr and exit status 2, never a traceback: the
+configuration is checked whole before the daemon starts, and a CnidError
+that ends the daemon later is unwrapped from trio's ExceptionGroup.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import trio
 
-from ._config import load_config
+from ._config import Config, load_config
 from ._daemon import level_of, serve
-from ._errors import CnidError
+from ._errors import CnidError, ConfigError
+from ._protocol import printable
+from ._sockets import claim_path, raise_nofile_limit
+from .kube import KubeConfigError
+from .kube import load_config as load_kube_config
+
+#: Exit status of a configuration or environment problem.
+EXIT_CONFIG = 2
+#: Exit status of a failure while running.
+EXIT_FAILURE = 1
+
+
+def preflight(config: Config) -> None:
+    """What the daemon needs from its environment, checked before it starts:
+    ConfigError naming the key whose value does not work here."""
+    state_dir = Path(config.network.state_dir)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if not state_dir.is_dir():
+            raise NotADirectoryError(20, "not a directory")
+        if not os.access(state_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as exc:
+        raise ConfigError(
+            f"[network] state_dir = {config.network.state_dir}: {exc.strerror or exc}"
+        ) from None
+    for key in ("socket_path_api", "socket_path_ctl"):
+        path = Path(getattr(config.api, key))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"[api] {key} = {path}: {exc.strerror}") from None
+        try:
+            claim_path(path)
+        except ConfigError as exc:
+            raise ConfigError(f"[api] {key} = {path}: {exc.msg}") from None
+    config.bgp.password()  # ConfigError naming password_file
+    if config.kubernetes.wanted() and config.kubernetes.kubeconfig:
+        try:
+            load_kube_config(config.kubernetes.kubeconfig)
+        except CnidError as exc:
+            raise ConfigError(
+                f"[kubernetes] kubeconfig = {config.kubernetes.kubeconfig}: {exc.msg}"
+            ) from None
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def fatal_problem(exc: BaseException) -> CnidError | OSError | None:
+    """The CnidError (or OSError) that ended the daemon, out of whatever
+    ExceptionGroups trio wrapped it in; None when it is something else (a
+    bug: its traceback is worth showing)."""
+    found: CnidError | OSError | None = None
+    for leaf in _leaves(exc):
+        if isinstance(leaf, (CnidError, OSError)):
+            found = found or leaf
+        elif not isinstance(leaf, (trio.Cancelled, KeyboardInterrupt)):
+            return None
+    return found
+
+
+def describe(problem: CnidError | OSError) -> str:
+    if isinstance(problem, CnidError):
+        return printable(problem.msg, limit=2000)
+    where = f": {problem.filename}" if problem.filename else ""
+    return printable(f"{problem.strerror or problem}{where}", limit=2000)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,17 +102,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
+        preflight(config)
     except CnidError as exc:
-        print(f"cnid: {exc.msg}", file=sys.stderr)
-        return 2
+        print(f"cnid: {describe(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
     logging.basicConfig(
         level=level_of(config.logging.level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    limit = raise_nofile_limit()
+    logging.getLogger("cnid").debug("open files limit %d", limit)
     try:
         trio.run(serve, config)
-    except CnidError as exc:
-        logging.getLogger("cnid").error("fatal: %s", exc.msg)
-        return 1
+    except BaseException as exc:  # unwrapped and reported, or re-raised
+        problem = fatal_problem(exc)
+        if problem is None:
+            raise
+        print(f"cnid: fatal: {describe(problem)}", file=sys.stderr)
+        if isinstance(problem, (ConfigError, KubeConfigError, OSError)):
+            return EXIT_CONFIG
+        return EXIT_FAILURE
     return 0

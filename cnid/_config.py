@@ -10,8 +10,11 @@ from __future__ import annotations
 import configparser
 import ipaddress
 import os
+import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -167,7 +170,7 @@ class Config(msgspec.Struct, frozen=True):
         return self.network.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
 
 
-_SECTIONS = {
+_SECTIONS: dict[str, type[msgspec.Struct]] = {
     "api": ApiConfig,
     "network": NetworkConfig,
     "default": DefaultDomainConfig,
@@ -177,32 +180,132 @@ _SECTIONS = {
     "bgp": BgpOptions,
 }
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_IFNAME = re.compile(r"^[^/:\s]{1,15}$")
+#: sun_path holds 108 bytes with the terminating NUL.
+_MAX_SOCKET_PATH = 107
+
+
+def _ip_or_empty(value: str) -> bool:
+    if not value:
+        return True
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _socket_path(value: str, optional: bool = False) -> bool:
+    if optional and not value:
+        return True
+    return value.startswith("/") and len(os.fsencode(value)) <= _MAX_SOCKET_PATH
+
+
+def _between(low: float, high: float) -> Callable[[Any], bool]:
+    return lambda v: low <= v <= high
+
+
+#: What each key allows, beyond its type: (check, what is allowed).
+_RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    ("api", "socket_path_api"): (
+        _socket_path,
+        f"an absolute path of at most {_MAX_SOCKET_PATH} bytes",
+    ),
+    ("api", "socket_path_ctl"): (
+        _socket_path,
+        f"an absolute path of at most {_MAX_SOCKET_PATH} bytes",
+    ),
+    ("api", "socket_path_fd"): (
+        lambda v: _socket_path(v, optional=True),
+        f"empty or an absolute path of at most {_MAX_SOCKET_PATH} bytes",
+    ),
+    ("network", "ipaddr"): (_ip_or_empty, "empty or an IP address"),
+    ("network", "host_if"): (
+        lambda v: not v or bool(_IFNAME.match(v)),
+        "empty or an interface name",
+    ),
+    ("network", "mtu"): (
+        lambda v: v == 0 or 68 <= v <= 65535,
+        "0 (from the underlay) or 68..65535",
+    ),
+    ("network", "mtu_overhead"): (_between(0, 1000), "0..1000"),
+    ("network", "state_dir"): (lambda v: v.startswith("/"), "an absolute path"),
+    ("default", "vrf"): (_between(1, 2**32 - 1), "1..4294967295"),
+    ("default", "table"): (_between(0, 2**32 - 1), "0 (same as vrf) or 1..4294967295"),
+    ("default", "vni"): (_between(0, 2**24 - 1), "0 (same as vrf) or 1..16777215"),
+    ("default", "port"): (_between(1, 65535), "1..65535"),
+    ("default", "prefixlen"): (_between(0, 128), "0..128"),
+    ("default", "ipblocklen"): (_between(0, 128), "0..128"),
+    ("default", "service_vrf_max"): (_between(1, 2**32 - 1), "a positive number"),
+    ("default", "gc_interval_seconds"): (_between(1, 7 * 86400), "1..604800 seconds"),
+    ("default", "fw_interval_seconds"): (_between(1, 86400), "1..86400 seconds"),
+    ("default", "cni_config_dir"): (lambda v: v.startswith("/"), "an absolute path"),
+    ("logging", "level"): (lambda v: v.lower() in LOG_LEVELS, ", ".join(LOG_LEVELS)),
+    ("readiness", "host"): (
+        lambda v: _ip_or_empty(v) or v == "localhost",
+        "empty (every address), localhost or an IP address",
+    ),
+    ("readiness", "port"): (_between(0, 65535), "0 (any free port) or 1..65535"),
+    ("kubernetes", "gc_grace_seconds"): (_between(0, 30 * 86400), "0..2592000 seconds"),
+    ("kubernetes", "gc_interval_seconds"): (
+        _between(0, 7 * 86400),
+        "0 ([default] gc_interval_seconds) or up to 604800 seconds",
+    ),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "a whole number", float: "a number", bool: "yes or no", str: "text"}.get(
+        tp, str(tp)
+    )
+
+
+def _section(name: str, cls: type[msgspec.Struct], raw: dict[str, str], source: str) -> Any:
+    """One section, key by key: a value of the wrong type is named alone."""
+    values: dict[str, Any] = {}
+    for field in msgspec.structs.fields(cls):
+        if field.name not in raw:
+            continue
+        text = raw[field.name]
+        try:
+            values[field.name] = msgspec.convert(text, field.type, strict=False)
+        except msgspec.ValidationError:
+            raise ConfigError(
+                f"{source}: [{name}] {field.name} = {text!r}: must be {_type_name(field.type)}"
+            ) from None
+        rule = _RULES.get((name, field.name))
+        if rule is not None and not rule[0](values[field.name]):
+            raise ConfigError(f"{source}: [{name}] {field.name} = {text!r}: allowed {rule[1]}")
+    return cls(**values)
+
 
 def parse_config(text: str, source: str = "server.ini") -> Config:
     """Parse server.ini text. Unknown sections and keys are ignored (other
-    tools share the ConfigMap); a bad value is a ConfigError naming it."""
+    tools share the ConfigMap); a bad value is a ConfigError of one line
+    naming the file, section, key, value and what is allowed."""
     parser = configparser.ConfigParser(
         default_section="__none__", interpolation=None, inline_comment_prefixes=("#", ";")
     )
     try:
         parser.read_string(text, source=source)
     except configparser.Error as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(f"{source}: {' '.join(str(exc).split())}") from None
     sections: dict[str, object] = {}
     for name, cls in _SECTIONS.items():
         if not parser.has_section(name):
             continue
         fields = set(cls.__struct_fields__)
         raw = {k: v.strip().strip('"') for k, v in parser.items(name) if k in fields}
-        try:
-            sections[name] = msgspec.convert(raw, cls, strict=False)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"{source}: [{name}] {exc}") from None
+        sections[name] = _section(name, cls, raw, source)
     config = msgspec.convert(sections, Config, from_attributes=True)
-    config.default.domain()  # validate the default domain now, not at the first ADD
-    config.kubernetes.wanted()
-    config.network.host_settings()
-    config.bgp.validated()
+    try:
+        config.default.domain()  # validate the default domain now, not at the first ADD
+        config.kubernetes.wanted()
+        config.network.host_settings()
+        config.bgp.validated()
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc.msg}") from None
     return config
 
 
