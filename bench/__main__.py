@@ -12,6 +12,8 @@ the CNI latency benchmark (what ``./just bench`` runs in the VM tier).
   reaches it, l3vni and l2vni (VM tier)
 * ``lab_restart``: on the lab, packets lost while one node's daemon
   restarts, route reflectors and full mesh (VM tier)
+* ``fuzz``: a million seeded inputs each to the CNI frame decoder, the
+  control protocol and CNI stdin parsing (host, no privileges)
 """
 
 import sys
@@ -21,6 +23,7 @@ from . import (
     evpn_convergence,
     evpn_kernel,
     evpn_scale,
+    fuzz,
     lab_bringup,
     lab_convergence,
     lab_restart,
@@ -34,6 +37,7 @@ BENCHMARKS = {
     "lab_bringup": lab_bringup.main,
     "lab_convergence": lab_convergence.main,
     "lab_restart": lab_restart.main,
+    "fuzz": fuzz.main,
 }
 
 if len(sys.argv) > 1 and sys.argv[1] in BENCHMARKS:
