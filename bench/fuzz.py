@@ -252,20 +252,17 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
+_SYNC_TARGETS: dict[str, tuple[Callable[[random.Random], Iterator[Any]], Callable[[Any], None]]] = {
+    "cni-frame": (cni_frame_inputs, check_cni_frame),
+    "stdin": (stdin_inputs, check_stdin),
+}
+
+
 def fuzz_sync(target: str, n: int, seed: int, stop_after: int = 10) -> list[Finding]:
     rng = random.Random(seed)
     findings: list[Finding] = []
-    gen: Iterator[Any]
-    check: Callable[[Any], None]
-    if target == "cni-frame":
-        gen = cni_frame_inputs(rng)
-        check = check_cni_frame
-    elif target == "stdin":
-        gen = stdin_inputs(rng)
-        check = check_stdin
-    else:
-        raise ValueError(target)
-    for case in itertools.islice(gen, n):
+    make, check = _SYNC_TARGETS[target]
+    for case in itertools.islice(make(rng), n):
         try:
             check(case)
         except Exception as exc:
