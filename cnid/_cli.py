@@ -32,6 +32,16 @@ EXIT_CONFIG = 2
 EXIT_FAILURE = 1
 
 
+class PrintableFormatter(logging.Formatter):
+    """Every log message on one line: control characters a peer put into
+    a message (a newline in a cniVersion, a terminal escape in a pod name)
+    are shown escaped, so no line can be forged. Tracebacks stay as they are."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message, limit=8192)
+        return super().formatMessage(record)
+
+
 def preflight(config: Config) -> None:
     """What the daemon needs from its environment, checked before it starts:
     ConfigError naming the key whose value does not work here."""
@@ -106,11 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     except CnidError as exc:
         print(f"cnid: {describe(exc)}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=level_of(config.logging.level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level_of(config.logging.level), handlers=[handler])
     limit = raise_nofile_limit()
     logging.getLogger("cnid").debug("open files limit %d", limit)
     try:

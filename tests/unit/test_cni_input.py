@@ -68,3 +68,32 @@ async def test_the_cni_server_logs_input_escaped(caplog: pytest.LogCaptureFixtur
         await server.handle_connection(b)
     lines = [r.getMessage() for r in caplog.records]
     assert lines and all("\n" not in line for line in lines)
+
+
+def test_every_daemon_log_line_is_one_line() -> None:
+    from cnid._cli import PrintableFormatter
+
+    formatter = PrintableFormatter("%(levelname)s %(name)s: %(message)s")
+    record = logging.LogRecord(
+        "cnid.cni", logging.WARNING, __file__, 1, "pod %s: %s", ("web\nFORGED", "\x1b[2J"), None
+    )
+    line = formatter.format(record)
+    assert line == "WARNING cnid.cni: pod web\\nFORGED: \\x1b[2J"
+
+
+async def test_a_frame_over_the_cni_limit_is_refused_unread() -> None:
+    import trio
+
+    from cnid._metrics import Metrics
+    from cnid._protocol import HEADER, MAX_FRAME, decode_cni_response
+    from cnid.cni._server import CniServer
+
+    server = CniServer(None, Metrics())  # type: ignore[arg-type]
+    a, b = trio.socket.socketpair()
+    with a, b:
+        await a.send(HEADER.pack(MAX_FRAME))  # 4 MiB announced, none sent
+        with trio.fail_after(2):
+            await server.handle_connection(b)
+        answer = await a.recv(65536)
+    response = decode_cni_response(answer[HEADER.size :])
+    assert response.exit_code == 1 and b'"code":6' in response.stdout.replace(b" ", b"")
