@@ -155,7 +155,8 @@ def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
     if isinstance(route, PrefixRoute):
         if target.kind != "l3vni":
             raise Skip("wrong-vni-kind", f"type-5 route with VNI {route.vni}, an l2vni")
-        if not path.router_mac:
+        if not path.router_mac or path.router_mac == ZERO_MAC:
+            # GoBGP sends a zero router MAC for "none"
             raise Skip("no-router-mac", "type-5 route without a router MAC")
         if not _unicast(path.router_mac):
             raise Skip("bad-router-mac", f"router MAC {path.router_mac} is not a unicast MAC")
@@ -184,7 +185,7 @@ def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
         return (FdbEntry(vni=route.vni, mac=ZERO_MAC, vtep=vtep),)
     if not _unicast(route.mac):
         raise Skip("bad-mac", f"MAC {route.mac} is not a unicast MAC")
-    if path.router_mac and not _unicast(path.router_mac):
+    if path.router_mac not in ("", ZERO_MAC) and not _unicast(path.router_mac):
         raise Skip("bad-router-mac", f"router MAC {path.router_mac} is not a unicast MAC")
     if (target.domain, route.mac.lower()) in view.local_macs:
         raise Skip("local-mac", f"MAC {route.mac} is a pod of this node's")

@@ -96,7 +96,7 @@ def t2(mac: str = "0a:00:00:00:01:01", ip: str = "10.3.0.9", **kw: object) -> Ev
         (t5("10.244.1.0/26", nexthop=ME), "own-route", "VTEP"),
         (t5("10.244.1.0/26", router_mac="ff:ff:ff:ff:ff:ff"), "bad-router-mac", "unicast"),
         (t5("10.244.1.0/26", router_mac="01:00:5e:00:00:01"), "bad-router-mac", "unicast"),
-        (t5("10.244.1.0/26", router_mac="00:00:00:00:00:00"), "bad-router-mac", "unicast"),
+        (t5("10.244.1.0/26", router_mac="00:00:00:00:00:00"), "no-router-mac", "without"),
         (t2(router_mac="ff:ff:ff:ff:ff:ff"), "bad-router-mac", "unicast"),
         (t2(nexthop="127.0.0.1"), "bad-next-hop", "loopback"),
     ],
