@@ -232,9 +232,7 @@ async def _read_payload(sock: trio.socket.SocketType, length: int) -> bytes:
     return bytes(body)
 
 
-async def send_all(
-    sock: trio.socket.SocketType, data: bytes, timeout: float | None = None
-) -> None:
+async def send_all(sock: trio.socket.SocketType, data: bytes, timeout: float | None = None) -> None:
     """Send all of ``data``; trio.TooSlowError when the peer does not take
     it within ``timeout`` (default SEND_TIMEOUT)."""
     view = memoryview(data)
@@ -265,9 +263,6 @@ def claim_path(path: Path) -> None:
         raise ConfigError(f"another daemon is serving {path}")
     finally:
         probe.close()
-
-
-_claim_path = claim_path
 
 
 async def _close_socket(conn: trio.socket.SocketType) -> None:
