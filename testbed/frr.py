@@ -39,6 +39,10 @@ How FRR runs this way (found on Debian 12's frr 8.4.4):
   (the bridge's MAC is the router MAC), ``advertise ipv4 unicast`` under
   ``address-family l2vpn evpn`` of the default instance, and the type-5 RTs
   as ``route-target import/export`` in that same address family.
+* A leaf's zebra.conf has ``zebra zapi-packets 1`` and ``zebra work-queue
+  0`` (``ZEBRA_SERIAL_ZAPI``, ``serial_zapi=False`` leaves them out): FRR
+  8.4 otherwise drops a remote router MAC when a type-5 route's best path
+  moves between reflected copies (tests/host/test_frr_rmac.py).
 * Per-netns sysctl ``net.ipv4.ip_forward=1`` is needed for the leaf to route
   its hosts' traffic onto the L3VNI.
 * VXLAN devices: ``nolearning``, bridge-port ``learning off`` (zebra installs
@@ -88,6 +92,7 @@ from typing import Any
 from .node import netns_add, netns_del, sh
 
 __all__ = [
+    "ZEBRA_SERIAL_ZAPI",
     "FrrError",
     "FrrRouter",
     "Host",
@@ -104,6 +109,22 @@ __all__ = [
 FRR_LIB = Path("/usr/lib/frr")
 RUN_ROOT = Path("/var/run/frr")
 VXLAN_PORT = 4789
+
+# FRR 8.4 leaves: when the best path of an EVPN-imported type-5 route moves
+# to another path (e.g. from one reflector's copy to the other's), bgpd sends
+# zebra a route DELETE then an ADD (bgp_process_main_one: "withdraw the route
+# first to clear the nh neigh and the RMAC entry"). zebra's ADD handler queues
+# the nexthop/RMAC add on its EVPN meta-queue at once, which runs before the
+# queued route DELETE; processing the DELETE then queues the nexthop/RMAC
+# delete, and as the nexthop keeps a *set* of prefixes (no count), that
+# delete empties it: the neighbour and FDB entries of the router MAC go while
+# the route is reinstalled (tests/host/test_frr_rmac.py). Fixed upstream in
+# FRR 10.4 (pull request 18158: refcounts in zebra, no withdraw in bgpd).
+# With one ZAPI message per event and no hold on the RIB work queue, zebra
+# mostly finishes the DELETE (RMAC removed) before it reads the ADD (RMAC
+# added back). A race remains (zebra's socket thread may schedule the ADD
+# while the DELETE is being read): about one move in 30 still lost it here.
+ZEBRA_SERIAL_ZAPI = ("zebra zapi-packets 1", "zebra work-queue 0")
 
 
 class FrrError(RuntimeError):
@@ -187,7 +208,13 @@ class Host:
 class Leaf:
     """The EVPN side of a leaf: its VTEP address (an address the leaf's
     namespace already has), its VNIs, hosts, and extra prefixes to announce
-    as type-5 (``networks``; the hosts' routed prefixes are added)."""
+    as type-5 (``networks``; the hosts' routed prefixes are added).
+
+    ``serial_zapi`` (default on) makes zebra run its RIB work queue after
+    each message from bgpd (``ZEBRA_SERIAL_ZAPI``): without it FRR 8.4's
+    zebra drops a remote VTEP's router MAC (neighbour and FDB entries) when
+    the best path of a type-5 route moves to another copy of the same route
+    (see ``ZEBRA_SERIAL_ZAPI`` and docs/evpn.md, "Known limits")."""
 
     vtep: str
     l2vnis: list[L2Vni] = field(default_factory=list)
@@ -195,6 +222,7 @@ class Leaf:
     hosts: list[Host] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)
     redistribute_connected: bool = False
+    serial_zapi: bool = True
 
 
 def derived_mac(address: str, first: int = 0x02) -> str:
@@ -268,6 +296,8 @@ class FrrRouter:
 
     def zebra_conf(self) -> str:
         lines = [f"hostname {self.name}", "ip forwarding", "!"]
+        if self.leaf is not None and self.leaf.serial_zapi:
+            lines += [*ZEBRA_SERIAL_ZAPI, "!"]
         if self.leaf is not None and self.leaf.l3vni is not None:
             lines += ["vrf default", f" vni {self.leaf.l3vni.vni}", "exit-vrf", "!"]
         return "\n".join(lines) + "\n"
@@ -646,10 +676,12 @@ def evpn_leaf(
     hosts: list[Host] | None = None,
     networks: list[str] | None = None,
     timers: tuple[int, int] = (1, 3),
+    serial_zapi: bool = True,
 ) -> FrrRouter:
     """zebra + bgpd: ``advertise-all-vni`` for the L2VNIs, the L3VNI on the
     default VRF with ``advertise ipv4 unicast``, the hosts' prefixes (and
-    ``networks``) announced, hence type-5 routes."""
+    ``networks``) announced, hence type-5 routes. ``serial_zapi=False``
+    leaves out the FRR 8.4 router-MAC workaround (``ZEBRA_SERIAL_ZAPI``)."""
     return FrrRouter(
         name=name,
         netns=netns,
@@ -662,6 +694,7 @@ def evpn_leaf(
             l3vni=l3vni,
             hosts=list(hosts or []),
             networks=list(networks or []),
+            serial_zapi=serial_zapi,
         ),
         timers=timers,
     )
