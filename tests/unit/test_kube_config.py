@@ -260,3 +260,146 @@ async def test_static_token_and_no_token() -> None:
     async with KubeClient(KubeConfig(server="https://k"), transport=transport) as c:
         await c.get(NODES, "n1")
     assert seen == ["Bearer abc", None]
+
+
+def test_kubeconfig_merged_list_relative_paths_and_token_file(
+    tmp_path: Path, no_cluster_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$KUBECONFIG lists merge as kubectl merges them (the first file to name
+    an entry, and the first current-context, win); file paths are relative to
+    the file naming them; a tokenFile is kept as a file (re-read on rotation)."""
+    ca = trustme.CA()
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    (second / "ca.crt").write_bytes(ca.cert_pem.bytes())
+    (second / "token").write_text("file-token\n")
+    (first / "config").write_text(
+        json.dumps(
+            {
+                "current-context": "ctx",
+                "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+                "clusters": [{"name": "c", "cluster": {"server": "https://first:6443"}}],
+            }
+        )
+    )
+    (second / "config").write_text(
+        json.dumps(
+            {
+                "current-context": "ignored",
+                "clusters": [
+                    {"name": "c", "cluster": {"server": "https://second:6443"}},
+                ],
+                "users": [
+                    {
+                        "name": "u",
+                        "user": {"tokenFile": "token", "certificate-authority": "x"},
+                    }
+                ],
+                "contexts": [{"name": "ignored", "context": {"cluster": "c"}}],
+            }
+        )
+    )
+    (second / "config2").write_text(
+        json.dumps(
+            {
+                "clusters": [
+                    {
+                        "name": "d",
+                        "cluster": {"server": "https://d", "certificate-authority": "ca.crt"},
+                    }
+                ]
+            }
+        )
+    )
+    monkeypatch.setenv(
+        "KUBECONFIG",
+        os.pathsep.join([str(first / "config"), str(tmp_path / "missing"), str(second / "config")]),
+    )
+    cfg = load_config()
+    assert cfg.server == "https://first:6443"
+    assert cfg.token is None and cfg.token_file == str(second / "token")
+    # a relative certificate-authority path is the file's folder's
+    (second / "config2").write_text(
+        json.dumps(
+            {
+                "current-context": "d",
+                "contexts": [{"name": "d", "context": {"cluster": "d"}}],
+                "clusters": [
+                    {
+                        "name": "d",
+                        "cluster": {"server": "https://d", "certificate-authority": "ca.crt"},
+                    }
+                ],
+            }
+        )
+    )
+    assert load_config(str(second / "config2")).ca_file == str(second / "ca.crt")
+
+
+def test_kubeconfig_hostile_shapes_are_config_errors(tmp_path: Path, no_cluster_env: None) -> None:
+    for text in (
+        "[1, 2]",
+        "clusters: 7",
+        '{"current-context": 5}',
+        "current-context: x\ncontexts: []",
+    ):
+        bad = tmp_path / "bad"
+        bad.write_text(text)
+        with pytest.raises(KubeConfigError, match="kubeconfig"):
+            load_config(str(bad))
+
+
+def test_kubeconfig_exec_plugin_goes_through_the_kubernetes_loader(
+    tmp_path: Path, no_cluster_env: None
+) -> None:
+    """A credential plugin is run by the kubernetes package's loader (the
+    only case that imports it)."""
+    credential = {
+        "apiVersion": "client.authentication.k8s.io/v1beta1",
+        "kind": "ExecCredential",
+        "status": {"token": "exec-token"},
+    }
+    path = tmp_path / "config"
+    path.write_text(
+        json.dumps(
+            {
+                "current-context": "x",
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "clusters": [{"name": "c", "cluster": {"server": "https://10.0.0.9:6443"}}],
+                "users": [
+                    {
+                        "name": "u",
+                        "user": {
+                            "exec": {
+                                "apiVersion": "client.authentication.k8s.io/v1beta1",
+                                "command": "echo",
+                                "args": [json.dumps(credential)],
+                            }
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    cfg = load_config(str(path))
+    assert (cfg.server, cfg.token) == ("https://10.0.0.9:6443", "exec-token")
+
+
+def test_a_plain_kubeconfig_does_not_import_the_kubernetes_package(tmp_path: Path) -> None:
+    """The daemon's start under emulation spent a minute importing it."""
+    import subprocess
+    import sys
+
+    path = kubeconfig(tmp_path, trustme.CA())
+    code = (
+        "import sys; from cnid.kube import load_config; "
+        f"cfg = load_config({str(path)!r}); "
+        "assert cfg.token == 'tok-1', cfg; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "[]"
