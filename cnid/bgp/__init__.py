@@ -10,6 +10,8 @@
 * ``_speaker``: the supervised ExaBGP process and announcement sync.
 """
 
+from typing import TYPE_CHECKING
+
 from ._config import BgpOptions, Neighbor, SpeakerConfig, mesh_neighbors, reflector_neighbors
 from ._events import (
     BgpEvent,
@@ -29,7 +31,22 @@ from ._routes import (
     check_path,
     route_type,
 )
-from ._speaker import PeerStatus, Speaker, SpeakerDown, SpeakerEvent, SpeakerUp
+
+if TYPE_CHECKING:
+    from ._speaker import PeerStatus, Speaker, SpeakerDown, SpeakerEvent, SpeakerUp
+
+#: Imported when first asked for: ExaBGP's own process imports this package
+#: for the extension's routes and wire format and needs none of the speaker
+#: (trio, the supervision), which is most of the package's import time.
+_SPEAKER_NAMES = frozenset({"PeerStatus", "Speaker", "SpeakerDown", "SpeakerEvent", "SpeakerUp"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _SPEAKER_NAMES:
+        from . import _speaker
+
+        return getattr(_speaker, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ESI_ZERO",
