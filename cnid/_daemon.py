@@ -191,6 +191,10 @@ class Daemon:
             node=self.node,
             metrics=self.metrics,
             stale_timeout=opts.stale_timeout,
+            service_cidrs=self.config.network.host_settings().service_cidrs,
+            max_prefix=opts.max_prefix,
+            max_prefix_action=opts.max_prefix_action,
+            max_prefix_restart=opts.max_prefix_restart,
         )
         await nursery.start(evpn.run)
         peering = Peering(

@@ -35,6 +35,12 @@ _libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
 _state = threading.local()
 _node_fd: int | None = None
 
+#: Where /proc/sys is: a container with a read-only /proc/sys (no `privileged`)
+#: gets the node's procfs mounted elsewhere (kube/README.md, "Privileges").
+#: A /proc/sys/net file belongs to the namespace of the thread that opens it,
+#: whichever procfs mount it is opened through.
+PROCFS = os.environ.get("CNID_PROCFS", "/proc")
+
 
 class NetnsPoisoned(BaseException):
     """A worker thread could not return to its namespace. Fatal."""
@@ -121,7 +127,7 @@ def write_sysctls(fd: int | None, items: list[tuple[str, str]], missing_ok: bool
             for path, value in items:
                 try:
                     files.append(
-                        (os.open(f"/proc/sys/{path}", os.O_WRONLY | os.O_CLOEXEC), path, value)
+                        (os.open(f"{PROCFS}/sys/{path}", os.O_WRONLY | os.O_CLOEXEC), path, value)
                     )
                 except FileNotFoundError:
                     if missing_ok:
@@ -145,5 +151,5 @@ def write_sysctls(fd: int | None, items: list[tuple[str, str]], missing_ok: bool
 
 def read_sysctl(fd: int | None, path: str) -> str:
     with inside(fd if fd is not None else _node_fd):
-        with open(f"/proc/sys/{path}") as f:
+        with open(f"{PROCFS}/sys/{path}") as f:
             return f.read().strip()
