@@ -46,6 +46,11 @@ def vng_command(command: list[str], memory: str, cpus: int, kernel: str) -> list
         "--user", "root",
         "--overlay-rwdir", str(REPO),
         "--cwd", str(REPO),
+        # QEMU's emulated HPET is the default clocksource, and every clock
+        # read is then a system call and an emulated device access (trio's
+        # loop reads the clock on every pass); the TSC is read in user space.
+        "--append", "clocksource=tsc",
+        "--append", "tsc=reliable",
         "--", script,
     ]  # fmt: skip
 
