@@ -21,7 +21,7 @@ import msgspec
 from ._domains import VniAttachment, VrfDomain
 from ._errors import ConfigError
 from .bgp._config import BgpOptions
-from .dataplane._hostplan import HostSettings
+from .dataplane._hostplan import HostSettings, NodePorts
 
 
 class ApiConfig(msgspec.Struct, frozen=True):
@@ -53,6 +53,13 @@ class NetworkConfig(msgspec.Struct, frozen=True):
     #: The bits of the packet and conntrack marks cnid uses (a domain's VRF
     #: id, shifted into them). Contiguous; never kube-proxy's 0x4000/0x8000.
     fwmark_mask: str = "0xffff0000"
+    #: Tenant-to-node policy (README "Host integration"): pods open no
+    #: connection to the node's own addresses except DNATed ones (Services
+    #: whose endpoint is this node), ICMP and ``node_allow`` (yes/no).
+    node_protect: str = "yes"
+    #: What pods may reach on the node all the same, comma-separated
+    #: ``tcp/53``, ``udp/53``, ``tcp/9100-9102`` (a node-local DNS cache).
+    node_allow: str = ""
 
     def host_settings(self) -> HostSettings:
         """The host integration settings; ConfigError naming a bad value."""
@@ -86,6 +93,8 @@ class NetworkConfig(msgspec.Struct, frozen=True):
             service_cidrs=tuple(cidrs),
             masquerade=flag in ("yes", "true", "1", "on"),
             mark_mask=mask,
+            node_protect=self.node_protect.strip().lower() in _YES,
+            node_allow=tuple(sorted(set(node_ports(self.node_allow) or ()))),
         )
 
 
@@ -186,6 +195,29 @@ _IFNAME = re.compile(r"^[^/:\s]{1,15}$")
 _MAX_SOCKET_PATH = 107
 
 
+_YES = ("yes", "true", "1", "on")
+_FLAGS = (*_YES, "no", "false", "0", "off")
+_NODE_PORTS = re.compile(r"^(tcp|udp|sctp)/(\d{1,5})(?:-(\d{1,5}))?$")
+
+
+def node_ports(value: str) -> list[NodePorts] | None:
+    """``[network] node_allow`` as port ranges; None when it is malformed."""
+    found = []
+    for item in value.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        m = _NODE_PORTS.match(item)
+        if m is None:
+            return None
+        first = int(m.group(2))
+        last = int(m.group(3) or first)
+        if not 1 <= first <= last <= 65535:
+            return None
+        found.append(NodePorts(m.group(1), first, last))
+    return found
+
+
 def _ip_or_empty(value: str) -> bool:
     if not value:
         return True
@@ -231,6 +263,12 @@ _RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ),
     ("network", "mtu_overhead"): (_between(0, 1000), "0..1000"),
     ("network", "state_dir"): (lambda v: v.startswith("/"), "an absolute path"),
+    ("network", "node_protect"): (lambda v: v.strip().lower() in _FLAGS, "yes or no"),
+    ("network", "node_allow"): (
+        lambda v: node_ports(v) is not None,
+        "comma-separated PROTO/PORT or PROTO/FIRST-LAST, PROTO tcp, udp or sctp, "
+        "ports 1..65535 (e.g. udp/53,tcp/53)",
+    ),
     ("default", "vrf"): (_between(1, 2**32 - 1), "1..4294967295"),
     ("default", "table"): (_between(0, 2**32 - 1), "0 (same as vrf) or 1..4294967295"),
     ("default", "vni"): (_between(0, 2**24 - 1), "0 (same as vrf) or 1..16777215"),

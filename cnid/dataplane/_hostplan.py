@@ -22,7 +22,17 @@ Per domain with VRF id ``v`` (1..65535), table ``T``, prefix ``P``:
 * routes in T (``proto 149``, metric LEAK_METRIC: any route the fabric
   announces for the same prefix wins): ``throw`` the service CIDRs,
   ``unreachable P`` (an address of the domain that T lacks never leaves the
-  VRF), ``throw default`` when egress is on.
+  VRF), ``throw default`` when egress is on;
+* tenant-to-node policy (``node_protect``, on by default): in nft's
+  ``input`` hook, what arrives through the domain's VRF device (or, as IPv6
+  neighbour discovery does, on one of its devices) for the node's own
+  addresses passes only when it belongs to a connection the node opened or
+  accepted (probes' replies), was DNATed (kube-proxy: a ClusterIP or
+  NodePort whose endpoint is this node), is addressed to a ClusterIP (IPVS
+  rewrites it after this hook), is ICMP echo, an ICMP error or neighbour
+  discovery, or matches ``node_allow`` (a node-local DNS cache); anything
+  else that would open a connection is dropped. Every domain gets it, a
+  domain limited to probes too.
 """
 
 from __future__ import annotations
@@ -57,10 +67,27 @@ def host_group(vrf: int) -> int:
     return GROUP_BASE | vrf if 1 <= vrf <= 0xFFFF else 0
 
 
+class NodePorts(msgspec.Struct, frozen=True, order=True):
+    """Ports of the node a tenant may open connections to: ``first`` to
+    ``last`` (inclusive) of ``proto`` (tcp, udp or sctp)."""
+
+    proto: str
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        ports = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+        return f"{self.proto}/{ports}"
+
+
 class HostSettings(msgspec.Struct, frozen=True):
     service_cidrs: tuple[str, ...] = ("10.96.0.0/12",)
     masquerade: bool = True
     mark_mask: int = 0xFFFF0000
+    #: tenant-to-node policy: tenants open no connection to the node's own
+    #: addresses beyond the DNATed ones, ICMP and ``node_allow``
+    node_protect: bool = True
+    node_allow: tuple[NodePorts, ...] = ()
 
     @property
     def shift(self) -> int:
@@ -204,6 +231,8 @@ def plan(domains: list[HostDomain], policies: list[HostPolicy], settings: HostSe
                 continue
             rules.add(rule)
     nft = _base_chains(domains, marks, groups, settings, chains)
+    if settings.node_protect:
+        nft += _node_chains(domains[: MAX_RANK + 1], settings)
     return HostPlan(
         rules=tuple(sorted(rules, key=_rule_key)),
         routes=routes,
@@ -345,3 +374,52 @@ def _base_chains(
             + "\n"
         )
     return "".join(out)
+
+
+#: ICMP a tenant may send the node unasked: echo (ping the gateway) and
+#: errors (path MTU discovery); IPv6 adds neighbour and multicast listener
+#: discovery, which the kernel delivers on the pod's device, not the VRF's.
+ICMP_ALLOWED = "echo-request, destination-unreachable, time-exceeded, parameter-problem"
+ICMPV6_ALLOWED = (
+    "echo-request, destination-unreachable, packet-too-big, time-exceeded, "
+    "parameter-problem, nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, "
+    "mld-listener-report, mld2-listener-report"
+)
+
+
+def _node_chains(domains: list[HostDomain], s: HostSettings) -> str:
+    """The tenant-to-node policy: a chain that lets through what a tenant
+    may send the node's own addresses and drops the rest, entered from the
+    ``input`` hook for packets of our VRF devices and domain groups."""
+    if not domains:
+        return ""
+    lines = [
+        "\tchain from-tenants {",
+        '\t\tcomment "tenant-to-node policy: what pods may send the node\'s own addresses"',
+        "\t\tct state established,related return",
+        "\t\tct status dnat return",
+    ]
+    for fam, ip in ((socket.AF_INET, "ip"), (socket.AF_INET6, "ip6")):
+        svcs = sorted({_net(c) for c in s.service_cidrs if _family(c) == fam})
+        if svcs:
+            lines.append(f"\t\t{ip} daddr {{ {', '.join(svcs)} }} return")
+    lines.append(f"\t\ticmp type {{ {ICMP_ALLOWED} }} return")
+    lines.append(f"\t\ticmpv6 type {{ {ICMPV6_ALLOWED} }} return")
+    for proto in ("tcp", "udp", "sctp"):
+        ports = [
+            str(p.first) if p.first == p.last else f"{p.first}-{p.last}"
+            for p in sorted(set(s.node_allow))
+            if p.proto == proto
+        ]
+        if ports:
+            lines.append(f"\t\t{proto} dport {{ {', '.join(ports)} }} return")
+    lines += ["\t\tdrop", "\t}"]
+    devices = ", ".join(f'"vrf-{v}"' for v in sorted({d.vrf for d in domains}))
+    lines += [
+        "\tchain input {",
+        "\t\ttype filter hook input priority filter; policy accept;",
+        f"\t\tiifname {{ {devices} }} goto from-tenants",
+        f"\t\tmeta iifgroup & {_hex(GROUP_MASK)} == {_hex(GROUP_BASE)} goto from-tenants",
+        "\t}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -5,14 +5,16 @@ namespace of the test's own (``set_node_netns``)."""
 from __future__ import annotations
 
 import socket
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from cnid.dataplane import set_node_netns
 from cnid.dataplane._hostpath import HostState, apply_host
-from cnid.dataplane._hostplan import HostDomain, HostSettings, plan
-from cnid.dataplane._nft import flush_conntrack, list_table
+from cnid.dataplane._hostplan import HostDomain, HostSettings, NodePorts, plan
+from cnid.dataplane._nft import apply_table, flush_conntrack, list_table
 from cnid.dataplane._rules import FR_ACT_UNREACHABLE, FibRule, apply_rules, dump_rules
 from testbed.netns import Netns, netns
 
@@ -145,3 +147,86 @@ async def test_hundreds_of_domains_in_one_plan(node: Netns) -> None:
     await apply_host(plan([], [], SETTINGS), state, SETTINGS.mark_mask)
     assert await dump_rules() == []
     assert node.ip("route", "show", "table", "1299") == ""
+
+
+LISTEN = r"""
+import socket, sys, threading
+def serve(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(16)
+    while True:
+        c, peer = s.accept(); c.sendall(f"{port} {peer[0]}\n".encode()); c.close()
+ports = [int(p) for p in sys.argv[1:]]
+for p in ports[1:]:
+    threading.Thread(target=serve, args=(p,), daemon=True).start()
+serve(ports[0])
+"""
+CONNECT = r"""
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)
+    print(s.recv(100).decode().strip())
+except OSError as exc:
+    print(f"FAIL {exc}")
+"""
+
+
+def _ask(ns: Netns, host: str, port: int) -> str:
+    return ns.run(sys.executable, "-I", "-S", "-c", CONNECT, host, str(port)).stdout.strip()
+
+
+def _wait_listening(ns: Netns, port: int) -> None:
+    for _ in range(100):
+        if f":{port} " in ns.run("ss", "-Hltn").stdout:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+async def test_tenants_reach_only_what_the_node_allows_them(node: Netns) -> None:
+    """The tenant-to-node policy on the host kernel: without a VRF device the
+    pod's packets arrive on its veth, whose domain group sends them through
+    the same chain as the VRF device's name would."""
+    with netns("hostpod") as pod:
+        node.ip("link", "add", "pv0", "group", str(0x0C1D002A), "type", "veth",
+                "peer", "name", "eth0", "netns", pod.name)  # fmt: skip
+        node.ip("addr", "add", "10.244.0.1/26", "dev", "pv0")
+        node.ip("link", "set", "pv0", "up")
+        pod.ip("addr", "add", "10.244.0.2/26", "dev", "eth0")
+        pod.ip("link", "set", "eth0", "up")
+        pod.ip("route", "add", "default", "via", "10.244.0.1")
+        servers = [
+            node.spawn(sys.executable, "-I", "-S", "-c", LISTEN, "7000", "5353", "6443"),
+            pod.spawn(sys.executable, "-I", "-S", "-c", LISTEN, "8080"),
+        ]
+        try:
+            # kube-proxy's part: a ClusterIP whose endpoint is the node itself
+            node.run("nft", "add", "table", "ip", "kp")
+            node.run("nft", "add", "chain", "ip", "kp", "pre",
+                     "{ type nat hook prerouting priority dstnat; }")  # fmt: skip
+            node.run("nft", "add", "rule", "ip", "kp", "pre", "ip", "daddr", "10.96.0.1",
+                     "tcp", "dport", "443", "dnat", "to", "10.244.0.1:6443")  # fmt: skip
+            _wait_listening(node, 6443)
+            _wait_listening(pod, 8080)
+            # before any plan: the node's listeners answer the pod
+            assert _ask(pod, "10.244.0.1", 7000) == "7000 10.244.0.2"
+            settings = HostSettings(node_allow=(NodePorts("tcp", 5353, 5353),))
+            await apply_table(plan([V42], [], settings).nft)
+            assert _ask(pod, "10.244.0.1", 7000).startswith("FAIL")  # dropped: a timeout
+            assert _ask(pod, "10.244.0.1", 5353) == "5353 10.244.0.2"  # node_allow
+            assert _ask(pod, "10.96.0.1", 443) == "6443 10.244.0.2"  # DNATed to the node
+            assert pod.run("ping", "-c1", "-W2", "10.244.0.1", check=False).returncode == 0
+            # a probe: the node opens the connection, the pod's answers come back
+            assert _ask(node, "10.244.0.2", 8080) == "8080 10.244.0.1"
+            # a device outside every domain is not concerned
+            node.ip("link", "set", "pv0", "group", "default")
+            assert _ask(pod, "10.244.0.1", 7000) == "7000 10.244.0.2"
+            node.ip("link", "set", "pv0", "group", str(0x0C1D002A))
+            assert _ask(pod, "10.244.0.1", 7000).startswith("FAIL")
+            # node_protect = no
+            await apply_table(plan([V42], [], HostSettings(node_protect=False)).nft)
+            assert _ask(pod, "10.244.0.1", 7000) == "7000 10.244.0.2"
+        finally:
+            for proc in servers:
+                proc.kill()
+                proc.wait()

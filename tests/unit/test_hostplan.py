@@ -17,6 +17,7 @@ from cnid.dataplane._hostplan import (
     HostDomain,
     HostPolicy,
     HostSettings,
+    NodePorts,
     PolicyMatch,
     host_group,
     plan,
@@ -61,7 +62,8 @@ def test_a_vrf_id_too_big_for_the_mark_gets_probes_only() -> None:
     big = HostDomain("big", 70000, 70000, "10.9.0.0/16", ("10.9.0.0/26",))
     p = plan([big], [], S)
     assert "probes only" in p.problems["big"]
-    assert not p.nft and not p.marks and host_group(70000) == 0
+    assert "zone-" not in p.nft and not p.marks and host_group(70000) == 0
+    assert 'iifname { "vrf-70000" } goto from-tenants' in p.nft  # still kept off the node
     assert {r.action for r in p.rules if r.src} == {FR_ACT_UNREACHABLE}
     assert [r.kind for r in p.routes[70000]] == ["unreachable"]
 
@@ -84,6 +86,12 @@ def test_egress_off_keeps_services() -> None:
         ("fwmark_mask = 0xff00ff00", "one run"),
         ("service_cidr = 10.96.0.1/12", "service_cidr"),
         ("masquerade = perhaps", "masquerade"),
+        ("node_protect = perhaps", "node_protect = 'perhaps': allowed yes or no"),
+        ("node_allow = tcp/0", "node_allow = 'tcp/0': allowed"),
+        ("node_allow = udp/53,icmp/8", "node_allow"),
+        ("node_allow = tcp/90-80", "node_allow"),
+        ("node_allow = tcp/70000", "node_allow"),
+        ("node_allow = 53", "node_allow"),
     ],
 )
 def test_bad_host_settings_are_refused(ini: str, word: str) -> None:
@@ -96,6 +104,50 @@ def test_host_settings_from_server_ini() -> None:
     s = cfg.network.host_settings()
     assert s.service_cidrs == ("10.96.0.0/12", "fd00:96::/112") and not s.masquerade
     assert parse_config("").network.host_settings() == HostSettings()
+    cfg = parse_config("[network]\nnode_protect = no\nnode_allow = UDP/53, tcp/53,tcp/9100-9102\n")
+    s = cfg.network.host_settings()
+    assert not s.node_protect and HostSettings().node_protect
+    assert s.node_allow == (
+        NodePorts("tcp", 53, 53),
+        NodePorts("tcp", 9100, 9102),
+        NodePorts("udp", 53, 53),
+    )
+    assert [str(p) for p in s.node_allow] == ["tcp/53", "tcp/9100-9102", "udp/53"]
+
+
+def _chain(nft: str, name: str) -> list[str]:
+    body = nft.split(f"\tchain {name} {{\n", 1)[1].split("\t}", 1)[0]
+    return [line.strip() for line in body.splitlines()]
+
+
+def test_tenants_open_no_connection_to_the_node_by_default() -> None:
+    allow = (NodePorts("udp", 53, 53), NodePorts("tcp", 53, 53), NodePorts("tcp", 9100, 9102))
+    s = HostSettings(service_cidrs=("10.96.0.0/12", "fd00:96::/112"), node_allow=allow)
+    nft = plan([B, A], [], s).nft
+    assert _chain(nft, "input") == [
+        "type filter hook input priority filter; policy accept;",
+        'iifname { "vrf-42", "vrf-300" } goto from-tenants',
+        "meta iifgroup & 0xffff0000 == 0x0c1d0000 goto from-tenants",
+    ]
+    rules = _chain(nft, "from-tenants")
+    # replies to what the node opened (probes) and kube-proxy's DNAT pass first
+    assert rules[1:3] == ["ct state established,related return", "ct status dnat return"]
+    assert "ip daddr { 10.96.0.0/12 } return" in rules
+    assert "ip6 daddr { fd00:96::/112 } return" in rules
+    assert any(r.startswith("icmp type { echo-request, destination-unreachable") for r in rules)
+    assert any("nd-neighbor-solicit" in r for r in rules if r.startswith("icmpv6 type"))
+    assert "tcp dport { 53, 9100-9102 } return" in rules
+    assert "udp dport { 53 } return" in rules
+    assert rules[-1] == "drop"
+    # without an allow list: no port passes
+    bare = _chain(plan([A], [], S).nft, "from-tenants")
+    assert not [r for r in bare if "dport" in r] and bare[-1] == "drop"
+
+
+def test_the_node_policy_can_be_turned_off_and_needs_domains() -> None:
+    off = plan([A], [], HostSettings(node_protect=False)).nft
+    assert "from-tenants" not in off and "hook input" not in off and "zone-42" in off
+    assert plan([], [], S).nft == ""
 
 
 def _policy(*matches: PolicyMatchSpec, domain: str = "vrf-200") -> VRFRoutingPolicy:
