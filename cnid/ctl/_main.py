@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import socket
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._errors import CnidError
 from .._protocol import (
@@ -103,22 +105,46 @@ def ctl_request(argv: list[str]) -> tuple[str, dict[str, str]]:
     return _request(_parser().parse_args(argv))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+class Outcome(NamedTuple):
+    """What cnictl would exit with and print."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(argv: list[str]) -> Outcome:
+    """cnictl with the command line ``argv``, without printing: what ``main``
+    prints and its exit status (2 for a command line argparse refuses).
+    Test beds call it in their own process: under the VM tier's emulation an
+    interpreter start costs seconds."""
+    parser = _parser()
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return Outcome(exc.code if isinstance(exc.code, int) else 2, "", errors.getvalue())
     command, call_args = _request(args)
     try:
         response = query(args.socket, command, call_args)
     except (OSError, CnidError) as exc:
         msg = exc.msg if isinstance(exc, CnidError) else str(exc)
-        print(f"cnictl: cannot reach the daemon at {args.socket}: {msg}", file=sys.stderr)
-        return 2
+        return Outcome(2, "", f"cnictl: cannot reach the daemon at {args.socket}: {msg}\n")
     if not response.ok:
-        print(f"cnictl: {response.error}", file=sys.stderr)
-        return 1
+        return Outcome(1, "", f"cnictl: {response.error}\n")
     data: Any = response.data
     if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True))
-    else:
-        view = "ipam-allocations" if getattr(args, "allocations", False) else command
-        print(render(view, data))
-    return 0
+        return Outcome(0, json.dumps(data, indent=2, sort_keys=True) + "\n", "")
+    view = "ipam-allocations" if getattr(args, "allocations", False) else command
+    return Outcome(0, render(view, data) + "\n", "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help") or "-h" in args or "--help" in args:
+        _parser().parse_args(args)  # argparse prints its help (or usage) and exits
+    outcome = run(args)
+    sys.stdout.write(outcome.stdout)
+    sys.stderr.write(outcome.stderr)
+    return outcome.returncode

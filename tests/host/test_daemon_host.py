@@ -79,6 +79,24 @@ def test_cnictl_status_shows_components(node: CnidNode) -> None:
     assert "ready:   no" in table and "vrf-42" in table
 
 
+def test_the_cnictl_script_prints_what_the_in_process_call_returns(node: CnidNode) -> None:
+    """The installed entry point, as an operator runs it: the same exit
+    status and output as ``CnidNode.cnictl`` (cnictl's code in-process)."""
+    for args in (["status"], ["--json", "ipam"], ["bogus"]):
+        script = subprocess.run(
+            [str(VENV_BIN / "cnictl"), "--socket", node.ctl_socket, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        inproc = node.cnictl(*args)
+        assert script.returncode == inproc.returncode, args
+        assert script.stderr == inproc.stderr, args
+        if args[0] != "status":  # status shows uptimes
+            assert script.stdout == inproc.stdout, args
+    assert subprocess.run([str(VENV_BIN / "cnictl"), "--help"], capture_output=True).returncode == 0
+
+
 def test_status_is_not_available(node: CnidNode) -> None:
     err = error_of(node.plugin("STATUS"))
     assert err["code"] == 50
