@@ -85,6 +85,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -593,6 +594,82 @@ class FrrRouter:
     def evpn_json(self) -> Any:
         """``show bgp l2vpn evpn json`` as FRR gives it."""
         return self.vtysh_json("show bgp l2vpn evpn json")
+
+    def l3vni_kernel(self, vni: int) -> dict[str, dict[str, Any]]:
+        """What this leaf's kernel holds for L3VNI ``vni``, per remote VTEP:
+        the prefixes routed to it (on ``br<vni>``), whether its neighbour
+        entry there has a router MAC ("resolved", else "none (STATE)"), and
+        whether ``vxlan<vni>``'s FDB sends that MAC to it ("to this VTEP").
+        zebra's work; FRR 8.4 can lose the last two (``ZEBRA_SERIAL_ZAPI``)."""
+
+        def read(*cmd: str) -> list[dict[str, Any]]:
+            data = json.loads(self.run(*cmd, check=False) or "[]")
+            return [e for e in data if isinstance(e, dict)] if isinstance(data, list) else []
+
+        per: dict[str, dict[str, Any]] = {}
+        for route in read("ip", "-j", "route", "show", "dev", f"br{vni}"):
+            if route.get("gateway"):
+                entry = per.setdefault(
+                    route["gateway"], {"prefixes": [], "router-mac": "none", "fdb": "none"}
+                )
+                entry["prefixes"].append(route.get("dst"))
+        fdb = {
+            e["mac"]: e["dst"]
+            for e in read("bridge", "-j", "fdb", "show", "dev", f"vxlan{vni}")
+            if e.get("dst") and e.get("mac")
+        }
+        for n in read("ip", "-j", "neigh", "show", "dev", f"br{vni}"):
+            entry = per.get(n.get("dst", ""))
+            if entry is None:
+                continue
+            state = {str(x) for x in n.get("state", [])}
+            mac = n.get("lladdr")
+            if mac and not state & {"INCOMPLETE", "FAILED"}:
+                entry["router-mac"] = "resolved"
+                entry["fdb"] = (
+                    "to this VTEP" if fdb.get(mac) == n["dst"] else f"{mac}: {fdb.get(mac)}"
+                )
+            else:
+                entry["router-mac"] = f"none ({' '.join(sorted(state)) or 'no address'})"
+        return per
+
+    def wait_l3vni_kernel(
+        self,
+        vni: int,
+        prefixes: dict[str, list[str]],
+        timeout: float = 30.0,
+        heals: int = 2,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        """Wait until this leaf's kernel routes each VTEP's ``prefixes`` on
+        L3VNI ``vni`` with its router MAC resolved. FRR 8.4 can lose a
+        router MAC for good when a route's best path moves between two
+        reflected copies (docs/evpn.md, "Known limits"; ``ZEBRA_SERIAL_ZAPI``
+        makes it rare, not impossible): then its BGP sessions are cleared, as
+        that page tells an operator, at most ``heals`` times, saying so."""
+        from .jsoncmp import wait_for
+
+        want = {
+            vtep: {"prefixes": p, "router-mac": "resolved", "fdb": "to this VTEP"}
+            for vtep, p in prefixes.items()
+        }
+        for attempt in range(heals + 1):
+            try:
+                wait_for(f"{self.name}'s kernel (L3VNI {vni})", lambda: self.l3vni_kernel(vni),
+                         want, timeout, 1.0)  # fmt: skip
+                return
+            except AssertionError:
+                now = self.l3vni_kernel(vni)
+                lost = [v for v in want if now.get(v, {}).get("prefixes")
+                        and now[v]["router-mac"] != "resolved"]  # fmt: skip
+                if not lost or attempt == heals:
+                    raise
+                say(
+                    f"{self.name} (FRR 8.4) lost the router MAC of VTEP {', '.join(lost)} "
+                    f"(docs/evpn.md, Known limits): clearing its BGP sessions "
+                    f"({attempt + 1} of {heals})"
+                )
+                self.vtysh("clear bgp *")
 
     def evpn_routes(self) -> list[dict[str, Any]]:
         """Every path of the EVPN table, flattened (see ``flatten_evpn``);

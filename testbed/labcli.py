@@ -90,7 +90,8 @@ def demo(lab: ClusterLab) -> bool:
         pods = start_pods(lab)
         p.detail(f"{len(pods)} pods")
     with p.step(
-        "EVPN convergence: every remote block, type-5 and type-2 route programmed", "converge"
+        "EVPN convergence: every remote block, type-5 and type-2 route in every router's kernel",
+        "converge",
     ):
         wait_converged(lab, pods)
     with p.step("ping matrix: every pod and host pings every other", "matrix"):

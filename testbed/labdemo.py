@@ -16,8 +16,10 @@ from __future__ import annotations
 import concurrent.futures
 import ipaddress
 import json
+import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import seeds
@@ -235,13 +237,19 @@ def converged_probe(lab: ClusterLab, pods: list[Pod]) -> tuple[Callable[[], Any]
             per["type-2"] = type2
         want[node] = per
     leaf_want: list[dict[str, Any]] = []
+    kernel_want: dict[str, Any] = {}
     if leaf is not None and served is not None:
         vni = int(leaf.label("l3vni"))
-        leaf_want = [
-            {"type": 5, "prefix": b["spec"]["cidr"], "vni": vni}
-            for b in blocks
-            if int(b["spec"]["vrf"]) == domains.get(served, -1)
-        ]
+        served_blocks = [b for b in blocks if int(b["spec"]["vrf"]) == domains.get(served, -1)]
+        leaf_want = [{"type": 5, "prefix": b["spec"]["cidr"], "vni": vni} for b in served_blocks]
+        addresses = {n.name: n.address for n in lab.topo.role("node")}
+        for b in served_blocks:
+            vtep = addresses[b["spec"]["node"]]
+            entry = kernel_want.setdefault(
+                vtep, {"prefixes": [], "router-mac": "resolved", "fdb": "to this VTEP"}
+            )
+            entry["prefixes"].append(b["spec"]["cidr"])
+    hosts = {h.name: {"default via": h.label("gateway")} for h in lab.topo.role("host")}
 
     def probe() -> Any:
         out: dict[str, Any] = {}
@@ -253,19 +261,51 @@ def converged_probe(lab: ClusterLab, pods: list[Pod]) -> tuple[Callable[[], Any]
                 else:
                     per[name] = lab.ctl(node, "vrf", "routes", name)
             out[node] = per
-        if leaf_want:
-            out["leaf"] = lab.routers[leaf.name].evpn_routes() if leaf else []
+        if leaf_want and leaf is not None:
+            out["leaf"] = lab.routers[leaf.name].evpn_routes()
+            out["leaf kernel"] = lab.routers[leaf.name].l3vni_kernel(int(leaf.label("l3vni")))
+        out["hosts"] = {name: host_routes(lab, name) for name in hosts}
         return out
 
     expected: dict[str, Any] = dict(want)
     if leaf_want:
         expected["leaf"] = leaf_want
+        expected["leaf kernel"] = kernel_want
+    expected["hosts"] = hosts
     return probe, expected
 
 
-def wait_converged(lab: ClusterLab, pods: list[Pod], timeout: float = TIMEOUT) -> None:
+def host_routes(lab: ClusterLab, host: str) -> dict[str, Any]:
+    """A host behind the fabric: its default route's gateway."""
+    out = sh("ip", "-j", "route", "show", "default", ns=lab.namespaces[host], check=False)
+    routes = json.loads(out.stdout or "[]")
+    return {"default via": routes[0].get("gateway") if routes else None}
+
+
+def wait_converged(
+    lab: ClusterLab, pods: list[Pod], timeout: float = TIMEOUT, out: Any = None
+) -> None:
+    """Every router's view converged: each node's VRFs and EVPN table, the
+    FRR leaf's EVPN table and kernel (routes, the router MACs' neighbour
+    and FDB entries: ``FrrRouter.wait_l3vni_kernel``, which also deals with
+    FRR 8.4's lost router MACs), the hosts' routes."""
     probe, expected = converged_probe(lab, pods)
+    kernel = expected.pop("leaf kernel", None)
     wait_for("the EVPN routes of every block and pod, everywhere", probe, expected, timeout, 1.0)
+    if kernel is None:
+        return
+    leaf = lab.topo.role("leaf")[0]
+    stream = out or sys.stdout
+
+    def say(text: str) -> None:
+        print(f"      {text}", file=stream, flush=True)
+
+    lab.routers[leaf.name].wait_l3vni_kernel(
+        int(leaf.label("l3vni")),
+        {vtep: entry["prefixes"] for vtep, entry in kernel.items()},
+        timeout=30.0,
+        say=say,
+    )
 
 
 # -- the ping matrix ------------------------------------------------------------------------
@@ -290,6 +330,8 @@ class Endpoint:
 class MatrixResult:
     endpoints: list[Endpoint]
     reached: dict[tuple[int, int], bool]
+    #: For each pair not as expected: what the kernels on its way hold.
+    why: dict[tuple[int, int], list[str]] = field(default_factory=dict)
 
     def expected(self, i: int, j: int) -> bool:
         src, dst = self.endpoints[i], self.endpoints[j]
@@ -350,8 +392,15 @@ def endpoints(lab: ClusterLab, pods: list[Pod]) -> list[Endpoint]:
     return out
 
 
-def ping_matrix(lab: ClusterLab, pods: list[Pod], workers: int = 12) -> MatrixResult:
-    """Every endpoint pings every other (in parallel: ``workers`` at once)."""
+def ping_matrix(
+    lab: ClusterLab,
+    pods: list[Pod],
+    workers: int = 12,
+    retries: int = 3,
+    retry_wait: float = 2.0,
+) -> MatrixResult:
+    """Every endpoint pings every other (in parallel: ``workers`` at once);
+    a pair not as expected says why (``MatrixResult.why``)."""
     eps = endpoints(lab, pods)
     pairs = [(i, j) for i in range(len(eps)) for j in range(len(eps)) if i != j]
 
@@ -362,11 +411,45 @@ def ping_matrix(lab: ClusterLab, pods: list[Pod], workers: int = 12) -> MatrixRe
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         reached = dict(pool.map(one, pairs))
     result = MatrixResult(eps, reached)
-    # a reply missing where one is expected: asked once more (a first
-    # packet can wait for a neighbour entry)
-    for i, j in [(i, j) for (i, j), got in reached.items() if not got and result.expected(i, j)]:
-        result.reached[(i, j)] = ping(eps[i].netns, eps[j].ip, count=5)
+    # A reply missing where one is expected is asked again, a bounded number
+    # of times (a first packet can wait for a neighbour entry, a route can
+    # still be on its way); an unexpected reply is final (isolation broken).
+    for _ in range(retries):
+        missing = [
+            (i, j) for (i, j), got in result.reached.items() if not got and result.expected(i, j)
+        ]
+        if not missing:
+            break
+        time.sleep(retry_wait)
+        for i, j in missing:
+            result.reached[(i, j)] = ping(eps[i].netns, eps[j].ip, count=5)
+    for (i, j), got in result.reached.items():
+        if got != result.expected(i, j):
+            result.why[(i, j)] = diagnose(lab, eps[i], eps[j])
     return result
+
+
+def diagnose(lab: ClusterLab, src: Endpoint, dst: Endpoint) -> list[str]:
+    """What the kernels on the way from ``src`` to ``dst`` hold for it: each
+    end's route to the other (a node's in its tenant's VRF), and where a
+    host behind the leaf is involved, the leaf's entries for the node."""
+    lines: list[str] = []
+    leaves = lab.topo.role("leaf")
+    for a, b in ((src, dst), (dst, src)):
+        if a.where == "fabric":
+            if leaves:
+                node = next((n for n in lab.topo.role("node") if n.name == b.where), None)
+                kernel = lab.routers[leaves[0].name].l3vni_kernel(int(leaves[0].label("l3vni")))
+                view = kernel.get(node.address if node else "", "nothing")
+                lines.append(f"leaf {leaves[0].name}: for {b.where}'s VTEP: {view}")
+            continue
+        out = sh(
+            "ip", "-j", "route", "get", b.ip, "vrf", a.tenant,
+            ns=lab.namespaces[a.where], check=False,
+        )  # fmt: skip
+        got = out.stdout.strip() or out.stderr.strip()
+        lines.append(f"{a.where} ({a.tenant}): route to {b.ip}: {got}")
+    return lines
 
 
 LEGEND = (
@@ -505,6 +588,11 @@ def print_summary(lab: ClusterLab, pods: list[Pod], matrix: MatrixResult | None,
             else f"NOT as expected: {len(matrix.mismatches)} of {len(matrix.reached)} pings"
         )
         section(f"Ping matrix ({verdict})", matrix.render() + "\n\n" + LEGEND)
-        for src, dst, got in matrix.mismatches:
+        for (i, j), got in sorted(matrix.reached.items()):
+            if got == matrix.expected(i, j):
+                continue
+            src, dst = matrix.endpoints[i], matrix.endpoints[j]
             what = "replied (a leak)" if got else "got no reply"
             print(f"   {src.label} -> {dst.label} ({dst.ip}) {what}", file=out)
+            for line in matrix.why.get((i, j), []):
+                print(f"      {line}", file=out)
