@@ -697,18 +697,11 @@ def granted(role: Obj) -> set[tuple[str, str, str]]:
     return out
 
 
-#: Declared by cnid.kube (its client tests use it) but read by no production
-#: code: the MD5 password is a Secret the kubelet mounts as a file.
-UNUSED_BY_THE_DAEMON = {("", "secrets")}
-
-
 def test_rbac_grants_exactly_what_cnid_kube_declares() -> None:
     from cnid.kube import RESOURCE_TYPES
 
     declared = set()
     for rt in RESOURCE_TYPES:
-        if (rt.group, rt.plural) in UNUSED_BY_THE_DAEMON:
-            continue
         declared |= {(rt.group, rt.plural, v) for v in rt.verbs}
         declared |= {(rt.group, f"{rt.plural}/status", v) for v in rt.status_verbs}
     assert declared
