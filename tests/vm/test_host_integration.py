@@ -11,8 +11,11 @@ the LAN's router:
                c300 10.244.0.2                  (vrf-300, namespace twin: vrf-42's prefix)
 
 ``out`` has no route to any pod prefix: an answer reaching a pod proves the
-source NAT. Every server answers with the address and port it saw and its
-own name, so a test knows who answered whom.
+source NAT. ha's root namespace serves on 0.0.0.0 too (the node's own
+services: 7100 closed to tenants, 7101 in ``node_allow``, 7102 the endpoint
+of ClusterIP 10.96.0.13, as an API server on a control-plane node). Every
+server answers with the address and port it saw and its own name, so a test
+knows who answered whom.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ except OSError as exc:
 PORT = 7000
 OUT = "203.0.113.10"
 NODE = "192.168.77.11"
+#: the node's own listeners: closed to tenants, allowed, a ClusterIP's endpoint
+NODE_PORTS = (7100, 7101, 7102)
 
 TWIN_DOMAIN = seeds.VRFDOMAIN.replace("200", "300").replace("10.1.0.0", "10.244.0.0")
 TWIN_BINDING = seeds.VRFDOMAINBINDING.replace("test02", "twin").replace("vrf-200", "vrf-300")
@@ -82,6 +87,7 @@ table ip kubeproxy-sim {{
         ip daddr 10.96.0.10 tcp dport 80 dnat to {OUT}:{PORT}
         ip daddr 10.96.0.11 tcp dport 80 dnat to 10.244.0.3:{PORT}
         ip daddr 10.96.0.12 tcp dport 80 dnat to 10.1.0.3:{PORT}
+        ip daddr 10.96.0.13 tcp dport 80 dnat to {NODE}:{NODE_PORTS[2]}
     }}
 }}
 """
@@ -98,9 +104,9 @@ class Lab:
     def pod_ns(self, pod: str) -> str:
         return f"{self.node.netns}-{pod}"
 
-    def serve(self, ns: str, name: str) -> None:
+    def serve(self, ns: str, name: str, port: int = PORT) -> None:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, PY, "-I", "-S", "-c", SERVER, name, str(PORT)],
+            ["ip", "netns", "exec", ns, PY, "-I", "-S", "-c", SERVER, name, str(port)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -146,6 +152,9 @@ def lab(cnid_plugin: Path) -> Iterator[Lab]:
         for ns in ("default", "test02", "twin"):
             k.add_namespace(ns)
         node = c.add_node("ha", 1, start=False)
+        ini = node.workdir / "server.ini"
+        allow = f"[network]\nnode_allow = tcp/{NODE_PORTS[1]}\n"
+        ini.write_text(ini.read_text().replace("[network]\n", allow, 1))
         node.start(wait=600)  # other VMs may share the machine's two cores
         wait_for("the default domain", lambda: k.get("vrfdomains", "vrf-42"))
         k.apply_yaml(seeds.VRFDOMAIN)
@@ -174,6 +183,8 @@ def lab(cnid_plugin: Path) -> Iterator[Lab]:
         lab.serve(out, "outside")
         for pod in lab.addresses:
             lab.serve(lab.pod_ns(pod), pod)
+        for port in NODE_PORTS:
+            lab.serve(node.netns, "node", port)
         subprocess.run(
             ["ip", "netns", "exec", node.netns, "nft", "-f", "-"],
             input=KUBE_PROXY, text=True, check=True,
@@ -284,6 +295,32 @@ def test_one_tenant_never_reaches_another(lab: Lab) -> None:
     # ... and the tenants' own paths still work (the failures are isolation)
     assert lab.ask(a42, "10.244.0.3").startswith("a42b 10.244.0.2:")
     assert lab.ask(b200, "10.1.0.3").startswith("b200b 10.1.0.2:")
+
+
+# -- tenant-to-node policy --------------------------------------------------------
+
+
+def test_tenants_reach_only_what_the_node_allows_them(lab: Lab) -> None:
+    node, a42, b200 = lab.node, lab.pod_ns("a42"), lab.pod_ns("b200")
+    closed, allowed, _ = NODE_PORTS
+    for port in NODE_PORTS:  # the node's services listen on 0.0.0.0
+        wait_for(f"the node serving {port}",
+                 lambda p=port: lab.ask(node.netns, NODE, port=p).startswith("node "),
+                 timeout=60)  # fmt: skip
+    # closed: at the pod's gateway (through the VRF) and at the node's address
+    assert lab.ask(a42, "10.244.0.1", port=closed).startswith("FAIL")
+    assert lab.ask(a42, NODE, port=closed).startswith("FAIL")
+    assert lab.ask(b200, "10.1.0.1", port=closed).startswith("FAIL")
+    # [network] node_allow
+    assert lab.ask(a42, "10.244.0.1", port=allowed).startswith("node 10.244.0.2:")
+    assert lab.ask(b200, NODE, port=allowed).startswith("node 10.1.0.2:")
+    # a ClusterIP whose endpoint is the node itself: DNATed, so it passes
+    assert lab.ask(a42, "10.96.0.13", port=80).startswith("node 10.244.0.2:")
+    assert lab.ask(b200, "10.96.0.13", port=80).startswith("node 10.1.0.2:")
+    # ping (ICMP echo) still answers; probes are the node's own connections
+    assert node.ping(a42, "10.244.0.1", 1)
+    assert lab.ask(node.netns, "10.1.0.2").startswith("b200 10.1.0.1:")
+    assert "tcp dport 7101 return" in our_table(node)
 
 
 # -- VRFRoutingPolicy --------------------------------------------------------
