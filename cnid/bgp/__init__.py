@@ -48,6 +48,7 @@ def __getattr__(name: str) -> object:
         return getattr(_speaker, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "ESI_ZERO",
     "BgpEvent",

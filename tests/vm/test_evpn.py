@@ -137,13 +137,17 @@ def fabric(cnid_plugin: Path) -> Iterator[Fabric]:
                 ASN,
                 LEAF,
                 vtep=LEAF,
-                # Not rr1: FRR 8.4's zebra drops the neighbour entry of a
-                # remote VTEP's router MAC when the best path of that VTEP's
-                # type-5 route moves to another copy of the same route (rr1
-                # stopped, rr2's copy left), and the leaf's traffic to the
-                # prefix dies (docs/evpn.md, "Known limits"). The
-                # reflector test stops rr1, so the leaf does not use it.
-                neighbors=[Neighbor(RR2), Neighbor(KA, passive=True), Neighbor(KB, passive=True)],
+                # Both reflectors, as a production leaf has them. FRR 8.4's
+                # zebra can lose a remote router MAC when a route's best
+                # path moves between the two reflected copies (docs/evpn.md,
+                # "Known limits"): the leaf runs ZEBRA_SERIAL_ZAPI and the
+                # tests wait for its kernel with FrrRouter.wait_l3vni_kernel.
+                neighbors=[
+                    Neighbor(RR1),
+                    Neighbor(RR2),
+                    Neighbor(KA, passive=True),
+                    Neighbor(KB, passive=True),
+                ],
                 l2vnis=[L2Vni(300)],
                 l3vni=L3Vni(42, rt=f"{ASN}:42"),
                 hosts=[
@@ -321,12 +325,8 @@ def test_route_reflectors_and_an_frr_leaf(fabric: Fabric) -> None:
         ],
         TIMEOUT,
     )
-    wait_for(
-        "our blocks in the leaf's kernel",
-        lambda: json.loads(leaf.ip("-j", "route", "show", "proto", "bgp") or "[]"),
-        [{"dst": blocks["ka"], "gateway": KA}, {"dst": blocks["kb"], "gateway": KB}],
-        TIMEOUT,
-    )
+    # ... in the leaf's kernel, each with its router MAC's neighbour and FDB entries
+    leaf.wait_l3vni_kernel(42, {KA: [blocks["ka"]], KB: [blocks["kb"]]}, timeout=TIMEOUT)
     # the leaf's host in our VRF
     wait_for(
         "h1's prefix in ka's vrf-42",
@@ -363,6 +363,11 @@ def test_one_reflector_stopped_traffic_flows_then_sessions_return(fabric: Fabric
         )
         time.sleep(5)
         assert ping(pod_ns(ka, "sa"), b, 3), diagnose(fabric)
+        # the leaf's best paths moved to rr2's copies (FRR 8.4: see the fixture)
+        blocks = {
+            n.name: next(x["cidr"] for x in ctl(n, "ipam") if x["vrf"] == 42) for n in (ka, kb)
+        }
+        fabric.leaf.wait_l3vni_kernel(42, {KA: [blocks["ka"]], KB: [blocks["kb"]]}, TIMEOUT)
         assert ping(pod_ns(ka, "sa"), "10.50.0.2", 3), diagnose(fabric)
     finally:
         ping_proc.terminate()
