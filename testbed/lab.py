@@ -84,7 +84,7 @@ BGP_INI = "[bgp]\nhold_time = 9\nstale_timeout = 60\n"
 #: Garbage collection in the lab: quick, so a departed node's blocks and a
 #: vanished pod's address come back within seconds (production: 120 s).
 GC_GRACE = 10.0
-GC_INTERVAL = 2.0
+GC_INTERVAL = 5.0
 #: Under TCG (the VM tier) everything is about seven times slower.
 TIMEOUT = 240.0
 #: A daemon's start: Python's imports alone take minutes under TCG on a
