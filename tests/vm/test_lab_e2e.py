@@ -270,11 +270,12 @@ def test_a_host_behind_the_frr_leaf_and_the_pods_reach_each_other_over_type5(
 def test_one_route_reflector_stopped_traffic_flows_and_restarted_sessions_return(
     lab: ClusterLab, demo: dict[str, Pod]
 ) -> None:
-    """rr2 stops (SIGTERM: FRR sends a NOTIFICATION), then comes back. Not rr1:
-    the FRR leaf's best path to each node's prefixes is the copy rr1 reflects
-    (lowest peer address), and FRR 8.4's zebra loses the remote router MAC
-    when the best path moves to another copy of the same route (docs/evpn.md,
-    "Known limits"); cnid's nodes keep both copies either way."""
+    """rr2 stops (SIGTERM: FRR sends a NOTIFICATION), then comes back, under
+    continuous pings. rr2 rather than rr1: the FRR leaf (on both reflectors)
+    prefers rr1's copies (lowest peer address), so its best paths stay put
+    and the pings measure cnid; the move that FRR 8.4 can get wrong
+    (docs/evpn.md, "Known limits") is tests/vm/test_evpn.py's rr1 test.
+    cnid's nodes keep both copies either way."""
     a, b = demo["default/web-1"], demo["default/web-2"]
     wait_ping("web-1 -> web-2", a.netns, b.ip)
     flows = {
