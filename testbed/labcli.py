@@ -47,6 +47,7 @@ def _vm_command(inner: list[str], interactive: bool = False) -> int:
 
     command = [str(VENV_BIN / "python"), "-m", "testbed.lab", *inner]
     env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    vm.precompile()
     argv = vm.vng_command(command, "4G", 2, vm.find_kernel())
     started = time.monotonic()
     if interactive:  # the terminal goes to the guest's shell
