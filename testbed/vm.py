@@ -35,8 +35,33 @@ def find_kernel() -> str:
     return kernels[-1]
 
 
+#: The guest mounts these again with 9p's ``cache=loose`` (read-only): the
+#: guest then keeps their directory entries and attributes instead of asking
+#: the host for every stat() of every import, which under emulation made a
+#: daemon's imports take 18 s instead of 7.5 s. Python's own prefix (where
+#: it is not the system's /usr, which the guest overlays) and the venv.
+def python_dirs() -> list[str]:
+    dirs = [str(REPO / ".venv")]
+    base = os.path.realpath(sys.base_prefix)
+    if not (base == "/usr" or base.startswith(("/usr/", "/etc", "/var"))) and base != "/":
+        dirs.insert(0, base)
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+#: Guest shell: each ``--rodir`` export (virtme.initmountN) mounted again
+#: with ``cache=loose``; a failure leaves the path as the root export shows it.
+_LOOSE = (
+    "awk '$1 ~ /^virtme.initmount/ {print $1, $2}' /proc/mounts | "
+    "while read -r tag dir; do umount \"$dir\" && mount -t 9p -o "
+    "trans=virtio,version=9p2000.L,access=any,msize=512000,cache=loose,ro \"$tag\" \"$dir\"; done; "
+)
+
+
 def vng_command(command: list[str], memory: str, cpus: int, kernel: str) -> list[str]:
-    script = f"modprobe vrf && cd {shlex.quote(str(REPO))} && exec {shlex.join(command)}"
+    script = (
+        f"{_LOOSE}modprobe vrf && cd {shlex.quote(str(REPO))} && exec {shlex.join(command)}"
+    )
+    rodirs = [arg for d in python_dirs() for arg in ("--rodir", d)]
     return [
         str(VENV_BIN / "vng"),
         "--run", kernel,
@@ -51,6 +76,7 @@ def vng_command(command: list[str], memory: str, cpus: int, kernel: str) -> list
         # loop reads the clock on every pass); the TSC is read in user space.
         "--append", "clocksource=tsc",
         "--append", "tsc=reliable",
+        *rodirs,
         "--", script,
     ]  # fmt: skip
 
