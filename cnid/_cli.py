@@ -23,6 +23,7 @@ from ._daemon import level_of, serve
 from ._errors import CnidError, ConfigError
 from ._protocol import printable
 from ._sockets import claim_path, raise_nofile_limit
+from ._startup import Startup
 from .kube import KubeConfigError
 from .kube import load_config as load_kube_config
 
@@ -105,6 +106,8 @@ def describe(problem: CnidError | OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    startup = Startup()
+    startup.mark("main")
     parser = argparse.ArgumentParser(prog="cnid", description="cnid node daemon")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the node daemon")
@@ -116,13 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     except CnidError as exc:
         print(f"cnid: {describe(exc)}", file=sys.stderr)
         return EXIT_CONFIG
+    startup.mark("config")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level_of(config.logging.level), handlers=[handler])
     limit = raise_nofile_limit()
     logging.getLogger("cnid").debug("open files limit %d", limit)
     try:
-        trio.run(serve, config)
+        trio.run(serve, config, startup)
     except BaseException as exc:  # unwrapped and reported, or re-raised
         problem = fatal_problem(exc)
         if problem is None:

@@ -26,6 +26,7 @@ from ._protocol import (
 )
 from ._readiness import Readiness
 from ._sockets import READ_TIMEOUT, read_frame, send_all
+from ._startup import Startup
 from ._tenants import DomainRegistry
 from .cni._journal import Journal
 from .evpn import EvpnController
@@ -52,6 +53,7 @@ class ControlServer:
         domains: DomainRegistry,
         metrics: Metrics,
         evpn: EvpnController | None = None,
+        startup: Startup | None = None,
     ) -> None:
         self.node = node
         self.readiness = readiness
@@ -60,6 +62,7 @@ class ControlServer:
         self.domains = domains
         self.metrics = metrics
         self.evpn = evpn
+        self.startup = startup
         self.started = time.time()
         self.answering = trio.CapacityLimiter(CONCURRENT_ANSWERS)
         self.views: dict[str, View] = {
@@ -95,6 +98,8 @@ class ControlServer:
             "uptime_seconds": round(time.time() - self.started, 1),
             "pods": sum(1 for r in records if r.state == "ready"),
             "domains": domains,
+            # milestone -> seconds since the process started, in order reached
+            "startup": self.startup.timeline() if self.startup else {},
         }
 
     async def view_pods(self, args: dict[str, str]) -> list[dict[str, Any]]:

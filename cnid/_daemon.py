@@ -7,6 +7,10 @@ VRFDomain and VRFDomainBinding controllers) -> recovery of what a previous
 run left -> the CNI socket -> the control socket [-> garbage collection].
 Readiness is the conjunction of the services' own reports.
 
+Each step marks its milestone on the start-up timeline (``Startup``):
+``cnictl status`` shows it, and the log says where the start went once
+the node is ready, and when its first BGP session and announcement came.
+
 Standalone (no API: ``[kubernetes] enabled = no``, or ``auto`` outside a
 pod without a kubeconfig) the node serves the [default] domain of
 server.ini with a node-local address store.
@@ -30,6 +34,7 @@ from ._hostintegration import HostIntegration
 from ._metrics import Metrics
 from ._readiness import Readiness
 from ._sockets import serve_unix
+from ._startup import Startup
 from ._tenants import DomainRegistry
 from .bgp import Speaker
 from .cluster import ClusterMember, KubeStore, NodeConfigController, NodeSettings, Peering
@@ -48,11 +53,12 @@ _BACKOFF_MAX = 30.0
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, startup: Startup | None = None) -> None:
         self.config = config
         self.node = config.node_name
+        self.startup = startup or Startup()
         self.metrics = Metrics()
-        self.readiness = Readiness()
+        self.readiness = Readiness(on_ready=self._became_ready)
         for component in ("underlay", "domains", "recovery", "cni-socket"):
             self.readiness.expect(component)
         self.kube = config.kubernetes.wanted()
@@ -63,6 +69,10 @@ class Daemon:
         self.health_port = 0
         self.evpn: EvpnController | None = None
         self.host: HostIntegration | None = None
+
+    def _became_ready(self) -> None:
+        if self.startup.mark("ready"):
+            log.info("node %s %s", self.node, self.startup.summary("ready"))
 
     async def run(self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
         if not self.kube:
@@ -96,9 +106,11 @@ class Daemon:
                     journal=self.journal,
                 )
                 settings = await member.start_watches(nursery)
+                self.startup.mark("api")
             underlay = await self._discover_underlay(
                 settings or NodeSettings(), member.nodeconfig if member else None
             )
+            self.startup.mark("underlay")
             overhead = cfg.network.mtu_overhead
             if ":" in underlay.address and overhead == 50:
                 overhead = 70  # VXLAN over IPv6: the VXLAN devices are 70 below the underlay too
@@ -122,10 +134,13 @@ class Daemon:
             )
             if member is None:
                 await nursery.start(self._run_domains, underlay)
+                self.startup.mark("domains")
                 await service.recover()
             else:
                 await member.start_controllers(nursery, underlay, settings or NodeSettings())
+                self.startup.mark("domains")
                 await self._recover(service)
+            self.startup.mark("recovery")
             self.readiness.set_ready("recovery")
             self.host = HostIntegration(
                 node=self.node,
@@ -136,6 +151,7 @@ class Daemon:
                 interval=max(cfg.default.fw_interval_seconds, 1),
             )
             await nursery.start(self.host.run)
+            self.startup.mark("host-integration")
             if member is not None and client is not None:
                 policies = RoutingPolicyController(
                     client=client, node=self.node, host=self.host, domains=member.watches.domains
@@ -146,6 +162,7 @@ class Daemon:
             )
             cni = CniServer(service, self.metrics)
             await nursery.start(serve_unix, cfg.api.socket_path_api, cni.handle_connection)
+            self.startup.mark("cni-socket")
             self.readiness.set_ready("cni-socket")
             control = ControlServer(
                 node=self.node,
@@ -155,6 +172,7 @@ class Daemon:
                 domains=self.domains,
                 metrics=self.metrics,
                 evpn=self.evpn,
+                startup=self.startup,
             )
             await nursery.start(serve_unix, cfg.api.socket_path_ctl, control.handle_connection)
             log.info(
@@ -180,8 +198,10 @@ class Daemon:
             run_dir=Path(self.config.api.socket_path_ctl).parent / "bgp",
             log_level=opts.log_level,
             on_restart=self.metrics.exabgp_restarts.inc,
+            startup=self.startup,
         )
         await nursery.start(speaker.run)
+        self.startup.mark("speaker")
         evpn = EvpnController(
             speaker=speaker,
             identity=Identity(router_id, opts.asn, underlay.address),
@@ -277,11 +297,11 @@ class Daemon:
             await trio.sleep(max(self.config.default.fw_interval_seconds, 1))
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, startup: Startup | None = None) -> None:
     """Run the daemon until SIGTERM or SIGINT, then shut down cleanly."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            daemon = Daemon(config)
+            daemon = Daemon(config, startup)
             nursery.start_soon(daemon.run)
 
             async def stop_on_signal() -> None:

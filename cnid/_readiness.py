@@ -3,10 +3,14 @@ being ready, why. /readyz and CNI STATUS read the same object."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class Readiness:
-    def __init__(self) -> None:
+    def __init__(self, on_ready: Callable[[], None] | None = None) -> None:
         self._state: dict[str, str] = {}
+        #: Called once, the first time the node is ready.
+        self._on_ready = on_ready
 
     def expect(self, component: str, why: str = "starting") -> None:
         """Register a component that is not ready yet."""
@@ -14,6 +18,9 @@ class Readiness:
 
     def set_ready(self, component: str) -> None:
         self._state[component] = ""
+        if self._on_ready is not None and self.ready:
+            on_ready, self._on_ready = self._on_ready, None
+            on_ready()
 
     def set_not_ready(self, component: str, why: str) -> None:
         self._state[component] = why or "not ready"

@@ -37,6 +37,7 @@ import msgspec
 import trio
 
 from .._sockets import serve_unix
+from .._startup import Startup
 from ._api import CHUNK, ApiConnection, SpeakerUnavailable
 from ._config import SpeakerConfig, environment, render
 from ._events import BgpEvent, NotificationEvent, StateEvent, UpdateEvent
@@ -91,6 +92,7 @@ class Speaker:
         on_restart: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
         launcher: tuple[str, ...] = (),
+        startup: Startup | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.api_socket = str(run_dir / "api.sock")
@@ -102,6 +104,9 @@ class Speaker:
         self.clock = clock
         #: A command prefix for ExaBGP (test beds: ``ip netns exec NS``).
         self.launcher = launcher
+        #: The daemon's start-up timeline: ExaBGP's start, its API
+        #: connection, the first session and the first announcement.
+        self.startup = startup or Startup()
         self.config: SpeakerConfig | None = None
         self.peers: dict[str, PeerStatus] = {}
         self.stats = SpeakerStats()
@@ -179,6 +184,7 @@ class Speaker:
         if self._conn is not None and not self._conn.closed.is_set():
             log.warning("ExaBGP API: a second connection replaces the first")
         self._conn = conn
+        self.startup.mark("exabgp-api")
         self._sync_wanted.set()
         try:
             await conn.read_forever()
@@ -240,6 +246,7 @@ class Speaker:
             stderr=subprocess.STDOUT,
         )
         self._process = proc
+        self.startup.mark("exabgp")
         self.stats.pid = proc.pid
         self.stats.started = self.clock()
         log.info(
@@ -339,6 +346,12 @@ class Speaker:
                     f" ({event.reason})" if event.reason else "",
                 )
             if event.state == "up":
+                if self.startup.mark("first-session"):
+                    log.info(
+                        "BGP: first session (%s) %.2f s after the daemon's start",
+                        event.peer,
+                        self.startup.at("first-session"),
+                    )
                 self._to_refresh.add(event.peer)
                 self._sync_wanted.set()
         elif isinstance(event, UpdateEvent):
@@ -399,6 +412,11 @@ class Speaker:
             command = Command(conn.next_id(), op, peers, tuple(chunk))  # type: ignore[arg-type]
             ack = await conn.call(command)
             self.stats.commands += 1
+            if ack.ok and op == "announce" and chunk and self.startup.mark("first-announcement"):
+                log.info(
+                    "BGP: first announcement acknowledged %.2f s after the daemon's start",
+                    self.startup.at("first-announcement"),
+                )
             if not ack.ok:
                 self.stats.command_errors += 1
                 for error in ack.errors[:5]:

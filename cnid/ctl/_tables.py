@@ -26,6 +26,7 @@ def render(command: str, data: Any) -> str:
             f"pods:    {data['pods']}",
             "components:",
             *(f"  {c:<12} {state}" for c, state in data["components"].items()),
+            *_startup(data.get("startup") or {}),
             "",
         ]
         rows = []
@@ -126,6 +127,19 @@ def render(command: str, data: Any) -> str:
         head = f"VRF {data['vrf']} (domain {data['domain']}, table {data['table']})"
         return head + "\n" + table(["PREFIX", "TYPE", "PROTO", "VIA", "DEV"], rows)
     return str(data)
+
+
+def _startup(timeline: dict[str, float]) -> list[str]:
+    """The start-up timeline: each milestone, its time since the process
+    started and the phase that ended there (absent from older daemons)."""
+    if not timeline:
+        return []
+    lines = ["startup (seconds since the process started, phase):"]
+    previous = 0.0
+    for name, at in timeline.items():
+        lines.append(f"  {name:<19} {at:7.3f}  +{at - previous:.3f}")
+        previous = at
+    return lines
 
 
 def _uptime(seconds: float) -> str:
