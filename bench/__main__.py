@@ -12,6 +12,8 @@ the CNI latency benchmark (what ``./just bench`` runs in the VM tier).
   reaches it, l3vni and l2vni (VM tier)
 * ``lab_restart``: on the lab, packets lost while one node's daemon
   restarts, route reflectors and full mesh (VM tier)
+* ``daemon_start``: where a daemon's start goes, phase by phase (its
+  start-up timeline), against interpreter starts (host; VM tier: to ready)
 * ``fuzz``: a million seeded inputs each to the CNI frame decoder, the
   control protocol and CNI stdin parsing (host, no privileges)
 """
@@ -20,6 +22,7 @@ import sys
 
 from . import (
     cni_latency,
+    daemon_start,
     evpn_convergence,
     evpn_kernel,
     evpn_scale,
@@ -37,6 +40,7 @@ BENCHMARKS = {
     "lab_bringup": lab_bringup.main,
     "lab_convergence": lab_convergence.main,
     "lab_restart": lab_restart.main,
+    "daemon_start": daemon_start.main,
     "fuzz": fuzz.main,
 }
 
