@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import trio
 
-from cnid._domains import VniAttachment, VrfDomain
 from cnid.evpn._views import evpn_routes
+from testbed.domains import VRF42, VRF300
 from testbed.evpn_node import EvpnNode
 from testbed.gobgp import GoBgp, GoBgpNeighbor, MacAdv, Prefix
 from testbed.jsoncmp import async_wait_for, wait_for
@@ -34,25 +34,6 @@ NET = "192.168.84"
 GB, NODE = f"{NET}.20", f"{NET}.11"
 RMAC = "02:00:00:00:00:20"
 TIMEOUT = 30.0
-
-VRF42 = VrfDomain(
-    name="vrf-42",
-    vrf=42,
-    table=42,
-    prefix="10.244.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(VniAttachment(type="l3vni", vni=42),),
-)
-VRF300 = VrfDomain(
-    name="vrf-300",
-    vrf=300,
-    table=300,
-    prefix="10.3.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(VniAttachment(type="l2vni", vni=300),),
-)
 
 
 @pytest.fixture(scope="module")

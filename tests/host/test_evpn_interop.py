@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 import trio
 
-from cnid._domains import VniAttachment, VrfDomain
 from cnid.dataplane import EvpnRoute, FdbEntry, NeighEntry
 from cnid.evpn._views import bgp_summary, evpn_routes
+from testbed.domains import VRF42, VRF300
 from testbed.evpn_node import EvpnNode
 from testbed.frr import FrrRouter, Host, L2Vni, L3Vni, Neighbor, evpn_leaf, route_reflector
 from testbed.gobgp import GoBgp, GoBgpNeighbor, MacAdv, Multicast, Prefix
@@ -38,25 +38,6 @@ ASN = 65000
 NET = "192.168.83"
 RR, LEAF, GB, NODE = f"{NET}.1", f"{NET}.4", f"{NET}.20", f"{NET}.11"
 TIMEOUT = 30.0
-
-VRF42 = VrfDomain(
-    name="vrf-42",
-    vrf=42,
-    table=42,
-    prefix="10.244.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(VniAttachment(type="l3vni", vni=42),),
-)
-VRF300 = VrfDomain(
-    name="vrf-300",
-    vrf=300,
-    table=300,
-    prefix="10.3.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(VniAttachment(type="l2vni", vni=300),),
-)
 
 
 @dataclass

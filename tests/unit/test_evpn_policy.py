@@ -17,34 +17,19 @@ import pytest
 import trio
 import trio.testing
 
-from cnid._domains import VniAttachment, VrfDomain
+from cnid._domains import VrfDomain
 from cnid._metrics import Metrics
 from cnid.bgp import EvpnPath, MacIpRoute, PrefixRoute, ReceivedPath, StateEvent, UpdateEvent
 from cnid.dataplane import EvpnRoute, FdbEntry, KernelEvpn
 from cnid.dataplane._evpn import ApplyResult
 from cnid.evpn import EvpnController, Identity, RouteTable, Skip, kernel_entries, node_view
 from cnid.evpn._views import bgp_summary, evpn_routes
+from testbed.domains import VRF42, VRF300
 
 ME = "192.168.77.11"
 PEER = "192.168.77.12"
-L3 = VrfDomain(
-    name="vrf-42",
-    vrf=42,
-    table=42,
-    prefix="10.244.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(VniAttachment(type="l3vni", vni=42),),
-)
-L2 = VrfDomain(
-    name="vrf-300",
-    vrf=300,
-    table=300,
-    prefix="10.3.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(VniAttachment(type="l2vni", vni=300),),
-)
+L3 = VRF42
+L2 = VRF300
 POD_MAC, POD_IP = "0a:00:00:00:00:03", "10.3.0.2"
 PODS = [("vrf-300", POD_MAC, POD_IP), ("vrf-42", "0a:00:00:00:00:01", "10.244.0.2")]
 BLOCKS = [(42, "10.244.0.0/26"), (300, "10.3.0.0/26")]

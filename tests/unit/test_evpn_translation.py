@@ -21,16 +21,9 @@ from cnid.evpn import (
     local_paths,
     node_view,
 )
+from testbed.domains import VRF42
 
-L3 = VrfDomain(
-    name="vrf-42",
-    vrf=42,
-    table=42,
-    prefix="10.244.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(VniAttachment(type="l3vni", vni=42),),
-)
+L3 = VRF42
 IRB = VrfDomain(
     name="vrf-200",
     vrf=200,
