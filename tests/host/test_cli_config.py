@@ -131,7 +131,7 @@ def test_main_reports_an_error_from_the_nursery_as_one_line(
     error: Exception,
     status: int,
 ) -> None:
-    async def serve(config: object) -> None:
+    async def serve(config: object, startup: object = None) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.sleep_forever)
 

