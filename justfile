@@ -26,12 +26,12 @@ lint:
 # Unit and host tiers (no VRF needed).
 test-fast: build && (_check-ran logs / "fast.log")
     mkdir -p {{logs}}
-    .venv/bin/pytest -m "not vrf" tests -q 2>&1 | tee {{logs}}/fast.log
+    .venv/bin/pytest -m "not vrf" tests -q --durations=15 2>&1 | tee {{logs}}/fast.log
 
 # The VRF tier, inside one virtme-ng VM running Debian's kernel.
 test-vm: build && (_check-ran logs / "vm.log")
     mkdir -p {{logs}}
-    .venv/bin/python -m testbed.vm -- .venv/bin/pytest -m vrf tests/vm -q 2>&1 | tee {{logs}}/vm.log
+    .venv/bin/python -m testbed.vm -- .venv/bin/pytest -m vrf tests/vm -q --durations=0 2>&1 | tee {{logs}}/vm.log
 
 # Every tier; each fails on a failure, on zero tests passed, and on skipped tests.
 test: lint test-fast test-vm
