@@ -61,7 +61,7 @@ from .cluster import API_PORT, Cluster
 from .frr import FrrRouter, L3Vni, Neighbor, evpn_leaf, route_reflector
 from .jsoncmp import wait_for
 from .kubectl import Kubectl
-from .labstate import RUN_ROOT, TAG, LabFiles, ns_prefix, sweep
+from .labstate import TAG, LabFiles, ns_prefix, sweep
 from .node import REPO, VENV_BIN, CnidNode, PluginRun, conflist_conf, netns_add, netns_del, sh
 from .topology import Endpoint, Node, Topology, parse
 
@@ -897,13 +897,6 @@ def shell(lab: ClusterLab, target: str, command: list[str] | None = None) -> int
     ns, env, rc = _shell_env(lab, target)
     argv = ["ip", "netns", "exec", ns, *(command or ["bash", "--rcfile", str(rc), "-i"])]
     return subprocess.run(argv, env=env, check=False).returncode
-
-
-def lab_names() -> list[str]:
-    try:
-        return sorted(p.name for p in RUN_ROOT.iterdir() if (p / "state.json").exists())
-    except OSError:
-        return []
 
 
 if __name__ == "__main__":

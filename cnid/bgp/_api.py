@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import Callable
 
 import trio
@@ -33,10 +32,6 @@ class SpeakerUnavailable(CnidError):
     """ExaBGP is not running or not connected to the daemon."""
 
 
-class CommandFailed(CnidError):
-    pass
-
-
 class ApiConnection:
     """One live connection to ExaBGP's helper."""
 
@@ -47,7 +42,6 @@ class ApiConnection:
         self._waiting: dict[int, tuple[trio.Event, list[AckEvent]]] = {}
         self._send_lock = trio.Lock()
         self.closed = trio.Event()
-        self.undecodable = 0
 
     async def read_forever(self) -> None:
         """Read lines until ExaBGP's side closes; then fail every waiter."""
@@ -82,7 +76,6 @@ class ApiConnection:
         try:
             event = decode_line(line)
         except Undecodable as exc:
-            self.undecodable += 1
             log.warning("ExaBGP API: %s: %r", exc, line[:200])
             return
         if event is None:
@@ -126,9 +119,3 @@ class ApiConnection:
 
     def next_id(self) -> int:
         return next(self._ids)
-
-
-def unbounded_channel() -> tuple[
-    trio.MemorySendChannel[BgpEvent], trio.MemoryReceiveChannel[BgpEvent]
-]:
-    return trio.open_memory_channel[BgpEvent](math.inf)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-from collections.abc import Iterator
 from struct import pack
 from typing import Any
 
@@ -343,8 +342,3 @@ def _handle(self: Any, reactor: Any, service: str, line: str, use_json: bool) ->
 
 
 ExaCommand.register(COMMAND, neighbor=False)(_handle)
-
-
-def iter_registered() -> Iterator[str]:
-    """The command names ExaBGP knows (for tests)."""
-    yield from ExaCommand.functions

@@ -86,10 +86,6 @@ def route_type(route: EvpnRoute) -> RouteType:
     return 5
 
 
-def route_vni(route: EvpnRoute) -> int:
-    return route.vni
-
-
 class EvpnPath(msgspec.Struct, frozen=True):
     """A route and the attributes it is announced with. ``route_targets``
     are ``ASN:N`` or ``IP:N`` strings; ``router_mac`` is the Router's MAC

@@ -10,7 +10,6 @@ import msgspec
 
 from ..kube import Condition
 
-FINALIZER_PREFIX = "cni.pyroute2.org/node."
 #: The name part of a qualified name (after the "/") holds at most 63 characters.
 _NAME_MAX = 63
 

@@ -52,10 +52,6 @@ def render_table(body: str) -> str:
     )
 
 
-def delete_script() -> str:
-    return f"table {TABLE_FAMILY} {TABLE_NAME}\ndelete table {TABLE_FAMILY} {TABLE_NAME}\n"
-
-
 def table_digest(listing: str) -> str | None:
     """The digest in the comment of a listing of our table."""
     found = _DIGEST.search(listing)
@@ -106,15 +102,6 @@ async def list_table() -> str | None:
 
 async def apply_table(body: str) -> None:
     await run_nft("-f", "-", stdin=render_table(body))
-
-
-async def delete_table() -> None:
-    await run_nft("-f", "-", stdin=delete_script())
-
-
-async def check_table(body: str) -> None:
-    """nft's verdict on ``body`` without applying it (``nft -c``)."""
-    await run_nft("-c", "-f", "-", stdin=render_table(body))
 
 
 # -- conntrack ---------------------------------------------------------------

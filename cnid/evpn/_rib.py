@@ -22,7 +22,7 @@ are withdrawn.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 from ..bgp import EvpnRoute, MacIpRoute, PrefixRoute, ReceivedPath, route_type
 from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries
@@ -305,14 +305,3 @@ def _touched(old: NodeView, new: NodeView) -> Callable[[ReceivedPath], bool]:
         return blocks and isinstance(route, PrefixRoute)
 
     return touched
-
-
-def entries_of(paths: Iterable[ReceivedPath], view: NodeView) -> set[KernelEntry]:
-    """Every kernel entry of some paths (for tests and views)."""
-    out: set[KernelEntry] = set()
-    for rp in paths:
-        try:
-            out.update(kernel_entries(rp, view))
-        except Skip:
-            pass
-    return out
