@@ -14,7 +14,7 @@ working.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -29,6 +29,10 @@ from .ipam import AddressPool
 log = logging.getLogger("cnid.host")
 
 COMPONENT = "host"
+
+#: What applies a plan to the node (``apply_host``; a fake in the unit
+#: tests): True when our nftables table was (re)written.
+Applier = Callable[[HostPlan, HostState, int], Awaitable[bool]]
 
 
 class PolicySource:
@@ -55,6 +59,7 @@ class HostIntegration:
         settings: HostSettings,
         policies: PolicySource | None = None,
         interval: float = 30.0,
+        apply: Applier = apply_host,
     ) -> None:
         self.node = node
         self.registry = registry
@@ -63,6 +68,7 @@ class HostIntegration:
         self.settings = settings
         self.policies = policies or PolicySource()
         self.interval = interval
+        self._apply = apply
         self.state = HostState()
         self.blocks: dict[int, tuple[str, ...]] = {}
         #: The last plan applied (None before the first success), and the
@@ -136,7 +142,7 @@ class HostIntegration:
         if self.plan is None or wanted.problems != self.plan.problems:
             for name, why in sorted(wanted.problems.items()):
                 log.warning("host integration: %s: %s", name, why)
-        rewritten = await apply_host(wanted, self.state, self.settings.mark_mask)
+        rewritten = await self._apply(wanted, self.state, self.settings.mark_mask)
         if rewritten:
             log.info(
                 "host integration: table inet cnid written for %d domain(s), %d rule(s)",
