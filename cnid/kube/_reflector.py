@@ -29,7 +29,8 @@ from typing import Any, Generic, NoReturn, TypeVar
 import msgspec
 import trio
 
-from ._backoff import Backoff
+from .._notify import Notifier
+from .._reconcile import Backoff
 from ._client import KubeClient, ObjectList
 from ._errors import ApiError, Gone
 from ._models import KubeObject
@@ -84,8 +85,8 @@ class Reflector(Generic[T]):
         self.synced = trio.Event()
         self.connected = False
         self.last_error = ""
-        self.version = 0
-        self._changed = trio.Event()
+        #: Moves with every change to ``items`` (a ``ChangeSignal``).
+        self.changes = Notifier()
         self._listeners: list[Listener[T]] = []
         self._logged_error = ""
         self._logged_invalid: dict[str, str] = {}
@@ -112,11 +113,14 @@ class Reflector(Generic[T]):
         cache (after it is applied). It must not block."""
         self._listeners.append(fn)
 
+    @property
+    def version(self) -> int:
+        """The cache's version: a reflector is a ``ChangeSignal``."""
+        return self.changes.version
+
     async def wait_changed(self, seen: int) -> int:
         """Wait until ``version`` differs from ``seen``; returns it."""
-        while self.version == seen:
-            await self._changed.wait()
-        return self.version
+        return await self.changes.wait_changed(seen)
 
     # -- the loop --------------------------------------------------------------
 
@@ -224,9 +228,7 @@ class Reflector(Generic[T]):
         self._logged_invalid.pop(key, None)
 
     def _emit(self, etype: EventType, obj: T, raw: dict[str, Any] | None = None) -> None:
-        self.version += 1
-        self._changed.set()
-        self._changed = trio.Event()
+        self.changes.bump()
         if not self._listeners:
             return
         if raw is None:
