@@ -257,7 +257,10 @@ def test_attributes_of_built_routes() -> None:
     text = change.extensive()
     assert "target:65000:100" in text and "target:65000:42" in text
     assert "encap:VXLAN" in text and "router-mac:02:11:22:33:44:55" in text
-    assert "label 6 (100)" in text.replace("  ", " ") or "(100)" in text
+    # MPLS label 1 carries the L2 VNI (100), label 2 the L3 VNI (42); ExaBGP
+    # prints each as an MPLS label (the field's top 20 bits) and, in brackets,
+    # the whole 24-bit field: the VNI (RFC 8365 section 5.1.3)
+    assert "label [ 6 (100) 2 (42) ]" in text
     imet = ext.build_change(PATHS[1], 1)
     assert "pmsi:ingressreplication:0:6(100):10.0.0.1" in imet.extensive()
     community = ext.RouterMac("02:11:22:33:44:55")

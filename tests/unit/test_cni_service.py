@@ -212,15 +212,27 @@ async def test_failed_wiring_leaves_nothing(env: Env) -> None:
     assert (await env.call("ADD"))["ips"]
 
 
-async def test_cancelled_add_rolls_back(env: Env) -> None:
-    env.dp.fail_next_wire = None
+async def test_cancelled_add_finishes_its_wiring_and_records_it(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A caller that goes away mid-ADD (the runtime killed the plugin) cancels
+    # the ADD while the pod is being wired. The wiring is shielded: it runs to
+    # its end and the ADD is recorded whole, so the runtime's retry gets the
+    # same answer at once and its DEL finds everything to remove.
     env.dp.wire_delay = 10
     with trio.move_on_after(0.05):
         await env.call("ADD")
-    # the wiring is shielded: it ran to the end, then the ADD was recorded
-    # whole, or it was rolled back whole: never half
+    assert trio.current_time() >= 10  # the cancel did not cut the wiring short
     rec = env.journal.get(Attachment("c1", "eth0"))
-    assert (rec is None and env.dp.links == {}) or (rec is not None and rec.state == "ready")
+    assert rec is not None and rec.state == "ready" and rec.result is not None
+    assert list(env.dp.links) == [host_ifname("c1", "eth0")]
+    assert await env.pod_addresses() == {rec.address}
+    again = await env.call("ADD")
+    assert again["ips"][0]["address"].split("/")[0] == rec.address
+    assert len(env.dp.links) == 1
+    assert await env.call("DEL") is None
+    assert env.dp.links == {} and await env.pod_addresses() == set()
+    assert env.journal.all() == []
 
 
 async def test_not_ready_node_says_try_again_and_status_50(env: Env) -> None:
