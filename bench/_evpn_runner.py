@@ -100,10 +100,9 @@ class DaemonNode(EvpnNode):
 
 
 class Counting:
-    """The speaker's listener, counting what the node was sent."""
+    """A listener of the speaker's, counting what the node was sent."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self) -> None:
         self.updates = self.announced = self.withdrawn = 0
 
     def __call__(self, event: Any) -> None:
@@ -111,7 +110,6 @@ class Counting:
             self.updates += 1
             self.announced += len(event.announced)
             self.withdrawn += len(event.withdrawn)
-        self.inner(event)
 
 
 class Runner:
@@ -130,8 +128,8 @@ class Runner:
             hold_time=spec.get("hold_time", 9),
             stale_timeout=spec.get("stale_timeout", 60.0),
         )
-        self.counting = Counting(self.node.speaker.listener)
-        self.node.speaker.listener = self.counting
+        self.counting = Counting()
+        self.node.speaker.subscribe(self.counting)
         self.applies: list[tuple[int, int, float]] = []
         self.profiler: cProfile.Profile | None = None
         self._wrap_apply()

@@ -17,8 +17,14 @@ restarting it with backoff when it dies and ending it with the daemon
   (graceful restart with a manual End-of-RIB: ``manual-eor``), but only once
   the daemon has said what it announces, so a restarting node never tells a
   peer "that was all" before it re-announced its routes.
-* events (session changes, received updates) go to ``listener``; a
-  ``SpeakerDown`` when ExaBGP ended (every session ended with it).
+* events (session changes, received updates) go to each listener: the one
+  given to the constructor and those that ``subscribe()`` (the EVPN
+  controller, as it is built); a ``SpeakerDown`` when ExaBGP ended (every
+  session ended with it).
+
+The speaker is the one record of the sessions (``peers``: state, since when,
+flaps, updates, last error) and of what is announced (``announced``, and
+``announced_by_type()``); the EVPN controller reads both from here.
 """
 
 from __future__ import annotations
@@ -99,7 +105,7 @@ class Speaker:
         self.config_path = run_dir / "exabgp.conf"
         self.env_path = run_dir / "exabgp.env"
         self.log_level = log_level
-        self.listener = listener
+        self._listeners: list[Listener] = [listener] if listener is not None else []
         self.on_restart = on_restart
         self.clock = clock
         #: A command prefix for ExaBGP (test beds: ``ip netns exec NS``).
@@ -111,6 +117,7 @@ class Speaker:
         self.peers: dict[str, PeerStatus] = {}
         self.stats = SpeakerStats()
         self._desired: frozenset[EvpnPath] | None = None
+        self._desired_by_type = _by_type(frozenset())
         self._held: set[EvpnPath] = set()
         self._to_refresh: set[str] = set()
         self._conn: ApiConnection | None = None
@@ -135,11 +142,17 @@ class Speaker:
             peer.role = role
         self._config_changed.set()
 
+    def subscribe(self, listener: Listener) -> None:
+        """Have ``listener`` called with every event from now on (called
+        synchronously, in order: it must not block)."""
+        self._listeners.append(listener)
+
     def announce(self, paths: frozenset[EvpnPath]) -> None:
         """The whole set of paths to announce (replaces the previous one)."""
         if paths == self._desired:
             return
         self._desired = paths
+        self._desired_by_type = _by_type(paths)
         self._sync_wanted.set()
 
     async def teardown(self, peer: str, hold: float, code: int = 1) -> bool:
@@ -326,8 +339,8 @@ class Speaker:
     # -- events -----------------------------------------------------------------
 
     def _emit(self, event: SpeakerEvent) -> None:
-        if self.listener is not None:
-            self.listener(event)
+        for listener in self._listeners:
+            listener(event)
 
     def _event(self, event: BgpEvent) -> None:
         if isinstance(event, StateEvent):
@@ -423,10 +436,15 @@ class Speaker:
                     log.error("ExaBGP refused %s to %s: %s", op, list(peers) or "all", error)
 
     def announced_by_type(self) -> dict[int, int]:
-        out = {2: 0, 3: 0, 5: 0}
-        for path in self._desired or ():
-            out[route_type(path.route)] += 1
-        return out
+        """The paths announced, by route type (2, 3 and 5)."""
+        return dict(self._desired_by_type)
+
+
+def _by_type(paths: frozenset[EvpnPath]) -> dict[int, int]:
+    out = {2: 0, 3: 0, 5: 0}
+    for path in paths:
+        out[route_type(path.route)] += 1
+    return out
 
 
 def write_private(path: Path, text: str) -> None:

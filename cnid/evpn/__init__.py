@@ -4,12 +4,16 @@ controller that runs both (the work zebra does in FRR).
 * ``_local``: what this node announces (pure);
 * ``_remote``: what a received route asks of the kernel (pure);
 * ``_rib``: the received routes and the kernel entries they want (pure);
-* ``_controller``: the service tying them to the speaker and the kernel.
+* ``_graceful``: which received paths outlive their session, and how long;
+* ``_max_prefix``: a per-peer maximum of received prefixes;
+* ``_installed``: what the kernel holds of ours, and what it refused;
+* ``_controller``: the service tying them to the speaker and the kernel;
+* ``_views``: what ``cnictl bgp summary`` and ``cnictl evpn routes`` show.
 """
 
 import ipaddress
 
-from ._controller import EvpnController, Identity
+from ._controller import EvpnController, EvpnKernel, Identity
 from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
 from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries, node_view
 from ._rib import RouteTable
@@ -28,6 +32,7 @@ def router_id_for(configured: str, vtep: str) -> str:
 
 __all__ = [
     "EvpnController",
+    "EvpnKernel",
     "Identity",
     "KernelEntry",
     "LocalBlock",

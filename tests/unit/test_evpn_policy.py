@@ -176,11 +176,14 @@ class FakeConfig:
 
 class FakeSpeaker:
     def __init__(self) -> None:
-        self.listener: Any = None
+        self.listeners: list[Any] = []
         self.config: Any = FakeConfig([PEER])
         self.peers: dict[str, Any] = {}
         self.announced: frozenset[EvpnPath] = frozenset()
         self.torn_down: list[tuple[str, float, int]] = []
+
+    def subscribe(self, listener: Any) -> None:
+        self.listeners.append(listener)
 
     async def teardown(self, peer: str, hold: float, code: int = 1) -> bool:
         self.torn_down.append((peer, hold, code))

@@ -1,0 +1,184 @@
+"""What the kernel holds of ours, and what it refused.
+
+``Installed`` is the controller's record of the EVPN entries in the kernel
+(programmed, or adopted from a previous run), by kernel key, with the routes
+also grouped by (table, prefix): what ``apply_evpn`` merges an ECMP route's
+paths with, instead of reading the tables back.
+
+``Refusals`` keeps each key the kernel refused with the reason and the time
+of its next attempt (exponential backoff per key, 1 s doubling to 5 minutes):
+a refused entry is shown (``refused: <errno>``), counted, logged once (and
+again only if the refusal changes), and never retried on every pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ..dataplane import EvpnRoute as KernelRoute
+from ..dataplane import FdbEntry, KernelEvpn, NeighEntry
+from ._remote import KernelEntry, entry_key
+
+log = logging.getLogger("cnid.evpn")
+
+Key = tuple[object, ...]
+
+#: A refused entry's first retry, and the longest wait between two.
+RETRY_MIN, RETRY_MAX = 1.0, 300.0
+#: Refusals logged one by one per pass; the rest in one line.
+_LOGGED = 10
+
+
+class Installed:
+    """The kernel entries of ours, by kernel key."""
+
+    def __init__(self) -> None:
+        self.entries: dict[Key, KernelEntry] = {}
+        self._routes: dict[tuple[int, str], set[KernelRoute]] = {}
+
+    def replace(self, entries: dict[Key, KernelEntry]) -> None:
+        """Start from what the kernel was read to hold."""
+        self.entries = {}
+        self._routes = {}
+        for entry in entries.values():
+            self.add(entry)
+
+    def get(self, key: Key) -> KernelEntry | None:
+        return self.entries.get(key)
+
+    def add(self, entry: KernelEntry) -> None:
+        key = entry_key(entry)
+        old = self.entries.get(key)
+        if old is not None:
+            self.remove(old)
+        self.entries[key] = entry
+        if isinstance(entry, KernelRoute):
+            self._routes.setdefault((entry.table, entry.prefix), set()).add(entry)
+
+    def remove(self, entry: KernelEntry) -> None:
+        key = entry_key(entry)
+        if self.entries.get(key) == entry:
+            del self.entries[key]
+        if isinstance(entry, KernelRoute):
+            routes = self._routes.get((entry.table, entry.prefix))
+            if routes is not None:
+                routes.discard(entry)
+                if not routes:
+                    del self._routes[(entry.table, entry.prefix)]
+
+    def routes_now(
+        self, entries: list[KernelEntry]
+    ) -> dict[tuple[int, str], frozenset[KernelRoute]]:
+        """The installed paths of each (table, prefix) that ``entries`` touch."""
+        touched = {(e.table, e.prefix) for e in entries if isinstance(e, KernelRoute)}
+        return {k: frozenset(self._routes.get(k, ())) for k in touched}
+
+    def kinds(self) -> dict[str, int]:
+        """Entries by kind (fdb, flood, neigh, route)."""
+        out = {"fdb": 0, "flood": 0, "neigh": 0, "route": 0}
+        for key in self.entries:
+            out[str(key[0])] += 1
+        return out
+
+
+class Refusal:
+    """A kernel entry the kernel refused: why, and when to try again."""
+
+    __slots__ = ("delay", "entry", "error", "retry_at")
+
+    def __init__(self, entry: KernelEntry | None, error: str, now: float) -> None:
+        #: The entry it refused to add (None: a removal was refused).
+        self.entry = entry
+        self.error = error
+        self.delay = RETRY_MIN
+        self.retry_at = now + self.delay
+
+    def again(self, now: float) -> None:
+        """Refused again, for the same reason: wait twice as long."""
+        self.delay = min(self.delay * 2, RETRY_MAX)
+        self.retry_at = now + self.delay
+
+
+class Refusals:
+    """The keys the kernel refused, until they are programmed."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[Key, Refusal] = {}
+        self._errors_seen: set[str] = set()
+
+    def hold_back(
+        self, dirty: set[Key], chosen: Callable[[Key], KernelEntry | None], now: float
+    ) -> None:
+        """Add the keys whose retry is due to ``dirty``; take out those whose
+        same entry waits for its retry (no kernel call and no log line per
+        pass). A key whose wanted entry changed (``chosen``) goes at once."""
+        for key, refusal in self.by_key.items():
+            if refusal.retry_at <= now:
+                dirty.add(key)
+            elif chosen(key) == refusal.entry:
+                dirty.discard(key)
+
+    def done(self, key: Key) -> None:
+        self.by_key.pop(key, None)
+
+    def record(
+        self,
+        tried: list[KernelEntry],
+        refused: dict[tuple[str, KernelEntry], str],
+        now: float,
+    ) -> None:
+        """After a batch: forget the keys now programmed, keep each refused
+        key with its reason and next retry; log a refusal once, and again
+        only when it changes."""
+        by_key: dict[Key, tuple[KernelEntry | None, str, str]] = {}
+        for (op, entry), why in refused.items():
+            by_key[entry_key(entry)] = (entry if op == "add" else None, why, op)
+        for entry in tried:
+            if entry_key(entry) not in by_key:
+                self.by_key.pop(entry_key(entry), None)
+        logged = 0
+        for key, (wanted, why, op) in by_key.items():
+            old = self.by_key.get(key)
+            if old is not None and (old.entry, old.error) == (wanted, why):
+                old.again(now)
+                continue
+            self.by_key[key] = Refusal(wanted, why, now)
+            if logged < _LOGGED:
+                what = wanted if wanted is not None else key
+                log.error("EVPN: kernel refused to %s %s: %s; retrying with backoff", op, what, why)
+            logged += 1
+        if logged > _LOGGED:
+            log.error(
+                "EVPN: the kernel refused %d more entries (cnictl evpn routes)", logged - _LOGGED
+            )
+
+    def of(self, entries: tuple[KernelEntry, ...]) -> str:
+        """The kernel's refusal of one of a path's entries ("" if none)."""
+        for entry in entries:
+            refusal = self.by_key.get(entry_key(entry))
+            if refusal is not None and refusal.entry == entry:
+                return refusal.error
+        return ""
+
+    def by_error(self) -> dict[str, int]:
+        """Refused keys by reason, every reason seen so far included (at 0
+        once nothing is refused for it any more)."""
+        errors: dict[str, int] = {}
+        for refusal in self.by_key.values():
+            errors[refusal.error] = errors.get(refusal.error, 0) + 1
+        self._errors_seen |= set(errors)
+        return {name: errors.get(name, 0) for name in self._errors_seen}
+
+
+def kernel_batch(entries: list[KernelEntry]) -> KernelEvpn:
+    return KernelEvpn(
+        fdb=frozenset(e for e in entries if isinstance(e, FdbEntry)),
+        neigh=frozenset(e for e in entries if isinstance(e, NeighEntry)),
+        routes=frozenset(e for e in entries if isinstance(e, KernelRoute)),
+    )
+
+
+def route_failed(what: str) -> bool:
+    """Whether a failure (``apply_evpn``'s ``failed``) was a route's."""
+    return what.split(" ", 2)[1:2] == ["route"]
