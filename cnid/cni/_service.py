@@ -28,7 +28,7 @@ from .._errors import (
 from .._metrics import Metrics
 from .._readiness import Readiness
 from .._tenants import DomainRegistry
-from ..dataplane import DomainLinks, PodLink, PodWiring, host_ifname
+from ..dataplane import NetnsFd, PodLink, PodSpec, PodWiring, plan_pod
 from ..ipam import AddressPool, Lease, Owner
 from ._invocation import SUPPORTED_VERSIONS, Attachment, Invocation
 from ._journal import Journal, PodRecord
@@ -49,35 +49,13 @@ class Dataplane(Protocol):
 
     def is_netns_fd(self, fd: int) -> bool: ...
 
-    async def wire_pod(
-        self,
-        *,
-        netns_fd: int,
-        container_id: str,
-        ifname: str,
-        address: str,
-        prefixlen: int,
-        gateway: str,
-        mtu: int,
-        domain: VrfDomain,
-        links: DomainLinks,
-    ) -> PodWiring: ...
+    async def wire_pod(self, netns: NetnsFd, spec: PodSpec) -> PodWiring: ...
 
     async def unwire_pod(
         self, *, container_id: str, ifname: str, address: str | None, domain: VrfDomain | None
     ) -> None: ...
 
-    async def check_pod(
-        self,
-        *,
-        netns_fd: int,
-        container_id: str,
-        ifname: str,
-        address: str,
-        prefixlen: int,
-        gateway: str,
-        domain: VrfDomain,
-    ) -> None: ...
+    async def check_pod(self, netns: NetnsFd, spec: PodSpec) -> None: ...
 
     async def list_pod_links(self) -> list[PodLink]: ...
 
@@ -161,11 +139,9 @@ class CniService:
             raise TryAgainLater(
                 "the node is not ready", details="; ".join(self.readiness.reasons())
             )
-        if netns_fd is None or not self.dataplane.is_netns_fd(netns_fd):
-            raise UnknownContainer(f"{inv.netns} is not a network namespace")
+        netns = self._netns(inv, netns_fd)
         domain = self.domains.for_namespace(inv.pod_namespace)
-        links = self.domains.links(domain.name)
-        if links is None:
+        if self.domains.links(domain.name) is None:
             raise TryAgainLater(f"domain {domain.name} is not set up on this node yet")
         async with self._locks.hold(inv.attachment):
             existing = self.journal.get(inv.attachment)
@@ -174,13 +150,11 @@ class CniService:
                 return render_result(existing.result, inv.cni_version)
             if existing is not None:
                 await self._undo(existing)
-            result = await self._attach(inv, netns_fd, domain, links)
+            result = await self._attach(inv, netns, domain)
         self.metrics.pods_attached.labels(vrf=str(domain.vrf)).inc()
         return render_result(result, inv.cni_version)
 
-    async def _attach(
-        self, inv: Invocation, netns_fd: int, domain: VrfDomain, links: DomainLinks
-    ) -> PodResult:
+    async def _attach(self, inv: Invocation, netns: NetnsFd, domain: VrfDomain) -> PodResult:
         owner = Owner(
             container_id=inv.container_id,
             ifname=inv.ifname,
@@ -189,9 +163,14 @@ class CniService:
             pod_uid=inv.pod_uid,
         )
         lease = await self.pool.allocate(domain, owner)
-        l2 = domain.pod_attachment.type == "l2vni"
-        prefixlen = domain.prefixlen if l2 else lease.ip.max_prefixlen
-        gateway = str(domain.anycast_gateway) if l2 else lease.gateway
+        spec = plan_pod(
+            domain=domain,
+            container_id=inv.container_id,
+            ifname=inv.ifname,
+            address=lease.address,
+            block_gateway=lease.gateway,
+            mtu=self.mtu,
+        )
         record = self.journal.put(
             PodRecord(
                 container_id=inv.container_id,
@@ -201,10 +180,10 @@ class CniService:
                 netns=inv.netns,
                 domain=domain.name,
                 vrf=domain.vrf,
-                host_ifname=host_ifname(inv.container_id, inv.ifname),
-                address=lease.address,
-                prefixlen=prefixlen,
-                gateway=gateway,
+                host_ifname=spec.host_ifname,
+                address=spec.address,
+                prefixlen=spec.prefixlen,
+                gateway=spec.gateway,
                 pod_namespace=inv.pod_namespace,
                 pod_name=inv.pod_name,
                 pod_uid=inv.pod_uid,
@@ -212,22 +191,12 @@ class CniService:
         )
         try:
             with trio.CancelScope(shield=True):
-                wiring = await self.dataplane.wire_pod(
-                    netns_fd=netns_fd,
-                    container_id=inv.container_id,
-                    ifname=inv.ifname,
-                    address=lease.address,
-                    prefixlen=prefixlen,
-                    gateway=gateway,
-                    mtu=self.mtu,
-                    domain=domain,
-                    links=links,
-                )
+                wiring = await self.dataplane.wire_pod(netns, spec)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._undo(record)
             raise
-        result = _pod_result(inv, lease, wiring, prefixlen, gateway)
+        result = _pod_result(inv, spec, wiring)
         self.journal.put(msgspec.structs.replace(record, state="ready", result=result))
         log.info(
             "ADD %s/%s: %s in %s via %s",
@@ -250,8 +219,7 @@ class CniService:
         log.info("DEL %s/%s: removed", att.container_id, att.ifname)
 
     async def check(self, inv: Invocation, netns_fd: int | None) -> None:
-        if netns_fd is None or not self.dataplane.is_netns_fd(netns_fd):
-            raise UnknownContainer(f"{inv.netns} is not a network namespace")
+        netns = self._netns(inv, netns_fd)
         record = self.journal.get(inv.attachment)
         if record is None or record.state != "ready":
             raise UnknownContainer(f"no attachment {inv.container_id}/{inv.ifname} on this node")
@@ -265,15 +233,17 @@ class CniService:
         domain = self.domains.get(record.domain)
         if domain is None:
             raise UnknownContainer(f"domain {record.domain} of this attachment is gone")
-        await self.dataplane.check_pod(
-            netns_fd=netns_fd,
+        # the record holds what ADD planned; planned again from it, the
+        # spec is the same (an l2vni pod's addressing is the domain's)
+        spec = plan_pod(
+            domain=domain,
             container_id=record.container_id,
             ifname=record.ifname,
             address=record.address,
-            prefixlen=record.prefixlen,
-            gateway=record.gateway,
-            domain=domain,
+            block_gateway=record.gateway,
+            mtu=self.mtu,
         )
+        await self.dataplane.check_pod(netns, spec)
 
     async def gc(self, valid: set[Attachment]) -> list[Attachment]:
         """Release every attachment of this node that is not in ``valid``
@@ -339,6 +309,13 @@ class CniService:
 
     # -- helpers ----------------------------------------------------------
 
+    def _netns(self, inv: Invocation, fd: int | None) -> NetnsFd:
+        """The one check of the descriptor the plugin sent: the fact is
+        carried as its type from here down to the kernel."""
+        if fd is None or not self.dataplane.is_netns_fd(fd):
+            raise UnknownContainer(f"{inv.netns} is not a network namespace")
+        return NetnsFd(fd)
+
     async def _undo(self, record: PodRecord) -> None:
         """Remove the record's kernel objects, release its address, forget it."""
         domain = self.domains.get(record.domain)
@@ -370,10 +347,8 @@ def _ids(inv: Invocation) -> tuple[str, str]:
     return inv.container_id[:12], inv.ifname
 
 
-def _pod_result(
-    inv: Invocation, lease: Lease, wiring: PodWiring, prefixlen: int, gateway: str
-) -> PodResult:
-    default = "0.0.0.0/0" if lease.ip.version == 4 else "::/0"
+def _pod_result(inv: Invocation, spec: PodSpec, wiring: PodWiring) -> PodResult:
+    default = "0.0.0.0/0" if spec.host_prefixlen == 32 else "::/0"
     return PodResult(
         interfaces=(
             ResultInterface(name=wiring.host_ifname, mac=wiring.host_mac, mtu=wiring.mtu),
@@ -381,8 +356,10 @@ def _pod_result(
                 name=wiring.pod_ifname, mac=wiring.pod_mac, sandbox=inv.netns, mtu=wiring.mtu
             ),
         ),
-        ips=(ResultIP(address=f"{lease.address}/{prefixlen}", gateway=gateway, interface=1),),
-        routes=(ResultRoute(dst=default, gw=gateway),),
+        ips=(
+            ResultIP(address=f"{spec.address}/{spec.prefixlen}", gateway=spec.gateway, interface=1),
+        ),
+        routes=(ResultRoute(dst=default, gw=spec.gateway),),
     )
 
 

@@ -31,7 +31,7 @@ from ._names import (
     host_ifname,
     pod_mac,
 )
-from ._netns import NetnsPoisoned, is_netns_fd, set_node_netns
+from ._netns import NetnsFd, NetnsPoisoned, checked_netns, is_netns_fd, set_node_netns
 from ._pod import (
     CheckFailed,
     PodLink,
@@ -41,6 +41,7 @@ from ._pod import (
     unwire_pod,
     wire_pod,
 )
+from ._podspec import PodSpec, plan_pod
 from ._underlay import Underlay, discover_underlay
 
 __all__ = [
@@ -55,13 +56,16 @@ __all__ = [
     "KernelDomain",
     "KernelEvpn",
     "NeighEntry",
+    "NetnsFd",
     "NetnsPoisoned",
     "PodLink",
+    "PodSpec",
     "PodWiring",
     "Underlay",
     "apply_evpn",
     "bridge_mac",
     "check_pod",
+    "checked_netns",
     "discover_underlay",
     "dump_evpn",
     "ensure_domain",
@@ -69,6 +73,7 @@ __all__ = [
     "is_netns_fd",
     "list_domains",
     "list_pod_links",
+    "plan_pod",
     "pod_mac",
     "remove_attachments",
     "remove_domain",

@@ -10,6 +10,11 @@ If switching back fails the thread sits in a foreign namespace. It is then
 poisoned: ``NetnsPoisoned`` (a BaseException, so nothing catches it by
 accident) is raised now and on every later switch attempt in that thread.
 The daemon must treat it as fatal and exit.
+
+Whether a descriptor is a network namespace is checked once, where it
+enters (``checked_netns``, or the CNI service through ``is_netns_fd``), and
+carried as its type, ``NetnsFd``; nothing below checks again. ``setns``
+itself refuses a descriptor that is no namespace (EINVAL).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NewType
 
 from .._errors import KernelError, UnknownContainer
 
@@ -33,7 +39,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
 _state = threading.local()
-_node_fd: int | None = None
+
+NetnsFd = NewType("NetnsFd", int)
+"""A descriptor known to be an open network namespace (``checked_netns``)."""
+
+_node_fd: NetnsFd | None = None
 
 #: Where /proc/sys is: a container with a read-only /proc/sys (no `privileged`)
 #: gets the node's procfs mounted elsewhere (kube/README.md, "Privileges").
@@ -51,10 +61,10 @@ def set_node_netns(fd: int | None) -> None:
     process's own. For test beds only; the daemon runs inside the node's
     namespace and leaves this at None. The caller keeps ``fd`` open."""
     global _node_fd
-    _node_fd = fd
+    _node_fd = None if fd is None else checked_netns(fd)
 
 
-def node_netns() -> int | None:
+def node_netns() -> NetnsFd | None:
     return _node_fd
 
 
@@ -77,16 +87,21 @@ def is_netns_fd(fd: int) -> bool:
         return False
 
 
+def checked_netns(fd: int) -> NetnsFd:
+    """``fd`` as a NetnsFd; UnknownContainer when it is not a network namespace."""
+    if not is_netns_fd(fd):
+        raise UnknownContainer(f"descriptor {fd} is not a network namespace")
+    return NetnsFd(fd)
+
+
 @contextmanager
-def inside(fd: int | None) -> Iterator[None]:
+def inside(fd: NetnsFd | None) -> Iterator[None]:
     """Run the block with this thread in the namespace ``fd`` (None: stay)."""
     if fd is None:
         yield
         return
     if getattr(_state, "poisoned", False):
         raise NetnsPoisoned("this thread is stuck in a foreign network namespace")
-    if not is_netns_fd(fd):
-        raise UnknownContainer(f"descriptor {fd} is not a network namespace")
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         try:
@@ -105,20 +120,22 @@ def inside(fd: int | None) -> Iterator[None]:
         os.close(home)
 
 
-def netlink_socket(fd: int | None) -> socket.socket:
+def netlink_socket(fd: NetnsFd | None) -> socket.socket:
     """A NETLINK_ROUTE socket bound to namespace ``fd`` (None: the node's)."""
     with inside(fd if fd is not None else _node_fd):
         return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
 
 
-def write_sysctl(fd: int | None, path: str, value: str, missing_ok: bool = False) -> None:
+def write_sysctl(fd: NetnsFd | None, path: str, value: str, missing_ok: bool = False) -> None:
     """Write ``value`` to /proc/sys/``path`` ("net/ipv4/ip_forward") of the
     namespace ``fd`` (None: the node's). The namespace of a /proc/sys/net file
     is that of the thread that opens it."""
     write_sysctls(fd, [(path, value)], missing_ok)
 
 
-def write_sysctls(fd: int | None, items: list[tuple[str, str]], missing_ok: bool = False) -> None:
+def write_sysctls(
+    fd: NetnsFd | None, items: list[tuple[str, str]], missing_ok: bool = False
+) -> None:
     """Several sysctls of one namespace, with one switch in and out.
     ``missing_ok``: a file that does not exist (IPv6 disabled) is skipped."""
     files: list[tuple[int, str, str]] = []
@@ -149,7 +166,7 @@ def write_sysctls(fd: int | None, items: list[tuple[str, str]], missing_ok: bool
             os.close(f)
 
 
-def read_sysctl(fd: int | None, path: str) -> str:
+def read_sysctl(fd: NetnsFd | None, path: str) -> str:
     with inside(fd if fd is not None else _node_fd):
         with open(f"{PROCFS}/sys/{path}") as f:
             return f.read().strip()

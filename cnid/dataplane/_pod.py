@@ -14,12 +14,11 @@ import socket
 import msgspec
 
 from .._domains import VrfDomain
-from .._errors import CniCode, CnidError, KernelError, UnknownContainer
+from .._errors import CniCode, CnidError, KernelError
 from . import _netlink as nl
-from ._domain import DomainLinks
-from ._hostplan import host_group
-from ._names import POD_ALIAS_PREFIX, ROUTE_PROTO, host_ifname, pod_alias, pod_mac
-from ._netns import is_netns_fd, netlink_socket, write_sysctls
+from ._names import POD_ALIAS_PREFIX, ROUTE_PROTO, host_ifname, pod_alias
+from ._netns import NetnsFd, netlink_socket, write_sysctls
+from ._podspec import PodSpec
 from ._run import in_thread
 
 IFLA_GROUP = 27
@@ -52,16 +51,6 @@ def _family(ip: str) -> int:
 
 def _host_len(family: int) -> int:
     return 32 if family == socket.AF_INET else 128
-
-
-def _pod_addressing(
-    domain: VrfDomain, address: str, prefixlen: int, gateway: str
-) -> tuple[bool, int, str]:
-    """(l3, prefixlen, gateway) of the pod: l3vni as given by the caller;
-    l2vni on the domain's prefix behind its anycast gateway."""
-    if domain.pod_attachment.type == "l3vni":
-        return True, prefixlen, gateway
-    return False, domain.prefixlen, str(domain.anycast_gateway)
 
 
 def _addr_req(index: int, ip: str, prefixlen: int, what: str) -> nl.Request:
@@ -111,7 +100,7 @@ def _up_req(
     return nl.Request(nl.RTM_NEWLINK, 0, body, name)
 
 
-def _veth_req(host: str, pod: str, netns_fd: int, mtu: int, mac: str | None) -> nl.Request:
+def _veth_req(host: str, pod: str, netns_fd: NetnsFd, mtu: int, mac: str | None) -> nl.Request:
     peer = (
         nl.ifinfo()
         + nl.nla_str(nl.IFLA_IFNAME, pod)
@@ -140,31 +129,16 @@ def _pod_sysctls(ifname: str) -> list[tuple[str, str]]:
     ]
 
 
-def _wire(
-    netns_fd: int,
-    container_id: str,
-    ifname: str,
-    address: str,
-    prefixlen: int,
-    gateway: str,
-    mtu: int,
-    domain: VrfDomain,
-    links: DomainLinks,
-) -> PodWiring:
-    if not is_netns_fd(netns_fd):
-        raise UnknownContainer(f"descriptor {netns_fd} is not a network namespace")
-    l3, prefixlen, gateway = _pod_addressing(domain, address, prefixlen, gateway)
-    fam = _family(address)
-    hname = host_ifname(container_id, ifname)
-    with nl.Netlink(netlink_socket(None)) as host, nl.Netlink(netlink_socket(netns_fd)) as pod:
+def _wire(netns: NetnsFd, spec: PodSpec) -> PodWiring:
+    fam = _family(spec.address)
+    hname, ifname = spec.host_ifname, spec.ifname
+    with nl.Netlink(netlink_socket(None)) as host, nl.Netlink(netlink_socket(netns)) as pod:
         if pod.link_by_name(ifname) is not None:
             raise KernelError(f"{ifname} exists already in the pod's namespace", errno=errno.EEXIST)
-        master_name = links.vrf if l3 else links.bridge
-        master = host.link_by_name(master_name) if master_name else None
+        master = host.link_by_name(spec.master)
         if master is None:
-            raise KernelError(f"domain device {master_name} is missing", errno=errno.ENODEV)
-        alias = pod_alias(container_id, ifname)
-        host.batch([_veth_req(hname, ifname, netns_fd, mtu, pod_mac(address))])
+            raise KernelError(f"domain device {spec.master} is missing", errno=errno.ENODEV)
+        host.batch([_veth_req(hname, ifname, netns, spec.mtu, spec.mac)])
         try:
             hlink = host.link_by_name(hname)
             plink = pod.link_by_name(ifname)
@@ -172,33 +146,31 @@ def _wire(
                 raise KernelError(
                     f"veth {hname}/{ifname} vanished after creation", errno=errno.ENODEV
                 )
-            write_sysctls(netns_fd, _pod_sysctls(ifname), missing_ok=True)
+            write_sysctls(netns, _pod_sysctls(ifname), missing_ok=True)
             # strict reverse-path filtering on the host end: a pod cannot
             # send from an address that is not routed back to it
             write_sysctls(None, [(f"net/ipv4/conf/{hname}/rp_filter", "1")], missing_ok=True)
             # the domain's interface group: host integration's nftables
             # table finds the domain of a packet by it (_hostplan.py)
-            group = host_group(domain.vrf)
             steps = [
-                nl.alias_req(hname, alias),
-                _up_req(hlink.index, hname, master=master.index, group=group),
+                nl.alias_req(hname, spec.alias),
+                _up_req(hlink.index, hname, master=master.index, group=spec.group),
             ]
-            if l3:
+            host_len = spec.host_prefixlen
+            if spec.routed:
                 steps.append(
-                    _addr_req(hlink.index, gateway, _host_len(fam), f"{gateway} on {hname}")
+                    _addr_req(hlink.index, spec.gateway, host_len, f"{spec.gateway} on {hname}")
                 )
-                steps.append(_route_req(fam, address, _host_len(fam), domain.table, hlink.index))
+                steps.append(_route_req(fam, spec.address, host_len, spec.table, hlink.index))
             host.batch(steps)
             steps = [
                 _up_req(1, "lo"),
-                _addr_req(plink.index, address, prefixlen, f"{address} on {ifname}"),
+                _addr_req(plink.index, spec.address, spec.prefixlen, f"{spec.address} on {ifname}"),
                 _up_req(plink.index, ifname),
             ]
-            if l3:
-                steps.append(
-                    _route_req(fam, gateway, _host_len(fam), nl.RT_TABLE_MAIN, plink.index)
-                )
-            steps.append(_route_req(fam, None, 0, nl.RT_TABLE_MAIN, plink.index, gateway))
+            if spec.routed:
+                steps.append(_route_req(fam, spec.gateway, host_len, nl.RT_TABLE_MAIN, plink.index))
+            steps.append(_route_req(fam, None, 0, nl.RT_TABLE_MAIN, plink.index, spec.gateway))
             pod.batch(steps)
         except BaseException:
             host.batch(
@@ -215,28 +187,13 @@ def _wire(
             host_mac=hlink.mac or "",
             pod_ifname=ifname,
             pod_mac=plink.mac or "",
-            mtu=mtu,
+            mtu=spec.mtu,
         )
 
 
-async def wire_pod(
-    *,
-    netns_fd: int,
-    container_id: str,
-    ifname: str,
-    address: str,
-    prefixlen: int,
-    gateway: str,
-    mtu: int,
-    domain: VrfDomain,
-    links: DomainLinks,
-) -> PodWiring:
-    """Wire one pod interface; on failure undo what this call created."""
-    return await in_thread(
-        lambda: _wire(
-            netns_fd, container_id, ifname, address, prefixlen, gateway, mtu, domain, links
-        )
-    )
+async def wire_pod(netns: NetnsFd, spec: PodSpec) -> PodWiring:
+    """Wire one pod interface as planned; on failure undo what this call created."""
+    return await in_thread(lambda: _wire(netns, spec))
 
 
 def _unwire(container_id: str, ifname: str, address: str | None, domain: VrfDomain | None) -> None:
@@ -261,21 +218,10 @@ async def unwire_pod(
     await in_thread(lambda: _unwire(container_id, ifname, address, domain))
 
 
-def _check(
-    netns_fd: int,
-    container_id: str,
-    ifname: str,
-    address: str,
-    prefixlen: int,
-    gateway: str,
-    domain: VrfDomain,
-) -> None:
-    if not is_netns_fd(netns_fd):
-        raise UnknownContainer(f"descriptor {netns_fd} is not a network namespace")
-    l3, prefixlen, gateway = _pod_addressing(domain, address, prefixlen, gateway)
-    fam = _family(address)
-    hname = host_ifname(container_id, ifname)
-    with nl.Netlink(netlink_socket(None)) as host, nl.Netlink(netlink_socket(netns_fd)) as pod:
+def _check(netns: NetnsFd, spec: PodSpec) -> None:
+    fam = _family(spec.address)
+    hname, ifname = spec.host_ifname, spec.ifname
+    with nl.Netlink(netlink_socket(None)) as host, nl.Netlink(netlink_socket(netns)) as pod:
         plink = pod.link_by_name(ifname)
         if plink is None:
             raise CheckFailed(f"pod interface {ifname} is missing")
@@ -284,49 +230,40 @@ def _check(
         have = [
             (a.local or a.address, a.prefixlen) for a in pod.addrs(fam) if a.index == plink.index
         ]
-        if (address, prefixlen) not in have:
-            raise CheckFailed(f"pod interface {ifname} lacks {address}/{prefixlen} (has {have})")
+        if (spec.address, spec.prefixlen) not in have:
+            raise CheckFailed(
+                f"pod interface {ifname} lacks {spec.address}/{spec.prefixlen} (has {have})"
+            )
         defaults = [
             r
             for r in pod.routes(fam, nl.RT_TABLE_MAIN)
-            if r.dst_len == 0 and r.gateway == gateway and r.oif == plink.index
+            if r.dst_len == 0 and r.gateway == spec.gateway and r.oif == plink.index
         ]
         if not defaults:
-            raise CheckFailed(f"pod has no default route via {gateway} dev {ifname}")
+            raise CheckFailed(f"pod has no default route via {spec.gateway} dev {ifname}")
         hlink = host.link_by_name(hname)
-        if hlink is None or hlink.alias != pod_alias(container_id, ifname):
+        if hlink is None or hlink.alias != spec.alias:
             raise CheckFailed(f"host interface {hname} is missing or not ours")
         if not hlink.up:
             raise CheckFailed(f"host interface {hname} is down")
         master = host.link_by_index(hlink.master) if hlink.master else None
-        want = domain.pod_attachment
-        expected = f"vrf-{domain.vrf}" if l3 else f"br-{want.vni}"
-        if master is None or master.name != expected:
-            raise CheckFailed(f"host interface {hname} is not enslaved to {expected}")
-        if l3:
+        if master is None or master.name != spec.master:
+            raise CheckFailed(f"host interface {hname} is not enslaved to {spec.master}")
+        if spec.routed:
             routes = [
                 r
-                for r in host.routes(fam, domain.table)
-                if r.dst == address and r.dst_len == _host_len(fam) and r.oif == hlink.index
+                for r in host.routes(fam, spec.table)
+                if r.dst == spec.address
+                and r.dst_len == spec.host_prefixlen
+                and r.oif == hlink.index
             ]
             if not routes:
-                raise CheckFailed(f"no route to {address} via {hname} in table {domain.table}")
+                raise CheckFailed(f"no route to {spec.address} via {hname} in table {spec.table}")
 
 
-async def check_pod(
-    *,
-    netns_fd: int,
-    container_id: str,
-    ifname: str,
-    address: str,
-    prefixlen: int,
-    gateway: str,
-    domain: VrfDomain,
-) -> None:
+async def check_pod(netns: NetnsFd, spec: PodSpec) -> None:
     """Raise CheckFailed naming the first thing missing or wrong."""
-    await in_thread(
-        lambda: _check(netns_fd, container_id, ifname, address, prefixlen, gateway, domain)
-    )
+    await in_thread(lambda: _check(netns, spec))
 
 
 def _list() -> list[PodLink]:

@@ -60,7 +60,7 @@ def test_socket_opened_inside_lives_there_and_thread_comes_back() -> None:
     with netns("dpin") as ns:
         ns.ip("link", "add", "probe0", "type", "veth", "peer", "name", "probe1")
         before = _ns_inode()
-        with nl.Netlink(_netns.netlink_socket(ns.fd)) as sock:
+        with nl.Netlink(_netns.netlink_socket(dp.checked_netns(ns.fd))) as sock:
             assert _ns_inode() == before
             names = {link.name for link in sock.links()}
         assert {"lo", "probe0", "probe1"} <= names
@@ -70,7 +70,7 @@ def test_socket_opened_inside_lives_there_and_thread_comes_back() -> None:
         seen: list[int] = []
 
         def inside_then_fail() -> None:
-            with _netns.inside(ns.fd):
+            with _netns.inside(dp.checked_netns(ns.fd)):
                 seen.append(_ns_inode())
                 raise RuntimeError("boom")
 
@@ -81,19 +81,24 @@ def test_socket_opened_inside_lives_there_and_thread_comes_back() -> None:
 
 
 def test_inside_refuses_what_is_not_a_netns() -> None:
-    with tempfile.TemporaryFile() as f, pytest.raises(UnknownContainer):
-        _netns.netlink_socket(f.fileno())
+    with tempfile.TemporaryFile() as f:
+        with pytest.raises(UnknownContainer):
+            dp.checked_netns(f.fileno())
+        with pytest.raises(UnknownContainer):  # setns: EINVAL
+            _netns.netlink_socket(_netns.NetnsFd(f.fileno()))
+    with pytest.raises(UnknownContainer):
+        dp.set_node_netns(987654)  # not open
 
 
 def test_sysctl_write_lands_in_the_namespace() -> None:
     with netns("dpsys") as ns:
         root = _netns.read_sysctl(None, "net/ipv4/conf/lo/accept_local")
         new = "0" if root == "1" else "1"
-        _netns.write_sysctl(ns.fd, "net/ipv4/conf/lo/accept_local", new)
+        _netns.write_sysctl(dp.checked_netns(ns.fd), "net/ipv4/conf/lo/accept_local", new)
         assert ns.run("cat", "/proc/sys/net/ipv4/conf/lo/accept_local").stdout.strip() == new
         assert _netns.read_sysctl(None, "net/ipv4/conf/lo/accept_local") == root
         with pytest.raises(KernelError) as exc:
-            _netns.write_sysctl(ns.fd, "net/ipv4/conf/nosuchif/forwarding", "1")
+            _netns.write_sysctl(dp.checked_netns(ns.fd), "net/ipv4/conf/nosuchif/forwarding", "1")
         assert exc.value.errno == errno.ENOENT
 
 
@@ -125,31 +130,33 @@ L2 = VrfDomain(
 )
 
 
-def _l2_links(node: Netns) -> dp.DomainLinks:
+def _l2_bridge(node: Netns) -> None:
     """The l2vni pod attachment without a VRF: a bridge carrying our alias,
     as ensure_domain would enslave it to the VRF (the VM tier does that)."""
     node.ip("link", "add", "br-200", "type", "bridge")
     node.ip("link", "set", "br-200", "alias", "cnid:br:200", "up")
     node.ip("addr", "add", "10.1.0.1/16", "dev", "br-200")
-    return dp.DomainLinks(vrf="vrf-200", table=200, bridge="br-200", vxlan=None, router_mac=None)
+
+
+def _spec(container_id: str, address: str, ifname: str = "eth0") -> dp.PodSpec:
+    return dp.plan_pod(
+        domain=L2,
+        container_id=container_id,
+        ifname=ifname,
+        address=address,
+        block_gateway="10.1.0.1",
+        mtu=1400,
+    )
 
 
 async def test_l2_pod_wiring_without_vrf(node: Netns) -> None:
-    links = _l2_links(node)
+    _l2_bridge(node)
     with netns("dppod") as pod1, netns("dppod") as pod2:
         async with trio.open_nursery() as nursery:
             for i, pod in ((1, pod1), (2, pod2)):
                 nursery.start_soon(
                     lambda i=i, pod=pod: dp.wire_pod(
-                        netns_fd=pod.fd,
-                        container_id=f"c{i}",
-                        ifname="eth0",
-                        address=f"10.1.0.{10 + i}",
-                        prefixlen=16,
-                        gateway="10.1.0.1",
-                        mtu=1400,
-                        domain=L2,
-                        links=links,
+                        dp.checked_netns(pod.fd), _spec(f"c{i}", f"10.1.0.{10 + i}", "eth0")
                     )
                 )
         assert "10.1.0.11/16" in pod1.ip("-4", "addr", "show", "eth0")
@@ -166,62 +173,26 @@ async def test_l2_pod_wiring_without_vrf(node: Netns) -> None:
         assert "mtu 1400" in pod1.ip("link", "show", "eth0")
         pod1.run("ping", "-c1", "-W2", "10.1.0.12")
         node.run("ping", "-c1", "-W2", "10.1.0.11")
-        await dp.check_pod(
-            netns_fd=pod1.fd,
-            container_id="c1",
-            ifname="eth0",
-            address="10.1.0.11",
-            prefixlen=16,
-            gateway="10.1.0.1",
-            domain=L2,
-        )
+        await dp.check_pod(dp.checked_netns(pod1.fd), _spec("c1", "10.1.0.11", "eth0"))
         found = {(p.container_id, p.ifname, p.master) for p in await dp.list_pod_links()}
         assert found == {("c1", "eth0", "br-200"), ("c2", "eth0", "br-200")}
 
         # ifname taken in the pod: EEXIST, the existing interface untouched
         with pytest.raises(KernelError) as exc:
-            await dp.wire_pod(
-                netns_fd=pod1.fd,
-                container_id="c9",
-                ifname="eth0",
-                address="10.1.0.19",
-                prefixlen=16,
-                gateway="10.1.0.1",
-                mtu=1400,
-                domain=L2,
-                links=links,
-            )
+            await dp.wire_pod(dp.checked_netns(pod1.fd), _spec("c9", "10.1.0.19", "eth0"))
         assert exc.value.errno == errno.EEXIST
         assert "10.1.0.11/16" in pod1.ip("-4", "addr", "show", "eth0")
         # a failure half-way is rolled back: the address is taken by pod1's eth0... in
         # another namespace it is not, so provoke one: the address of pod2's lo.
         pod2.ip("addr", "add", "10.1.0.99/32", "dev", "lo")
         with pytest.raises(KernelError):
-            await dp.wire_pod(
-                netns_fd=pod2.fd,
-                container_id="c3",
-                ifname="eth1",
-                address="10.1.0.99",
-                prefixlen=16,
-                gateway="10.1.0.1",
-                mtu=1400,
-                domain=L2,
-                links=links,
-            )
+            await dp.wire_pod(dp.checked_netns(pod2.fd), _spec("c3", "10.1.0.99", "eth1"))
         assert "eth1" not in pod2.ip("link")
         assert dp.host_ifname("c3", "eth1") not in node.ip("link")
 
         pod1.ip("addr", "flush", "dev", "eth0")
         with pytest.raises(dp.CheckFailed):
-            await dp.check_pod(
-                netns_fd=pod1.fd,
-                container_id="c1",
-                ifname="eth0",
-                address="10.1.0.11",
-                prefixlen=16,
-                gateway="10.1.0.1",
-                domain=L2,
-            )
+            await dp.check_pod(dp.checked_netns(pod1.fd), _spec("c1", "10.1.0.11", "eth0"))
         for i in (1, 2):
             for _ in range(2):  # idempotent
                 await dp.unwire_pod(container_id=f"c{i}", ifname="eth0", address=None, domain=L2)
@@ -232,20 +203,12 @@ async def test_l2_pod_wiring_without_vrf(node: Netns) -> None:
 async def test_a_pod_mac_follows_its_ipv4_address(node: Netns) -> None:
     """The same address given to another pod comes with the same MAC (the
     peers' ARP caches stay right); an IPv6 pod keeps the kernel's MAC."""
-    links = _l2_links(node)
+    _l2_bridge(node)
     macs = []
     for i in (1, 2):  # a pod, then its successor at the same address
         with netns("dpmac") as pod:
             wiring = await dp.wire_pod(
-                netns_fd=pod.fd,
-                container_id=f"m{i}",
-                ifname="eth0",
-                address="10.1.0.42",
-                prefixlen=16,
-                gateway="10.1.0.1",
-                mtu=1400,
-                domain=L2,
-                links=links,
+                dp.checked_netns(pod.fd), _spec(f"m{i}", "10.1.0.42", "eth0")
             )
             macs.append(pod.run("cat", "/sys/class/net/eth0/address").stdout.strip())
             assert wiring.pod_mac == macs[-1]
@@ -262,28 +225,23 @@ async def test_unwire_leaves_foreign_link_alone(node: Netns) -> None:
     assert name in node.ip("link")
 
 
-async def test_wire_pod_refuses_a_non_netns_fd(node: Netns) -> None:
-    links = _l2_links(node)
+async def test_a_non_netns_fd_is_refused_where_it_enters(node: Netns) -> None:
+    """checked_netns is the one check; past it, setns itself refuses a
+    descriptor that is no namespace, before anything is created."""
+    _l2_bridge(node)
     sock = socket.socket()
     try:
         with pytest.raises(UnknownContainer):
-            await dp.wire_pod(
-                netns_fd=sock.fileno(),
-                container_id="c1",
-                ifname="eth0",
-                address="10.1.0.11",
-                prefixlen=16,
-                gateway="10.1.0.1",
-                mtu=1400,
-                domain=L2,
-                links=links,
-            )
+            dp.checked_netns(sock.fileno())
+        with pytest.raises(UnknownContainer):
+            await dp.wire_pod(dp.NetnsFd(sock.fileno()), _spec("c1", "10.1.0.11"))
+        assert dp.host_ifname("c1", "eth0") not in node.ip("link")
     finally:
         sock.close()
 
 
 async def test_concurrent_wiring_runs_in_several_threads(node: Netns) -> None:
-    links = _l2_links(node)
+    _l2_bridge(node)
     threads: set[int] = set()
     real = _netns.netlink_socket
 
@@ -299,15 +257,7 @@ async def test_concurrent_wiring_runs_in_several_threads(node: Netns) -> None:
             for i, pod in enumerate(pods):
                 nursery.start_soon(
                     lambda i=i, pod=pod: dp.wire_pod(
-                        netns_fd=pod.fd,
-                        container_id=f"cc{i}",
-                        ifname="eth0",
-                        address=f"10.1.1.{i + 1}",
-                        prefixlen=16,
-                        gateway="10.1.0.1",
-                        mtu=1400,
-                        domain=L2,
-                        links=links,
+                        dp.checked_netns(pod.fd), _spec(f"cc{i}", f"10.1.1.{i + 1}", "eth0")
                     )
                 )
         assert len(threads) > 1

@@ -19,7 +19,7 @@ from cnid._tenants import DomainRegistry
 from cnid.cni._invocation import Attachment, parse_invocation
 from cnid.cni._journal import Journal, PodRecord
 from cnid.cni._service import CniService
-from cnid.dataplane import DomainLinks, PodLink, PodWiring, host_ifname
+from cnid.dataplane import DomainLinks, NetnsFd, PodLink, PodSpec, PodWiring, host_ifname
 from cnid.ipam import AddressPool, MemoryStore, Owner
 
 NETNS_FD = 1000
@@ -30,27 +30,19 @@ class FakeDataplane:
         self.links: dict[str, tuple[str, str, str]] = {}
         self.fail_next_wire: Exception | None = None
         self.wire_delay = 0.0
+        self.wired: list[PodSpec] = []
+        self.checked: list[PodSpec] = []
 
     def is_netns_fd(self, fd: int) -> bool:
         return fd == NETNS_FD
 
-    async def wire_pod(
-        self,
-        *,
-        netns_fd: int,
-        container_id: str,
-        ifname: str,
-        address: str,
-        prefixlen: int,
-        gateway: str,
-        mtu: int,
-        domain: VrfDomain,
-        links: DomainLinks,
-    ) -> PodWiring:
-        name = host_ifname(container_id, ifname)
+    async def wire_pod(self, netns: NetnsFd, spec: PodSpec) -> PodWiring:
+        assert netns == NETNS_FD
+        self.wired.append(spec)
+        name = spec.host_ifname
         if name in self.links:
             raise KernelError(f"{name} exists", errno=17)
-        self.links[name] = (container_id, ifname, address)
+        self.links[name] = (spec.container_id, spec.ifname, spec.address)
         await trio.sleep(self.wire_delay)
         if self.fail_next_wire is not None:
             exc, self.fail_next_wire = self.fail_next_wire, None
@@ -60,9 +52,9 @@ class FakeDataplane:
         return PodWiring(
             host_ifname=name,
             host_mac="02:00:00:00:00:01",
-            pod_ifname=ifname,
+            pod_ifname=spec.ifname,
             pod_mac="02:00:00:00:00:02",
-            mtu=mtu,
+            mtu=spec.mtu,
         )
 
     async def unwire_pod(
@@ -70,18 +62,10 @@ class FakeDataplane:
     ) -> None:
         self.links.pop(host_ifname(container_id, ifname), None)
 
-    async def check_pod(
-        self,
-        *,
-        netns_fd: int,
-        container_id: str,
-        ifname: str,
-        address: str,
-        prefixlen: int,
-        gateway: str,
-        domain: VrfDomain,
-    ) -> None:
-        if host_ifname(container_id, ifname) not in self.links:
+    async def check_pod(self, netns: NetnsFd, spec: PodSpec) -> None:
+        assert netns == NETNS_FD
+        self.checked.append(spec)
+        if spec.host_ifname not in self.links:
             raise KernelError("host link missing", errno=19)
 
     async def list_pod_links(self) -> list[PodLink]:
@@ -92,8 +76,8 @@ class FakeDataplane:
 
 
 class Env:
-    def __init__(self, tmp: Path, store: MemoryStore | None = None) -> None:
-        config = parse_config("")
+    def __init__(self, tmp: Path, store: MemoryStore | None = None, config_text: str = "") -> None:
+        config = parse_config(config_text)
         self.domain = config.default.domain()
         self.domains = DomainRegistry(self.domain)
         self.domains.set_links(
@@ -279,6 +263,37 @@ async def test_check(env: Env) -> None:
     env.dp.links.clear()
     with pytest.raises(KernelError):
         await env.call("CHECK", prevResult=out)
+
+
+@pytest.mark.parametrize(
+    ("kind", "plen", "gateway"), [("l3vni", 32, None), ("l2vni", 16, "10.244.0.1")]
+)
+async def test_check_is_given_the_spec_add_planned(
+    tmp_path: Path, kind: str, plen: int, gateway: str | None
+) -> None:
+    env = Env(tmp_path, config_text=f"[default]\nsystem_vrf_type = {kind}\n")
+    out = await env.call("ADD")
+    assert await env.call("CHECK", prevResult=out) is None
+    [wired] = env.dp.wired
+    assert env.dp.checked == [wired]
+    assert (wired.routed, wired.prefixlen, wired.mtu) == (kind == "l3vni", plen, 1450)
+    lease = (await env.pool.leases())[0]
+    assert wired.gateway == (gateway or lease.gateway)
+    # the result and the record say what was planned
+    assert out["ips"][0] == {
+        "address": f"{wired.address}/{plen}",
+        "gateway": wired.gateway,
+        "interface": 1,
+    }
+    assert out["routes"] == [{"dst": "0.0.0.0/0", "gw": wired.gateway}]
+    rec = env.journal.get(Attachment("c1", "eth0"))
+    assert rec is not None
+    assert (rec.address, rec.prefixlen, rec.gateway, rec.host_ifname) == (
+        wired.address,
+        wired.prefixlen,
+        wired.gateway,
+        wired.host_ifname,
+    )
 
 
 async def test_gc_releases_all_but_the_valid_attachments(env: Env) -> None:

@@ -75,16 +75,20 @@ async def test_domains_pods_and_cleanup(node: Netns) -> None:
     with (netns("l3a") as l3a, netns("l3b") as l3b,
           netns("l2a") as l2a, netns("l2b") as l2b):  # fmt: skip
         pods = [
-            (l3a, "p1", "10.244.0.2", 32, "10.244.0.1", L3, l3),
-            (l3b, "p2", "10.244.0.3", 32, "10.244.0.1", L3, l3),
-            (l2a, "p3", "10.1.0.2", 16, "10.1.0.1", L2, l2),
-            (l2b, "p4", "10.1.0.3", 16, "10.1.0.1", L2, l2),
+            (l3a, "p1", "10.244.0.2", 32, "10.244.0.1", L3),
+            (l3b, "p2", "10.244.0.3", 32, "10.244.0.1", L3),
+            (l2a, "p3", "10.1.0.2", 16, "10.1.0.1", L2),
+            (l2b, "p4", "10.1.0.3", 16, "10.1.0.1", L2),
         ]
-        for ns, cid, addr, plen, gw, dom, links in pods:
-            wiring = await dp.wire_pod(
-                netns_fd=ns.fd, container_id=cid, ifname="eth0", address=addr,
-                prefixlen=plen, gateway=gw, mtu=1400, domain=dom, links=links,
+        specs = {}
+        for ns, cid, addr, plen, gw, dom in pods:
+            spec = dp.plan_pod(
+                domain=dom, container_id=cid, ifname="eth0", address=addr,
+                block_gateway="10.244.0.1", mtu=1400,
             )  # fmt: skip
+            assert (spec.prefixlen, spec.gateway) == (plen, gw)
+            specs[cid] = spec
+            wiring = await dp.wire_pod(dp.checked_netns(ns.fd), spec)
             assert wiring.host_ifname == dp.host_ifname(cid, "eth0") and wiring.mtu == 1400
         assert "10.244.0.2 dev " + dp.host_ifname("p1", "eth0") in node.ip(
             "route", "show", "table", "42", "proto", "149"
@@ -98,19 +102,13 @@ async def test_domains_pods_and_cleanup(node: Netns) -> None:
         assert links_found == {("p1", "vrf-42"), ("p2", "vrf-42"), ("p3", "br-200"),
                                ("p4", "br-200")}  # fmt: skip
 
-        for ns, cid, addr, plen, gw, dom, _ in pods:
-            await dp.check_pod(
-                netns_fd=ns.fd, container_id=cid, ifname="eth0", address=addr,
-                prefixlen=plen, gateway=gw, domain=dom,
-            )  # fmt: skip
+        for ns, cid, *_ in pods:
+            await dp.check_pod(dp.checked_netns(ns.fd), specs[cid])
         l3b.ip("addr", "del", "10.244.0.3/32", "dev", "eth0")
         with pytest.raises(dp.CheckFailed, match=r"10\.244\.0\.3"):
-            await dp.check_pod(
-                netns_fd=l3b.fd, container_id="p2", ifname="eth0", address="10.244.0.3",
-                prefixlen=32, gateway="10.244.0.1", domain=L3,
-            )  # fmt: skip
+            await dp.check_pod(dp.checked_netns(l3b.fd), specs["p2"])
 
-        for _, cid, addr, _, _, dom, _ in pods:
+        for _, cid, addr, _, _, dom in pods:
             await dp.unwire_pod(container_id=cid, ifname="eth0", address=addr, domain=dom)
             await dp.unwire_pod(container_id=cid, ifname="eth0", address=addr, domain=dom)
         assert await dp.list_pod_links() == []
