@@ -42,6 +42,7 @@ from pathlib import Path
 import msgspec
 import trio
 
+from .._reconcile import Backoff
 from .._sockets import serve_unix
 from .._startup import Startup
 from ._api import CHUNK, ApiConnection, SpeakerUnavailable
@@ -208,7 +209,9 @@ class Speaker:
     # -- supervision ------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        delay = _BACKOFF_MIN
+        # No jitter: one ExaBGP per node, nothing to spread, and the log
+        # says the delay it waits.
+        backoff = Backoff(_BACKOFF_MIN, _BACKOFF_MAX, jitter=False)
         while True:
             config = self.config
             if config is None or not config.neighbors:
@@ -219,14 +222,13 @@ class Speaker:
             reason = await self._run_once(config)
             ran = trio.current_time() - started
             self._stopped(reason)
+            if reason == "restart" or ran > _STABLE:
+                backoff.reset()  # asked for, or it had run well: no penalty
             if reason == "restart":
-                delay = _BACKOFF_MIN
                 continue
-            if ran > _STABLE:
-                delay = _BACKOFF_MIN
+            delay = backoff.next_delay()
             log.error("ExaBGP %s; starting it again in %.0fs", reason, delay)
             await trio.sleep(delay)
-            delay = min(delay * 2, _BACKOFF_MAX)
 
     def _write_config(self, config: SpeakerConfig) -> str:
         text = render(config, self.api_socket)
@@ -284,27 +286,8 @@ class Speaker:
 
                 async def watch_config() -> None:
                     nonlocal outcome
-                    while True:
-                        self._config_changed = trio.Event()
-                        await self._config_changed.wait()
-                        new = self.config
-                        if new is None or not new.neighbors:
-                            outcome = "restart"
-                            nursery.cancel_scope.cancel()
-                            return
-                        if environment(new, self.log_level) != self._running_env:
-                            log.info("BGP settings changed: restarting ExaBGP")
-                            outcome = "restart"
-                            nursery.cancel_scope.cancel()
-                            return
-                        text = self._write_config(new)
-                        if text != self._running_text:
-                            self._running_text = text
-                            log.info(
-                                "BGP neighbours now %s: reloading ExaBGP",
-                                ", ".join(n.address for n in new.neighbors),
-                            )
-                            proc.send_signal(signal.SIGUSR1)
+                    outcome = await self._follow_config(proc)
+                    nursery.cancel_scope.cancel()
 
                 nursery.start_soon(watch_exit)
                 nursery.start_soon(watch_config)
@@ -313,6 +296,27 @@ class Speaker:
                 await _stop(proc)
             self._process = None
         return outcome
+
+    async def _follow_config(self, proc: trio.Process) -> str:
+        """Reload ExaBGP (SIGUSR1) on each change of its neighbours, until a
+        change needs a restart (returns "restart")."""
+        while True:
+            self._config_changed = trio.Event()
+            await self._config_changed.wait()
+            new = self.config
+            if new is None or not new.neighbors:
+                return "restart"
+            if environment(new, self.log_level) != self._running_env:
+                log.info("BGP settings changed: restarting ExaBGP")
+                return "restart"
+            text = self._write_config(new)
+            if text != self._running_text:
+                self._running_text = text
+                log.info(
+                    "BGP neighbours now %s: reloading ExaBGP",
+                    ", ".join(n.address for n in new.neighbors),
+                )
+                proc.send_signal(signal.SIGUSR1)
 
     async def _pump_log(self, stream: trio.abc.ReceiveStream) -> None:
         buf = b""

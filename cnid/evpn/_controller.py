@@ -26,6 +26,7 @@ was programmed and fixes any drift.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -36,7 +37,8 @@ import trio
 from .. import dataplane
 from .._errors import CnidError
 from .._metrics import Metrics
-from .._notify import wait_any
+from .._notify import Notifier
+from .._reconcile import Backoff, reconcile_forever
 from .._tenants import DomainRegistry
 from ..bgp import Speaker, SpeakerDown, SpeakerEvent, StateEvent, UpdateEvent
 from ..cni._journal import Journal
@@ -125,7 +127,9 @@ class EvpnController:
         self.problems: list[str] = []
         self.kernel_failures: list[tuple[str, str]] = []
         self._send, self._receive = trio.open_memory_channel[tuple[float, SpeakerEvent]](math.inf)
-        self._dirty = trio.Event()
+        #: Bumped when the program loop has work (received routes, a new view).
+        self._work = Notifier()
+        self._next_repair = math.inf
         self._received_at: list[float] = []
         self._blocks: tuple[LocalBlock, ...] = ()
         self._blocks_version = -1
@@ -186,7 +190,7 @@ class EvpnController:
         )
 
     def _wake(self) -> None:
-        self._dirty.set()
+        self._work.bump()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._adopt()
@@ -205,6 +209,7 @@ class EvpnController:
             log.error("EVPN: cannot read the kernel's EVPN state: %s", exc.msg)
             self.kernel_state.replace({})
         self.graceful.start_adoption(trio.current_time())
+        self._next_repair = trio.current_time() + self.repair_interval
         if self.installed:
             log.info(
                 "EVPN: adopted %d kernel entries of a previous run; kept until the routes "
@@ -251,33 +256,33 @@ class EvpnController:
         )
 
     async def _announce_loop(self) -> None:
-        while True:
-            seen = [
-                (n, n.version)
-                for n in (self.journal.notifier, self.registry.notifier, self.pool.notifier)
-            ]
-            try:
-                state = await self.local_state()
-            except CnidError as exc:
-                log.warning("EVPN: local state unavailable (%s); retrying", exc.msg)
-                await trio.sleep(1.0)
-                continue
-            paths, problems = local_paths(state)
-            if problems != self.problems:
-                for problem in problems:
-                    log.warning("EVPN: %s", problem)
-                self.problems = problems
-            self.speaker.announce(paths)
-            # The speaker owns what is announced, and its count by type.
-            for rtype, n in self.speaker.announced_by_type().items():
-                self.metrics.evpn_announced.labels(type=str(rtype)).set(n)
-            view = self._view(state)
-            if view != self.table.view:
-                self.table.set_view(view)
-                self._full_pass = True
-                self._wake()
-            with trio.move_on_after(self.local_interval):
-                await wait_any(seen)
+        await reconcile_forever(
+            self._announce,
+            name="EVPN: local state",
+            interval=self.local_interval,
+            changes=(self.journal.notifier, self.registry.notifier, self.pool.notifier),
+            backoff=Backoff(1.0, 30.0, jitter=False),
+            logger=log,
+        )
+
+    async def _announce(self) -> None:
+        """The node's paths to the speaker; the view of what the node owns
+        (pods, blocks) to the route table."""
+        state = await self.local_state()
+        paths, problems = local_paths(state)
+        if problems != self.problems:
+            for problem in problems:
+                log.warning("EVPN: %s", problem)
+            self.problems = problems
+        self.speaker.announce(paths)
+        # The speaker owns what is announced, and its count by type.
+        for rtype, n in self.speaker.announced_by_type().items():
+            self.metrics.evpn_announced.labels(type=str(rtype)).set(n)
+        view = self._view(state)
+        if view != self.table.view:
+            self.table.set_view(view)
+            self._full_pass = True
+            self._wake()
 
     # -- receive ---------------------------------------------------------------
 
@@ -354,44 +359,45 @@ class EvpnController:
     # -- program ---------------------------------------------------------------
 
     async def _program_loop(self) -> None:
-        next_repair = trio.current_time() + self.repair_interval
-        delay = 1.0
-        while True:
-            with trio.move_on_after(1.0):
-                await self._dirty.wait()
-            self._dirty = trio.Event()
-            now = trio.current_time()
-            config = self.speaker.config
-            self.graceful.expire(config, now)
-            sweep = False
-            if self.adopting and self.graceful.adoption_over(config, now):
-                self.adopting = False
-                sweep = True
-                log.info("EVPN: routes re-learned: sweeping what was not")
-            if now >= next_repair:
-                next_repair = now + self.repair_interval
-                sweep |= await self._repair()
-            try:
-                await self._program(sweep)
-                delay = 1.0
-            except CnidError as exc:
-                log.error("EVPN: programming the kernel: %s; retrying in %.0fs", exc.msg, delay)
-                self._full_pass = True
-                await trio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                self._wake()
-            except Exception:
-                # A bug of ours must not stop the node's EVPN for good: say
-                # so loudly, start from the kernel's truth, try again.
-                log.exception("EVPN: programming the kernel failed; retrying in %.0fs", delay)
-                try:
-                    self.kernel_state.replace(await self._dump())
-                except CnidError:
-                    pass
-                self._full_pass = True
-                await trio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                self._wake()
+        await reconcile_forever(
+            self._program_pass,
+            name="EVPN: programming the kernel",
+            interval=1.0,  # the timers' tick: stale paths, adoption, repair, refusals
+            changes=(self._work,),
+            backoff=Backoff(1.0, 30.0, jitter=False),
+            on_error=self._failed,
+            logger=log,
+        )
+
+    async def _program_pass(self) -> None:
+        now = trio.current_time()
+        config = self.speaker.config
+        self.graceful.expire(config, now)
+        sweep = False
+        if self.adopting and self.graceful.adoption_over(config, now):
+            self.adopting = False
+            sweep = True
+            log.info("EVPN: routes re-learned: sweeping what was not")
+        if now >= self._next_repair:
+            self._next_repair = now + self.repair_interval
+            sweep |= await self._repair()
+        try:
+            await self._program(sweep)
+        except CnidError:
+            raise
+        except Exception as exc:
+            # A bug of ours must not stop the node's EVPN for good (unlike
+            # the toolkit's other loops, where it ends the daemon: here the
+            # pods keep running and need their routes): say so loudly,
+            # start from the kernel's truth, and try again with backoff.
+            log.exception("EVPN: programming the kernel failed")
+            with contextlib.suppress(CnidError):
+                self.kernel_state.replace(await self._dump())
+            raise CnidError(f"unexpected {type(exc).__name__} (see above)") from exc
+
+    def _failed(self, exc: CnidError) -> None:
+        """After a failed pass, the next one compares every key."""
+        self._full_pass = True
 
     async def _repair(self) -> bool:
         """Whether the kernel drifted from what was programmed (then what it

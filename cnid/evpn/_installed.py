@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from .._reconcile import Backoff
 from ..dataplane import EvpnRoute as KernelRoute
 from ..dataplane import FdbEntry, KernelEvpn, NeighEntry
 from ._remote import KernelEntry, entry_key
@@ -85,19 +86,18 @@ class Installed:
 class Refusal:
     """A kernel entry the kernel refused: why, and when to try again."""
 
-    __slots__ = ("delay", "entry", "error", "retry_at")
+    __slots__ = ("backoff", "entry", "error", "retry_at")
 
     def __init__(self, entry: KernelEntry | None, error: str, now: float) -> None:
         #: The entry it refused to add (None: a removal was refused).
         self.entry = entry
         self.error = error
-        self.delay = RETRY_MIN
-        self.retry_at = now + self.delay
+        self.backoff = Backoff(RETRY_MIN, RETRY_MAX, jitter=False)
+        self.retry_at = now + self.backoff.next_delay()
 
     def again(self, now: float) -> None:
         """Refused again, for the same reason: wait twice as long."""
-        self.delay = min(self.delay * 2, RETRY_MAX)
-        self.retry_at = now + self.delay
+        self.retry_at = now + self.backoff.next_delay()
 
 
 class Refusals:
