@@ -37,12 +37,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cni-versions.h" /* generated from cnid/cni/_versions.py */
+
 #define PROTOCOL_VERSION 1
 #define MAX_STDIN (1024u * 1024u)
 #define MAX_FRAME (4u * 1024u * 1024u)
 #define DEFAULT_SOCKET "/run/cnid/cni.sock"
 #define DEFAULT_TIMEOUT_MS 60000L
-#define DEFAULT_CNI_VERSION "1.1.0"
+#define DEFAULT_CNI_VERSION CNI_LATEST_VERSION
 
 /* CNI spec error codes this program produces itself. */
 #define CODE_UNKNOWN_CONTAINER 3
@@ -293,7 +295,7 @@ static void answer_version(void)
 	out_len = 0;
 	out_str("{\"cniVersion\":");
 	out_json_str(cni_version);
-	out_str(",\"supportedVersions\":[\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\"]}\n");
+	out_str(",\"supportedVersions\":" CNI_SUPPORTED_VERSIONS_JSON "}\n");
 	write_all(STDOUT_FILENO, out, out_len);
 	exit(0);
 }

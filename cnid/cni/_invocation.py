@@ -17,11 +17,10 @@ from .._errors import (
     InvalidEnvironment,
     InvalidNetconf,
 )
+from ._versions import LATEST, SUPPORTED_VERSIONS
 
 Command = Literal["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"]
 COMMANDS: tuple[str, ...] = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
-SUPPORTED_VERSIONS: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
-LATEST = "1.1.0"
 # The spec's minimum version for each verb.
 _MIN_VERSION = {"CHECK": (0, 4, 0), "STATUS": (1, 1, 0), "GC": (1, 1, 0)}
 # CNI_IFNAME: what the kernel accepts as an interface name.

@@ -19,9 +19,10 @@ from .._protocol import (
     printable,
 )
 from .._sockets import READ_TIMEOUT, read_frame, send_all
-from ._invocation import COMMANDS, LATEST, parse_invocation, peek_version
+from ._invocation import COMMANDS, parse_invocation, peek_version
 from ._results import encode, render_error
 from ._service import CniService, error_from
+from ._versions import LATEST
 
 log = logging.getLogger("cnid.cni")
 

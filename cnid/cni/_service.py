@@ -30,7 +30,7 @@ from .._readiness import Readiness
 from .._tenants import DomainRegistry
 from ..dataplane import NetnsFd, PodLink, PodSpec, PodWiring, plan_pod
 from ..ipam import AddressPool, Lease, Owner
-from ._invocation import SUPPORTED_VERSIONS, Attachment, Invocation
+from ._invocation import Attachment, Invocation
 from ._journal import Journal, PodRecord
 from ._results import (
     PodResult,
@@ -40,6 +40,7 @@ from ._results import (
     render_result,
     render_version,
 )
+from ._versions import SUPPORTED_VERSIONS
 
 log = logging.getLogger("cnid.cni")
 

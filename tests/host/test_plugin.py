@@ -38,9 +38,10 @@ from cnid._protocol import (
     frame,
     payload_length,
 )
+from cnid.cni._versions import SUPPORTED_VERSIONS
 
 NETCONF = b'{"cniVersion":"1.0.0","name":"fabric","type":"cnid-plugin"}'
-SUPPORTED = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+SUPPORTED = list(SUPPORTED_VERSIONS)  # the plugin answers from the same list
 
 #: What the fake daemon sends back for a request: raw bytes (then it closes),
 #: or None to keep the connection open and say nothing.
