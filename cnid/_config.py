@@ -21,6 +21,7 @@ import msgspec
 from ._domains import VniAttachment, VrfDomain
 from ._errors import ConfigError
 from .bgp._config import BgpOptions
+from .dataplane import vrf_name
 from .dataplane._hostplan import HostSettings, NodePorts
 
 
@@ -123,7 +124,7 @@ class DefaultDomainConfig(msgspec.Struct, frozen=True):
             port=self.port,
         )
         return VrfDomain(
-            name=f"vrf-{self.vrf}",
+            name=vrf_name(self.vrf),  # the default domain is named after its VRF device
             vrf=self.vrf,
             table=self.table or self.vrf,
             prefix=self.prefix,

@@ -29,6 +29,7 @@ from ._sockets import READ_TIMEOUT, read_frame, send_all
 from ._startup import Startup
 from ._tenants import DomainRegistry
 from .cni._journal import Journal
+from .dataplane import vrf_name
 from .evpn import EvpnController
 from .evpn._views import bgp_summary, evpn_routes, vrf_routes
 from .ipam import AddressPool
@@ -149,7 +150,7 @@ class ControlServer:
     async def view_vrf_routes(self, args: dict[str, str]) -> dict[str, Any]:
         name = args.get("vrf", "")
         domain = next(
-            (d for d in self.domains.all() if name in (d.name, str(d.vrf), f"vrf-{d.vrf}")), None
+            (d for d in self.domains.all() if name in (d.name, str(d.vrf), vrf_name(d.vrf))), None
         )
         if domain is None:
             known = ", ".join(d.name for d in self.domains.all()) or "none"

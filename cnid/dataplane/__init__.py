@@ -30,6 +30,7 @@ from ._names import (
     bridge_mac,
     host_ifname,
     pod_mac,
+    vrf_name,
 )
 from ._netns import NetnsFd, NetnsPoisoned, checked_netns, is_netns_fd, set_node_netns
 from ._pod import (
@@ -80,5 +81,6 @@ __all__ = [
     "remove_kernel_domain",
     "set_node_netns",
     "unwire_pod",
+    "vrf_name",
     "wire_pod",
 ]

@@ -42,6 +42,7 @@ import socket
 
 import msgspec
 
+from ._names import vrf_name
 from ._rules import FR_ACT_UNREACHABLE, FibRule
 
 GROUP_BASE = 0x0C1D0000
@@ -119,7 +120,7 @@ class HostDomain(msgspec.Struct, frozen=True):
 
     @property
     def device(self) -> str:
-        return f"vrf-{self.vrf}"
+        return vrf_name(self.vrf)
 
 
 class PolicyMatch(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -414,7 +415,7 @@ def _node_chains(domains: list[HostDomain], s: HostSettings) -> str:
         if ports:
             lines.append(f"\t\t{proto} dport {{ {', '.join(ports)} }} return")
     lines += ["\t\tdrop", "\t}"]
-    devices = ", ".join(f'"vrf-{v}"' for v in sorted({d.vrf for d in domains}))
+    devices = ", ".join(f'"{vrf_name(v)}"' for v in sorted({d.vrf for d in domains}))
     lines += [
         "\tchain input {",
         "\t\ttype filter hook input priority filter; policy accept;",

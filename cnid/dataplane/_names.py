@@ -20,6 +20,8 @@ LINK_ALIAS_PREFIX = "cnid:"
 
 POD_ALIAS_PREFIX = f"{LINK_ALIAS_PREFIX}pod:"
 
+_VRF_PREFIX = "vrf-"
+
 
 def host_ifname(container_id: str, ifname: str) -> str:
     """The node-side veth name of a pod interface: deterministic, 15 chars."""
@@ -31,7 +33,14 @@ def pod_alias(container_id: str, ifname: str) -> str:
 
 
 def vrf_name(vrf: int) -> str:
-    return f"vrf-{vrf}"
+    """The VRF device of a domain ("vrf-42"): the one spelling."""
+    return f"{_VRF_PREFIX}{vrf}"
+
+
+def vrf_number(name: str) -> int | None:
+    """The VRF id of a device named by vrf_name; None for any other name."""
+    number = name.removeprefix(_VRF_PREFIX)
+    return int(number) if number != name and number.isdigit() else None
 
 
 def vrf_alias(domain: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .._domains import VrfDomain
 from ..bgp import EvpnPath, ImetRoute, MacIpRoute, route_type
+from ..dataplane import vrf_name
 from ..dataplane._tables import table_routes
 from ._controller import EvpnController
 from ._rib import MAX_PREFIX, STALE
@@ -129,7 +130,7 @@ async def vrf_routes(domain: VrfDomain, evpn: EvpnController | None) -> dict[str
     routes = await table_routes(domain.table)
     return {
         "domain": domain.name,
-        "vrf": f"vrf-{domain.vrf}",
+        "vrf": vrf_name(domain.vrf),
         "table": domain.table,
         "routes": [
             {

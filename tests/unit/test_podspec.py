@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from cnid._domains import VniAttachment, VrfDomain
-from cnid.dataplane import PodSpec, host_ifname, plan_pod, pod_mac
+from cnid.dataplane import PodSpec, host_ifname, plan_pod, pod_mac, vrf_name
+from cnid.dataplane._names import vrf_number
 
 L3 = VrfDomain(
     name="tenant-a",
@@ -91,3 +92,10 @@ def test_an_ipv6_pod_has_128_bit_host_routes_and_the_kernels_mac() -> None:
     assert spec.mac is None
     # a VRF id beyond 16 bits has no interface group of its own
     assert spec.group == 0 and spec.master == "vrf-70000"
+
+
+def test_vrf_device_names_are_spelled_once_and_read_back() -> None:
+    assert vrf_name(42) == "vrf-42"
+    assert vrf_number(vrf_name(70000)) == 70000
+    for other in ("vrf-", "vrf-x1", "br-42", "42", "xvrf-42"):
+        assert vrf_number(other) is None, other
