@@ -281,6 +281,7 @@ class EvpnController:
         view = self._view(state)
         if view != self.table.view:
             self.table.set_view(view)
+            self._count_skips()  # a new pod or block can make received routes conflict
             self._full_pass = True
             self._wake()
 
@@ -327,8 +328,11 @@ class EvpnController:
         elif isinstance(event, SpeakerDown):
             self._show_sessions()
             self.graceful.speaker_down(event.reason, now)
-        for rtype, n in self.table.skip_counts.items():
-            self.metrics.evpn_skipped.labels(reason=rtype).inc(n)
+        self._count_skips()
+
+    def _count_skips(self) -> None:
+        for reason, n in self.table.skip_counts.items():
+            self.metrics.evpn_skipped.labels(reason=reason).inc(n)
         self.table.skip_counts.clear()
 
     def _apply_update(self, received_at: float, event: UpdateEvent) -> None:
