@@ -13,7 +13,12 @@ the node is ready, and when its first BGP session and announcement came.
 
 Standalone (no API: ``[kubernetes] enabled = no``, or ``auto`` outside a
 pod without a kubeconfig) the node serves the [default] domain of
-server.ini with a node-local address store.
+server.ini with a node-local address store: a static source feeding the
+same domain reconciler (``_domainsync``) as the VRFDomain controller.
+
+``_run`` is the composition root: each group of services is built by one
+``_start_*`` method, with what it needs passed in (constructor arguments
+and callbacks), in the order above.
 """
 
 from __future__ import annotations
@@ -28,20 +33,22 @@ import trio
 from . import dataplane
 from ._config import Config
 from ._control import ControlServer
-from ._errors import CnidError
+from ._domainsync import DomainReconciler, StaticDomains
 from ._health import HealthServer
 from ._hostintegration import HostIntegration
 from ._metrics import Metrics
 from ._readiness import Readiness
+from ._reconcile import Backoff, retry
 from ._sockets import serve_unix
 from ._startup import Startup
 from ._tenants import DomainRegistry
 from .bgp import Speaker
-from .cluster import ClusterMember, KubeStore, NodeConfigController, NodeSettings, Peering
+from .cluster import ClusterMember, KubeStore, NodeSettings, Peering
 from .cluster._policies import RoutingPolicyController
 from .cni._journal import Journal
 from .cni._server import CniServer
 from .cni._service import CniService
+from .dataplane._domain import pod_mtu
 from .evpn import EvpnController, Identity, router_id_for
 from .ipam import AddressPool, FileStore
 from .kube import KubeClient
@@ -86,43 +93,11 @@ class Daemon:
             await self._run(client, task_status)
 
     async def _run(self, client: KubeClient | None, task_status: trio.TaskStatus[Daemon]) -> None:
-        cfg = self.config
-        health = HealthServer(self.readiness, self.metrics)
+        """The service graph, group by group, in dependency order."""
         async with trio.open_nursery() as nursery:
-            self.health_port = await nursery.start(
-                health.run, cfg.readiness.host, cfg.readiness.port
-            )
-            for problem in self.journal.load():
-                log.error("state: unreadable attachment record moved aside: %s", problem)
-            member = settings = None
-            if client is not None:
-                member = ClusterMember(
-                    client=client,
-                    config=cfg,
-                    node=self.node,
-                    readiness=self.readiness,
-                    registry=self.domains,
-                    pool=self.pool,
-                    journal=self.journal,
-                )
-                settings = await member.start_watches(nursery)
-                self.startup.mark("api")
-            underlay = await self._discover_underlay(
-                settings or NodeSettings(), member.nodeconfig if member else None
-            )
-            self.startup.mark("underlay")
-            overhead = cfg.network.mtu_overhead
-            if ":" in underlay.address and overhead == 50:
-                overhead = 70  # VXLAN over IPv6: the VXLAN devices are 70 below the underlay too
-            mtu = cfg.network.mtu or underlay.mtu - overhead
-            log.info(
-                "node %s: underlay %s (%s, mtu %d), pod mtu %d",
-                self.node,
-                underlay.ifname,
-                underlay.address,
-                underlay.mtu,
-                mtu,
-            )
+            await self._start_health(nursery)
+            member, settings = await self._start_cluster_view(nursery, client)
+            underlay = await self._discover_underlay(settings, member)
             service = CniService(
                 pool=self.pool,
                 journal=self.journal,
@@ -130,57 +105,145 @@ class Daemon:
                 domains=self.domains,
                 readiness=self.readiness,
                 metrics=self.metrics,
-                mtu=mtu,
+                mtu=self._pod_mtu(underlay),
             )
-            if member is None:
-                await nursery.start(self._run_domains, underlay)
-                self.startup.mark("domains")
-                await service.recover()
-            else:
-                await member.start_controllers(nursery, underlay, settings or NodeSettings())
-                self.startup.mark("domains")
-                await self._recover(service)
-            self.startup.mark("recovery")
-            self.readiness.set_ready("recovery")
-            self.host = HostIntegration(
-                node=self.node,
-                registry=self.domains,
-                pool=self.pool,
-                readiness=self.readiness,
-                settings=cfg.network.host_settings(),
-                interval=max(cfg.default.fw_interval_seconds, 1),
-            )
-            await nursery.start(self.host.run)
-            self.startup.mark("host-integration")
-            if member is not None and client is not None:
-                policies = RoutingPolicyController(
-                    client=client, node=self.node, host=self.host, domains=member.watches.domains
-                )
-                await nursery.start(policies.run)
-            self.evpn = await self._start_evpn(
-                nursery, underlay, settings or NodeSettings(), member
-            )
-            cni = CniServer(service, self.metrics)
-            await nursery.start(serve_unix, cfg.api.socket_path_api, cni.handle_connection)
-            self.startup.mark("cni-socket")
-            self.readiness.set_ready("cni-socket")
-            control = ControlServer(
-                node=self.node,
-                readiness=self.readiness,
-                journal=self.journal,
-                pool=self.pool,
-                domains=self.domains,
-                metrics=self.metrics,
-                evpn=self.evpn,
-                startup=self.startup,
-            )
-            await nursery.start(serve_unix, cfg.api.socket_path_ctl, control.handle_connection)
-            log.info(
-                "serving CNI on %s, control on %s", cfg.api.socket_path_api, cfg.api.socket_path_ctl
-            )
+            await self._start_domains(nursery, underlay, settings, member, service)
+            self.host = await self._start_host_integration(nursery, client, member)
+            self.evpn = await self._start_evpn(nursery, underlay, settings, member)
+            await self._start_sockets(nursery, service)
             if member is not None:
                 await member.start_gc(nursery, service)
             task_status.started(self)
+
+    async def _start_health(self, nursery: trio.Nursery) -> None:
+        """Liveness from the first moment; then the node's own state."""
+        cfg = self.config.readiness
+        health = HealthServer(self.readiness, self.metrics)
+        self.health_port = await nursery.start(health.run, cfg.host, cfg.port)
+        for problem in self.journal.load():
+            log.error("state: unreadable attachment record moved aside: %s", problem)
+
+    async def _start_cluster_view(
+        self, nursery: trio.Nursery, client: KubeClient | None
+    ) -> tuple[ClusterMember | None, NodeSettings]:
+        """With the API: the watches and this node's VRFNodeConfig."""
+        if client is None:
+            return None, NodeSettings()
+        member = ClusterMember(
+            client=client,
+            config=self.config,
+            node=self.node,
+            readiness=self.readiness,
+            registry=self.domains,
+            pool=self.pool,
+            journal=self.journal,
+        )
+        settings = await member.start_watches(nursery)
+        self.startup.mark("api")
+        return member, settings
+
+    async def _discover_underlay(
+        self, settings: NodeSettings, member: ClusterMember | None
+    ) -> dataplane.Underlay:
+        """The underlay, retried until it is there. A VRFNodeConfig that
+        names it hears why it is not (its Ready condition says so)."""
+        host_if = settings.host_if or self.config.network.host_if
+        ipaddr = settings.local or self.config.network.ipaddr
+        named = member.nodeconfig if member is not None and settings.source else None
+        underlay = await retry(
+            lambda: dataplane.discover_underlay(host_if, ipaddr),
+            name="underlay",
+            readiness=self.readiness,
+            backoff=Backoff(0.5, _BACKOFF_MAX, jitter=False),
+            on_error=(lambda exc: named.underlay_failed(exc.msg)) if named else None,
+        )
+        self.startup.mark("underlay")
+        return underlay
+
+    def _pod_mtu(self, underlay: dataplane.Underlay) -> int:
+        net = self.config.network
+        mtu = pod_mtu(underlay, mtu=net.mtu, overhead=net.mtu_overhead)
+        log.info(
+            "node %s: underlay %s (%s, mtu %d), pod mtu %d",
+            self.node,
+            underlay.ifname,
+            underlay.address,
+            underlay.mtu,
+            mtu,
+        )
+        return mtu
+
+    async def _start_domains(
+        self,
+        nursery: trio.Nursery,
+        underlay: dataplane.Underlay,
+        settings: NodeSettings,
+        member: ClusterMember | None,
+        service: CniService,
+    ) -> None:
+        """Every domain's kernel objects (standalone: server.ini's, a static
+        source; with the API: the VRFDomain and VRFDomainBinding
+        controllers), then the recovery of what a previous run left."""
+        if member is None:
+            static = StaticDomains(
+                reconciler=DomainReconciler(registry=self.domains, underlay=underlay),
+                registry=self.domains,
+                readiness=self.readiness,
+                interval=max(self.config.default.fw_interval_seconds, 1),
+            )
+            await nursery.start(static.run)
+        else:
+            await member.start_controllers(nursery, underlay, settings)
+        self.startup.mark("domains")
+        # Recovery needs the address store: with the API, retried until it answers.
+        await retry(
+            service.recover,
+            name="recovery",
+            readiness=self.readiness,
+            backoff=Backoff(0.5, _BACKOFF_MAX, jitter=False),
+        )
+        self.startup.mark("recovery")
+
+    async def _start_host_integration(
+        self, nursery: trio.Nursery, client: KubeClient | None, member: ClusterMember | None
+    ) -> HostIntegration:
+        host = HostIntegration(
+            node=self.node,
+            registry=self.domains,
+            pool=self.pool,
+            readiness=self.readiness,
+            settings=self.config.network.host_settings(),
+            interval=max(self.config.default.fw_interval_seconds, 1),
+        )
+        await nursery.start(host.run)
+        self.startup.mark("host-integration")
+        if member is not None and client is not None:
+            policies = RoutingPolicyController(
+                client=client, node=self.node, host=host, domains=member.watches.domains
+            )
+            await nursery.start(policies.run)
+        return host
+
+    async def _start_sockets(self, nursery: trio.Nursery, service: CniService) -> None:
+        """The CNI socket (the node takes pods from here on), then the
+        control socket."""
+        api = self.config.api
+        cni = CniServer(service, self.metrics)
+        await nursery.start(serve_unix, api.socket_path_api, cni.handle_connection)
+        self.startup.mark("cni-socket")
+        self.readiness.set_ready("cni-socket")
+        control = ControlServer(
+            node=self.node,
+            readiness=self.readiness,
+            journal=self.journal,
+            pool=self.pool,
+            domains=self.domains,
+            metrics=self.metrics,
+            evpn=self.evpn,
+            startup=self.startup,
+        )
+        await nursery.start(serve_unix, api.socket_path_ctl, control.handle_connection)
+        log.info("serving CNI on %s, control on %s", api.socket_path_api, api.socket_path_ctl)
 
     async def _start_evpn(
         self,
@@ -231,70 +294,6 @@ class Daemon:
         await nursery.start(peering.run)
         log.info("node %s: BGP router-id %s, AS %d", self.node, router_id, opts.asn)
         return evpn
-
-    async def _recover(self, service: CniService) -> None:
-        """Recovery needs the address store: retried until the API answers."""
-        delay = 0.5
-        while True:
-            try:
-                await service.recover()
-                return
-            except CnidError as exc:
-                self.readiness.set_not_ready("recovery", exc.msg)
-                log.error("recovery: %s; retrying in %.1fs", exc.msg, delay)
-                await trio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
-
-    async def _discover_underlay(
-        self, settings: NodeSettings, nodeconfig: NodeConfigController | None
-    ) -> dataplane.Underlay:
-        delay = 0.5
-        host_if = settings.host_if or self.config.network.host_if
-        ipaddr = settings.local or self.config.network.ipaddr
-        while True:
-            try:
-                underlay = await dataplane.discover_underlay(host_if, ipaddr)
-            except CnidError as exc:
-                self.readiness.set_not_ready("underlay", exc.msg)
-                if nodeconfig is not None and settings.source:
-                    nodeconfig.problem = exc.msg
-                log.error("underlay: %s; retrying in %.1fs", exc.msg, delay)
-                await trio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
-                continue
-            self.readiness.set_ready("underlay")
-            if nodeconfig is not None:
-                nodeconfig.problem = ""
-            return underlay
-
-    async def _run_domains(
-        self, underlay: dataplane.Underlay, *, task_status: trio.TaskStatus[None]
-    ) -> None:
-        """Keep every domain's kernel objects in place. Reports started after
-        the first attempt, successful or not: a node whose kernel refuses a
-        VRF stays up, says why it is not ready, and keeps trying."""
-        delay = 1.0
-        started = False
-        while True:
-            try:
-                for domain in self.domains.all():
-                    links = await dataplane.ensure_domain(domain, underlay)
-                    self.domains.set_links(domain.name, links)
-            except CnidError as exc:
-                self.readiness.set_not_ready("domains", exc.msg)
-                log.error("domains: %s; retrying in %.0fs", exc.msg, delay)
-                if not started:
-                    task_status.started()
-                    started = True
-                await trio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
-                continue
-            delay = 1.0
-            self.readiness.set_ready("domains")
-            if not started:
-                task_status.started()
-                started = True
-            await trio.sleep(max(self.config.default.fw_interval_seconds, 1))
 
 
 async def serve(config: Config, startup: Startup | None = None) -> None:

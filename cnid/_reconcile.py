@@ -12,6 +12,9 @@ attempt.
 
 Only ``CnidError`` is an expected failure: anything else is a bug of ours
 and propagates (the daemon's nursery ends, and with it the node, loudly).
+A step that is not done but has not failed either (it waits for something
+a change signal will bring) raises ``Pending``: not ready, no backoff, no
+error logged.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ from ._readiness import Readiness
 log = logging.getLogger("cnid")
 
 T = TypeVar("T")
+
+
+class Pending(CnidError):
+    """Not done yet, and nothing failed: waiting for something that one of
+    the loop's change signals will bring (the message says what)."""
 
 
 class Backoff:
@@ -155,7 +163,8 @@ async def reconcile_forever(
     during the step counts: their versions are taken before it). After a
     ``CnidError``: the component is not ready with its message,
     ``on_error`` hears of it, the failure is logged, and the next pass
-    comes once the backoff has passed.
+    comes once the backoff has passed. After ``Pending``: not ready with
+    its message, and the next pass as after a success.
 
     Reports started after the first attempt, successful or not: a node
     whose kernel refuses something stays up, says why it is not ready, and
@@ -168,6 +177,10 @@ async def reconcile_forever(
         seen = snapshot(changes)
         try:
             await step()
+        except Pending as exc:
+            if readiness is not None:
+                readiness.set_not_ready(key, exc.msg)
+            logger.debug("%s: %s", name, exc.msg)
         except CnidError as exc:
             delay = backoff.next_delay()
             _failed(
@@ -184,9 +197,10 @@ async def reconcile_forever(
                 started = True
             await trio.sleep(delay)
             continue
-        backoff.reset()
-        if readiness is not None:
-            readiness.set_ready(key)
+        else:
+            backoff.reset()
+            if readiness is not None:
+                readiness.set_ready(key)
         if not started:
             task_status.started()
             started = True

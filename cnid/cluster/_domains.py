@@ -1,8 +1,11 @@
-"""The VRFDomain controller: every domain's kernel objects on this node.
+"""The VRFDomain controller: the Kubernetes source of the node's domain
+reconciler (``cnid._domainsync``), which standalone mode feeds from
+server.ini instead.
 
 Level-triggered: on every change of the VRFDomains (and at least every
 ``interval`` seconds, to repair the kernel) it compares what the cluster
-wants with what the node has:
+wants with what the node has, retrying with backoff while the kernel
+refuses a domain:
 
 * a domain that is valid and does not clash with an older one is
   *accepted*: this node adds its finalizer first, then creates or adopts the
@@ -23,10 +26,11 @@ from typing import Any
 
 import trio
 
-from .. import dataplane
 from .._domains import VniAttachment, VrfDomain
-from .._errors import CnidError, ConfigError
+from .._domainsync import DomainReconciler, failures
+from .._errors import ConfigError, KernelError
 from .._readiness import Readiness
+from .._reconcile import Pending, reconcile_forever
 from .._tenants import DomainRegistry
 from ..ipam import AddressPool
 from ..kube import (
@@ -139,6 +143,7 @@ class DomainController:
         readiness: Readiness,
         domains: Reflector[VRFDomain],
         nodes: Reflector[Node],
+        reconciler: DomainReconciler,
         interval: float,
     ) -> None:
         self.client = client
@@ -150,47 +155,39 @@ class DomainController:
         self.domains = domains
         self.nodes = nodes
         self.interval = interval
+        self.reconciler = reconciler
         self.finalizer = node_finalizer(node)
-        self.underlay: dataplane.Underlay | None = None
         #: Last error per domain on this node ("" when programmed).
         self.errors: dict[str, str] = {}
 
-    async def run(
-        self,
-        underlay: dataplane.Underlay,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        self.underlay = underlay
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.readiness.set_not_ready("domains", "waiting for the VRFDomains from the API")
         task_status.started()
         await self.domains.synced.wait()
-        seen = -1
-        while True:
-            seen = self.domains.version
-            try:
-                await self.reconcile()
-            except CnidError as exc:
-                # The API or the store: the next pass starts from a fresh read.
-                log.warning("domains: %s; retrying", exc.msg)
-                await trio.sleep(1.0)
-                continue
-            with trio.move_on_after(self.interval):
-                await self.domains.wait_changed(seen)
+        await reconcile_forever(
+            self.reconcile,
+            name="domains",
+            readiness=self.readiness,
+            interval=self.interval,
+            changes=[self.domains],
+            logger=log,
+        )
 
     async def reconcile(self) -> None:
+        """One pass. CnidError naming the domains this node could not
+        program (or the API's error); Pending while there is no VRFDomain
+        at all and the default one is on its way."""
         objs = list(self.domains.items.values())
         if not objs and not self.domains.invalid:
             await self._create_default()
-            return
+            raise Pending(f"no VRFDomain yet: the default {self.default.name} is being created")
         live = [o for o in objs if o.metadata.deletion_timestamp is None]
         accepted, refused = accept(live)
         for obj in objs:
             if obj.metadata.deletion_timestamp is not None:
                 await self._finalize(obj)
         by_name = {o.metadata.name: o for o in live}
-        errors: dict[str, str] = {}
-        ready: list[VrfDomain] = []
+        wanted: list[tuple[VrfDomain, VRFDomain]] = []
         for domain in accepted:
             obj = by_name[domain.name]
             if self.finalizer not in obj.metadata.finalizers:
@@ -198,23 +195,20 @@ class DomainController:
                 if patched is None:
                     continue  # changed under us: the next pass reads it again
                 obj = patched
-            error = await self._program(domain)
-            errors[domain.name] = error
-            if not error:
-                ready.append(domain)
-            await self._report(obj, None, error)
+            wanted.append((domain, obj))
+        # A domain refused now (edited into an invalid spec) keeps its kernel
+        # objects: its pods stay up until it is fixed or deleted.
+        known = set(self.domains.items) | set(self.domains.invalid)
+        errors = await self.reconciler.apply([d for d, _ in wanted], keep=known)
+        self.registry.set_domains([d for d, _ in wanted if not errors[d.name]])
+        self.errors = errors
+        for domain, obj in wanted:
+            await self._report(obj, None, errors[domain.name])
         for name, why in refused.items():
             await self._report(by_name[name], why, "")
-        await self._remove_strays({d.name for d in accepted})
-        self.registry.set_domains(ready)
-        self.errors = errors
-        failed = {n: e for n, e in errors.items() if e}
-        if failed:
-            self.readiness.set_not_ready(
-                "domains", "; ".join(f"{n}: {e}" for n, e in sorted(failed.items()))
-            )
-        else:
-            self.readiness.set_ready("domains")
+        problem = failures(errors)
+        if problem:
+            raise KernelError(problem)
 
     # -- steps ------------------------------------------------------------
 
@@ -224,29 +218,6 @@ class DomainController:
             log.info("no VRFDomain in the cluster: created the default %s", self.default.name)
         except AlreadyExists:
             pass
-
-    async def _program(self, domain: VrfDomain) -> str:
-        assert self.underlay is not None
-        try:
-            links = await dataplane.ensure_domain(domain, self.underlay)
-            wanted = {a.vni for a in domain.attachments}
-            for found in await dataplane.list_domains():
-                dropped = [vni for vni in found.vnis if vni not in wanted]
-                if found.name == domain.name and dropped:
-                    log.info("domain %s: removing dropped attachments %s", domain.name, dropped)
-                    await dataplane.remove_attachments(dropped)
-        except CnidError as exc:
-            log.error("domain %s: %s", domain.name, exc.msg)
-            return exc.msg
-        if self.registry.links(domain.name) is None:
-            log.info(
-                "domain %s: vrf %d table %d ready on this node",
-                domain.name,
-                domain.vrf,
-                domain.table,
-            )
-        self.registry.set_links(domain.name, links)
-        return ""
 
     async def _patch_finalizers(self, obj: VRFDomain, finalizers: list[str]) -> VRFDomain | None:
         """Set the finalizers, based on the version we read (409: the next
@@ -269,9 +240,7 @@ class DomainController:
         name = obj.metadata.name
         keep = list(obj.metadata.finalizers)
         if self.finalizer in keep:
-            for found in await dataplane.list_domains():
-                if found.name == name:
-                    await dataplane.remove_kernel_domain(found)
+            await self.reconciler.remove(name)
             self.registry.set_domains([d for d in self.registry.all() if d.name != name])
             vrf = obj.spec.vrf
             await self.pool.release_domain(vrf)
@@ -285,17 +254,6 @@ class DomainController:
                     keep.remove(f)
         if keep != obj.metadata.finalizers:
             await self._patch_finalizers(obj, keep)
-
-    async def _remove_strays(self, wanted: set[str]) -> None:
-        """Kernel domains of ours that no accepted VRFDomain wants. A domain
-        refused now (edited into an invalid spec) keeps its kernel objects:
-        its pods stay up until it is fixed or deleted."""
-        known = set(self.domains.items) | set(self.domains.invalid)
-        for found in await dataplane.list_domains():
-            if found.name in wanted or found.name in known:
-                continue
-            log.info("domain %s is gone from the cluster: removing vrf-%d", found.name, found.vrf)
-            await dataplane.remove_kernel_domain(found)
 
     async def _report(self, obj: VRFDomain, refused: tuple[str, str] | None, error: str) -> None:
         """Accepted (the spec, the same verdict on every node) and this

@@ -11,6 +11,7 @@ import trio
 
 from .. import dataplane
 from .._config import Config
+from .._domainsync import DomainKernel, DomainReconciler
 from .._readiness import Readiness
 from .._tenants import DomainRegistry
 from ..cni._journal import Journal
@@ -37,6 +38,7 @@ class ClusterMember:
         registry: DomainRegistry,
         pool: AddressPool,
         journal: Journal,
+        kernel: DomainKernel = dataplane,
     ) -> None:
         self.client = client
         self.config = config
@@ -45,6 +47,7 @@ class ClusterMember:
         self.registry = registry
         self.pool = pool
         self.journal = journal
+        self.kernel = kernel
         self.watches = Watches(client, node, readiness)
         self.nodeconfig = NodeConfigController(
             client=client, node=node, configs=self.watches.nodeconfigs
@@ -68,8 +71,9 @@ class ClusterMember:
     ) -> None:
         """The domain and binding controllers; returns once every watch has
         listed (recovery needs the cluster's view)."""
-        self.nodeconfig.running = settings
+        self.nodeconfig.started_with(settings)
         w = self.watches
+        reconciler = DomainReconciler(registry=self.registry, underlay=underlay, kernel=self.kernel)
         domains = DomainController(
             client=self.client,
             node=self.node,
@@ -79,9 +83,10 @@ class ClusterMember:
             readiness=self.readiness,
             domains=w.domains,
             nodes=w.nodes,
+            reconciler=reconciler,
             interval=max(self.config.default.fw_interval_seconds, 1),
         )
-        await nursery.start(domains.run, underlay)
+        await nursery.start(domains.run)
         bindings = BindingController(
             client=self.client,
             registry=self.registry,

@@ -82,9 +82,19 @@ class NodeConfigController:
         self.client = client
         self.node = node
         self.configs = configs
-        #: The settings the daemon started with (set by the daemon).
+        #: The settings the daemon started with (``started_with``).
         self.running: NodeSettings | None = None
-        #: Why the running settings are not the config's, if they are not.
+        #: Why the running settings are not the config's, if they are not
+        #: (``underlay_failed``).
+        self.problem = ""
+
+    def underlay_failed(self, why: str) -> None:
+        """The underlay this config names cannot be used (yet): Ready says why."""
+        self.problem = why
+
+    def started_with(self, settings: NodeSettings) -> None:
+        """The node found its underlay and runs with these settings."""
+        self.running = settings
         self.problem = ""
 
     def current(self) -> tuple[NodeSettings, str]:

@@ -34,6 +34,29 @@ VRF documentation recommends): lookups that miss stop in the VRF instead of
 falling through to the main table."""
 
 
+VXLAN_OVERHEAD = 50
+"""What VXLAN adds to a frame over IPv4: outer IPv4 (20), UDP (8), VXLAN (8)
+and the inner Ethernet header (14). Over IPv6 the outer header is 40: 70."""
+
+
+def vxlan_overhead(underlay_address: str) -> int:
+    """VXLAN's overhead over an underlay of this address's family."""
+    return VXLAN_OVERHEAD + (20 if ":" in underlay_address else 0)
+
+
+def pod_mtu(underlay: Underlay, *, mtu: int = 0, overhead: int = VXLAN_OVERHEAD) -> int:
+    """The pods' MTU (the one owner of the decision): ``mtu`` when set
+    (server.ini's ``mtu``), else the underlay's less ``overhead``
+    (``mtu_overhead``), where the default, VXLAN's own over IPv4, stands
+    for VXLAN's over the underlay's family: the VXLAN devices are that far
+    below the underlay too."""
+    if mtu:
+        return mtu
+    if overhead == VXLAN_OVERHEAD:
+        overhead = vxlan_overhead(underlay.address)
+    return underlay.mtu - overhead
+
+
 class DomainLinks(msgspec.Struct, frozen=True):
     vrf: str
     table: int
@@ -106,10 +129,10 @@ def _attachment(
         + nl.nla_u8(nl.IFLA_VXLAN_LEARNING, 0)
     )
     vxlan = _ensure_link(sock, xname, vxlan_alias(att.vni), "vxlan", vdata)
-    overhead = 50 if family == socket.AF_INET else 70
+    vxlan_mtu = underlay.mtu - vxlan_overhead(underlay.address)
     requests = [
         _set_link(bridge.index, bname, master=vrf.index),
-        _set_link(vxlan.index, xname, master=bridge.index, mtu=underlay.mtu - overhead),
+        _set_link(vxlan.index, xname, master=bridge.index, mtu=vxlan_mtu),
     ]
     if att.type == "l2vni":
         gw = str(domain.anycast_gateway)

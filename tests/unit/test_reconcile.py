@@ -13,7 +13,7 @@ import trio.testing
 from cnid._errors import CnidError, KernelError
 from cnid._notify import ChangeSignal, Notifier, wait_any
 from cnid._readiness import Readiness
-from cnid._reconcile import Backoff, reconcile_forever, retry
+from cnid._reconcile import Backoff, Pending, reconcile_forever, retry
 
 
 class Script:
@@ -269,3 +269,38 @@ async def test_reconcile_forever_lets_a_bug_through(
 
     with pytest.raises(RuntimeError, match="a bug"):
         await reconcile_forever(broken, name="x")
+
+
+async def test_reconcile_forever_pending_is_not_ready_without_backoff_until_a_change(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    readiness = Readiness()
+    notifier = Notifier()
+    times: list[float] = []
+
+    async def step() -> None:
+        times.append(trio.current_time())
+        if notifier.version == 0:
+            raise Pending("waiting for the default domain")
+
+    with caplog.at_level(logging.ERROR, logger="cnid"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: reconcile_forever(
+                    step,
+                    name="domains",
+                    readiness=readiness,
+                    interval=60.0,
+                    changes=[notifier],
+                    task_status=task_status,
+                )
+            )
+            assert readiness.snapshot() == {"domains": "waiting for the default domain"}
+            await trio.sleep(7)
+            assert times == [0.0]  # no backoff retries: it waits for the change
+            notifier.bump()
+            await trio.sleep(1)
+            nursery.cancel_scope.cancel()
+    assert times == [0.0, pytest.approx(7.0)]
+    assert readiness.snapshot() == {"domains": "ready"}
+    assert caplog.text == ""
