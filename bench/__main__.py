@@ -14,6 +14,8 @@ the CNI latency benchmark (what ``./just bench`` runs in the VM tier).
   restarts, route reflectors and full mesh (VM tier)
 * ``daemon_start``: where a daemon's start goes, phase by phase (its
   start-up timeline), against interpreter starts (host; VM tier: to ready)
+* ``netlink_read``: reading FDB, neighbour and route entries back, and
+  creating veths: cnid's netlink code against pyroute2 and ``ip -j`` (host)
 * ``fuzz``: a million seeded inputs each to the CNI frame decoder, the
   control protocol and CNI stdin parsing (host, no privileges)
 """
@@ -30,6 +32,7 @@ from . import (
     lab_bringup,
     lab_convergence,
     lab_restart,
+    netlink_read,
 )
 
 BENCHMARKS = {
@@ -41,6 +44,7 @@ BENCHMARKS = {
     "lab_convergence": lab_convergence.main,
     "lab_restart": lab_restart.main,
     "daemon_start": daemon_start.main,
+    "netlink_read": netlink_read.main,
     "fuzz": fuzz.main,
 }
 
