@@ -1,6 +1,6 @@
 """The one error hierarchy of cnid.
 
-Every lower-level failure (pyroute2's NetlinkError, OSError, msgspec's
+Every lower-level failure (a netlink error ACK, OSError, msgspec's
 DecodeError, ...) is translated once, at the boundary where it happens, into
 the most specific class here. Each class carries the CNI spec error code that
 the CNI boundary reports for it, so the translation to the spec's error JSON
