@@ -18,7 +18,7 @@ import trio
 
 from cnid import dataplane as dp
 from cnid._domains import VniAttachment, VrfDomain
-from cnid.dataplane import _evpn
+from cnid.dataplane import _evpn, _evpn_values
 from cnid.dataplane import _netlink as nl
 from cnid.dataplane._names import bridge_alias, vxlan_alias
 from testbed.netns import Netns, netns
@@ -411,7 +411,7 @@ async def test_bad_entries_are_reported_and_do_not_stop_the_others(node: Netns) 
     assert [w for w, _ in result.failed] == sorted(failed)
     assert len(failed) == len(bad), failed
     for entry, reason in bad.items():
-        assert reason in failed[_evpn._what("add", entry)], (entry, failed)
+        assert reason in failed[_evpn_values._what("add", entry)], (entry, failed)
     assert await dump((100, 999), (TABLE, 255)) == good
 
 
@@ -435,7 +435,7 @@ async def test_errors_map_to_their_entries_across_chunks(
     refused = {dp.EvpnRoute(TABLE, f"10.200.{i}.0/24", "127.0.0.1", 100) for i in range(7)}
     result = await dp.apply_evpn(dp.KernelEvpn(routes=frozenset(routes | refused)), EMPTY)
     assert len(sends) > 3 and sum(sends) == 2007
-    assert {w for w, _ in result.failed} == {_evpn._what("add", r) for r in refused}
+    assert {w for w, _ in result.failed} == {_evpn_values._what("add", r) for r in refused}
     assert result.applied == 2000
     assert (await dump()).routes == routes
 
@@ -456,7 +456,7 @@ async def test_lost_error_acks_are_reported_not_waited_for(
         result = await dp.apply_evpn(dp.KernelEvpn(routes=frozenset(refused | {fine})), EMPTY)
     failed = dict(result.failed)
     assert len(failed) == 2001 and result.applied == 0
-    assert "outcome unknown" in failed[_evpn._what("add", fine)]
+    assert "outcome unknown" in failed[_evpn_values._what("add", fine)]
     assert any("Invalid argument" in r for r in failed.values())
     assert (await dump()).routes == {fine}  # it was done, all the same
 
@@ -640,7 +640,7 @@ async def test_l3vni_type5_routes_carry_traffic_over_vxlan(
 
 def test_nda_protocol_is_supported_here() -> None:
     """This kernel tags neighbours with NDA_PROTOCOL (ownership relies on it)."""
-    assert _evpn.nda_protocol_supported()
+    assert _evpn_values.nda_protocol_supported()
 
 
 async def test_ecmp_merged_with_the_callers_record(node: Netns) -> None:

@@ -11,7 +11,14 @@ import msgspec
 import pytest
 
 from cnid import dataplane as dp
-from cnid.dataplane import _evpn
+from cnid.dataplane import (
+    _evpn,
+    _evpn_bridge,
+    _evpn_devices,
+    _evpn_plan,
+    _evpn_routes,
+    _evpn_values,
+)
 from cnid.dataplane import _netlink as nl
 
 ZERO = _evpn.ZERO_MAC
@@ -32,16 +39,16 @@ ZERO = _evpn.ZERO_MAC
     ],
 )
 def test_macs_must_be_canonical(mac: object, error: str) -> None:
-    with pytest.raises(_evpn._Invalid, match=error):
-        _evpn._mac(mac)  # type: ignore[arg-type]
+    with pytest.raises(_evpn_values._Invalid, match=error):
+        _evpn_values._mac(mac)  # type: ignore[arg-type]
 
 
 def test_mac_bytes_and_unicast() -> None:
-    assert _evpn._mac("02:aa:00:00:00:01") == bytes.fromhex("02aa00000001")
-    assert _evpn._mac(ZERO) == b"\0" * 6
+    assert _evpn_values._mac("02:aa:00:00:00:01") == bytes.fromhex("02aa00000001")
+    assert _evpn_values._mac(ZERO) == b"\0" * 6
     for mac in (ZERO, "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff"):
-        with pytest.raises(_evpn._Invalid, match="unicast"):
-            _evpn._unicast_mac(mac)
+        with pytest.raises(_evpn_values._Invalid, match="unicast"):
+            _evpn_values._unicast_mac(mac)
 
 
 @pytest.mark.parametrize(
@@ -54,8 +61,8 @@ def test_mac_bytes_and_unicast() -> None:
     ],
 )
 def test_addresses_must_be_canonical(ip: str, error: str) -> None:
-    with pytest.raises(_evpn._Invalid, match=error):
-        _evpn._parse_ip(ip)
+    with pytest.raises(_evpn_values._Invalid, match=error):
+        _evpn_values._parse_ip(ip)
 
 
 @pytest.mark.parametrize(
@@ -69,14 +76,14 @@ def test_addresses_must_be_canonical(ip: str, error: str) -> None:
     ],
 )
 def test_vteps_are_unicast_and_not_mapped(vtep: str, error: str) -> None:
-    with pytest.raises(_evpn._Invalid, match=error):
-        _evpn._vtep(vtep)
+    with pytest.raises(_evpn_values._Invalid, match=error):
+        _evpn_values._vtep(vtep)
 
 
 def test_prefixes() -> None:
-    assert _evpn._prefix("10.1.0.0/26") == (socket.AF_INET, bytes([10, 1, 0, 0]), 26)
-    assert _evpn._prefix("0.0.0.0/0") == (socket.AF_INET, b"\0" * 4, 0)
-    assert _evpn._prefix("2001:db8::/64")[2] == 64
+    assert _evpn_values._prefix("10.1.0.0/26") == (socket.AF_INET, bytes([10, 1, 0, 0]), 26)
+    assert _evpn_values._prefix("0.0.0.0/0") == (socket.AF_INET, b"\0" * 4, 0)
+    assert _evpn_values._prefix("2001:db8::/64")[2] == 64
     for bad, error in [
         ("10.1.0.1/26", "host bits"),
         ("10.1.0.0/33", "over 32"),
@@ -84,15 +91,15 @@ def test_prefixes() -> None:
         ("10.1.0.0", "form"),
         ("2001:DB8::/64", "canonical"),
     ]:
-        with pytest.raises(_evpn._Invalid, match=error):
-            _evpn._prefix(bad)
+        with pytest.raises(_evpn_values._Invalid, match=error):
+            _evpn_values._prefix(bad)
 
 
 def test_nda_protocol_from_the_kernel_release(monkeypatch: pytest.MonkeyPatch) -> None:
     def release(r: str) -> bool:
-        monkeypatch.setattr(_evpn.os, "uname", lambda: type("U", (), {"release": r})())
-        _evpn.nda_protocol_supported.cache_clear()
-        return _evpn.nda_protocol_supported()
+        monkeypatch.setattr(_evpn_values.os, "uname", lambda: type("U", (), {"release": r})())
+        _evpn_values.nda_protocol_supported.cache_clear()
+        return _evpn_values.nda_protocol_supported()
 
     try:
         assert release("6.1.0-18-amd64")
@@ -101,7 +108,7 @@ def test_nda_protocol_from_the_kernel_release(monkeypatch: pytest.MonkeyPatch) -
         assert not release("4.19.0-27-amd64")
     finally:
         monkeypatch.undo()
-        _evpn.nda_protocol_supported.cache_clear()
+        _evpn_values.nda_protocol_supported.cache_clear()
 
 
 def test_values_are_hashable_and_serialisable() -> None:
@@ -120,9 +127,9 @@ def test_values_are_hashable_and_serialisable() -> None:
 
 
 def _route(family: int, prefix: str, paths: list[tuple[str, int]]) -> nl.Route:
-    fam, raw, plen = _evpn._prefix(prefix)
+    fam, raw, plen = _evpn_values._prefix(prefix)
     assert fam == family
-    body = _evpn._RouteCodec().new(family, raw, plen, 1000, paths)
+    body = _evpn_routes._RouteCodec().new(family, raw, plen, 1000, paths)
     return nl.decode_route(body)
 
 
@@ -135,8 +142,8 @@ def test_route_encoding_decodes_back() -> None:
     assert via.gateway == "2001:db8::2"  # RTA_VIA
     mapped = _route(socket.AF_INET6, "2001:db8:1::/64", [("192.0.2.2", 7)])
     assert mapped.gateway == "::ffff:192.0.2.2"
-    assert _evpn._route_vtep(socket.AF_INET6, mapped.gateway) == "192.0.2.2"
-    assert _evpn._route_vtep(socket.AF_INET6, "::ffff:1:2") == "::ffff:1:2"
+    assert _evpn_routes._route_vtep(socket.AF_INET6, mapped.gateway) == "192.0.2.2"
+    assert _evpn_routes._route_vtep(socket.AF_INET6, "::ffff:1:2") == "::ffff:1:2"
 
     ecmp = _route(socket.AF_INET, "10.2.0.0/24", [("192.0.2.2", 7), ("2001:db8::3", 8)])
     assert ecmp.gateway is None and ecmp.oif is None
@@ -176,7 +183,9 @@ def test_neigh_decoding() -> None:
     )  # fmt: skip
     n = nl.decode_neigh(arp)
     assert (n.dst, n.lladdr, n.protocol) == ("10.0.0.1", "02:aa:00:00:00:01", 150)
-    assert _evpn._neigh_ours(n) == _evpn._neigh_ours(n._replace(flags=0))  # the tag is the protocol
+    assert _evpn_bridge._neigh_ours(n) == _evpn_bridge._neigh_ours(
+        n._replace(flags=0)
+    )  # the tag is the protocol
 
 
 def _bare_netlink(sndbuf: int, rcvbuf: int) -> nl.Netlink:
@@ -230,9 +239,9 @@ class _FakeSock:
         for r in self._routes:
             if r.family != family or struct.pack("=I", r.table) != table:
                 continue
-            fam, raw, plen = _evpn._prefix(f"{r.dst}/{r.dst_len}")
+            fam, raw, plen = _evpn_values._prefix(f"{r.dst}/{r.dst_len}")
             paths = [(h.gateway, h.ifindex) for h in r.nexthops] or [(r.gateway, r.oif)]
-            out.append(_evpn._RouteCodec().new(fam, raw, plen, r.table, paths))
+            out.append(_evpn_routes._RouteCodec().new(fam, raw, plen, r.table, paths))
         return out
 
     def fdb(self, port: int = 0) -> list[nl.Neigh]:
@@ -242,7 +251,7 @@ class _FakeSock:
         return [n for n in self._neigh if n.family == family]
 
 
-class _FakeDevices(_evpn._Devices):
+class _FakeDevices(_evpn_devices._Devices):
     def __init__(self) -> None:
         br = nl.Link(7, 1, "br-100", "cnid:br:100", None, 1500, None, "bridge", {})
         vx = nl.Link(8, 1, "vx-100", "cnid:vx:100", 7, 1450, None, "vxlan", {})
@@ -256,12 +265,12 @@ class _FakeDevices(_evpn._Devices):
 EMPTY = dp.KernelEvpn()
 
 
-def _plan(sock: _FakeSock, add: dp.KernelEvpn, remove: dp.KernelEvpn = EMPTY) -> _evpn._Plan:
-    plan = _evpn._Plan()
+def _plan(sock: _FakeSock, add: dp.KernelEvpn, remove: dp.KernelEvpn = EMPTY) -> _evpn_plan._Plan:
+    plan = _evpn_plan._Plan()
     devs = _FakeDevices()
-    _evpn._plan_fdb(sock, devs, add.fdb, remove.fdb, plan)  # type: ignore[arg-type]
-    _evpn._plan_neigh(sock, devs, add.neigh, remove.neigh, plan)  # type: ignore[arg-type]
-    _evpn._plan_routes(sock, devs, add.routes, remove.routes, plan)  # type: ignore[arg-type]
+    _evpn_bridge._plan_fdb(sock, devs, add.fdb, remove.fdb, plan)  # type: ignore[arg-type]
+    _evpn_bridge._plan_neigh(sock, devs, add.neigh, remove.neigh, plan)  # type: ignore[arg-type]
+    _evpn_routes._plan_routes(sock, devs, add.routes, remove.routes, plan)  # type: ignore[arg-type]
     return plan
 
 

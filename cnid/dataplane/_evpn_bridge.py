@@ -1,0 +1,222 @@
+"""The layer-2 half of EVPN state: FDB entries (MAC -> remote VTEP) on our
+VXLAN devices and their bridges, neighbour entries (IP -> MAC) on our
+bridges. What is ours, and how an update keeps others' entries alone, is in
+``_evpn.py``'s docstring."""
+
+from __future__ import annotations
+
+import socket
+from functools import cache
+
+from . import _netlink as nl
+from ._evpn_devices import _Devices
+from ._evpn_plan import _NLA, _REPLACE, _attr, _Op, _Plan
+from ._evpn_values import (
+    _BAD,
+    _ZERO,
+    ZERO_MAC,
+    FdbEntry,
+    NeighEntry,
+    _Entry,
+    _Invalid,
+    _mac,
+    _parse_ip,
+    _unicast_mac,
+    _vtep,
+    nda_protocol_supported,
+)
+from ._names import ROUTE_PROTO_EVPN
+
+_LLADDR = _NLA.pack(10, nl.NDA_LLADDR)
+_PAD2 = b"\0\0"
+
+
+def _fdb_state(
+    sock: nl.Netlink, vx: nl.Link, group: str | None
+) -> tuple[dict[str, set[str]], set[str]]:
+    """Ours on one VXLAN port (see the module's docstring): the driver's
+    mac -> dsts, and the MACs of the bridge's entries."""
+    remotes: dict[str, set[str]] = {}
+    bridged: set[str] = set()
+    for n in sock.fdb(vx.index):
+        if n.ifindex != vx.index or n.lladdr is None:
+            continue
+        if n.master is not None:
+            if n.flags & nl.NTF_EXT_LEARNED:
+                bridged.add(n.lladdr)
+        elif n.flags & nl.NTF_SELF and n.dst is not None:
+            if n.lladdr == ZERO_MAC:
+                if n.dst == group:
+                    continue
+            elif not n.flags & nl.NTF_EXT_LEARNED:
+                continue
+            remotes.setdefault(n.lladdr, set()).add(n.dst)
+    return remotes, bridged
+
+
+class _FdbHeads:
+    """The ndmsg headers of one VXLAN device, made once per operation."""
+
+    def __init__(self, vx: nl.Link) -> None:
+        self.self_new = nl.ndmsg(
+            nl.AF_BRIDGE,
+            vx.index,
+            nl.NUD_NOARP | nl.NUD_PERMANENT,
+            nl.NTF_SELF | nl.NTF_EXT_LEARNED,
+        )
+        self.self_del = nl.ndmsg(nl.AF_BRIDGE, vx.index, 0, nl.NTF_SELF)
+        self.master_new = nl.ndmsg(
+            nl.AF_BRIDGE, vx.index, nl.NUD_NOARP, nl.NTF_MASTER | nl.NTF_EXT_LEARNED
+        )
+        self.master_del = nl.ndmsg(nl.AF_BRIDGE, vx.index, 0, nl.NTF_MASTER)
+
+
+def _plan_fdb(
+    sock: nl.Netlink,
+    devs: _Devices,
+    add: frozenset[FdbEntry],
+    remove: frozenset[FdbEntry],
+    plan: _Plan,
+) -> None:
+    heads: dict[int, _FdbHeads] = {}
+    dst_attr = cache(lambda raw: _attr(nl.NDA_DST, raw))
+    new, delete = nl.RTM_NEWNEIGH, nl.RTM_DELNEIGH
+    Request = nl.Request
+    unicast: dict[tuple[int, str], list[FdbEntry]] = {}
+    encoded: dict[FdbEntry, tuple[_FdbHeads, bytes]] = {}
+    for e in add:
+        try:
+            mac = _mac(e.mac)
+            vfam, dst = _vtep(e.vtep)
+            flood = mac == _ZERO
+            if not flood and mac[0] & 1:
+                raise _Invalid(f"MAC {e.mac} is not a unicast address")
+            vx = devs.vxlan(e.vni, as_port=not flood, vtep_family=vfam)
+        except _BAD as exc:
+            plan.fail("add", e, str(exc))
+            continue
+        h = heads.get(vx.index) or heads.setdefault(vx.index, _FdbHeads(vx))
+        tail = _LLADDR + mac + _PAD2 + dst_attr(dst)
+        if flood:
+            req = Request(new, nl.NLM_F_CREATE | nl.NLM_F_APPEND, h.self_new + tail, "fdb")
+            plan.additions.append(_Op(req, [("add", e)]))
+        else:
+            key = (e.vni, e.mac)
+            if key in unicast:
+                unicast[key].append(e)
+            else:
+                unicast[key] = [e]
+            encoded[e] = (h, tail)
+    replacing: dict[tuple[int, str], list[tuple[str, _Entry]]] = {}
+    for key, entries in unicast.items():
+        if len(entries) > 1:
+            vteps = ", ".join(sorted(e.vtep for e in entries))
+            for e in entries:
+                plan.fail("add", e, f"several VTEPs for one unicast MAC: {vteps}")
+            continue
+        e = entries[0]
+        h, tail = encoded[e]
+        names: list[tuple[str, _Entry]] = [("add", e)]
+        plan.additions.append(_Op(Request(new, _REPLACE, h.self_new + tail, "fdb"), names))
+        master = h.master_new + tail[:12]
+        plan.additions.append(_Op(Request(new, _REPLACE, master, "fdb bridge entry"), names))
+        replacing[key] = names
+
+    states: dict[int, tuple[dict[str, set[str]], set[str]]] = {}
+    for e in remove:
+        try:
+            mac = _mac(e.mac)
+            _family, dst = _vtep(e.vtep)
+            vx = devs.vxlan(e.vni, as_port=False)  # another family: gone, as can be
+        except _BAD as exc:
+            plan.fail("remove", e, str(exc))
+            continue
+        if mac != _ZERO and (e.vni, e.mac) in replacing:
+            # the MAC moves to another VTEP: the replace does it atomically
+            replacing[(e.vni, e.mac)].append(("remove", e))
+            continue
+        if e.vni not in states:
+            states[e.vni] = _fdb_state(sock, vx, devs.vxlan_group.get(e.vni))
+        remotes, bridged = states[e.vni]
+        h = heads.get(vx.index) or heads.setdefault(vx.index, _FdbHeads(vx))
+        dsts = remotes.get(e.mac, set())
+        lladdr = _LLADDR + mac + _PAD2
+        if e.vtep in dsts:
+            req = Request(delete, 0, h.self_del + lladdr + dst_attr(dst), "fdb")
+            plan.removals.append(_Op(req, [("remove", e)]))
+        if mac != _ZERO and e.mac in bridged and dsts <= {e.vtep}:
+            req = Request(delete, 0, h.master_del + lladdr, "fdb bridge entry")
+            plan.removals.append(_Op(req, [("remove", e)]))
+        # neither: already gone, nothing to do
+
+
+# ---------------------------------------------------------------- neighbours
+
+
+def _neigh_ours(n: nl.Neigh) -> bool:
+    if n.dst is None or n.lladdr is None:
+        return False
+    if nda_protocol_supported():
+        return n.protocol == ROUTE_PROTO_EVPN
+    return bool(n.flags & nl.NTF_EXT_LEARNED)
+
+
+def _neigh_state(sock: nl.Netlink, br: nl.Link) -> set[tuple[str, str]]:
+    return {
+        (n.dst, n.lladdr)
+        for family in (socket.AF_INET, socket.AF_INET6)
+        for n in sock.neighbours(family, br.index)
+        if n.ifindex == br.index and _neigh_ours(n) and n.dst is not None and n.lladdr is not None
+    }
+
+
+def _plan_neigh(
+    sock: nl.Netlink,
+    devs: _Devices,
+    add: frozenset[NeighEntry],
+    remove: frozenset[NeighEntry],
+    plan: _Plan,
+) -> None:
+    proto = _attr(nl.NDA_PROTOCOL, bytes((ROUTE_PROTO_EVPN,))) if nda_protocol_supported() else b""
+    by_ip: dict[tuple[int, str], list[tuple[NeighEntry, bytes]]] = {}
+    for e in add:
+        try:
+            family, raw = _parse_ip(e.ip)
+            mac = _unicast_mac(e.mac)
+            br = devs.bridge(e.vni)
+        except _BAD as exc:
+            plan.fail("add", e, str(exc))
+            continue
+        head = nl.ndmsg(family, br.index, nl.NUD_NOARP, nl.NTF_EXT_LEARNED)
+        body = head + _attr(nl.NDA_DST, raw) + _LLADDR + mac + _PAD2 + proto
+        by_ip.setdefault((e.vni, e.ip), []).append((e, body))
+    replacing: dict[tuple[int, str], list[tuple[str, _Entry]]] = {}
+    for key, entries in by_ip.items():
+        if len(entries) > 1:
+            macs = ", ".join(sorted(e.mac for e, _ in entries))
+            for e, _ in entries:
+                plan.fail("add", e, f"several MACs for one IP: {macs}")
+            continue
+        ((e, body),) = entries
+        names: list[tuple[str, _Entry]] = [("add", e)]
+        plan.additions.append(_Op(nl.Request(nl.RTM_NEWNEIGH, _REPLACE, body, "neigh"), names))
+        replacing[key] = names
+
+    states: dict[int, set[tuple[str, str]]] = {}
+    for e in remove:
+        try:
+            family, raw = _parse_ip(e.ip)
+            _unicast_mac(e.mac)
+            br = devs.bridge(e.vni)
+        except _BAD as exc:
+            plan.fail("remove", e, str(exc))
+            continue
+        if (e.vni, e.ip) in replacing:
+            replacing[(e.vni, e.ip)].append(("remove", e))
+            continue
+        if e.vni not in states:
+            states[e.vni] = _neigh_state(sock, br)
+        if (e.ip, e.mac) not in states[e.vni]:
+            continue  # gone, or no longer ours / another MAC: not touched
+        body = nl.ndmsg(family, br.index) + _attr(nl.NDA_DST, raw)
+        plan.removals.append(_Op(nl.Request(nl.RTM_DELNEIGH, 0, body, "neigh"), [("remove", e)]))
