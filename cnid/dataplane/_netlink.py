@@ -10,6 +10,10 @@ A ``Netlink`` object is a plain socket plus a sequence counter: it is NOT
 thread-safe and is never shared. Each dataplane operation opens its own
 sockets (about 10 us each) in the worker thread that runs it and closes them
 when it is done.
+
+The message layout and its encoding are in ``_nlmsg``, the decoding of
+answers in ``_nlparse``; both are re-exported here, so users write
+``nl.Request``, ``nl.IFLA_MTU``, ``nl.decode_route`` next to ``nl.Netlink``.
 """
 
 from __future__ import annotations
@@ -19,455 +23,57 @@ import os
 import socket
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from .._errors import KernelError
-
-# netlink header and flags
-NLMSG_NOOP = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x1
-NLM_F_MULTI = 0x2
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
-NLM_F_REPLACE = 0x100
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
-NLM_F_APPEND = 0x800
-NLM_F_CAPPED = 0x100
-NLM_F_ACK_TLVS = 0x200
-NLMSGERR_ATTR_MSG = 1
-SOL_NETLINK = 270
-NETLINK_CAP_ACK = 10
-NETLINK_EXT_ACK = 11
-NETLINK_GET_STRICT_CHK = 12
-SO_SNDBUFFORCE = 32
-SO_RCVBUFFORCE = 33
-NLA_F_NESTED = 0x8000
-
-# rtnetlink message types
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
-RTM_GETLINK = 18
-RTM_NEWADDR = 20
-RTM_DELADDR = 21
-RTM_GETADDR = 22
-RTM_NEWROUTE = 24
-RTM_DELROUTE = 25
-RTM_GETROUTE = 26
-RTM_NEWNEIGH = 28
-RTM_DELNEIGH = 29
-RTM_GETNEIGH = 30
-
-# link attributes
-IFLA_ADDRESS = 1
-IFLA_IFNAME = 3
-IFLA_MTU = 4
-IFLA_MASTER = 10
-IFLA_OPERSTATE = 16
-IFLA_LINKINFO = 18
-IFLA_IFALIAS = 20
-IFLA_NET_NS_FD = 28
-IFLA_INFO_KIND = 1
-IFLA_INFO_DATA = 2
-VETH_INFO_PEER = 1
-IFLA_VRF_TABLE = 1
-IFLA_VXLAN_ID = 1
-IFLA_VXLAN_GROUP = 2
-IFLA_VXLAN_LOCAL = 4
-IFLA_VXLAN_LEARNING = 7
-IFLA_VXLAN_PORT = 15
-IFLA_VXLAN_GROUP6 = 16
-IFLA_VXLAN_LOCAL6 = 17
-IFF_UP = 0x1
-
-# address attributes
-IFA_ADDRESS = 1
-IFA_LOCAL = 2
-IFA_F_SECONDARY = 0x01
-IFA_F_NODAD = 0x02
-
-# route attributes and values
-RTA_DST = 1
-RTA_OIF = 4
-RTA_GATEWAY = 5
-RTA_PRIORITY = 6
-RTA_MULTIPATH = 9
-RTA_TABLE = 15
-RTA_VIA = 18
-RTNH_F_ONLINK = 0x4
-RTN_UNICAST = 1
-RTN_UNREACHABLE = 7
-RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_LINK = 253
-RT_SCOPE_HOST = 254
-RT_TABLE_MAIN = 254
-RT_TABLE_UNSPEC = 0
-
-# neighbour (and bridge FDB) attributes and values
-AF_BRIDGE = 7
-NDA_DST = 1
-NDA_LLADDR = 2
-NDA_IFINDEX = 8
-NDA_MASTER = 9
-NDA_PROTOCOL = 12
-NTF_SELF = 0x02
-NTF_MASTER = 0x04
-NTF_EXT_LEARNED = 0x10
-NUD_REACHABLE = 0x02
-NUD_NOARP = 0x40
-NUD_PERMANENT = 0x80
-
-_HDR = struct.Struct("=IHHII")
-_IFINFO = struct.Struct("=BxHiII")
-_IFADDR = struct.Struct("=BBBBI")
-_RTMSG = struct.Struct("=BBBBBBBBI")
-_NDMSG = struct.Struct("=BxxxiHBB")
-_RTNH = struct.Struct("=HBBi")
-_NLA = struct.Struct("=HH")
-_U32 = struct.Struct("=I")
-_MSG_NAMES = {
-    RTM_NEWLINK: "RTM_NEWLINK",
-    RTM_DELLINK: "RTM_DELLINK",
-    RTM_GETLINK: "RTM_GETLINK",
-    RTM_NEWADDR: "RTM_NEWADDR",
-    RTM_DELADDR: "RTM_DELADDR",
-    RTM_GETADDR: "RTM_GETADDR",
-    RTM_NEWROUTE: "RTM_NEWROUTE",
-    RTM_DELROUTE: "RTM_DELROUTE",
-    RTM_GETROUTE: "RTM_GETROUTE",
-    RTM_NEWNEIGH: "RTM_NEWNEIGH",
-    RTM_DELNEIGH: "RTM_DELNEIGH",
-    RTM_GETNEIGH: "RTM_GETNEIGH",
-}
-
-
-def _align(n: int) -> int:
-    return (n + 3) & ~3
-
-
-# ---------------------------------------------------------------- encoding
-
-
-def nla(kind: int, payload: bytes) -> bytes:
-    size = _NLA.size + len(payload)
-    return _NLA.pack(size, kind) + payload + b"\0" * (_align(size) - size)
-
-
-def nla_nested(kind: int, *children: bytes) -> bytes:
-    return nla(kind | NLA_F_NESTED, b"".join(children))
-
-
-def nla_str(kind: int, value: str) -> bytes:
-    return nla(kind, value.encode() + b"\0")
-
-
-def nla_u32(kind: int, value: int) -> bytes:
-    return nla(kind, struct.pack("=I", value))
-
-
-def nla_u8(kind: int, value: int) -> bytes:
-    return nla(kind, bytes((value,)))
-
-
-def nla_be16(kind: int, value: int) -> bytes:
-    return nla(kind, struct.pack(">H", value))
-
-
-class Request(NamedTuple):
-    """One message to send; ``what`` names it in error messages. A named
-    tuple: under half a frozen dataclass's construction cost, which shows
-    at 20,000 messages a batch."""
-
-    type: int
-    flags: int
-    body: bytes
-    what: str
-
-
-def ifinfo(index: int = 0, flags: int = 0, change: int = 0, family: int = 0) -> bytes:
-    return _IFINFO.pack(family, 0, index, flags, change)
-
-
-def ifaddr(family: int, prefixlen: int, index: int, flags: int = 0, scope: int = 0) -> bytes:
-    return _IFADDR.pack(family, prefixlen, flags, scope, index)
-
-
-def rtmsg(
-    family: int,
-    dst_len: int = 0,
-    table: int = RT_TABLE_MAIN,
-    proto: int = 0,
-    scope: int = RT_SCOPE_UNIVERSE,
-    rtype: int = RTN_UNICAST,
-    flags: int = 0,
-) -> bytes:
-    return _RTMSG.pack(
-        family, dst_len, 0, 0, table if table < 256 else 0, proto, scope, rtype, flags
-    )
-
-
-def ndmsg(family: int, index: int = 0, state: int = 0, flags: int = 0, ntype: int = 0) -> bytes:
-    """struct ndmsg: neighbours (AF_INET, AF_INET6) and FDB entries (AF_BRIDGE)."""
-    return _NDMSG.pack(family, index, state, flags, ntype)
-
-
-def nla_via(family: int, raw: bytes) -> bytes:
-    """RTA_VIA (struct rtvia): a gateway of another family than the route's,
-    e.g. an IPv4 route via an IPv6 next hop (kernel >= 5.2)."""
-    return nla(RTA_VIA, struct.pack("=H", family) + raw)
-
-
-def rtnexthop(index: int, flags: int, attrs: bytes, hops: int = 0) -> bytes:
-    """One struct rtnexthop of RTA_MULTIPATH with its attributes (gateway).
-    ``hops`` is the weight minus one."""
-    return _RTNH.pack(_RTNH.size + len(attrs), flags, hops, index) + attrs
-
-
-def alias_req(name: str, alias: str) -> Request:
-    """Set the alias of the link ``name``. The kernel ignores IFLA_IFALIAS
-    when it creates a link, so it is set by this message, sent in the same
-    batch right after the creation."""
-    body = ifinfo() + nla_str(IFLA_IFNAME, name) + nla_str(IFLA_IFALIAS, alias)
-    return Request(RTM_NEWLINK, 0, body, f"alias of {name}")
-
-
-# ---------------------------------------------------------------- decoding
-
-
-def parse_attrs(data: bytes | memoryview, offset: int = 0) -> dict[int, bytes]:
-    """Attributes from ``offset`` to the end; nested flags are masked off;
-    on duplicates the last one wins. (Hot in big dumps: slices of bytes,
-    no memoryview, locals only.)"""
-    if not isinstance(data, bytes):
-        data = bytes(data)
-    out: dict[int, bytes] = {}
-    end = len(data) - 4
-    unpack = _NLA.unpack_from
-    while offset <= end:
-        size, kind = unpack(data, offset)
-        if size < 4:
-            break
-        out[kind & 0x3FFF] = data[offset + 4 : offset + size]
-        offset += (size + 3) & ~3
-    return out
-
-
-def attr_str(attrs: dict[int, bytes], kind: int) -> str | None:
-    raw = attrs.get(kind)
-    return None if raw is None else raw.split(b"\0", 1)[0].decode(errors="replace")
-
-
-def attr_u32(attrs: dict[int, bytes], kind: int) -> int | None:
-    raw = attrs.get(kind)
-    return None if raw is None or len(raw) < 4 else int(struct.unpack_from("=I", raw)[0])
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    index: int
-    flags: int
-    name: str
-    alias: str | None
-    master: int | None
-    mtu: int | None
-    mac: str | None
-    kind: str | None
-    attrs: dict[int, bytes] = field(repr=False)
-
-    @property
-    def up(self) -> bool:
-        return bool(self.flags & IFF_UP)
-
-
-@dataclass(frozen=True, slots=True)
-class Addr:
-    family: int
-    prefixlen: int
-    flags: int
-    index: int
-    address: str | None
-    local: str | None
-
-
-class Nexthop(NamedTuple):
-    """One path of a multipath route; ``gateway`` from RTA_GATEWAY or RTA_VIA."""
-
-    ifindex: int
-    flags: int
-    gateway: str | None
-
-
-class Route(NamedTuple):
-    """A route as dumped. (Named tuples, like Neigh: a dump of 10,000
-    routes builds 10,000 of them, and a frozen dataclass costs twice as
-    much to build.)"""
-
-    family: int
-    dst_len: int
-    table: int
-    proto: int
-    scope: int
-    type: int
-    dst: str | None
-    gateway: str | None
-    """RTA_GATEWAY, or RTA_VIA (then of the other family: "via inet6")."""
-    oif: int | None
-    flags: int = 0
-    priority: int | None = None
-    nexthops: tuple[Nexthop, ...] = ()
-    """The paths of RTA_MULTIPATH (empty for a single-path route)."""
-
-
-class Neigh(NamedTuple):
-    """A neighbour entry (AF_INET/AF_INET6) or an FDB entry (AF_BRIDGE).
-
-    For FDB entries ``dst`` is the VXLAN remote (NDA_DST) and ``master`` is
-    set on the bridge's own entries (NDA_MASTER); the VXLAN driver's entries
-    carry NTF_SELF and no master."""
-
-    family: int
-    ifindex: int
-    state: int
-    flags: int
-    dst: str | None
-    lladdr: str | None
-    master: int | None
-    protocol: int | None
-
-
-def _ip(family: int, raw: bytes | None) -> str | None:
-    if raw is None:
-        return None
-    return socket.inet_ntop(family, raw)
-
-
-def decode_link(body: bytes) -> Link:
-    _family, _type, index, flags, _change = _IFINFO.unpack_from(body)
-    attrs = parse_attrs(body, _IFINFO.size)
-    kind = None
-    if IFLA_LINKINFO in attrs:
-        kind = attr_str(parse_attrs(attrs[IFLA_LINKINFO]), IFLA_INFO_KIND)
-    mac = attrs.get(IFLA_ADDRESS)
-    return Link(
-        index=index,
-        flags=flags,
-        name=attr_str(attrs, IFLA_IFNAME) or "",
-        alias=attr_str(attrs, IFLA_IFALIAS),
-        master=attr_u32(attrs, IFLA_MASTER),
-        mtu=attr_u32(attrs, IFLA_MTU),
-        mac=":".join(f"{b:02x}" for b in mac) if mac is not None and len(mac) == 6 else None,
-        kind=kind,
-        attrs=attrs,
-    )
-
-
-def decode_addr(body: bytes) -> Addr:
-    family, prefixlen, flags, _scope, index = _IFADDR.unpack_from(body)
-    attrs = parse_attrs(body, _IFADDR.size)
-    return Addr(
-        family=family,
-        prefixlen=prefixlen,
-        flags=flags,
-        index=index,
-        address=_ip(family, attrs.get(IFA_ADDRESS)),
-        local=_ip(family, attrs.get(IFA_LOCAL)),
-    )
-
-
-def _any_ip(raw: bytes) -> str | None:
-    """An address whose family is told by its length (FDB NDA_DST)."""
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw)
-    if len(raw) == 16:
-        return socket.inet_ntop(socket.AF_INET6, raw)
-    return None
-
-
-def _gateway(family: int, attrs: dict[int, bytes]) -> str | None:
-    gw = attrs.get(RTA_GATEWAY)
-    if gw is not None:
-        return _ip(family, gw)
-    via = attrs.get(RTA_VIA)
-    if via is not None and len(via) > 2:
-        return _any_ip(via[2:])
-    return None
-
-
-def decode_nexthops(family: int, raw: bytes) -> tuple[Nexthop, ...]:
-    """The paths of an RTA_MULTIPATH attribute."""
-    out = []
-    offset = 0
-    while offset + _RTNH.size <= len(raw):
-        length, flags, _hops, index = _RTNH.unpack_from(raw, offset)
-        if length < _RTNH.size:
-            break
-        attrs = parse_attrs(raw[offset + _RTNH.size : offset + length])
-        out.append(Nexthop(index, flags, _gateway(family, attrs)))
-        offset += _align(length)
-    return tuple(out)
-
-
-def _u32(raw: bytes | None) -> int | None:
-    return None if raw is None or len(raw) < 4 else int(_U32.unpack_from(raw)[0])
-
-
-def decode_route(body: bytes) -> Route:
-    family, dst_len, _src_len, _tos, table, proto, scope, rtype, flags = _RTMSG.unpack_from(body)
-    attrs = parse_attrs(body, _RTMSG.size)
-    get = attrs.get
-    multipath = get(RTA_MULTIPATH)
-    dst = get(RTA_DST)
-    gateway = get(RTA_GATEWAY)
-    return Route(
-        family,
-        dst_len,
-        _u32(get(RTA_TABLE)) or table,
-        proto,
-        scope,
-        rtype,
-        None if dst is None else socket.inet_ntop(family, dst),
-        socket.inet_ntop(family, gateway) if gateway is not None else _gateway(family, attrs),
-        _u32(get(RTA_OIF)),
-        flags,
-        _u32(get(RTA_PRIORITY)),
-        decode_nexthops(family, multipath) if multipath is not None else (),
-    )
-
-
-def decode_neigh(body: bytes) -> Neigh:
-    family, index, state, flags, _type = _NDMSG.unpack_from(body)
-    attrs = parse_attrs(body, _NDMSG.size)
-    dst = attrs.get(NDA_DST)
-    lladdr = attrs.get(NDA_LLADDR)
-    proto = attrs.get(NDA_PROTOCOL)
-    master = attrs.get(NDA_MASTER)
-    if dst is not None:
-        if family == AF_BRIDGE:
-            family_of_dst = socket.AF_INET if len(dst) == 4 else socket.AF_INET6
-        else:
-            family_of_dst = family
-        try:
-            dst_str: str | None = socket.inet_ntop(family_of_dst, dst)
-        except ValueError:
-            dst_str = None
-    else:
-        dst_str = None
-    return Neigh(
-        family,
-        index,
-        state,
-        flags,
-        dst_str,
-        lladdr.hex(":") if lladdr else None,
-        _U32.unpack(master)[0] if master is not None and len(master) == 4 else None,
-        proto[0] if proto else None,
-    )
-
-
-# ---------------------------------------------------------------- socket
+from ._nlmsg import *  # noqa: F403 (re-exported: the message layout)
+from ._nlmsg import (
+    _HDR,
+    _MSG_NAMES,
+    AF_BRIDGE,
+    IFLA_IFNAME,
+    NDA_IFINDEX,
+    NETLINK_CAP_ACK,
+    NETLINK_EXT_ACK,
+    NETLINK_GET_STRICT_CHK,
+    NLM_F_ACK,
+    NLM_F_ACK_TLVS,
+    NLM_F_CAPPED,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSG_NOOP,
+    NLMSGERR_ATTR_MSG,
+    RTA_TABLE,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETNEIGH,
+    RTM_GETROUTE,
+    SO_RCVBUFFORCE,
+    SO_SNDBUFFORCE,
+    SOL_NETLINK,
+    Request,
+    _align,
+    ifaddr,
+    ifinfo,
+    ndmsg,
+    nla_str,
+    nla_u32,
+    rtmsg,
+)
+from ._nlparse import *  # noqa: F403 (re-exported: the decoders)
+from ._nlparse import (
+    Addr,
+    Link,
+    Neigh,
+    Route,
+    attr_str,
+    decode_addr,
+    decode_link,
+    decode_neigh,
+    decode_route,
+    parse_attrs,
+)
 
 
 class NetlinkFailure(KernelError):
