@@ -21,6 +21,7 @@ from ._names import (
     bridge_name,
     vrf_alias,
     vrf_name,
+    vrf_number,
     vxlan_alias,
     vxlan_name,
 )
@@ -269,8 +270,8 @@ def _list_domains() -> list[KernelDomain]:
     for link in links:
         if link.kind != "vrf" or link.alias is None or not link.alias.startswith(vrf_prefix):
             continue
-        number = link.name.removeprefix("vrf-")
-        if not number.isdigit():
+        number = vrf_number(link.name)
+        if number is None:
             continue
         info = nl.parse_attrs(link.attrs.get(nl.IFLA_LINKINFO, b""))
         table = nl.attr_u32(nl.parse_attrs(info.get(nl.IFLA_INFO_DATA, b"")), nl.IFLA_VRF_TABLE)
@@ -285,7 +286,7 @@ def _list_domains() -> list[KernelDomain]:
         found.append(
             KernelDomain(
                 name=link.alias[len(vrf_prefix) :],
-                vrf=int(number),
+                vrf=number,
                 table=table or 0,
                 vnis=vnis,
             )
