@@ -164,14 +164,7 @@ class CniService:
             pod_uid=inv.pod_uid,
         )
         lease = await self.pool.allocate(domain, owner)
-        spec = plan_pod(
-            domain=domain,
-            container_id=inv.container_id,
-            ifname=inv.ifname,
-            address=lease.address,
-            block_gateway=lease.gateway,
-            mtu=self.mtu,
-        )
+        spec = self._plan(domain, inv.attachment, lease.address, lease.gateway)
         record = self.journal.put(
             PodRecord(
                 container_id=inv.container_id,
@@ -236,14 +229,7 @@ class CniService:
             raise UnknownContainer(f"domain {record.domain} of this attachment is gone")
         # the record holds what ADD planned; planned again from it, the
         # spec is the same (an l2vni pod's addressing is the domain's)
-        spec = plan_pod(
-            domain=domain,
-            container_id=record.container_id,
-            ifname=record.ifname,
-            address=record.address,
-            block_gateway=record.gateway,
-            mtu=self.mtu,
-        )
+        spec = self._plan(domain, record.attachment, record.address, record.gateway)
         await self.dataplane.check_pod(netns, spec)
 
     async def gc(self, valid: set[Attachment]) -> list[Attachment]:
@@ -309,6 +295,18 @@ class CniService:
         await self.gc({r.attachment for r in self.journal.all()})
 
     # -- helpers ----------------------------------------------------------
+
+    def _plan(
+        self, domain: VrfDomain, att: Attachment, address: str, block_gateway: str
+    ) -> PodSpec:
+        return plan_pod(
+            domain=domain,
+            container_id=att.container_id,
+            ifname=att.ifname,
+            address=address,
+            block_gateway=block_gateway,
+            mtu=self.mtu,
+        )
 
     def _netns(self, inv: Invocation, fd: int | None) -> NetnsFd:
         """The one check of the descriptor the plugin sent: the fact is

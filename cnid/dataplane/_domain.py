@@ -104,17 +104,6 @@ def _ensure_link(
     return link
 
 
-def _set_link(
-    index: int, name: str, master: int | None = None, mtu: int | None = None
-) -> nl.Request:
-    body = nl.ifinfo(index, nl.IFF_UP, nl.IFF_UP)
-    if master is not None:
-        body += nl.nla_u32(nl.IFLA_MASTER, master)
-    if mtu is not None:
-        body += nl.nla_u32(nl.IFLA_MTU, mtu)
-    return nl.Request(nl.RTM_NEWLINK, 0, body, name)
-
-
 def _attachment(
     sock: nl.Netlink, domain: VrfDomain, att: VniAttachment, vrf: nl.Link, underlay: Underlay
 ) -> tuple[nl.Link, nl.Link]:
@@ -132,8 +121,8 @@ def _attachment(
     vxlan = _ensure_link(sock, xname, vxlan_alias(att.vni), "vxlan", vdata)
     vxlan_mtu = underlay.mtu - vxlan_overhead(underlay.address)
     requests = [
-        _set_link(bridge.index, bname, master=vrf.index),
-        _set_link(vxlan.index, xname, master=bridge.index, mtu=vxlan_mtu),
+        nl.up_req(bridge.index, bname, master=vrf.index),
+        nl.up_req(vxlan.index, xname, master=bridge.index, mtu=vxlan_mtu),
     ]
     if att.type == "l2vni":
         gw = str(domain.anycast_gateway)
@@ -165,7 +154,7 @@ def _ensure(domain: VrfDomain, underlay: Underlay) -> DomainLinks:
         vrf = _ensure_link(
             sock, vname, vrf_alias(domain.name), "vrf", nl.nla_u32(nl.IFLA_VRF_TABLE, domain.table)
         )
-        sock.batch([_set_link(vrf.index, vname)])
+        sock.batch([nl.up_req(vrf.index, vname)])
         unreachable = [
             nl.Request(
                 nl.RTM_NEWROUTE,

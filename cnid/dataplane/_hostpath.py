@@ -23,7 +23,6 @@ from ._run import in_thread
 
 log = logging.getLogger("cnid.dataplane")
 
-IFLA_GROUP = 27
 RTN_THROW = 9
 
 #: (sysctl, value, why): set in the node's namespace once per reconcile.
@@ -148,12 +147,12 @@ def _apply_links(groups_by_vrf: dict[str, int]) -> int:
             want = groups_by_vrf.get(vrf or "", 0)
             if alias.startswith(f"{LINK_ALIAS_PREFIX}br:"):
                 sysctls.append((f"net/ipv4/conf/{link.name}/arp_accept", "1"))
-            have = nl.attr_u32(link.attrs, IFLA_GROUP) or 0
+            have = nl.attr_u32(link.attrs, nl.IFLA_GROUP) or 0
             if have == want:
                 continue
             if pod:
                 sysctls.append((f"net/ipv4/conf/{link.name}/rp_filter", "1"))
-            body = nl.ifinfo(link.index) + nl.nla_u32(IFLA_GROUP, want)
+            body = nl.ifinfo(link.index) + nl.nla_u32(nl.IFLA_GROUP, want)
             requests.append(nl.Request(nl.RTM_NEWLINK, 0, body, f"group of {link.name}"))
         batches(sock, requests, ignore=(errno.ENODEV,))
     write_sysctls(None, sysctls, missing_ok=True)

@@ -51,6 +51,7 @@ IFLA_MASTER = 10
 IFLA_OPERSTATE = 16
 IFLA_LINKINFO = 18
 IFLA_IFALIAS = 20
+IFLA_GROUP = 27
 IFLA_NET_NS_FD = 28
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
@@ -206,6 +207,21 @@ def rtnexthop(index: int, flags: int, attrs: bytes, hops: int = 0) -> bytes:
     """One struct rtnexthop of RTA_MULTIPATH with its attributes (gateway).
     ``hops`` is the weight minus one."""
     return _RTNH.pack(_RTNH.size + len(attrs), flags, hops, index) + attrs
+
+
+def up_req(
+    index: int, name: str, *, mtu: int | None = None, master: int | None = None, group: int = 0
+) -> Request:
+    """Set the link ``index`` up, with an MTU, a master device and an
+    interface group when given."""
+    body = ifinfo(index, IFF_UP, IFF_UP)
+    if mtu is not None:
+        body += nla_u32(IFLA_MTU, mtu)
+    if master is not None:
+        body += nla_u32(IFLA_MASTER, master)
+    if group:
+        body += nla_u32(IFLA_GROUP, group)
+    return Request(RTM_NEWLINK, 0, body, name)
 
 
 def alias_req(name: str, alias: str) -> Request:

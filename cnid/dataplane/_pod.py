@@ -21,8 +21,6 @@ from ._netns import NetnsFd, netlink_socket, write_sysctls
 from ._podspec import PodSpec
 from ._run import in_thread
 
-IFLA_GROUP = 27
-
 
 class CheckFailed(CnidError):
     """CHECK found the pod's wiring missing or different from what ADD made."""
@@ -87,19 +85,6 @@ def _route_req(
     return nl.Request(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body, what)
 
 
-def _up_req(
-    index: int, name: str, mtu: int | None = None, master: int | None = None, group: int = 0
-) -> nl.Request:
-    body = nl.ifinfo(index, nl.IFF_UP, nl.IFF_UP)
-    if mtu is not None:
-        body += nl.nla_u32(nl.IFLA_MTU, mtu)
-    if master is not None:
-        body += nl.nla_u32(nl.IFLA_MASTER, master)
-    if group:
-        body += nl.nla_u32(IFLA_GROUP, group)
-    return nl.Request(nl.RTM_NEWLINK, 0, body, name)
-
-
 def _veth_req(host: str, pod: str, netns_fd: NetnsFd, mtu: int, mac: str | None) -> nl.Request:
     peer = (
         nl.ifinfo()
@@ -154,7 +139,7 @@ def _wire(netns: NetnsFd, spec: PodSpec) -> PodWiring:
             # table finds the domain of a packet by it (_hostplan.py)
             steps = [
                 nl.alias_req(hname, spec.alias),
-                _up_req(hlink.index, hname, master=master.index, group=spec.group),
+                nl.up_req(hlink.index, hname, master=master.index, group=spec.group),
             ]
             host_len = spec.host_prefixlen
             if spec.routed:
@@ -164,9 +149,9 @@ def _wire(netns: NetnsFd, spec: PodSpec) -> PodWiring:
                 steps.append(_route_req(fam, spec.address, host_len, spec.table, hlink.index))
             host.batch(steps)
             steps = [
-                _up_req(1, "lo"),
+                nl.up_req(1, "lo"),
                 _addr_req(plink.index, spec.address, spec.prefixlen, f"{spec.address} on {ifname}"),
-                _up_req(plink.index, ifname),
+                nl.up_req(plink.index, ifname),
             ]
             if spec.routed:
                 steps.append(_route_req(fam, spec.gateway, host_len, nl.RT_TABLE_MAIN, plink.index))
