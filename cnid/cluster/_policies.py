@@ -19,12 +19,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-from typing import Any
 
 import trio
 
 from .._errors import CnidError
 from .._hostintegration import HostIntegration, PolicySource
+from .._notify import snapshot, wait_any
 from ..dataplane._hostplan import HostPlan, HostPolicy, PolicyMatch
 from ..kube import (
     VRF_ROUTING_POLICIES,
@@ -115,22 +115,14 @@ class RoutingPolicyController:
             await self.policies.synced.wait()
             await self.domains.synced.wait()
             while True:
-                seen = (self.policies.version, self.domains.version, self.host.applied.version)
+                seen = snapshot([self.policies, self.domains, self.host.applied])
                 try:
                     await self.reconcile()
                 except CnidError as exc:
                     log.warning("routing policies: %s; retrying", exc.msg)
                     await trio.sleep(1.0)
                     continue
-                async with trio.open_nursery() as waits:
-
-                    async def changed(fn: Any, v: int) -> None:
-                        await fn(v)
-                        waits.cancel_scope.cancel()
-
-                    waits.start_soon(changed, self.policies.wait_changed, seen[0])
-                    waits.start_soon(changed, self.domains.wait_changed, seen[1])
-                    waits.start_soon(changed, self.host.applied.wait_changed, seen[2])
+                await wait_any(seen)
 
     async def reconcile(self) -> None:
         live = [o for o in self.domains.items.values() if o.metadata.deletion_timestamp is None]
