@@ -48,7 +48,6 @@ from .cluster._policies import RoutingPolicyController
 from .cni._journal import Journal
 from .cni._server import CniServer
 from .cni._service import CniService
-from .dataplane._domain import pod_mtu
 from .evpn import EvpnController, Identity, router_id_for
 from .ipam import AddressPool, FileStore
 from .kube import KubeClient
@@ -162,7 +161,7 @@ class Daemon:
 
     def _pod_mtu(self, underlay: dataplane.Underlay) -> int:
         net = self.config.network
-        mtu = pod_mtu(underlay, mtu=net.mtu, overhead=net.mtu_overhead)
+        mtu = dataplane.pod_mtu(underlay, mtu=net.mtu, overhead=net.mtu_overhead)
         log.info(
             "node %s: underlay %s (%s, mtu %d), pod mtu %d",
             self.node,
