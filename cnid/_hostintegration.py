@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from ._errors import CnidError
-from ._notify import Notifier, wait_any
+from ._notify import Notifier
 from ._readiness import Readiness
+from ._reconcile import Backoff, reconcile_forever
 from ._tenants import DomainRegistry
 from .dataplane._hostpath import HostState, apply_host
 from .dataplane._hostplan import HostDomain, HostPlan, HostPolicy, HostSettings, plan
@@ -91,22 +92,17 @@ class HostIntegration:
             while self.readiness.snapshot().get("domains") != "ready":
                 self.readiness.set_not_ready(COMPONENT, "waiting for the domains")
                 await trio.sleep(0.2)
-        while True:
-            seen = [
-                (n, n.version)
-                for n in (self.registry.notifier, self.pool.notifier, self.policies.notifier)
-            ]
-            try:
-                await self.reconcile()
-            except CnidError as exc:
-                self.readiness.set_not_ready(COMPONENT, exc.msg)
-                log.error("host integration: %s", exc.msg)
-                with trio.move_on_after(2.0):
-                    await wait_any(seen)
-            else:
-                self.readiness.set_ready(COMPONENT)
-                with trio.move_on_after(self.interval):
-                    await wait_any(seen)
+        await reconcile_forever(
+            self.reconcile,
+            name="host integration",
+            readiness=self.readiness,
+            key=COMPONENT,
+            interval=self.interval,
+            changes=(self.registry.notifier, self.pool.notifier, self.policies.notifier),
+            # a kernel refusal is retried every 2 s, as long as it lasts
+            backoff=Backoff(2.0, 2.0, jitter=False),
+            logger=log,
+        )
 
     async def _read_blocks(self) -> None:
         try:
