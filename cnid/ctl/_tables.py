@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -17,116 +18,127 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def render(command: str, data: Any) -> str:
-    if command == "status":
-        lines = [
-            f"node:    {data['node']}",
-            f"version: {data['version']}",
-            f"ready:   {'yes' if data['ready'] else 'no'}",
-            f"uptime:  {data['uptime_seconds']}s",
-            f"pods:    {data['pods']}",
-            "components:",
-            *(f"  {c:<12} {state}" for c, state in data["components"].items()),
-            *_startup(data.get("startup") or {}),
-            "",
+    """cnictl's text for ``command``'s answer ``data`` (the control
+    server's JSON); an answer of no known command as Python prints it."""
+    renderer = _RENDERERS.get(command)
+    return renderer(data) if renderer is not None else str(data)
+
+
+def _status(data: Any) -> str:
+    lines = [
+        f"node:    {data['node']}",
+        f"version: {data['version']}",
+        f"ready:   {'yes' if data['ready'] else 'no'}",
+        f"uptime:  {data['uptime_seconds']}s",
+        f"pods:    {data['pods']}",
+        "components:",
+        *(f"  {c:<12} {state}" for c, state in data["components"].items()),
+        *_startup(data.get("startup") or {}),
+        "",
+    ]
+    rows = []
+    for d in data["domains"]:
+        links = d["links"] or {}
+        atts = ",".join(f"{a['type']}:{a['vni']}" for a in d["attachments"])
+        rows.append(
+            [
+                d["name"],
+                str(d["vrf"]),
+                str(d["table"]),
+                d["prefix"],
+                atts,
+                links.get("vrf") or "-",
+                str(d["pods"]),
+            ]
+        )
+    lines.append(table(["DOMAIN", "VRF", "TABLE", "PREFIX", "ATTACHMENTS", "DEVICE", "PODS"], rows))
+    return "\n".join(lines)
+
+
+def _pods(data: Any) -> str:
+    rows = [
+        [
+            f"{p['namespace']}/{p['pod']}" if p["pod"] else "-",
+            p["container_id"][:12],
+            p["ifname"],
+            p["domain"],
+            p["address"],
+            p["host_ifname"],
+            p["state"],
         ]
-        rows = []
-        for d in data["domains"]:
-            links = d["links"] or {}
-            atts = ",".join(f"{a['type']}:{a['vni']}" for a in d["attachments"])
+        for p in data
+    ]
+    return table(["POD", "CONTAINER", "IF", "DOMAIN", "ADDRESS", "HOST-IF", "STATE"], rows)
+
+
+def _ipam(data: Any) -> str:
+    rows = [
+        [
+            b["name"],
+            b["cidr"],
+            b["node"],
+            str(b["vrf"]),
+            str(b["allocated"]),
+            str(b["capacity"]),
+        ]
+        for b in data
+    ]
+    return table(["NAME", "CIDR", "NODE", "VRF", "ALLOCATED", "CAPACITY"], rows)
+
+
+def _ipam_allocations(data: Any) -> str:
+    rows = [
+        [
+            a["block"],
+            a["address"],
+            a["kind"],
+            a.get("pod_namespace", ""),
+            a.get("pod_name", ""),
+            a.get("container_id", "")[:12],
+            a.get("ifname", ""),
+        ]
+        for a in data
+    ]
+    return table(["BLOCK", "ADDRESS", "KIND", "NAMESPACE", "POD", "CONTAINER", "IFNAME"], rows)
+
+
+def _evpn_routes(data: Any) -> str:
+    rows = [
+        [
+            str(r["type"]),
+            r["rd"],
+            r["route"],
+            r["vni"],
+            r["nexthop"],
+            r["router_mac"] or "-",
+            ",".join(r["route_targets"]) or "-",
+            r["from"],
+            r["state"],
+        ]
+        for r in data
+    ]
+    return table(
+        ["TYPE", "RD", "ROUTE", "VNI", "NEXTHOP", "ROUTER-MAC", "RT", "FROM", "STATE"], rows
+    )
+
+
+def _vrf_routes(data: Any) -> str:
+    rows = []
+    for r in data["routes"]:
+        hops = r["nexthops"] or [{"via": "", "dev": "", "onlink": False}]
+        for i, hop in enumerate(hops):
+            via = hop["via"] + (" onlink" if hop["onlink"] else "")
             rows.append(
                 [
-                    d["name"],
-                    str(d["vrf"]),
-                    str(d["table"]),
-                    d["prefix"],
-                    atts,
-                    links.get("vrf") or "-",
-                    str(d["pods"]),
+                    r["prefix"] if i == 0 else "",
+                    r["type"] if i == 0 else "",
+                    r["protocol"] if i == 0 else "",
+                    via.strip() or "-",
+                    hop["dev"] or "-",
                 ]
             )
-        lines.append(
-            table(["DOMAIN", "VRF", "TABLE", "PREFIX", "ATTACHMENTS", "DEVICE", "PODS"], rows)
-        )
-        return "\n".join(lines)
-    if command == "pods":
-        rows = [
-            [
-                f"{p['namespace']}/{p['pod']}" if p["pod"] else "-",
-                p["container_id"][:12],
-                p["ifname"],
-                p["domain"],
-                p["address"],
-                p["host_ifname"],
-                p["state"],
-            ]
-            for p in data
-        ]
-        return table(["POD", "CONTAINER", "IF", "DOMAIN", "ADDRESS", "HOST-IF", "STATE"], rows)
-    if command == "ipam":
-        rows = [
-            [
-                b["name"],
-                b["cidr"],
-                b["node"],
-                str(b["vrf"]),
-                str(b["allocated"]),
-                str(b["capacity"]),
-            ]
-            for b in data
-        ]
-        return table(["NAME", "CIDR", "NODE", "VRF", "ALLOCATED", "CAPACITY"], rows)
-    if command == "ipam-allocations":
-        rows = [
-            [
-                a["block"],
-                a["address"],
-                a["kind"],
-                a.get("pod_namespace", ""),
-                a.get("pod_name", ""),
-                a.get("container_id", "")[:12],
-                a.get("ifname", ""),
-            ]
-            for a in data
-        ]
-        return table(["BLOCK", "ADDRESS", "KIND", "NAMESPACE", "POD", "CONTAINER", "IFNAME"], rows)
-    if command == "bgp-summary":
-        return _bgp_summary(data)
-    if command == "evpn-routes":
-        rows = [
-            [
-                str(r["type"]),
-                r["rd"],
-                r["route"],
-                r["vni"],
-                r["nexthop"],
-                r["router_mac"] or "-",
-                ",".join(r["route_targets"]) or "-",
-                r["from"],
-                r["state"],
-            ]
-            for r in data
-        ]
-        return table(
-            ["TYPE", "RD", "ROUTE", "VNI", "NEXTHOP", "ROUTER-MAC", "RT", "FROM", "STATE"], rows
-        )
-    if command == "vrf-routes":
-        rows = []
-        for r in data["routes"]:
-            hops = r["nexthops"] or [{"via": "", "dev": "", "onlink": False}]
-            for i, hop in enumerate(hops):
-                via = hop["via"] + (" onlink" if hop["onlink"] else "")
-                rows.append(
-                    [
-                        r["prefix"] if i == 0 else "",
-                        r["type"] if i == 0 else "",
-                        r["protocol"] if i == 0 else "",
-                        via.strip() or "-",
-                        hop["dev"] or "-",
-                    ]
-                )
-        head = f"VRF {data['vrf']} (domain {data['domain']}, table {data['table']})"
-        return head + "\n" + table(["PREFIX", "TYPE", "PROTO", "VIA", "DEV"], rows)
-    return str(data)
+    head = f"VRF {data['vrf']} (domain {data['domain']}, table {data['table']})"
+    return head + "\n" + table(["PREFIX", "TYPE", "PROTO", "VIA", "DEV"], rows)
 
 
 def _startup(timeline: dict[str, float]) -> list[str]:
@@ -185,3 +197,15 @@ def _bgp_summary(data: Any) -> str:
     )
     lines.append(f"\nTotal number of neighbors {len(rows)}")
     return "\n".join(lines)
+
+
+#: cnictl's commands whose answer is shown as text, and how.
+_RENDERERS: dict[str, Callable[[Any], str]] = {
+    "status": _status,
+    "pods": _pods,
+    "ipam": _ipam,
+    "ipam-allocations": _ipam_allocations,
+    "bgp-summary": _bgp_summary,
+    "evpn-routes": _evpn_routes,
+    "vrf-routes": _vrf_routes,
+}
