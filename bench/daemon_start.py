@@ -50,8 +50,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cnid._errors import CnidError
-from cnid._startup import MILESTONES
+from cnid.core._errors import CnidError
+from cnid.core._startup import MILESTONES
 from cnid.ctl._main import query as ctl_query
 from testbed.node import REPO, VENV_BIN, CnidNode
 

@@ -35,8 +35,9 @@ from typing import Any
 import msgspec
 import trio
 
-from cnid._errors import CniCode, CnidError, ProtocolError
-from cnid._protocol import (
+from cnid.cni._invocation import parse_invocation, peek_version
+from cnid.core._errors import CniCode, CnidError, ProtocolError
+from cnid.core._protocol import (
     HEADER,
     MAX_FRAME,
     CniRequest,
@@ -49,7 +50,6 @@ from cnid._protocol import (
     frame,
     payload_length,
 )
-from cnid.cni._invocation import parse_invocation, peek_version
 
 NETCONFS = [
     b'{"cniVersion":"1.0.0","name":"fabric","type":"cnid-plugin"}',
@@ -207,10 +207,10 @@ def ctl_inputs(rng: random.Random) -> Iterator[bytes]:
 def control_server(state: str) -> Any:
     from cnid._config import DefaultDomainConfig
     from cnid._control import ControlServer
-    from cnid._metrics import Metrics
-    from cnid._readiness import Readiness
-    from cnid._tenants import DomainRegistry
-    from cnid.cni._journal import Journal
+    from cnid.core._journal import Journal
+    from cnid.core._metrics import Metrics
+    from cnid.core._readiness import Readiness
+    from cnid.core._tenants import DomainRegistry
     from cnid.ipam import AddressPool
     from cnid.ipam._store import MemoryStore
 

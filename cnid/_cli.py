@@ -20,10 +20,10 @@ import trio
 
 from ._config import Config, load_config
 from ._daemon import level_of, serve
-from ._errors import CnidError, ConfigError
-from ._protocol import printable
-from ._sockets import claim_path, raise_nofile_limit
-from ._startup import Startup
+from .core._errors import CnidError, ConfigError
+from .core._protocol import printable
+from .core._sockets import claim_path, raise_nofile_limit
+from .core._startup import Startup
 from .kube import KubeConfigError
 from .kube import load_config as load_kube_config
 

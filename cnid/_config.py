@@ -18,9 +18,9 @@ from typing import Any
 
 import msgspec
 
-from ._domains import VniAttachment, VrfDomain
-from ._errors import ConfigError
 from .bgp._config import BgpOptions
+from .core._domains import VniAttachment, VrfDomain
+from .core._errors import ConfigError
 from .dataplane import vrf_name
 from .dataplane._hostplan import HostSettings, NodePorts
 

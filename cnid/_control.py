@@ -13,9 +13,10 @@ import msgspec
 import trio
 
 from . import __version__
-from ._errors import CnidError, ProtocolError
-from ._metrics import Metrics
-from ._protocol import (
+from .core._errors import CnidError, ProtocolError
+from .core._journal import Journal
+from .core._metrics import Metrics
+from .core._protocol import (
     CTL_VERSIONS,
     MAX_CTL_REQUEST,
     CtlResponse,
@@ -24,11 +25,10 @@ from ._protocol import (
     frame,
     printable,
 )
-from ._readiness import Readiness
-from ._sockets import READ_TIMEOUT, read_frame, send_all
-from ._startup import Startup
-from ._tenants import DomainRegistry
-from .cni._journal import Journal
+from .core._readiness import Readiness
+from .core._sockets import READ_TIMEOUT, read_frame, send_all
+from .core._startup import Startup
+from .core._tenants import DomainRegistry
 from .dataplane import vrf_name
 from .evpn import EvpnController
 from .evpn._views import bgp_summary, evpn_routes, vrf_routes

@@ -36,18 +36,18 @@ from ._control import ControlServer
 from ._domainsync import DomainReconciler, StaticDomains
 from ._health import HealthServer
 from ._hostintegration import HostIntegration
-from ._metrics import Metrics
-from ._readiness import Readiness
-from ._reconcile import Backoff, retry
-from ._sockets import serve_unix
-from ._startup import Startup
-from ._tenants import DomainRegistry
 from .bgp import Speaker
 from .cluster import ClusterMember, KubeStore, NodeSettings, Peering
 from .cluster._policies import RoutingPolicyController
-from .cni._journal import Journal
 from .cni._server import CniServer
 from .cni._service import CniService
+from .core._journal import Journal
+from .core._metrics import Metrics
+from .core._readiness import Readiness
+from .core._reconcile import Backoff, retry
+from .core._sockets import serve_unix
+from .core._startup import Startup
+from .core._tenants import DomainRegistry
 from .evpn import EvpnController, Identity, router_id_for
 from .ipam import AddressPool, FileStore
 from .kube import KubeClient

@@ -6,7 +6,7 @@
  * answer; it decides nothing itself except what it must answer without the
  * daemon (VERSION, daemon unreachable, oversized input, missing netns).
  *
- * Wire format (docs/protocol.md, cnid/_protocol.py): a frame is a 4-byte
+ * Wire format (docs/protocol.md, cnid/core/_protocol.py): a frame is a 4-byte
  * big-endian payload length followed by MessagePack.
  *   request:  [1, {CNI_* env: str -> str}, stdin: bin, has_netns: bool]
  *             (the opened CNI_NETNS rides on the first sendmsg as SCM_RIGHTS)

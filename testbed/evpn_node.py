@@ -29,13 +29,12 @@ from typing import Any
 import trio
 
 from cnid import dataplane
-from cnid._domains import VrfDomain
-from cnid._metrics import Metrics
-from cnid._tenants import DomainRegistry
 from cnid.bgp import Speaker, SpeakerConfig, reflector_neighbors
-from cnid.cni._invocation import Attachment
-from cnid.cni._journal import Journal, PodRecord
-from cnid.cni._results import PodResult, ResultInterface, ResultIP
+from cnid.core import Attachment, PodResult, ResultInterface, ResultIP
+from cnid.core._domains import VrfDomain
+from cnid.core._journal import Journal, PodRecord
+from cnid.core._metrics import Metrics
+from cnid.core._tenants import DomainRegistry
 from cnid.dataplane._names import bridge_alias, vxlan_alias
 from cnid.evpn import EvpnController, Identity, entry_key
 from cnid.ipam import AddressPool, MemoryStore, Owner

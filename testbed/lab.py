@@ -53,7 +53,7 @@ from typing import Any
 
 import yaml
 
-from cnid._errors import CnidError
+from cnid.core._errors import CnidError
 from cnid.ctl._main import ctl_request
 from cnid.ctl._main import query as ctl_query
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnid._errors import CnidError
+from cnid.core._errors import CnidError
 from cnid.ctl._main import query as ctl_query
 from cnid.ctl._main import run as ctl_run
 

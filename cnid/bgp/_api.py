@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import trio
 
-from .._errors import CnidError
+from ..core._errors import CnidError
 from ._events import AckEvent, BgpEvent, Undecodable, decode_line
 from ._wire import Command, encode_command
 

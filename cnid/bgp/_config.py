@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from .._errors import ConfigError
+from ..core._errors import ConfigError
 
 FAMILY = "l2vpn evpn"
 PROCESS = "cnid"

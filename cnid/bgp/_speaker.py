@@ -42,9 +42,9 @@ from pathlib import Path
 import msgspec
 import trio
 
-from .._reconcile import Backoff
-from .._sockets import serve_unix
-from .._startup import Startup
+from ..core._reconcile import Backoff
+from ..core._sockets import serve_unix
+from ..core._startup import Startup
 from ._api import CHUNK, ApiConnection, SpeakerUnavailable
 from ._config import SpeakerConfig, environment, render
 from ._events import BgpEvent, NotificationEvent, StateEvent, UpdateEvent

@@ -16,8 +16,8 @@ from typing import Any
 import msgspec
 import trio
 
-from .._errors import CnidError
-from .._tenants import DomainRegistry
+from ..core._errors import CnidError
+from ..core._tenants import DomainRegistry
 from ..kube import (
     VRF_DOMAIN_BINDINGS,
     KubeClient,

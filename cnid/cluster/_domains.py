@@ -26,12 +26,12 @@ from typing import Any
 
 import trio
 
-from .._domains import VniAttachment, VrfDomain
 from .._domainsync import DomainReconciler, failures
-from .._errors import ConfigError, KernelError
-from .._readiness import Readiness
-from .._reconcile import Pending, reconcile_forever
-from .._tenants import DomainRegistry
+from ..core._domains import VniAttachment, VrfDomain
+from ..core._errors import ConfigError, KernelError
+from ..core._readiness import Readiness
+from ..core._reconcile import Pending, reconcile_forever
+from ..core._tenants import DomainRegistry
 from ..ipam import AddressPool
 from ..kube import (
     VRF_DOMAINS,

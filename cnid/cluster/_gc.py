@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 import trio
 
-from .._errors import CnidError, StoreConflict
-from ..cni._invocation import Attachment
-from ..cni._journal import Journal
 from ..cni._service import CniService
+from ..core._errors import CnidError, StoreConflict
+from ..core._journal import Journal
+from ..core._pods import Attachment
 from ..ipam import AddressPool
 from ..kube import Node, Pod, Reflector, VRFDomain
 

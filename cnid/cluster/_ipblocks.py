@@ -20,8 +20,9 @@ import logging
 
 import msgspec
 
-from .._errors import ConfigError, StoreConflict, StoreUnavailable
-from ..ipam import AllocationRecord, BlockRecord, block_of
+from ..core import AllocationRecord
+from ..core._errors import ConfigError, StoreConflict, StoreUnavailable
+from ..ipam import BlockRecord, block_of
 from ..kube import (
     IP_BLOCKS,
     AlreadyExists,

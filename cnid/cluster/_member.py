@@ -12,10 +12,10 @@ import trio
 from .. import dataplane
 from .._config import Config
 from .._domainsync import DomainKernel, DomainReconciler
-from .._readiness import Readiness
-from .._tenants import DomainRegistry
-from ..cni._journal import Journal
 from ..cni._service import CniService
+from ..core._journal import Journal
+from ..core._readiness import Readiness
+from ..core._tenants import DomainRegistry
 from ..ipam import AddressPool
 from ..kube import KubeClient
 from ._bindings import BindingController

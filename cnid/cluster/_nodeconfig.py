@@ -17,7 +17,7 @@ import logging
 import msgspec
 import trio
 
-from .._errors import CnidError
+from ..core._errors import CnidError
 from ..kube import VRF_NODE_CONFIGS, KubeClient, NotFound, Reflector, VRFNodeConfig
 from ._conditions import same_conditions, set_condition
 

@@ -22,9 +22,9 @@ import re
 
 import trio
 
-from .._errors import CnidError
 from .._hostintegration import HostIntegration, PolicySource
-from .._notify import snapshot, wait_any
+from ..core._errors import CnidError
+from ..core._notify import snapshot, wait_any
 from ..dataplane._hostplan import HostPlan, HostPolicy, PolicyMatch
 from ..kube import (
     VRF_ROUTING_POLICIES,

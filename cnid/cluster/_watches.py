@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from .._readiness import Readiness
+from ..core._readiness import Readiness
 from ..kube import (
     NAMESPACES,
     NODES,

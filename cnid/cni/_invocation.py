@@ -11,12 +11,13 @@ from typing import Any, Literal
 
 import msgspec
 
-from .._errors import (
+from ..core._errors import (
     DecodeFailure,
     IncompatibleVersion,
     InvalidEnvironment,
     InvalidNetconf,
 )
+from ..core._pods import Attachment
 from ._versions import LATEST, SUPPORTED_VERSIONS
 
 Command = Literal["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"]
@@ -37,13 +38,6 @@ def version_tuple(version: str) -> tuple[int, ...]:
         return tuple(int(p) for p in version.split("."))
     except ValueError:
         raise IncompatibleVersion(f"malformed cniVersion {version[:64]!r}") from None
-
-
-class Attachment(msgspec.Struct, frozen=True):
-    """A (container, interface) pair: the unit CNI adds, checks and deletes."""
-
-    container_id: str
-    ifname: str
 
 
 class Invocation(msgspec.Struct, frozen=True):

@@ -11,32 +11,9 @@ from typing import Any
 
 import msgspec
 
-from .._errors import CnidError
+from ..core._errors import CnidError
+from ..core._pods import PodResult
 from ._invocation import version_tuple
-
-
-class ResultInterface(msgspec.Struct, frozen=True):
-    name: str
-    mac: str
-    sandbox: str = ""
-    mtu: int = 0
-
-
-class ResultIP(msgspec.Struct, frozen=True):
-    address: str  # CIDR form: "10.244.0.2/32"
-    gateway: str
-    interface: int
-
-
-class ResultRoute(msgspec.Struct, frozen=True):
-    dst: str
-    gw: str = ""
-
-
-class PodResult(msgspec.Struct, frozen=True):
-    interfaces: tuple[ResultInterface, ...]
-    ips: tuple[ResultIP, ...]
-    routes: tuple[ResultRoute, ...] = ()
 
 
 def render_result(result: PodResult, version: str) -> dict[str, Any]:

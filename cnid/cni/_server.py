@@ -8,9 +8,9 @@ import time
 
 import trio
 
-from .._errors import ProtocolError
-from .._metrics import Metrics
-from .._protocol import (
+from ..core._errors import ProtocolError
+from ..core._metrics import Metrics
+from ..core._protocol import (
     MAX_STDIN,
     PROTOCOL_VERSION,
     CniResponse,
@@ -18,7 +18,7 @@ from .._protocol import (
     frame,
     printable,
 )
-from .._sockets import READ_TIMEOUT, read_frame, send_all
+from ..core._sockets import READ_TIMEOUT, read_frame, send_all
 from ._invocation import COMMANDS, parse_invocation, peek_version
 from ._results import encode, render_error
 from ._service import CniService, error_from

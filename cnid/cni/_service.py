@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
-from .._domains import VrfDomain
-from .._errors import (
+from ..core._domains import VrfDomain
+from ..core._errors import (
     CnidError,
     InvalidNetconf,
     KernelError,
@@ -25,21 +25,15 @@ from .._errors import (
     TryAgainLater,
     UnknownContainer,
 )
-from .._metrics import Metrics
-from .._readiness import Readiness
-from .._tenants import DomainRegistry
+from ..core._journal import Journal, PodRecord
+from ..core._metrics import Metrics
+from ..core._pods import Attachment, PodResult, ResultInterface, ResultIP, ResultRoute
+from ..core._readiness import Readiness
+from ..core._tenants import DomainRegistry
 from ..dataplane import NetnsFd, PodLink, PodSpec, PodWiring, plan_pod
 from ..ipam import AddressPool, Lease, Owner
-from ._invocation import Attachment, Invocation
-from ._journal import Journal, PodRecord
-from ._results import (
-    PodResult,
-    ResultInterface,
-    ResultIP,
-    ResultRoute,
-    render_result,
-    render_version,
-)
+from ._invocation import Invocation
+from ._results import render_result, render_version
 from ._versions import SUPPORTED_VERSIONS
 
 log = logging.getLogger("cnid.cni")

@@ -11,8 +11,8 @@ import socket
 import sys
 from typing import Any, NamedTuple
 
-from .._errors import CnidError
-from .._protocol import (
+from ..core._errors import CnidError
+from ..core._protocol import (
     CTL_PROTOCOL_VERSION,
     HEADER,
     CtlAnswer,

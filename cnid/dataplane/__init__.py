@@ -6,7 +6,6 @@ thread of its own (see docs/dataplane.md for why and what it costs).
 """
 
 from ._domain import (
-    DomainLinks,
     KernelDomain,
     ensure_domain,
     list_domains,
@@ -52,7 +51,6 @@ __all__ = [
     "ROUTE_PROTO_EVPN",
     "ApplyResult",
     "CheckFailed",
-    "DomainLinks",
     "EvpnRoute",
     "FdbEntry",
     "KernelDomain",

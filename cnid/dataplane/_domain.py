@@ -9,8 +9,8 @@ import socket
 
 import msgspec
 
-from .._domains import VniAttachment, VrfDomain
-from .._errors import KernelError
+from ..core._domains import DomainLinks, VniAttachment, VrfDomain
+from ..core._errors import KernelError
 from . import _netlink as nl
 from ._names import (
     LINK_ALIAS_PREFIX,
@@ -56,14 +56,6 @@ def pod_mtu(underlay: Underlay, *, mtu: int = 0, overhead: int = VXLAN_OVERHEAD)
     if overhead == VXLAN_OVERHEAD:
         overhead = vxlan_overhead(underlay.address)
     return underlay.mtu - overhead
-
-
-class DomainLinks(msgspec.Struct, frozen=True):
-    vrf: str
-    table: int
-    bridge: str | None
-    vxlan: str | None
-    router_mac: str | None
 
 
 def _family(ip: str) -> int:

@@ -12,7 +12,7 @@ import socket
 
 import msgspec
 
-from .._errors import KernelError
+from ..core._errors import KernelError
 from . import _netlink as nl
 from ._hostplan import LEAK_METRIC, HostPlan, LeakRoute
 from ._names import LINK_ALIAS_PREFIX, ROUTE_PROTO

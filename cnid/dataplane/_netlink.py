@@ -24,7 +24,7 @@ import socket
 import struct
 from collections.abc import Iterable, Iterator
 
-from .._errors import KernelError
+from ..core._errors import KernelError
 from ._nlmsg import *  # noqa: F403 (re-exported: the message layout)
 from ._nlmsg import (
     _HDR,

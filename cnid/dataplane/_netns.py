@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NewType
 
-from .._errors import KernelError, UnknownContainer
+from ..core._errors import KernelError, UnknownContainer
 
 CLONE_NEWNET = 0x40000000
 NSFS_MAGIC = 0x6E736673

@@ -23,7 +23,7 @@ import struct
 
 import trio
 
-from .._errors import KernelError
+from ..core._errors import KernelError
 from . import _netlink as nl
 from ._netns import inside, node_netns
 from ._run import in_thread

@@ -13,8 +13,8 @@ import socket
 
 import msgspec
 
-from .._domains import VrfDomain
-from .._errors import CniCode, CnidError, KernelError
+from ..core._domains import VrfDomain
+from ..core._errors import CniCode, CnidError, KernelError
 from . import _netlink as nl
 from ._names import POD_ALIAS_PREFIX, ROUTE_PROTO, host_ifname, pod_alias
 from ._netns import NetnsFd, netlink_socket, write_sysctls

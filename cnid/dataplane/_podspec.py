@@ -14,7 +14,7 @@ import ipaddress
 
 import msgspec
 
-from .._domains import VrfDomain
+from ..core._domains import VrfDomain
 from ._hostplan import host_group
 from ._names import bridge_name, host_ifname, pod_alias, pod_mac, vrf_name
 

@@ -8,7 +8,7 @@ import socket
 
 import msgspec
 
-from .._errors import KernelError
+from ..core._errors import KernelError
 from . import _netlink as nl
 from ._netns import netlink_socket
 from ._run import in_thread

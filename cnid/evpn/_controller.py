@@ -35,13 +35,13 @@ from typing import Protocol
 import trio
 
 from .. import dataplane
-from .._errors import CnidError
-from .._metrics import Metrics
-from .._notify import Notifier
-from .._reconcile import Backoff, reconcile_forever
-from .._tenants import DomainRegistry
 from ..bgp import Speaker, SpeakerDown, SpeakerEvent, StateEvent, UpdateEvent
-from ..cni._journal import Journal
+from ..core._errors import CnidError
+from ..core._journal import Journal
+from ..core._metrics import Metrics
+from ..core._notify import Notifier
+from ..core._reconcile import Backoff, reconcile_forever
+from ..core._tenants import DomainRegistry
 from ..dataplane import ApplyResult, KernelEvpn
 from ..dataplane import EvpnRoute as KernelRoute
 from ..ipam import AddressPool

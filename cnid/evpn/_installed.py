@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .._reconcile import Backoff
+from ..core._reconcile import Backoff
 from ..dataplane import EvpnRoute as KernelRoute
 from ..dataplane import FdbEntry, KernelEvpn, NeighEntry
 from ._remote import KernelEntry, entry_key

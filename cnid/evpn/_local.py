@@ -24,8 +24,8 @@ import logging
 
 import msgspec
 
-from .._domains import VrfDomain
 from ..bgp import EvpnPath, ImetRoute, MacIpRoute, PrefixRoute
+from ..core._domains import VrfDomain
 
 log = logging.getLogger("cnid.evpn")
 

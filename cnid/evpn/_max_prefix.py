@@ -14,7 +14,7 @@ from typing import Protocol
 
 import trio
 
-from .._metrics import Metrics
+from ..core._metrics import Metrics
 from ._rib import RouteTable
 
 log = logging.getLogger("cnid.evpn")

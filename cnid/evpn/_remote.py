@@ -37,8 +37,8 @@ from collections.abc import Iterable
 
 import msgspec
 
-from .._domains import VrfDomain
 from ..bgp import ImetRoute, MacIpRoute, PrefixRoute, ReceivedPath
+from ..core._domains import VrfDomain
 from ..dataplane import EvpnRoute as KernelRoute
 from ..dataplane import FdbEntry, NeighEntry
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._domains import VrfDomain
 from ..bgp import EvpnPath, ImetRoute, MacIpRoute, route_type
+from ..core._domains import VrfDomain
 from ..dataplane import vrf_name
 from ..dataplane._tables import table_routes
 from ._controller import EvpnController

@@ -6,12 +6,11 @@ from ._block import Block, block_name, block_of, lowest_free_block
 from ._filestore import FileStore, StoreCorrupt
 from ._lease import BlockUsage, Lease, Owner
 from ._pool import MAX_ATTEMPTS, AddressPool
-from ._store import AllocationRecord, BlockRecord, MemoryStore, Store
+from ._store import BlockRecord, MemoryStore, Store
 
 __all__ = [
     "MAX_ATTEMPTS",
     "AddressPool",
-    "AllocationRecord",
     "Block",
     "BlockRecord",
     "BlockUsage",

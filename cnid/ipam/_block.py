@@ -17,7 +17,7 @@ import functools
 import ipaddress
 from collections.abc import Iterable
 
-from .._errors import ConfigError
+from ..core._errors import ConfigError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

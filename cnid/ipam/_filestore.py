@@ -17,7 +17,7 @@ from typing import TypeVar
 import msgspec
 import trio
 
-from .._errors import CniCode, CnidError, StoreUnavailable
+from ..core._errors import CniCode, CnidError, StoreUnavailable
 from ._block import block_name, block_of
 from ._store import BlockRecord, BlockTable, MemoryStore
 

@@ -32,12 +32,13 @@ from typing import TypeVar
 import msgspec
 import trio
 
-from .._domains import VrfDomain
-from .._errors import AddressExhausted, ConfigError, StoreConflict
-from .._notify import Notifier
+from ..core._domains import VrfDomain
+from ..core._errors import AddressExhausted, ConfigError, StoreConflict
+from ..core._notify import Notifier
+from ..core._pods import AllocationRecord
 from ._block import IPNetwork, block_name, block_of, lowest_free_block
 from ._lease import BlockUsage, Lease, Owner
-from ._store import AllocationRecord, BlockRecord, Store
+from ._store import BlockRecord, Store
 
 T = TypeVar("T")
 

@@ -18,25 +18,13 @@ write; callers treat records as immutable values and write new ones with
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Protocol
 
 import msgspec
 import trio
 
-from .._errors import StoreConflict
-
-AllocationKind = Literal["gateway", "pod"]
-
-
-class AllocationRecord(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
-    """One address of a block: its gateway or a pod's interface."""
-
-    kind: AllocationKind
-    container_id: str = ""
-    ifname: str = ""
-    pod_namespace: str = ""
-    pod_name: str = ""
-    pod_uid: str = ""
+from ..core._errors import StoreConflict
+from ..core._pods import AllocationRecord
 
 
 class BlockRecord(msgspec.Struct, frozen=True, rename="camel"):

@@ -1,6 +1,6 @@
 """The backoff of the client's retries and the reflector's reconnects is the
-project's one backoff (``cnid._reconcile``)."""
+project's one backoff (``cnid.core._reconcile``)."""
 
-from .._reconcile import Backoff
+from ..core._reconcile import Backoff
 
 __all__ = ["Backoff"]

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from .._errors import CniCode, CnidError
+from ..core._errors import CniCode, CnidError
 
 _MAX_BODY_IN_MESSAGE = 512
 

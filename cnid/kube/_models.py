@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from ..ipam._store import AllocationRecord
+from ..core._pods import AllocationRecord
 
 
 def _const(value: str) -> Callable[[], str]:

@@ -29,8 +29,8 @@ from typing import Any, Generic, NoReturn, TypeVar
 import msgspec
 import trio
 
-from .._notify import Notifier
-from .._reconcile import Backoff
+from ..core._notify import Notifier
+from ..core._reconcile import Backoff
 from ._client import KubeClient, ObjectList
 from ._errors import ApiError, Gone
 from ._models import KubeObject

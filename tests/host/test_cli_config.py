@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from cnid import _cli
-from cnid._errors import ConfigError, StoreUnavailable
+from cnid.core._errors import ConfigError, StoreUnavailable
 
 
 def base(tmp_path: Path, extra: str = "") -> str:
@@ -154,7 +154,7 @@ def test_the_open_files_limit_is_raised() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
     try:
-        from cnid._sockets import raise_nofile_limit
+        from cnid.core._sockets import raise_nofile_limit
 
         assert raise_nofile_limit() == hard
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from cnid import dataplane as dp
-from cnid._domains import VniAttachment, VrfDomain
+from cnid.core._domains import VniAttachment, VrfDomain
 from cnid.dataplane import _evpn, _evpn_values
 from cnid.dataplane import _netlink as nl
 from cnid.dataplane._names import bridge_alias, vxlan_alias

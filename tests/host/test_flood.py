@@ -15,15 +15,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cnid._protocol import HEADER, CtlRequest, decode_ctl_response, frame
+from cnid.core._protocol import HEADER, CtlRequest, decode_ctl_response, frame
 
 SERVER = r"""
 import resource, sys, trio
 from cnid._health import HealthServer
-from cnid._metrics import Metrics
-from cnid._readiness import Readiness
-from cnid._protocol import CtlResponse, frame
-from cnid._sockets import read_frame, send_all, serve_unix
+from cnid.core._metrics import Metrics
+from cnid.core._readiness import Readiness
+from cnid.core._protocol import CtlResponse, frame
+from cnid.core._sockets import read_frame, send_all, serve_unix
 
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 

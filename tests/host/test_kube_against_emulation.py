@@ -18,8 +18,8 @@ import pytest
 import trio
 
 from cnid._config import parse_config
-from cnid._errors import StoreConflict
 from cnid.cluster import KubeStore
+from cnid.core._errors import StoreConflict
 from cnid.ipam import AddressPool, Owner
 from cnid.kube import (
     NAMESPACES,

@@ -8,10 +8,10 @@ import pytest
 import trio
 
 from cnid._config import parse_config
-from cnid._errors import ConfigError
 from cnid.bgp import BgpOptions, Neighbor, SpeakerConfig, mesh_neighbors, reflector_neighbors
 from cnid.bgp._config import environment, render
 from cnid.cluster import NodeSettings, neighbors_for, node_address
+from cnid.core._errors import ConfigError
 from cnid.kube import Node, NodeInterface, ObjectMeta, VRFNodeConfig
 from cnid.kube._models import NodeAddress, NodeStatus, ObjectRef, VRFNodeConfigSpec
 

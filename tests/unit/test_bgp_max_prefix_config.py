@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cnid._errors import ConfigError
 from cnid.bgp import BgpOptions
+from cnid.core._errors import ConfigError
 
 
 def test_defaults_are_no_limit() -> None:

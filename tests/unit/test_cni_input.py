@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from cnid._errors import CniCode, DecodeFailure, IncompatibleVersion
-from cnid._protocol import printable
 from cnid.cni._invocation import MAX_DEPTH, parse_invocation, peek_version
+from cnid.core._errors import CniCode, DecodeFailure, IncompatibleVersion
+from cnid.core._protocol import printable
 
 ENV = {
     "CNI_COMMAND": "ADD",
@@ -52,9 +52,9 @@ def test_a_forged_version_is_quoted_in_the_error() -> None:
 async def test_the_cni_server_logs_input_escaped(caplog: pytest.LogCaptureFixture) -> None:
     import trio
 
-    from cnid._metrics import Metrics
-    from cnid._protocol import CniRequest, frame
     from cnid.cni._server import CniServer
+    from cnid.core._metrics import Metrics
+    from cnid.core._protocol import CniRequest, frame
 
     class NoService:
         async def handle(self, *a: object) -> None:
@@ -84,9 +84,9 @@ def test_every_daemon_log_line_is_one_line() -> None:
 async def test_a_frame_over_the_cni_limit_is_refused_unread() -> None:
     import trio
 
-    from cnid._metrics import Metrics
-    from cnid._protocol import HEADER, MAX_FRAME, decode_cni_response
     from cnid.cni._server import CniServer
+    from cnid.core._metrics import Metrics
+    from cnid.core._protocol import HEADER, MAX_FRAME, decode_cni_response
 
     server = CniServer(None, Metrics())  # type: ignore[arg-type]
     a, b = trio.socket.socketpair()

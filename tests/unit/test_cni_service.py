@@ -11,15 +11,16 @@ import pytest
 import trio
 
 from cnid._config import parse_config
-from cnid._domains import VrfDomain
-from cnid._errors import CniCode, CnidError, KernelError
-from cnid._metrics import Metrics
-from cnid._readiness import Readiness
-from cnid._tenants import DomainRegistry
-from cnid.cni._invocation import Attachment, parse_invocation
-from cnid.cni._journal import Journal, PodRecord
+from cnid.cni._invocation import parse_invocation
 from cnid.cni._service import CniService
-from cnid.dataplane import DomainLinks, NetnsFd, PodLink, PodSpec, PodWiring, host_ifname
+from cnid.core import Attachment, DomainLinks
+from cnid.core._domains import VrfDomain
+from cnid.core._errors import CniCode, CnidError, KernelError
+from cnid.core._journal import Journal, PodRecord
+from cnid.core._metrics import Metrics
+from cnid.core._readiness import Readiness
+from cnid.core._tenants import DomainRegistry
+from cnid.dataplane import NetnsFd, PodLink, PodSpec, PodWiring, host_ifname
 from cnid.ipam import AddressPool, MemoryStore, Owner
 
 NETNS_FD = 1000

@@ -1,7 +1,7 @@
 import pytest
 
 from cnid._config import load_config, parse_config
-from cnid._errors import ConfigError
+from cnid.core._errors import ConfigError
 
 SEEDS_CONFIGMAP = """
 [api]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cnid._config import parse_config
-from cnid._errors import ConfigError
+from cnid.core._errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,10 @@ import trio.testing
 
 from cnid._config import parse_config
 from cnid._domainsync import DomainReconciler
-from cnid._readiness import Readiness
-from cnid._tenants import DomainRegistry
 from cnid.cluster._conditions import node_finalizer
 from cnid.cluster._domains import DomainController
+from cnid.core._readiness import Readiness
+from cnid.core._tenants import DomainRegistry
 from cnid.dataplane import KernelDomain
 from cnid.ipam import AddressPool, MemoryStore
 from cnid.kube import (

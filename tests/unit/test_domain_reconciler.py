@@ -9,12 +9,13 @@ import pytest
 import trio
 import trio.testing
 
-from cnid._domains import VniAttachment, VrfDomain
 from cnid._domainsync import DomainReconciler, StaticDomains
-from cnid._errors import KernelError
-from cnid._readiness import Readiness
-from cnid._tenants import DomainRegistry
-from cnid.dataplane import DomainLinks, KernelDomain, Underlay
+from cnid.core import DomainLinks
+from cnid.core._domains import VniAttachment, VrfDomain
+from cnid.core._errors import KernelError
+from cnid.core._readiness import Readiness
+from cnid.core._tenants import DomainRegistry
+from cnid.dataplane import KernelDomain, Underlay
 
 UNDERLAY = Underlay(ifname="eth0", mtu=1500, address="192.0.2.1")
 

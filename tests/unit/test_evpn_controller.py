@@ -22,10 +22,6 @@ import pytest
 import trio
 import trio.testing
 
-from cnid._errors import CnidError, KernelError
-from cnid._metrics import Metrics
-from cnid._notify import Notifier
-from cnid._tenants import DomainRegistry
 from cnid.bgp import (
     EvpnPath,
     ImetRoute,
@@ -40,9 +36,13 @@ from cnid.bgp import (
     StateEvent,
     UpdateEvent,
 )
-from cnid.cni._journal import Journal, PodRecord
-from cnid.cni._results import PodResult, ResultInterface
-from cnid.dataplane import ApplyResult, DomainLinks, EvpnRoute, FdbEntry, KernelEvpn, NeighEntry
+from cnid.core import DomainLinks, PodResult, ResultInterface
+from cnid.core._errors import CnidError, KernelError
+from cnid.core._journal import Journal, PodRecord
+from cnid.core._metrics import Metrics
+from cnid.core._notify import Notifier
+from cnid.core._tenants import DomainRegistry
+from cnid.dataplane import ApplyResult, EvpnRoute, FdbEntry, KernelEvpn, NeighEntry
 from cnid.evpn import EvpnController, Identity, KernelEntry, entry_key
 from testbed.domains import VRF42, VRF300
 

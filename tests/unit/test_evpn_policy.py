@@ -17,9 +17,9 @@ import pytest
 import trio
 import trio.testing
 
-from cnid._domains import VrfDomain
-from cnid._metrics import Metrics
 from cnid.bgp import EvpnPath, MacIpRoute, PrefixRoute, ReceivedPath, StateEvent, UpdateEvent
+from cnid.core._domains import VrfDomain
+from cnid.core._metrics import Metrics
 from cnid.dataplane import EvpnRoute, FdbEntry, KernelEvpn
 from cnid.dataplane._evpn import ApplyResult
 from cnid.evpn import EvpnController, Identity, RouteTable, Skip, kernel_entries, node_view

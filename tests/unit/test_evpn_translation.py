@@ -7,8 +7,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from cnid._domains import VniAttachment, VrfDomain
 from cnid.bgp import EvpnPath, ImetRoute, MacIpRoute, PrefixRoute, ReceivedPath
+from cnid.core._domains import VniAttachment, VrfDomain
 from cnid.dataplane import EvpnRoute, FdbEntry, NeighEntry
 from cnid.evpn import (
     LocalBlock,

@@ -15,12 +15,12 @@ import pytest
 import trio
 import trio.testing
 
-from cnid._domains import VniAttachment, VrfDomain
-from cnid._errors import KernelError, StoreUnavailable
 from cnid._hostintegration import COMPONENT, HostIntegration, PolicySource
-from cnid._readiness import Readiness
-from cnid._tenants import DomainRegistry
-from cnid.dataplane import DomainLinks
+from cnid.core import DomainLinks
+from cnid.core._domains import VniAttachment, VrfDomain
+from cnid.core._errors import KernelError, StoreUnavailable
+from cnid.core._readiness import Readiness
+from cnid.core._tenants import DomainRegistry
 from cnid.dataplane._hostpath import HostState
 from cnid.dataplane._hostplan import (
     PRIO_PROBE,

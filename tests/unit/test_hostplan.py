@@ -7,8 +7,8 @@ import socket
 import pytest
 
 from cnid._config import parse_config
-from cnid._errors import ConfigError
 from cnid.cluster._policies import policy_from
+from cnid.core._errors import ConfigError
 from cnid.dataplane._hostplan import (
     PRIO_EGRESS,
     PRIO_POLICY,

@@ -2,13 +2,9 @@ import json
 
 import pytest
 
-from cnid._errors import CniCode, CnidError
-from cnid.cni._invocation import (
-    Attachment,
-    parse_cni_args,
-    parse_invocation,
-    peek_version,
-)
+from cnid.cni._invocation import parse_cni_args, parse_invocation, peek_version
+from cnid.core import Attachment
+from cnid.core._errors import CniCode, CnidError
 
 CONF = {"cniVersion": "1.1.0", "name": "cnid", "type": "cnid-plugin"}
 

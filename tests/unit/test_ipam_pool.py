@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from cnid._domains import VniAttachment, VrfDomain
-from cnid._errors import AddressExhausted, ConfigError, StoreConflict
+from cnid.core._domains import VniAttachment, VrfDomain
+from cnid.core._errors import AddressExhausted, ConfigError, StoreConflict
 from cnid.ipam import (
     MAX_ATTEMPTS,
     AddressPool,

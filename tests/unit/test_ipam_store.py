@@ -10,18 +10,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cnid._domains import VniAttachment, VrfDomain
-from cnid._errors import StoreConflict, StoreUnavailable
-from cnid.ipam import (
-    AddressPool,
-    AllocationRecord,
-    BlockRecord,
-    FileStore,
-    MemoryStore,
-    Owner,
-    Store,
-    StoreCorrupt,
-)
+from cnid.core import AllocationRecord
+from cnid.core._domains import VniAttachment, VrfDomain
+from cnid.core._errors import StoreConflict, StoreUnavailable
+from cnid.ipam import AddressPool, BlockRecord, FileStore, MemoryStore, Owner, Store, StoreCorrupt
 
 GW = AllocationRecord(kind="gateway")
 

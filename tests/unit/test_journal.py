@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from cnid.cni._invocation import Attachment
-from cnid.cni._journal import Journal, PodRecord
+from cnid.core import Attachment
+from cnid.core._journal import Journal, PodRecord
 
 
 def rec(cid: str, state: str = "pending") -> PodRecord:

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from cnid.ipam import AllocationRecord
+from cnid.core import AllocationRecord
 from cnid.kube import (
     RESOURCE_TYPES,
     AttachmentSpec,

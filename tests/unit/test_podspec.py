@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnid._domains import VniAttachment, VrfDomain
+from cnid.core._domains import VniAttachment, VrfDomain
 from cnid.dataplane import PodSpec, host_ifname, plan_pod, pod_mac, vrf_name
 from cnid.dataplane._names import vrf_number
 

@@ -1,8 +1,8 @@
 import msgspec
 import pytest
 
-from cnid._errors import ProtocolError
-from cnid._protocol import (
+from cnid.core._errors import ProtocolError
+from cnid.core._protocol import (
     HEADER,
     MAX_FRAME,
     PROTOCOL_VERSION,

@@ -10,10 +10,10 @@ import pytest
 import trio
 import trio.testing
 
-from cnid._errors import CnidError, KernelError
-from cnid._notify import ChangeSignal, Notifier, wait_any
-from cnid._readiness import Readiness
-from cnid._reconcile import Backoff, Pending, reconcile_forever, retry
+from cnid.core._errors import CnidError, KernelError
+from cnid.core._notify import ChangeSignal, Notifier, wait_any
+from cnid.core._readiness import Readiness
+from cnid.core._reconcile import Backoff, Pending, reconcile_forever, retry
 
 
 class Script:

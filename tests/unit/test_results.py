@@ -1,12 +1,6 @@
-from cnid._errors import UnknownContainer
-from cnid.cni._results import (
-    PodResult,
-    ResultInterface,
-    ResultIP,
-    ResultRoute,
-    render_error,
-    render_result,
-)
+from cnid.cni._results import render_error, render_result
+from cnid.core import PodResult, ResultInterface, ResultIP, ResultRoute
+from cnid.core._errors import UnknownContainer
 
 RESULT = PodResult(
     interfaces=(

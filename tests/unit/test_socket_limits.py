@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 import trio
 
-from cnid import _sockets
 from cnid._config import DefaultDomainConfig
 from cnid._control import ControlServer
-from cnid._errors import ProtocolError
-from cnid._metrics import Metrics
-from cnid._protocol import (
+from cnid.core import _sockets
+from cnid.core._errors import ProtocolError
+from cnid.core._journal import Journal
+from cnid.core._metrics import Metrics
+from cnid.core._protocol import (
     HEADER,
     MAX_FRAME,
     CtlRequest,
@@ -31,10 +32,9 @@ from cnid._protocol import (
     decode_ctl_response,
     frame,
 )
-from cnid._readiness import Readiness
-from cnid._sockets import read_frame, send_all, serve_unix
-from cnid._tenants import DomainRegistry
-from cnid.cni._journal import Journal
+from cnid.core._readiness import Readiness
+from cnid.core._sockets import read_frame, send_all, serve_unix
+from cnid.core._tenants import DomainRegistry
 from cnid.ctl._main import query
 from cnid.ipam import AddressPool
 from cnid.ipam._store import MemoryStore

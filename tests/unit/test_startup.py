@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from cnid._readiness import Readiness
-from cnid._startup import MILESTONES, Startup, boot_clock, process_start
+from cnid.core._readiness import Readiness
+from cnid.core._startup import MILESTONES, Startup, boot_clock, process_start
 from cnid.ctl._tables import render
 
 
@@ -33,7 +33,7 @@ def test_process_start_of_a_fresh_interpreter_is_before_its_first_line() -> None
     """Read in a child: the time from the kernel's start of the process to
     its first statement covers the interpreter's start (10 ms ticks)."""
     code = (
-        "from cnid._startup import boot_clock, process_start\n"
+        "from cnid.core._startup import boot_clock, process_start\n"
         "print(boot_clock() - process_start())\n"
     )
     out = subprocess.run(
@@ -100,7 +100,7 @@ def test_without_proc_the_start_is_the_recorders_creation(monkeypatch: pytest.Mo
     def unreadable() -> float:
         raise OSError(2, "no /proc")
 
-    monkeypatch.setattr("cnid._startup.process_start", unreadable)
+    monkeypatch.setattr("cnid.core._startup.process_start", unreadable)
     s = Startup(clock=FakeClock(50.0))
     assert s.started == 50.0
 

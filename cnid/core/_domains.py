@@ -78,3 +78,14 @@ class VrfDomain(msgspec.Struct, frozen=True, rename="camel"):
             if not 1 <= att.port <= 65535:
                 raise ConfigError(f"domain {self.name}: port {att.port} out of range")
         return self
+
+
+class DomainLinks(msgspec.Struct, frozen=True):
+    """What the kernel holds of a domain on this node: its VRF and table, and
+    the bridge, VXLAN device and router MAC of its pod attachment."""
+
+    vrf: str
+    table: int
+    bridge: str | None
+    vxlan: str | None
+    router_mac: str | None

@@ -8,10 +8,9 @@ replace its contents as the custom resources change.
 
 from __future__ import annotations
 
-from ._domains import VrfDomain
+from ._domains import DomainLinks, VrfDomain
 from ._errors import TryAgainLater
 from ._notify import Notifier
-from .dataplane import DomainLinks
 
 
 class DomainRegistry:

@@ -22,10 +22,9 @@ from typing import Literal
 
 import msgspec
 
-from .._errors import ConfigError
-from .._notify import Notifier
-from ._invocation import Attachment
-from ._results import PodResult
+from ._errors import ConfigError
+from ._notify import Notifier
+from ._pods import Attachment, PodResult
 
 State = Literal["pending", "ready"]
 
