@@ -77,7 +77,7 @@ def domains_of(spec: list[dict[str, Any]]) -> list[VrfDomain]:
 
 
 class DaemonNode(EvpnNode):
-    """``EvpnNode`` with the daemon's settings (cnid/_daemon.py): ExaBGP's
+    """``EvpnNode`` with the daemon's settings (cnid/daemon/_daemon.py): ExaBGP's
     log at WARNING, the controller's repair and local-state timers at their
     defaults (30 s), not the test bed's (INFO, 5 s)."""
 

@@ -205,12 +205,12 @@ def ctl_inputs(rng: random.Random) -> Iterator[bytes]:
 
 
 def control_server(state: str) -> Any:
-    from cnid._config import DefaultDomainConfig
-    from cnid._control import ControlServer
     from cnid.core._journal import Journal
     from cnid.core._metrics import Metrics
     from cnid.core._readiness import Readiness
     from cnid.core._tenants import DomainRegistry
+    from cnid.daemon._config import DefaultDomainConfig
+    from cnid.daemon._control import ControlServer
     from cnid.ipam import AddressPool
     from cnid.ipam._store import MemoryStore
 

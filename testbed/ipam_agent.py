@@ -12,8 +12,8 @@ import sys
 
 import trio
 
-from cnid._config import parse_config
 from cnid.cluster import KubeStore
+from cnid.daemon._config import parse_config
 from cnid.ipam import AddressPool, Owner
 from cnid.kube import KubeClient, load_config
 

@@ -6,7 +6,7 @@ from ._bindings import BindingController
 from ._domains import DomainController, accept, domain_from
 from ._gc import GarbageCollector, Grace
 from ._ipblocks import KubeStore
-from ._member import ClusterMember
+from ._member import ClusterMember, MemberTimings
 from ._nodeconfig import NodeConfigController, NodeSettings
 from ._peering import Peering, neighbors_for, node_address
 from ._watches import Watches
@@ -18,6 +18,7 @@ __all__ = [
     "GarbageCollector",
     "Grace",
     "KubeStore",
+    "MemberTimings",
     "NodeConfigController",
     "NodeSettings",
     "Peering",

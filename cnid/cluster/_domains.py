@@ -1,5 +1,5 @@
 """The VRFDomain controller: the Kubernetes source of the node's domain
-reconciler (``cnid._domainsync``), which standalone mode feeds from
+reconciler (``cnid.domains._reconciler``), which standalone mode feeds from
 server.ini instead.
 
 Level-triggered: on every change of the VRFDomains (and at least every
@@ -26,12 +26,12 @@ from typing import Any
 
 import trio
 
-from .._domainsync import DomainReconciler, failures
 from ..core._domains import VniAttachment, VrfDomain
 from ..core._errors import ConfigError, KernelError
 from ..core._readiness import Readiness
 from ..core._reconcile import Pending, reconcile_forever
 from ..core._tenants import DomainRegistry
+from ..domains._reconciler import DomainReconciler, failures
 from ..ipam import AddressPool
 from ..kube import (
     VRF_DOMAINS,

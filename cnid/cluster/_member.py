@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 import trio
 
 from .. import dataplane
-from .._config import Config
-from .._domainsync import DomainKernel, DomainReconciler
 from ..cni._service import CniService
+from ..core._domains import VrfDomain
 from ..core._journal import Journal
 from ..core._readiness import Readiness
 from ..core._tenants import DomainRegistry
+from ..domains._reconciler import DomainKernel, DomainReconciler
 from ..ipam import AddressPool
 from ..kube import KubeClient
 from ._bindings import BindingController
@@ -27,12 +28,22 @@ from ._watches import Watches
 log = logging.getLogger("cnid.cluster")
 
 
+class MemberTimings(msgspec.Struct, frozen=True):
+    """What the controllers take from server.ini: the default domain, and
+    how often they re-check (seconds)."""
+
+    default_domain: VrfDomain
+    domain_interval: float
+    gc_interval: float
+    gc_grace: float
+
+
 class ClusterMember:
     def __init__(
         self,
         *,
         client: KubeClient,
-        config: Config,
+        timings: MemberTimings,
         node: str,
         readiness: Readiness,
         registry: DomainRegistry,
@@ -41,7 +52,7 @@ class ClusterMember:
         kernel: DomainKernel = dataplane,
     ) -> None:
         self.client = client
-        self.config = config
+        self.timings = timings
         self.node = node
         self.readiness = readiness
         self.registry = registry
@@ -77,14 +88,14 @@ class ClusterMember:
         domains = DomainController(
             client=self.client,
             node=self.node,
-            default=self.config.default.domain(),
+            default=self.timings.default_domain,
             registry=self.registry,
             pool=self.pool,
             readiness=self.readiness,
             domains=w.domains,
             nodes=w.nodes,
             reconciler=reconciler,
-            interval=max(self.config.default.fw_interval_seconds, 1),
+            interval=self.timings.domain_interval,
         )
         await nursery.start(domains.run)
         bindings = BindingController(
@@ -98,7 +109,6 @@ class ClusterMember:
         await w.wait_synced()
 
     async def start_gc(self, nursery: trio.Nursery, service: CniService) -> None:
-        kc = self.config.kubernetes
         gc = GarbageCollector(
             node=self.node,
             service=service,
@@ -107,7 +117,7 @@ class ClusterMember:
             pods=self.watches.pods,
             nodes=self.watches.nodes,
             domains=self.watches.domains,
-            interval=kc.gc_interval_seconds or self.config.default.gc_interval_seconds,
-            grace=kc.gc_grace_seconds,
+            interval=self.timings.gc_interval,
+            grace=self.timings.gc_grace,
         )
         await nursery.start(gc.run)

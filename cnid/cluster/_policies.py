@@ -22,10 +22,10 @@ import re
 
 import trio
 
-from .._hostintegration import HostIntegration, PolicySource
 from ..core._errors import CnidError
 from ..core._notify import snapshot, wait_any
 from ..dataplane._hostplan import HostPlan, HostPolicy, PolicyMatch
+from ..hostintegration._controller import HostIntegration, PolicySource
 from ..kube import (
     VRF_ROUTING_POLICIES,
     KubeClient,

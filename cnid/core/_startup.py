@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 #: Every milestone, in the order a daemon normally reaches them.
 MILESTONES = (
-    "main",  # cnid._cli.main entered: interpreter and imports before it
+    "main",  # cnid.daemon._cli.main entered: interpreter and imports before it
     "config",  # server.ini loaded and checked
     "api",  # the Kubernetes watches synced (with an API)
     "underlay",

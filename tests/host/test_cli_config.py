@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from cnid import _cli
 from cnid.core._errors import ConfigError, StoreUnavailable
+from cnid.daemon import _cli
 
 
 def base(tmp_path: Path, extra: str = "") -> str:
@@ -41,7 +41,7 @@ def base(tmp_path: Path, extra: str = "") -> str:
     )
 
 
-MAIN = "from cnid._cli import main; raise SystemExit(main())"
+MAIN = "from cnid.daemon._cli import main; raise SystemExit(main())"
 
 
 def run_cnid(tmp_path: Path, extra: str) -> subprocess.CompletedProcess[str]:

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import trio
 
+from cnid.daemon._views import bgp_summary, evpn_routes
 from cnid.dataplane import EvpnRoute, FdbEntry, NeighEntry
-from cnid.evpn._views import bgp_summary, evpn_routes
 from testbed.domains import VRF42, VRF300
 from testbed.evpn_node import EvpnNode
 from testbed.frr import FrrRouter, Host, L2Vni, L3Vni, Neighbor, evpn_leaf, route_reflector

@@ -19,7 +19,7 @@ from cnid.core._protocol import HEADER, CtlRequest, decode_ctl_response, frame
 
 SERVER = r"""
 import resource, sys, trio
-from cnid._health import HealthServer
+from cnid.daemon._health import HealthServer
 from cnid.core._metrics import Metrics
 from cnid.core._readiness import Readiness
 from cnid.core._protocol import CtlResponse, frame

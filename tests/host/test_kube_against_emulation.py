@@ -17,9 +17,9 @@ import msgspec
 import pytest
 import trio
 
-from cnid._config import parse_config
 from cnid.cluster import KubeStore
 from cnid.core._errors import StoreConflict
+from cnid.daemon._config import parse_config
 from cnid.ipam import AddressPool, Owner
 from cnid.kube import (
     NAMESPACES,

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from cnid._config import parse_config
 from cnid.bgp import BgpOptions, Neighbor, SpeakerConfig, mesh_neighbors, reflector_neighbors
 from cnid.bgp._config import environment, render
 from cnid.cluster import NodeSettings, neighbors_for, node_address
 from cnid.core._errors import ConfigError
+from cnid.daemon._config import parse_config
 from cnid.kube import Node, NodeInterface, ObjectMeta, VRFNodeConfig
 from cnid.kube._models import NodeAddress, NodeStatus, ObjectRef, VRFNodeConfigSpec
 

@@ -71,7 +71,7 @@ async def test_the_cni_server_logs_input_escaped(caplog: pytest.LogCaptureFixtur
 
 
 def test_every_daemon_log_line_is_one_line() -> None:
-    from cnid._cli import PrintableFormatter
+    from cnid.daemon._cli import PrintableFormatter
 
     formatter = PrintableFormatter("%(levelname)s %(name)s: %(message)s")
     record = logging.LogRecord(

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import trio
 
-from cnid._config import parse_config
 from cnid.cni._invocation import parse_invocation
 from cnid.cni._service import CniService
 from cnid.core import Attachment, DomainLinks
@@ -20,6 +19,7 @@ from cnid.core._journal import Journal, PodRecord
 from cnid.core._metrics import Metrics
 from cnid.core._readiness import Readiness
 from cnid.core._tenants import DomainRegistry
+from cnid.daemon._config import parse_config
 from cnid.dataplane import NetnsFd, PodLink, PodSpec, PodWiring, host_ifname
 from cnid.ipam import AddressPool, MemoryStore, Owner
 

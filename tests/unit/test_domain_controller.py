@@ -14,13 +14,13 @@ import pytest
 import trio
 import trio.testing
 
-from cnid._config import parse_config
-from cnid._domainsync import DomainReconciler
 from cnid.cluster._conditions import node_finalizer
 from cnid.cluster._domains import DomainController
 from cnid.core._readiness import Readiness
 from cnid.core._tenants import DomainRegistry
+from cnid.daemon._config import parse_config
 from cnid.dataplane import KernelDomain
+from cnid.domains._reconciler import DomainReconciler
 from cnid.ipam import AddressPool, MemoryStore
 from cnid.kube import (
     NODES,

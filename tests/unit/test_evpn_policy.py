@@ -20,10 +20,10 @@ import trio.testing
 from cnid.bgp import EvpnPath, MacIpRoute, PrefixRoute, ReceivedPath, StateEvent, UpdateEvent
 from cnid.core._domains import VrfDomain
 from cnid.core._metrics import Metrics
+from cnid.daemon._views import bgp_summary, evpn_routes
 from cnid.dataplane import EvpnRoute, FdbEntry, KernelEvpn
 from cnid.dataplane._evpn import ApplyResult
 from cnid.evpn import EvpnController, Identity, RouteTable, Skip, kernel_entries, node_view
-from cnid.evpn._views import bgp_summary, evpn_routes
 from testbed.domains import VRF42, VRF300
 
 ME = "192.168.77.11"

@@ -15,7 +15,6 @@ import pytest
 import trio
 import trio.testing
 
-from cnid._hostintegration import COMPONENT, HostIntegration, PolicySource
 from cnid.core import DomainLinks
 from cnid.core._domains import VniAttachment, VrfDomain
 from cnid.core._errors import KernelError, StoreUnavailable
@@ -31,6 +30,7 @@ from cnid.dataplane._hostplan import (
     PolicyMatch,
 )
 from cnid.dataplane._rules import FibRule
+from cnid.hostintegration._controller import COMPONENT, HostIntegration, PolicySource
 from cnid.ipam import AddressPool, BlockRecord, MemoryStore
 
 INTERVAL = 30.0

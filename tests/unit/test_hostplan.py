@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from cnid._config import parse_config
 from cnid.cluster._policies import policy_from
 from cnid.core._errors import ConfigError
+from cnid.daemon._config import parse_config
 from cnid.dataplane._hostplan import (
     PRIO_EGRESS,
     PRIO_POLICY,

@@ -18,8 +18,6 @@ from typing import Any
 import pytest
 import trio
 
-from cnid._config import DefaultDomainConfig
-from cnid._control import ControlServer
 from cnid.core import _sockets
 from cnid.core._errors import ProtocolError
 from cnid.core._journal import Journal
@@ -36,6 +34,8 @@ from cnid.core._readiness import Readiness
 from cnid.core._sockets import read_frame, send_all, serve_unix
 from cnid.core._tenants import DomainRegistry
 from cnid.ctl._main import query
+from cnid.daemon._config import DefaultDomainConfig
+from cnid.daemon._control import ControlServer
 from cnid.ipam import AddressPool
 from cnid.ipam._store import MemoryStore
 

@@ -1,8 +1,8 @@
 import pytest
 
-from cnid._config import parse_config
 from cnid.core._errors import TryAgainLater
 from cnid.core._tenants import DomainRegistry
+from cnid.daemon._config import parse_config
 
 
 def test_namespaces_go_to_their_bound_domain_or_the_default() -> None:

@@ -12,11 +12,11 @@ from typing import Any
 import msgspec
 import trio
 
-from . import __version__
-from .core._errors import CnidError, ProtocolError
-from .core._journal import Journal
-from .core._metrics import Metrics
-from .core._protocol import (
+from .. import __version__
+from ..core._errors import CnidError, ProtocolError
+from ..core._journal import Journal
+from ..core._metrics import Metrics
+from ..core._protocol import (
     CTL_VERSIONS,
     MAX_CTL_REQUEST,
     CtlResponse,
@@ -25,14 +25,14 @@ from .core._protocol import (
     frame,
     printable,
 )
-from .core._readiness import Readiness
-from .core._sockets import READ_TIMEOUT, read_frame, send_all
-from .core._startup import Startup
-from .core._tenants import DomainRegistry
-from .dataplane import vrf_name
-from .evpn import EvpnController
-from .evpn._views import bgp_summary, evpn_routes, vrf_routes
-from .ipam import AddressPool
+from ..core._readiness import Readiness
+from ..core._sockets import READ_TIMEOUT, read_frame, send_all
+from ..core._startup import Startup
+from ..core._tenants import DomainRegistry
+from ..dataplane import vrf_name
+from ..evpn import EvpnController
+from ..ipam import AddressPool
+from ._views import bgp_summary, evpn_routes, vrf_routes
 
 log = logging.getLogger("cnid.control")
 

@@ -18,14 +18,14 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from .core._errors import CnidError
-from .core._notify import Notifier
-from .core._readiness import Readiness
-from .core._reconcile import Backoff, reconcile_forever
-from .core._tenants import DomainRegistry
-from .dataplane._hostpath import HostState, apply_host
-from .dataplane._hostplan import HostDomain, HostPlan, HostPolicy, HostSettings, plan
-from .ipam import AddressPool
+from ..core._errors import CnidError
+from ..core._notify import Notifier
+from ..core._readiness import Readiness
+from ..core._reconcile import Backoff, reconcile_forever
+from ..core._tenants import DomainRegistry
+from ..dataplane._hostpath import HostState, apply_host
+from ..dataplane._hostplan import HostDomain, HostPlan, HostPolicy, HostSettings, plan
+from ..ipam import AddressPool
 
 log = logging.getLogger("cnid.host")
 

@@ -14,7 +14,7 @@ the node is ready, and when its first BGP session and announcement came.
 Standalone (no API: ``[kubernetes] enabled = no``, or ``auto`` outside a
 pod without a kubeconfig) the node serves the [default] domain of
 server.ini with a node-local address store: a static source feeding the
-same domain reconciler (``_domainsync``) as the VRFDomain controller.
+same domain reconciler (``cnid.domains``) as the VRFDomain controller.
 
 ``_run`` is the composition root: each group of services is built by one
 ``_start_*`` method, with what it needs passed in (constructor arguments
@@ -30,28 +30,28 @@ from pathlib import Path
 
 import trio
 
-from . import dataplane
+from .. import dataplane
+from ..bgp import Speaker
+from ..cluster import ClusterMember, KubeStore, MemberTimings, NodeSettings, Peering
+from ..cluster._policies import RoutingPolicyController
+from ..cni._server import CniServer
+from ..cni._service import CniService
+from ..core._journal import Journal
+from ..core._metrics import Metrics
+from ..core._readiness import Readiness
+from ..core._reconcile import Backoff, retry
+from ..core._sockets import serve_unix
+from ..core._startup import Startup
+from ..core._tenants import DomainRegistry
+from ..domains._reconciler import DomainReconciler, StaticDomains
+from ..evpn import EvpnController, Identity, router_id_for
+from ..hostintegration._controller import HostIntegration
+from ..ipam import AddressPool, FileStore
+from ..kube import KubeClient
+from ..kube import load_config as load_kube_config
 from ._config import Config
 from ._control import ControlServer
-from ._domainsync import DomainReconciler, StaticDomains
 from ._health import HealthServer
-from ._hostintegration import HostIntegration
-from .bgp import Speaker
-from .cluster import ClusterMember, KubeStore, NodeSettings, Peering
-from .cluster._policies import RoutingPolicyController
-from .cni._server import CniServer
-from .cni._service import CniService
-from .core._journal import Journal
-from .core._metrics import Metrics
-from .core._readiness import Readiness
-from .core._reconcile import Backoff, retry
-from .core._sockets import serve_unix
-from .core._startup import Startup
-from .core._tenants import DomainRegistry
-from .evpn import EvpnController, Identity, router_id_for
-from .ipam import AddressPool, FileStore
-from .kube import KubeClient
-from .kube import load_config as load_kube_config
 
 log = logging.getLogger("cnid")
 
@@ -128,9 +128,15 @@ class Daemon:
         """With the API: the watches and this node's VRFNodeConfig."""
         if client is None:
             return None, NodeSettings()
+        kc = self.config.kubernetes
         member = ClusterMember(
             client=client,
-            config=self.config,
+            timings=MemberTimings(
+                default_domain=self.config.default.domain(),
+                domain_interval=max(self.config.default.fw_interval_seconds, 1),
+                gc_interval=kc.gc_interval_seconds or self.config.default.gc_interval_seconds,
+                gc_grace=kc.gc_grace_seconds,
+            ),
             node=self.node,
             readiness=self.readiness,
             registry=self.domains,

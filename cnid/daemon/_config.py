@@ -18,11 +18,11 @@ from typing import Any
 
 import msgspec
 
-from .bgp._config import BgpOptions
-from .core._domains import VniAttachment, VrfDomain
-from .core._errors import ConfigError
-from .dataplane import vrf_name
-from .dataplane._hostplan import HostSettings, NodePorts
+from ..bgp._config import BgpOptions
+from ..core._domains import VniAttachment, VrfDomain
+from ..core._errors import ConfigError
+from ..dataplane import vrf_name
+from ..dataplane._hostplan import HostSettings, NodePorts
 
 
 class ApiConfig(msgspec.Struct, frozen=True):

@@ -11,11 +11,11 @@ import logging
 import h11
 import trio
 
-from .core import _sockets
-from .core._errors import ConfigError
-from .core._metrics import Metrics
-from .core._readiness import Readiness
-from .core._sockets import Admission, Guarded, accept_resiliently, waiting_for_peer
+from ..core import _sockets
+from ..core._errors import ConfigError
+from ..core._metrics import Metrics
+from ..core._readiness import Readiness
+from ..core._sockets import Admission, Guarded, accept_resiliently, waiting_for_peer
 
 log = logging.getLogger("cnid.health")
 _MAX_REQUEST = 16 * 1024

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import trio
 
+from ..core._errors import CnidError, ConfigError
+from ..core._protocol import printable
+from ..core._sockets import claim_path, raise_nofile_limit
+from ..core._startup import Startup
+from ..kube import KubeConfigError
+from ..kube import load_config as load_kube_config
 from ._config import Config, load_config
 from ._daemon import level_of, serve
-from .core._errors import CnidError, ConfigError
-from .core._protocol import printable
-from .core._sockets import claim_path, raise_nofile_limit
-from .core._startup import Startup
-from .kube import KubeConfigError
-from .kube import load_config as load_kube_config
 
 #: Exit status of a configuration or environment problem.
 EXIT_CONFIG = 2

@@ -12,8 +12,8 @@ from ..bgp import EvpnPath, ImetRoute, MacIpRoute, route_type
 from ..core._domains import VrfDomain
 from ..dataplane import vrf_name
 from ..dataplane._tables import table_routes
-from ._controller import EvpnController
-from ._rib import MAX_PREFIX, STALE
+from ..evpn._controller import EvpnController
+from ..evpn._rib import MAX_PREFIX, STALE
 
 
 def nlri_text(path: EvpnPath) -> str:

@@ -27,14 +27,14 @@ from typing import NoReturn, Protocol
 
 import trio
 
-from . import dataplane
-from .core import DomainLinks
-from .core._domains import VrfDomain
-from .core._errors import CnidError, KernelError
-from .core._readiness import Readiness
-from .core._reconcile import reconcile_forever
-from .core._tenants import DomainRegistry
-from .dataplane import KernelDomain, Underlay
+from .. import dataplane
+from ..core import DomainLinks
+from ..core._domains import VrfDomain
+from ..core._errors import CnidError, KernelError
+from ..core._readiness import Readiness
+from ..core._reconcile import reconcile_forever
+from ..core._tenants import DomainRegistry
+from ..dataplane import KernelDomain, Underlay
 
 log = logging.getLogger("cnid.domains")
 
