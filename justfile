@@ -22,6 +22,7 @@ install-plugin: build
 lint:
     .venv/bin/ruff check cnid tests testbed bench
     .venv/bin/mypy
+    .venv/bin/lint-imports
 
 # Unit and host tiers (no VRF needed).
 test-fast: build && (_check-ran logs / "fast.log")

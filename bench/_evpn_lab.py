@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cnid.dataplane import _netlink as nl
-from cnid.dataplane._netns import inside
+from cnid.dataplane import inside
 from testbed.netlab import Lab, Lan
 from testbed.node import REPO
 

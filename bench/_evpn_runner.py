@@ -50,7 +50,7 @@ import trio
 
 from cnid import dataplane
 from cnid.bgp import Speaker, SpeakerConfig, UpdateEvent, mesh_neighbors
-from cnid.core._domains import VniAttachment, VrfDomain
+from cnid.core import VniAttachment, VrfDomain
 from cnid.evpn import EvpnController, Identity
 from testbed.evpn_node import ASN, EvpnNode
 from testbed.netlab import Lan

@@ -21,7 +21,7 @@ last compilation would be compiled again at every start) and one warm-up
 run (a cold page cache) is not counted. Between runs, the references, each a median of
 as many runs: ``python -I -S -c pass`` (a bare interpreter),
 ``python -c pass`` (with the venv's site), ``python -c "import
-cnid.daemon._daemon"`` (the daemon's imports), wall time of the whole process.
+cnid.daemon"`` (the daemon's imports), wall time of the whole process.
 
 Reported: the median over the runs of each milestone's time since the
 process started and of each phase (the time since the previous milestone
@@ -50,9 +50,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cnid.core._errors import CnidError
-from cnid.core._startup import MILESTONES
-from cnid.ctl._main import query as ctl_query
+from cnid.core import MILESTONES, CnidError
+from cnid.ctl import query as ctl_query
 from testbed.node import REPO, VENV_BIN, CnidNode
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -63,10 +62,10 @@ REPORTED = [m for m in MILESTONES if m not in ("api", "first-session", "first-an
 REFERENCES = {
     "python -I -S -c pass": [str(VENV_BIN / "python"), "-I", "-S", "-c", "pass"],
     "python -c pass": [str(VENV_BIN / "python"), "-c", "pass"],
-    "python -c 'import cnid.daemon._daemon'": [
+    "python -c 'import cnid.daemon'": [
         str(VENV_BIN / "python"),
         "-c",
-        "import cnid.daemon._daemon",
+        "import cnid.daemon",
     ],
 }
 BARE = "python -I -S -c pass"

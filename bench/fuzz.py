@@ -35,15 +35,17 @@ from typing import Any
 import msgspec
 import trio
 
-from cnid.cni._invocation import parse_invocation, peek_version
-from cnid.core._errors import CniCode, CnidError, ProtocolError
-from cnid.core._protocol import (
+from cnid.cni import parse_invocation, peek_version
+from cnid.core import (
     HEADER,
     MAX_FRAME,
+    CniCode,
+    CnidError,
     CniRequest,
     CtlAnswer,
     CtlRequest,
     CtlResponse,
+    ProtocolError,
     ctl_answer_frames,
     decode_cni_request,
     decode_ctl_response,
@@ -205,14 +207,9 @@ def ctl_inputs(rng: random.Random) -> Iterator[bytes]:
 
 
 def control_server(state: str) -> Any:
-    from cnid.core._journal import Journal
-    from cnid.core._metrics import Metrics
-    from cnid.core._readiness import Readiness
-    from cnid.core._tenants import DomainRegistry
-    from cnid.daemon._config import DefaultDomainConfig
-    from cnid.daemon._control import ControlServer
-    from cnid.ipam import AddressPool
-    from cnid.ipam._store import MemoryStore
+    from cnid.core import DomainRegistry, Journal, Metrics, Readiness
+    from cnid.daemon import ControlServer, DefaultDomainConfig
+    from cnid.ipam import AddressPool, MemoryStore
 
     return ControlServer(
         node="fuzz",

@@ -55,7 +55,7 @@ from pyroute2 import IPRoute
 
 from cnid import dataplane as dp
 from cnid.dataplane import _netlink as nl
-from cnid.dataplane._netns import inside
+from cnid.dataplane import inside
 from testbed.netns import Netns
 
 VNI = 500

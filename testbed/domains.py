@@ -3,7 +3,7 @@ and vrf-300 (an l2vni), as server.ini and the lab define them."""
 
 from __future__ import annotations
 
-from cnid.core._domains import VniAttachment, VrfDomain
+from cnid.core import VniAttachment, VrfDomain
 
 __all__ = ["VRF42", "VRF300"]
 

@@ -30,12 +30,18 @@ import trio
 
 from cnid import dataplane
 from cnid.bgp import Speaker, SpeakerConfig, reflector_neighbors
-from cnid.core import Attachment, PodResult, ResultInterface, ResultIP
-from cnid.core._domains import VrfDomain
-from cnid.core._journal import Journal, PodRecord
-from cnid.core._metrics import Metrics
-from cnid.core._tenants import DomainRegistry
-from cnid.dataplane._names import bridge_alias, vxlan_alias
+from cnid.core import (
+    Attachment,
+    DomainRegistry,
+    Journal,
+    Metrics,
+    PodRecord,
+    PodResult,
+    ResultInterface,
+    ResultIP,
+    VrfDomain,
+)
+from cnid.dataplane import bridge_alias, vxlan_alias
 from cnid.evpn import EvpnController, Identity, entry_key
 from cnid.ipam import AddressPool, MemoryStore, Owner
 from testbed.netns import Netns

@@ -13,7 +13,7 @@ import sys
 import trio
 
 from cnid.cluster import KubeStore
-from cnid.daemon._config import parse_config
+from cnid.daemon import parse_config
 from cnid.ipam import AddressPool, Owner
 from cnid.kube import KubeClient, load_config
 

@@ -53,9 +53,9 @@ from typing import Any
 
 import yaml
 
-from cnid.core._errors import CnidError
-from cnid.ctl._main import ctl_request
-from cnid.ctl._main import query as ctl_query
+from cnid.core import CnidError
+from cnid.ctl import ctl_request
+from cnid.ctl import query as ctl_query
 
 from .cluster import API_PORT, Cluster
 from .frr import FrrRouter, L3Vni, Neighbor, evpn_leaf, route_reflector

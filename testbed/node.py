@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cnid.core._errors import CnidError
-from cnid.ctl._main import query as ctl_query
-from cnid.ctl._main import run as ctl_run
+from cnid.core import CnidError
+from cnid.ctl import query as ctl_query
+from cnid.ctl import run as ctl_run
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = REPO / "build" / "cnid-plugin"

@@ -12,11 +12,22 @@
 
 from typing import TYPE_CHECKING
 
-from ._config import BgpOptions, Neighbor, SpeakerConfig, mesh_neighbors, reflector_neighbors
+from ._config import (
+    BgpOptions,
+    Neighbor,
+    SpeakerConfig,
+    environment,
+    mesh_neighbors,
+    reflector_neighbors,
+    render,
+    static_neighbors,
+)
 from ._events import (
+    AckEvent,
     BgpEvent,
     NotificationEvent,
     StateEvent,
+    Undecodable,
     UpdateEvent,
     decode_line,
 )
@@ -31,14 +42,24 @@ from ._routes import (
     check_path,
     route_type,
 )
+from ._wire import Ack, Command, ack_line, decode_command, encode_command
 
 if TYPE_CHECKING:
-    from ._speaker import PeerStatus, Speaker, SpeakerDown, SpeakerEvent, SpeakerUp
+    from ._speaker import (
+        PeerStatus,
+        Speaker,
+        SpeakerDown,
+        SpeakerEvent,
+        SpeakerUp,
+        write_private,
+    )
 
 #: Imported when first asked for: ExaBGP's own process imports this package
 #: for the extension's routes and wire format and needs none of the speaker
 #: (trio, the supervision), which is most of the package's import time.
-_SPEAKER_NAMES = frozenset({"PeerStatus", "Speaker", "SpeakerDown", "SpeakerEvent", "SpeakerUp"})
+_SPEAKER_NAMES = frozenset(
+    {"PeerStatus", "Speaker", "SpeakerDown", "SpeakerEvent", "SpeakerUp", "write_private"}
+)
 
 
 def __getattr__(name: str) -> object:
@@ -51,8 +72,11 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "ESI_ZERO",
+    "Ack",
+    "AckEvent",
     "BgpEvent",
     "BgpOptions",
+    "Command",
     "EvpnPath",
     "EvpnRoute",
     "ImetRoute",
@@ -68,10 +92,18 @@ __all__ = [
     "SpeakerEvent",
     "SpeakerUp",
     "StateEvent",
+    "Undecodable",
     "UpdateEvent",
+    "ack_line",
     "check_path",
+    "decode_command",
     "decode_line",
+    "encode_command",
+    "environment",
     "mesh_neighbors",
     "reflector_neighbors",
+    "render",
     "route_type",
+    "static_neighbors",
+    "write_private",
 ]

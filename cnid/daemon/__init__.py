@@ -8,11 +8,13 @@ and the health and metrics endpoint (``_health``).
 from ._cli import PrintableFormatter, main
 from ._config import DefaultDomainConfig, load_config, parse_config
 from ._control import ControlServer
+from ._health import HealthServer
 from ._views import bgp_summary, evpn_routes
 
 __all__ = [
     "ControlServer",
     "DefaultDomainConfig",
+    "HealthServer",
     "PrintableFormatter",
     "bgp_summary",
     "evpn_routes",

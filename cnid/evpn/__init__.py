@@ -16,7 +16,7 @@ import ipaddress
 from ._controller import EvpnController, EvpnKernel, Identity
 from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
 from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries, node_view
-from ._rib import RouteTable
+from ._rib import MAX_PREFIX, STALE, RouteTable
 
 
 def router_id_for(configured: str, vtep: str) -> str:
@@ -31,6 +31,8 @@ def router_id_for(configured: str, vtep: str) -> str:
 
 
 __all__ = [
+    "MAX_PREFIX",
+    "STALE",
     "EvpnController",
     "EvpnKernel",
     "Identity",

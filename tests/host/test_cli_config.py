@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from cnid.core._errors import ConfigError, StoreUnavailable
+from cnid.core import ConfigError, StoreUnavailable
 from cnid.daemon import _cli
 
 
@@ -41,7 +41,7 @@ def base(tmp_path: Path, extra: str = "") -> str:
     )
 
 
-MAIN = "from cnid.daemon._cli import main; raise SystemExit(main())"
+MAIN = "from cnid.daemon import main; raise SystemExit(main())"
 
 
 def run_cnid(tmp_path: Path, extra: str) -> subprocess.CompletedProcess[str]:
@@ -154,7 +154,7 @@ def test_the_open_files_limit_is_raised() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
     try:
-        from cnid.core._sockets import raise_nofile_limit
+        from cnid.core import raise_nofile_limit
 
         assert raise_nofile_limit() == hard
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cnid.core._protocol import MAX_FRAME, CniRequest, frame
+from cnid.core import MAX_FRAME, CniRequest, frame
 from testbed.node import VENV_BIN, CnidNode, conflist_conf
 
 

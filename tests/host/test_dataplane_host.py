@@ -13,8 +13,7 @@ import pytest
 import trio
 
 from cnid import dataplane as dp
-from cnid.core._domains import VniAttachment, VrfDomain
-from cnid.core._errors import KernelError, UnknownContainer
+from cnid.core import KernelError, UnknownContainer, VniAttachment, VrfDomain
 from cnid.dataplane import _netlink as nl
 from cnid.dataplane import _netns
 from testbed.netns import Netns, netns

@@ -17,10 +17,9 @@ import pytest
 import trio
 
 from cnid import dataplane as dp
-from cnid.core._domains import VniAttachment, VrfDomain
-from cnid.dataplane import _evpn, _evpn_values
+from cnid.core import VniAttachment, VrfDomain
+from cnid.dataplane import _evpn, _evpn_values, bridge_alias, vxlan_alias
 from cnid.dataplane import _netlink as nl
-from cnid.dataplane._names import bridge_alias, vxlan_alias
 from testbed.netns import Netns, netns
 
 EMPTY = dp.KernelEvpn()

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import trio
 
-from cnid.daemon._views import evpn_routes
+from cnid.daemon import evpn_routes
 from testbed.domains import VRF42, VRF300
 from testbed.evpn_node import EvpnNode
 from testbed.gobgp import GoBgp, GoBgpNeighbor, MacAdv, Prefix

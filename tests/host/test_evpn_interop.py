@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import trio
 
-from cnid.daemon._views import bgp_summary, evpn_routes
+from cnid.daemon import bgp_summary, evpn_routes
 from cnid.dataplane import EvpnRoute, FdbEntry, NeighEntry
 from testbed.domains import VRF42, VRF300
 from testbed.evpn_node import EvpnNode

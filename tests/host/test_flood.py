@@ -15,15 +15,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cnid.core._protocol import HEADER, CtlRequest, decode_ctl_response, frame
+from cnid.core import HEADER, CtlRequest, decode_ctl_response, frame
 
 SERVER = r"""
 import resource, sys, trio
-from cnid.daemon._health import HealthServer
-from cnid.core._metrics import Metrics
-from cnid.core._readiness import Readiness
-from cnid.core._protocol import CtlResponse, frame
-from cnid.core._sockets import read_frame, send_all, serve_unix
+from cnid.core import CtlResponse, Metrics, Readiness, frame, read_frame, send_all, serve_unix
+from cnid.daemon import HealthServer
 
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 

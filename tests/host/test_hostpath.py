@@ -11,11 +11,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from cnid.dataplane import set_node_netns
-from cnid.dataplane._hostpath import HostState, apply_host
-from cnid.dataplane._hostplan import HostDomain, HostSettings, NodePorts, plan
-from cnid.dataplane._nft import apply_table, flush_conntrack, list_table
-from cnid.dataplane._rules import FR_ACT_UNREACHABLE, FibRule, apply_rules, dump_rules
+from cnid.dataplane import (
+    FR_ACT_UNREACHABLE,
+    FibRule,
+    HostDomain,
+    HostSettings,
+    HostState,
+    NodePorts,
+    apply_host,
+    apply_rules,
+    apply_table,
+    dump_rules,
+    flush_conntrack,
+    list_table,
+    plan,
+    set_node_netns,
+)
 from testbed.netns import Netns, netns
 
 SETTINGS = HostSettings()

@@ -18,8 +18,8 @@ import pytest
 import trio
 
 from cnid.cluster import KubeStore
-from cnid.core._errors import StoreConflict
-from cnid.daemon._config import parse_config
+from cnid.core import StoreConflict
+from cnid.daemon import parse_config
 from cnid.ipam import AddressPool, Owner
 from cnid.kube import (
     NAMESPACES,

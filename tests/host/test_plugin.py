@@ -1,7 +1,7 @@
 """The static C plugin (plugin_go_free/cnid-plugin.c) against a fake daemon.
 
 Every test runs the real binary with a real environment. The fake daemon is a
-trio UNIX stream server that decodes what the plugin sent with cnid.core._protocol
+trio UNIX stream server that decodes what the plugin sent with cnid.core's protocol
 (and receives the netns descriptor with recvmsg) and answers whatever the test
 wants, well-formed or not.
 
@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from cnid.cni._versions import SUPPORTED_VERSIONS
-from cnid.core._protocol import (
+from cnid.cni import SUPPORTED_VERSIONS
+from cnid.core import (
     HEADER,
     MAX_FRAME,
     MAX_STDIN,

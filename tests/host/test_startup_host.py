@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from cnid.core._startup import MILESTONES
+from cnid.core import MILESTONES
 from testbed.node import CnidNode
 
 UP_TO_CNI_SOCKET = [

@@ -7,13 +7,28 @@ from pathlib import Path
 import pytest
 import trio
 
-from cnid.bgp import BgpOptions, Neighbor, SpeakerConfig, mesh_neighbors, reflector_neighbors
-from cnid.bgp._config import environment, render
+from cnid.bgp import (
+    BgpOptions,
+    Neighbor,
+    SpeakerConfig,
+    environment,
+    mesh_neighbors,
+    reflector_neighbors,
+    render,
+)
 from cnid.cluster import NodeSettings, neighbors_for, node_address
-from cnid.core._errors import ConfigError
-from cnid.daemon._config import parse_config
-from cnid.kube import Node, NodeInterface, ObjectMeta, VRFNodeConfig
-from cnid.kube._models import NodeAddress, NodeStatus, ObjectRef, VRFNodeConfigSpec
+from cnid.core import ConfigError
+from cnid.daemon import parse_config
+from cnid.kube import (
+    Node,
+    NodeAddress,
+    NodeInterface,
+    NodeStatus,
+    ObjectMeta,
+    ObjectRef,
+    VRFNodeConfig,
+    VRFNodeConfigSpec,
+)
 
 
 def test_a_full_mesh_has_one_active_side_per_pair() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cnid.bgp import BgpOptions
-from cnid.core._errors import ConfigError
+from cnid.core import ConfigError
 
 
 def test_defaults_are_no_limit() -> None:

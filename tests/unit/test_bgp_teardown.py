@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
+from cnid.bgp import Command, decode_command, encode_command, write_private
 from cnid.bgp import _extension as ext
-from cnid.bgp._speaker import write_private
-from cnid.bgp._wire import Command, decode_command, encode_command
 
 PEER = "192.168.77.12"
 KEY = f"neighbor {PEER} local-ip 192.168.77.11 local-as 65000 peer-as 65000 router-id 1.1.1.1"

@@ -14,22 +14,24 @@ from exabgp.configuration.core.format import formated
 from exabgp.protocol.family import AFI, SAFI, Family
 from exabgp.reactor.api import API
 
-from cnid.bgp import _extension as ext
-from cnid.bgp._events import (
+from cnid.bgp import (
+    Ack,
     AckEvent,
-    StateEvent,
-    Undecodable,
-    UpdateEvent,
-    decode_line,
-)
-from cnid.bgp._routes import (
+    Command,
     EvpnPath,
     ImetRoute,
     MacIpRoute,
     PrefixRoute,
+    StateEvent,
+    Undecodable,
+    UpdateEvent,
+    ack_line,
     check_path,
+    decode_command,
+    decode_line,
+    encode_command,
 )
-from cnid.bgp._wire import Ack, Command, ack_line, decode_command, encode_command
+from cnid.bgp import _extension as ext
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "evpn"
 

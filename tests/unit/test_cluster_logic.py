@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import pytest
 
-from cnid.cluster import Grace, accept, domain_from
-from cnid.cluster._bindings import resolve
-from cnid.cluster._conditions import finalizer_node, node_finalizer, same_conditions, set_condition
-from cnid.cluster._ipblocks import NODE_LABEL, VRF_LABEL, to_record, to_resource
-from cnid.cluster._nodeconfig import NodeSettings, mine, settings_from
-from cnid.core import AllocationRecord
-from cnid.core._errors import CnidError
+from cnid.cluster import (
+    NODE_LABEL,
+    VRF_LABEL,
+    Grace,
+    NodeSettings,
+    accept,
+    domain_from,
+    finalizer_node,
+    mine,
+    node_finalizer,
+    resolve,
+    same_conditions,
+    set_condition,
+    settings_from,
+    to_record,
+    to_resource,
+)
+from cnid.core import AllocationRecord, CnidError
 from cnid.ipam import BlockRecord
 from cnid.kube import (
     AttachmentSpec,

@@ -6,9 +6,8 @@ import logging
 
 import pytest
 
-from cnid.cni._invocation import MAX_DEPTH, parse_invocation, peek_version
-from cnid.core._errors import CniCode, DecodeFailure, IncompatibleVersion
-from cnid.core._protocol import printable
+from cnid.cni import MAX_DEPTH, parse_invocation, peek_version
+from cnid.core import CniCode, DecodeFailure, IncompatibleVersion, printable
 
 ENV = {
     "CNI_COMMAND": "ADD",
@@ -52,9 +51,8 @@ def test_a_forged_version_is_quoted_in_the_error() -> None:
 async def test_the_cni_server_logs_input_escaped(caplog: pytest.LogCaptureFixture) -> None:
     import trio
 
-    from cnid.cni._server import CniServer
-    from cnid.core._metrics import Metrics
-    from cnid.core._protocol import CniRequest, frame
+    from cnid.cni import CniServer
+    from cnid.core import CniRequest, Metrics, frame
 
     class NoService:
         async def handle(self, *a: object) -> None:
@@ -71,7 +69,7 @@ async def test_the_cni_server_logs_input_escaped(caplog: pytest.LogCaptureFixtur
 
 
 def test_every_daemon_log_line_is_one_line() -> None:
-    from cnid.daemon._cli import PrintableFormatter
+    from cnid.daemon import PrintableFormatter
 
     formatter = PrintableFormatter("%(levelname)s %(name)s: %(message)s")
     record = logging.LogRecord(
@@ -84,9 +82,8 @@ def test_every_daemon_log_line_is_one_line() -> None:
 async def test_a_frame_over_the_cni_limit_is_refused_unread() -> None:
     import trio
 
-    from cnid.cni._server import CniServer
-    from cnid.core._metrics import Metrics
-    from cnid.core._protocol import HEADER, MAX_FRAME, decode_cni_response
+    from cnid.cni import CniServer
+    from cnid.core import HEADER, MAX_FRAME, Metrics, decode_cni_response
 
     server = CniServer(None, Metrics())  # type: ignore[arg-type]
     a, b = trio.socket.socketpair()

@@ -10,16 +10,21 @@ from typing import Any
 import pytest
 import trio
 
-from cnid.cni._invocation import parse_invocation
-from cnid.cni._service import CniService
-from cnid.core import Attachment, DomainLinks
-from cnid.core._domains import VrfDomain
-from cnid.core._errors import CniCode, CnidError, KernelError
-from cnid.core._journal import Journal, PodRecord
-from cnid.core._metrics import Metrics
-from cnid.core._readiness import Readiness
-from cnid.core._tenants import DomainRegistry
-from cnid.daemon._config import parse_config
+from cnid.cni import CniService, parse_invocation
+from cnid.core import (
+    Attachment,
+    CniCode,
+    CnidError,
+    DomainLinks,
+    DomainRegistry,
+    Journal,
+    KernelError,
+    Metrics,
+    PodRecord,
+    Readiness,
+    VrfDomain,
+)
+from cnid.daemon import parse_config
 from cnid.dataplane import NetnsFd, PodLink, PodSpec, PodWiring, host_ifname
 from cnid.ipam import AddressPool, MemoryStore, Owner
 

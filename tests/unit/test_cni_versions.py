@@ -7,8 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cnid.cni import _versions
-from cnid.cni._versions import LATEST, SUPPORTED_VERSIONS
+from cnid.cni import LATEST, SUPPORTED_VERSIONS, _versions
 
 REPO = Path(__file__).resolve().parents[2]
 HEADER = REPO / "plugin_go_free" / "cni-versions.h"

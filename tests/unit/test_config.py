@@ -1,7 +1,7 @@
 import pytest
 
-from cnid.core._errors import ConfigError
-from cnid.daemon._config import load_config, parse_config
+from cnid.core import ConfigError
+from cnid.daemon import load_config, parse_config
 
 SEEDS_CONFIGMAP = """
 [api]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from cnid.core._errors import ConfigError
-from cnid.daemon._config import parse_config
+from cnid.core import ConfigError
+from cnid.daemon import parse_config
 
 
 @pytest.mark.parametrize(

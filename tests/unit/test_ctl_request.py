@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnid.ctl._main import ctl_request
+from cnid.ctl import ctl_request
 
 
 @pytest.mark.parametrize(

@@ -14,13 +14,11 @@ import pytest
 import trio
 import trio.testing
 
-from cnid.cluster._conditions import node_finalizer
-from cnid.cluster._domains import DomainController
-from cnid.core._readiness import Readiness
-from cnid.core._tenants import DomainRegistry
-from cnid.daemon._config import parse_config
+from cnid.cluster import DomainController, node_finalizer
+from cnid.core import DomainRegistry, Readiness
+from cnid.daemon import parse_config
 from cnid.dataplane import KernelDomain
-from cnid.domains._reconciler import DomainReconciler
+from cnid.domains import DomainReconciler
 from cnid.ipam import AddressPool, MemoryStore
 from cnid.kube import (
     NODES,

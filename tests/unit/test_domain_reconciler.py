@@ -9,13 +9,9 @@ import pytest
 import trio
 import trio.testing
 
-from cnid.core import DomainLinks
-from cnid.core._domains import VniAttachment, VrfDomain
-from cnid.core._errors import KernelError
-from cnid.core._readiness import Readiness
-from cnid.core._tenants import DomainRegistry
+from cnid.core import DomainLinks, DomainRegistry, KernelError, Readiness, VniAttachment, VrfDomain
 from cnid.dataplane import KernelDomain, Underlay
-from cnid.domains._reconciler import DomainReconciler, StaticDomains
+from cnid.domains import DomainReconciler, StaticDomains
 
 UNDERLAY = Underlay(ifname="eth0", mtu=1500, address="192.0.2.1")
 

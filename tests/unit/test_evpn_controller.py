@@ -36,12 +36,18 @@ from cnid.bgp import (
     StateEvent,
     UpdateEvent,
 )
-from cnid.core import DomainLinks, PodResult, ResultInterface
-from cnid.core._errors import CnidError, KernelError
-from cnid.core._journal import Journal, PodRecord
-from cnid.core._metrics import Metrics
-from cnid.core._notify import Notifier
-from cnid.core._tenants import DomainRegistry
+from cnid.core import (
+    CnidError,
+    DomainLinks,
+    DomainRegistry,
+    Journal,
+    KernelError,
+    Metrics,
+    Notifier,
+    PodRecord,
+    PodResult,
+    ResultInterface,
+)
 from cnid.dataplane import ApplyResult, EvpnRoute, FdbEntry, KernelEvpn, NeighEntry
 from cnid.evpn import EvpnController, Identity, KernelEntry, entry_key
 from testbed.domains import VRF42, VRF300

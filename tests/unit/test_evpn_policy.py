@@ -18,11 +18,9 @@ import trio
 import trio.testing
 
 from cnid.bgp import EvpnPath, MacIpRoute, PrefixRoute, ReceivedPath, StateEvent, UpdateEvent
-from cnid.core._domains import VrfDomain
-from cnid.core._metrics import Metrics
-from cnid.daemon._views import bgp_summary, evpn_routes
-from cnid.dataplane import EvpnRoute, FdbEntry, KernelEvpn
-from cnid.dataplane._evpn import ApplyResult
+from cnid.core import Metrics, VrfDomain
+from cnid.daemon import bgp_summary, evpn_routes
+from cnid.dataplane import ApplyResult, EvpnRoute, FdbEntry, KernelEvpn
 from cnid.evpn import EvpnController, Identity, RouteTable, Skip, kernel_entries, node_view
 from testbed.domains import VRF42, VRF300
 

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from cnid.bgp import EvpnPath, ImetRoute, MacIpRoute, PrefixRoute, ReceivedPath
-from cnid.core._domains import VniAttachment, VrfDomain
+from cnid.core import VniAttachment, VrfDomain
 from cnid.dataplane import EvpnRoute, FdbEntry, NeighEntry
 from cnid.evpn import (
     LocalBlock,

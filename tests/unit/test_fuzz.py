@@ -27,8 +27,7 @@ def test_ten_thousand_inputs_break_no_property(target: str) -> None:
 def test_the_generators_reach_past_the_decoder() -> None:
     import random
 
-    from cnid.core._errors import ProtocolError
-    from cnid.core._protocol import HEADER, decode_cni_request, payload_length
+    from cnid.core import HEADER, ProtocolError, decode_cni_request, payload_length
 
     decoded = 0
     for _, data in zip(range(2000), fuzz.cni_frame_inputs(random.Random(13)), strict=False):

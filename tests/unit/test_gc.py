@@ -20,7 +20,7 @@ import trio.testing
 from test_cni_service import NETNS_FD, Env
 
 from cnid.cluster import GarbageCollector
-from cnid.cni._invocation import parse_invocation
+from cnid.cni import parse_invocation
 from cnid.core import Attachment, StoreUnavailable
 from cnid.ipam import BlockRecord, MemoryStore
 from cnid.kube import Node, ObjectMeta, Pod, VRFDomain, VRFDomainSpec

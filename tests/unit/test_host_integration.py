@@ -15,22 +15,26 @@ import pytest
 import trio
 import trio.testing
 
-from cnid.core import DomainLinks
-from cnid.core._domains import VniAttachment, VrfDomain
-from cnid.core._errors import KernelError, StoreUnavailable
-from cnid.core._readiness import Readiness
-from cnid.core._tenants import DomainRegistry
-from cnid.dataplane._hostpath import HostState
-from cnid.dataplane._hostplan import (
+from cnid.core import (
+    DomainLinks,
+    DomainRegistry,
+    KernelError,
+    Readiness,
+    StoreUnavailable,
+    VniAttachment,
+    VrfDomain,
+)
+from cnid.dataplane import (
     PRIO_PROBE,
+    FibRule,
     HostPlan,
     HostPolicy,
     HostSettings,
+    HostState,
     LeakRoute,
     PolicyMatch,
 )
-from cnid.dataplane._rules import FibRule
-from cnid.hostintegration._controller import COMPONENT, HostIntegration, PolicySource
+from cnid.hostintegration import COMPONENT, HostIntegration, PolicySource
 from cnid.ipam import AddressPool, BlockRecord, MemoryStore
 
 INTERVAL = 30.0

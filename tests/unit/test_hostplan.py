@@ -6,14 +6,16 @@ import socket
 
 import pytest
 
-from cnid.cluster._policies import policy_from
-from cnid.core._errors import ConfigError
-from cnid.daemon._config import parse_config
-from cnid.dataplane._hostplan import (
+from cnid.cluster import policy_from
+from cnid.core import ConfigError
+from cnid.daemon import parse_config
+from cnid.dataplane import (
+    FR_ACT_UNREACHABLE,
     PRIO_EGRESS,
     PRIO_POLICY,
     PRIO_PROBE,
     PRIO_REPLY,
+    FibRule,
     HostDomain,
     HostPolicy,
     HostSettings,
@@ -22,7 +24,6 @@ from cnid.dataplane._hostplan import (
     host_group,
     plan,
 )
-from cnid.dataplane._rules import FR_ACT_UNREACHABLE, FibRule
 from cnid.kube import ObjectMeta, ObjectRef, PolicyMatchSpec, VRFRoutingPolicy, VRFRoutingPolicySpec
 
 V4 = socket.AF_INET

@@ -2,9 +2,8 @@ import json
 
 import pytest
 
-from cnid.cni._invocation import parse_cni_args, parse_invocation, peek_version
-from cnid.core import Attachment
-from cnid.core._errors import CniCode, CnidError
+from cnid.cni import parse_cni_args, parse_invocation, peek_version
+from cnid.core import Attachment, CniCode, CnidError
 
 CONF = {"cniVersion": "1.1.0", "name": "cnid", "type": "cnid-plugin"}
 

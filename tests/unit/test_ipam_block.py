@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cnid.core._errors import ConfigError
+from cnid.core import ConfigError
 from cnid.ipam import Block, block_name, block_of, lowest_free_block
 
 # `kubectl get ipblocks.ipam.pyroute2.org` from the seeds (NAME, CIDR, VRF).

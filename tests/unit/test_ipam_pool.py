@@ -11,8 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from cnid.core._domains import VniAttachment, VrfDomain
-from cnid.core._errors import AddressExhausted, ConfigError, StoreConflict
+from cnid.core import AddressExhausted, ConfigError, StoreConflict, VniAttachment, VrfDomain
 from cnid.ipam import (
     MAX_ATTEMPTS,
     AddressPool,

@@ -10,9 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cnid.core import AllocationRecord
-from cnid.core._domains import VniAttachment, VrfDomain
-from cnid.core._errors import StoreConflict, StoreUnavailable
+from cnid.core import AllocationRecord, StoreConflict, StoreUnavailable, VniAttachment, VrfDomain
 from cnid.ipam import AddressPool, BlockRecord, FileStore, MemoryStore, Owner, Store, StoreCorrupt
 
 GW = AllocationRecord(kind="gateway")

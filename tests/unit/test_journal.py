@@ -1,7 +1,6 @@
 from pathlib import Path
 
-from cnid.core import Attachment
-from cnid.core._journal import Journal, PodRecord
+from cnid.core import Attachment, Journal, PodRecord
 
 
 def rec(cid: str, state: str = "pending") -> PodRecord:

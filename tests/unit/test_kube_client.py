@@ -16,7 +16,7 @@ import pytest
 import trio
 import trustme
 
-from cnid.core._errors import CniCode
+from cnid.core import CniCode
 from cnid.kube import (
     IP_BLOCKS,
     NAMESPACES,

@@ -30,7 +30,7 @@ import msgspec.inspect
 import pytest
 import yaml
 
-from cnid.daemon._config import parse_config
+from cnid.daemon import parse_config
 from testbed import seeds
 
 REPO = Path(__file__).resolve().parents[2]

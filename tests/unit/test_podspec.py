@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from cnid.core._domains import VniAttachment, VrfDomain
-from cnid.dataplane import PodSpec, host_ifname, plan_pod, pod_mac, vrf_name
-from cnid.dataplane._names import vrf_number
+from cnid.core import VniAttachment, VrfDomain
+from cnid.dataplane import PodSpec, host_ifname, plan_pod, pod_mac, vrf_name, vrf_number
 
 L3 = VrfDomain(
     name="tenant-a",

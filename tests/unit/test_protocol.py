@@ -1,14 +1,14 @@
 import msgspec
 import pytest
 
-from cnid.core._errors import ProtocolError
-from cnid.core._protocol import (
+from cnid.core import (
     HEADER,
     MAX_FRAME,
     PROTOCOL_VERSION,
     CniRequest,
     CniResponse,
     CtlRequest,
+    ProtocolError,
     decode_cni_request,
     decode_cni_response,
     decode_ctl_request,

@@ -10,10 +10,18 @@ import pytest
 import trio
 import trio.testing
 
-from cnid.core._errors import CnidError, KernelError
-from cnid.core._notify import ChangeSignal, Notifier, wait_any
-from cnid.core._readiness import Readiness
-from cnid.core._reconcile import Backoff, Pending, reconcile_forever, retry
+from cnid.core import (
+    Backoff,
+    ChangeSignal,
+    CnidError,
+    KernelError,
+    Notifier,
+    Pending,
+    Readiness,
+    reconcile_forever,
+    retry,
+    wait_any,
+)
 
 
 class Script:

@@ -1,6 +1,5 @@
-from cnid.cni._results import render_error, render_result
-from cnid.core import PodResult, ResultInterface, ResultIP, ResultRoute
-from cnid.core._errors import UnknownContainer
+from cnid.cni import render_error, render_result
+from cnid.core import PodResult, ResultInterface, ResultIP, ResultRoute, UnknownContainer
 
 RESULT = PodResult(
     interfaces=(

@@ -18,26 +18,26 @@ from typing import Any
 import pytest
 import trio
 
-from cnid.core import _sockets
-from cnid.core._errors import ProtocolError
-from cnid.core._journal import Journal
-from cnid.core._metrics import Metrics
-from cnid.core._protocol import (
+from cnid.core import (
     HEADER,
     MAX_FRAME,
     CtlRequest,
     CtlResponse,
+    DomainRegistry,
+    Journal,
+    Metrics,
+    ProtocolError,
+    Readiness,
+    _sockets,
     decode_ctl_response,
     frame,
+    read_frame,
+    send_all,
+    serve_unix,
 )
-from cnid.core._readiness import Readiness
-from cnid.core._sockets import read_frame, send_all, serve_unix
-from cnid.core._tenants import DomainRegistry
-from cnid.ctl._main import query
-from cnid.daemon._config import DefaultDomainConfig
-from cnid.daemon._control import ControlServer
-from cnid.ipam import AddressPool
-from cnid.ipam._store import MemoryStore
+from cnid.ctl import query
+from cnid.daemon import ControlServer, DefaultDomainConfig
+from cnid.ipam import AddressPool, MemoryStore
 
 ROUTES = 200_000
 
@@ -276,7 +276,7 @@ async def test_200000_routes_through_the_socket_and_cnictl(tmp_path: Path) -> No
             [
                 sys.executable,
                 "-c",
-                "from cnid.ctl._main import main; raise SystemExit(main())",
+                "from cnid.ctl import main; raise SystemExit(main())",
                 "--socket",
                 path,
                 "--json",
@@ -297,14 +297,14 @@ async def test_200000_routes_through_the_socket_and_cnictl(tmp_path: Path) -> No
 
 def test_the_lab_entry_points_still_answer_whole(tmp_path: Path) -> None:
     # ctl_request + query: what testbed.labstate calls
-    from cnid.ctl._main import ctl_request
+    from cnid.ctl import ctl_request
 
     assert ctl_request(["evpn", "routes"]) == ("evpn-routes", {})
     proc = subprocess.run(
         [
             sys.executable,
             "-c",
-            "from cnid.ctl._main import main; raise SystemExit(main())",
+            "from cnid.ctl import main; raise SystemExit(main())",
             "--socket",
             str(tmp_path / "none.sock"),
             "status",

@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from cnid.core._readiness import Readiness
-from cnid.core._startup import MILESTONES, Startup, boot_clock, process_start
-from cnid.ctl._tables import render
+from cnid.core import MILESTONES, Readiness, Startup, boot_clock, process_start
+from cnid.ctl import render
 
 
 class FakeClock:

@@ -1,8 +1,7 @@
 import pytest
 
-from cnid.core._errors import TryAgainLater
-from cnid.core._tenants import DomainRegistry
-from cnid.daemon._config import parse_config
+from cnid.core import DomainRegistry, TryAgainLater
+from cnid.daemon import parse_config
 
 
 def test_namespaces_go_to_their_bound_domain_or_the_default() -> None:

@@ -17,8 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from cnid import dataplane as dp
-from cnid.core._domains import VniAttachment, VrfDomain
-from cnid.core._errors import KernelError
+from cnid.core import KernelError, VniAttachment, VrfDomain
 from testbed.netns import Netns, netns
 
 L3 = VrfDomain(
