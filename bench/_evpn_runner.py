@@ -50,7 +50,7 @@ import trio
 
 from cnid import dataplane
 from cnid.bgp import Speaker, SpeakerConfig, UpdateEvent, mesh_neighbors
-from cnid.core import VniAttachment, VrfDomain
+from cnid.core import Domain, VniAttachment
 from cnid.evpn import EvpnController, Identity
 from testbed.evpn_node import ASN, EvpnNode
 from testbed.netlab import Lan
@@ -58,12 +58,12 @@ from testbed.netlab import Lan
 from ._evpn_lab import children, proc_cpu, proc_status
 
 
-def domains_of(spec: list[dict[str, Any]]) -> list[VrfDomain]:
+def domains_of(spec: list[dict[str, Any]]) -> list[Domain]:
     out = []
     for d in spec:
         atts = tuple(VniAttachment(type=a["type"], vni=a["vni"]) for a in d["attachments"])
         out.append(
-            VrfDomain(
+            Domain(
                 name=d["name"],
                 vrf=d["vrf"],
                 table=d["table"],
@@ -149,7 +149,7 @@ class Runner:
         # the controller calls dataplane.apply_evpn through the package
         dataplane.apply_evpn = timed  # type: ignore[assignment]
 
-    def domain(self, name: str) -> VrfDomain:
+    def domain(self, name: str) -> Domain:
         return next(d for d in self.domains if d.name == name)
 
     def kinds(self) -> dict[str, int]:

@@ -3,11 +3,11 @@ and vrf-300 (an l2vni), as server.ini and the lab define them."""
 
 from __future__ import annotations
 
-from cnid.core import VniAttachment, VrfDomain
+from cnid.core import Domain, VniAttachment
 
 __all__ = ["VRF42", "VRF300"]
 
-VRF42 = VrfDomain(
+VRF42 = Domain(
     name="vrf-42",
     vrf=42,
     table=42,
@@ -16,7 +16,7 @@ VRF42 = VrfDomain(
     ipblocklen=26,
     attachments=(VniAttachment(type="l3vni", vni=42),),
 )
-VRF300 = VrfDomain(
+VRF300 = Domain(
     name="vrf-300",
     vrf=300,
     table=300,

@@ -32,6 +32,7 @@ from cnid import dataplane
 from cnid.bgp import Speaker, SpeakerConfig, reflector_neighbors
 from cnid.core import (
     Attachment,
+    Domain,
     DomainRegistry,
     Journal,
     Metrics,
@@ -39,7 +40,6 @@ from cnid.core import (
     PodResult,
     ResultInterface,
     ResultIP,
-    VrfDomain,
 )
 from cnid.dataplane import bridge_alias, vxlan_alias
 from cnid.evpn import EvpnController, Identity, entry_key
@@ -63,7 +63,7 @@ class EvpnNode:
     name: str
     address: str
     workdir: Path
-    domains: list[VrfDomain]
+    domains: list[Domain]
     lan: Any  # testbed.netlab.Lan
     hold_time: int = 9
     stale_timeout: float = 60.0
@@ -116,7 +116,7 @@ class EvpnNode:
 
     # -- kernel objects -------------------------------------------------------
 
-    def _make_domain(self, d: VrfDomain) -> None:
+    def _make_domain(self, d: Domain) -> None:
         ip = self.ns.ip
         for att in d.attachments:
             br, vx = f"br-{att.vni}", f"vx-{att.vni}"
@@ -135,7 +135,7 @@ class EvpnNode:
                 ip("addr", "add", f"{d.anycast_gateway}/{d.prefixlen}", "dev", br)
                 ip("route", "add", f"{d.network}", "dev", br, "table", str(d.table))
 
-    def links(self, d: VrfDomain) -> dataplane.DomainLinks:
+    def links(self, d: Domain) -> dataplane.DomainLinks:
         pod = d.pod_attachment
         l3 = next((a for a in d.attachments if a.type == "l3vni"), None)
         mac = self.link_mac(f"br-{l3.vni}") if l3 else None
@@ -152,7 +152,7 @@ class EvpnNode:
 
     # -- pods -----------------------------------------------------------------
 
-    async def add_pod(self, name: str, domain: VrfDomain) -> Pod:
+    async def add_pod(self, name: str, domain: Domain) -> Pod:
         """A pod wired the way cnid wires it, recorded as the CNI service
         records it (so the controller announces it)."""
         lease = await self.pool.allocate(domain, Owner(f"{name}-cid", "eth0", "default", name))

@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from ..core._domains import VniAttachment, VrfDomain
+from ..core._domains import Domain, VniAttachment
 from ..core._errors import ConfigError, KernelError
 from ..core._readiness import Readiness
 from ..core._reconcile import Pending, reconcile_forever
@@ -57,7 +57,7 @@ from ._conditions import (
 log = logging.getLogger("cnid.domains")
 
 
-def domain_from(obj: VRFDomain) -> VrfDomain:
+def domain_from(obj: VRFDomain) -> Domain:
     """The validated domain of a CR; ConfigError naming the problem."""
     spec = obj.spec
     attachments = []
@@ -67,7 +67,7 @@ def domain_from(obj: VRFDomain) -> VrfDomain:
                 f"domain {obj.metadata.name}: attachment type {att.type!r} is not l2vni or l3vni"
             )
         attachments.append(VniAttachment(type=att.type, vni=att.vni, port=att.port))  # type: ignore[arg-type]
-    return VrfDomain(
+    return Domain(
         name=obj.metadata.name,
         vrf=spec.vrf,
         table=spec.table,
@@ -78,7 +78,7 @@ def domain_from(obj: VRFDomain) -> VrfDomain:
     ).validated()
 
 
-def resource_from(domain: VrfDomain) -> VRFDomain:
+def resource_from(domain: Domain) -> VRFDomain:
     return VRFDomain(
         metadata=ObjectMeta(name=domain.name),
         spec=VRFDomainSpec(
@@ -98,11 +98,11 @@ def _age_key(obj: VRFDomain) -> tuple[str, str]:
     return (obj.metadata.creation_timestamp or "", obj.metadata.name)
 
 
-def accept(objs: list[VRFDomain]) -> tuple[list[VrfDomain], dict[str, tuple[str, str]]]:
+def accept(objs: list[VRFDomain]) -> tuple[list[Domain], dict[str, tuple[str, str]]]:
     """The accepted domains, and for each other one the reason (InvalidSpec
     or Conflict) and why. Two domains must not share a VRF, a table or a
     VNI; the older one keeps it."""
-    accepted: list[VrfDomain] = []
+    accepted: list[Domain] = []
     refused: dict[str, tuple[str, str]] = {}
     vrfs: dict[int, str] = {}
     tables: dict[int, str] = {}
@@ -137,7 +137,7 @@ class DomainController:
         *,
         client: KubeClient,
         node: str,
-        default: VrfDomain,
+        default: Domain,
         registry: DomainRegistry,
         pool: AddressPool,
         readiness: Readiness,
@@ -187,7 +187,7 @@ class DomainController:
             if obj.metadata.deletion_timestamp is not None:
                 await self._finalize(obj)
         by_name = {o.metadata.name: o for o in live}
-        wanted: list[tuple[VrfDomain, VRFDomain]] = []
+        wanted: list[tuple[Domain, VRFDomain]] = []
         for domain in accepted:
             obj = by_name[domain.name]
             if self.finalizer not in obj.metadata.finalizers:

@@ -12,7 +12,7 @@ import trio
 
 from .. import dataplane
 from ..cni._service import CniService
-from ..core._domains import VrfDomain
+from ..core._domains import Domain
 from ..core._journal import Journal
 from ..core._readiness import Readiness
 from ..core._tenants import DomainRegistry
@@ -32,7 +32,7 @@ class MemberTimings(msgspec.Struct, frozen=True):
     """What the controllers take from server.ini: the default domain, and
     how often they re-check (seconds)."""
 
-    default_domain: VrfDomain
+    default_domain: Domain
     domain_interval: float
     gc_interval: float
     gc_grace: float

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
-from ..core._domains import VrfDomain
+from ..core._domains import Domain
 from ..core._errors import (
     CnidError,
     InvalidNetconf,
@@ -47,7 +47,7 @@ class Dataplane(Protocol):
     async def wire_pod(self, netns: NetnsFd, spec: PodSpec) -> PodWiring: ...
 
     async def unwire_pod(
-        self, *, container_id: str, ifname: str, address: str | None, domain: VrfDomain | None
+        self, *, container_id: str, ifname: str, address: str | None, domain: Domain | None
     ) -> None: ...
 
     async def check_pod(self, netns: NetnsFd, spec: PodSpec) -> None: ...
@@ -149,7 +149,7 @@ class CniService:
         self.metrics.pods_attached.labels(vrf=str(domain.vrf)).inc()
         return render_result(result, inv.cni_version)
 
-    async def _attach(self, inv: Invocation, netns: NetnsFd, domain: VrfDomain) -> PodResult:
+    async def _attach(self, inv: Invocation, netns: NetnsFd, domain: Domain) -> PodResult:
         owner = Owner(
             container_id=inv.container_id,
             ifname=inv.ifname,
@@ -290,9 +290,7 @@ class CniService:
 
     # -- helpers ----------------------------------------------------------
 
-    def _plan(
-        self, domain: VrfDomain, att: Attachment, address: str, block_gateway: str
-    ) -> PodSpec:
+    def _plan(self, domain: Domain, att: Attachment, address: str, block_gateway: str) -> PodSpec:
         return plan_pod(
             domain=domain,
             container_id=att.container_id,

@@ -21,7 +21,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._domains import DomainLinks, VniAttachment, VrfDomain
+    from ._domains import Domain, DomainLinks, VniAttachment
     from ._errors import (
         AddressExhausted,
         CniCode,
@@ -93,7 +93,7 @@ if TYPE_CHECKING:
 _HOMES = {
     "DomainLinks": "_domains",
     "VniAttachment": "_domains",
-    "VrfDomain": "_domains",
+    "Domain": "_domains",
     "AddressExhausted": "_errors",
     "CniCode": "_errors",
     "CnidError": "_errors",
@@ -197,6 +197,7 @@ __all__ = [
     "CtlRequest",
     "CtlResponse",
     "DecodeFailure",
+    "Domain",
     "DomainLinks",
     "DomainRegistry",
     "Guarded",
@@ -222,7 +223,6 @@ __all__ = [
     "TryAgainLater",
     "UnknownContainer",
     "VniAttachment",
-    "VrfDomain",
     "accept_resiliently",
     "boot_clock",
     "claim_path",

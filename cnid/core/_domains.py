@@ -1,8 +1,10 @@
-"""Tenants: a VRFDomain and its VNI attachments, as the seeds define them.
+"""A domain as cnid runs it: a tenant's VRF and its VNI attachments, as the
+seeds define them.
 
-These Structs mirror the ``spec`` of the ``cni.pyroute2.org/v1alpha1``
+``Domain`` mirrors the ``spec`` of the ``cni.pyroute2.org/v1alpha1``
 VRFDomain kind field for field, so the Kubernetes controller can decode a CR
-straight into them.
+straight into it; the CR itself, with its metadata and status, is
+``cnid.kube.VRFDomain``. Standalone, server.ini's default domain is one too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class VniAttachment(msgspec.Struct, frozen=True, rename="camel"):
     port: int = 4789
 
 
-class VrfDomain(msgspec.Struct, frozen=True, rename="camel"):
+class Domain(msgspec.Struct, frozen=True, rename="camel"):
     name: str
     vrf: int
     table: int
@@ -55,7 +57,7 @@ class VrfDomain(msgspec.Struct, frozen=True, rename="camel"):
         prefix, held by the domain's bridge on every node."""
         return self.network.network_address + 1
 
-    def validated(self) -> VrfDomain:
+    def validated(self) -> Domain:
         """Return self, or raise ConfigError naming the first bad field."""
         try:
             net = ipaddress.ip_network(f"{self.prefix}/{self.prefixlen}")

@@ -8,30 +8,30 @@ replace its contents as the custom resources change.
 
 from __future__ import annotations
 
-from ._domains import DomainLinks, VrfDomain
+from ._domains import Domain, DomainLinks
 from ._errors import TryAgainLater
 from ._notify import Notifier
 
 
 class DomainRegistry:
     def __init__(
-        self, default: VrfDomain, *, static: bool = True, notifier: Notifier | None = None
+        self, default: Domain, *, static: bool = True, notifier: Notifier | None = None
     ) -> None:
         #: Bumped when the domains or their kernel objects change.
         self.notifier = notifier or Notifier()
         #: The domain of pods whose namespace has no binding, by name.
         self.default_name = default.name
-        self._domains: dict[str, VrfDomain] = {default.name: default} if static else {}
+        self._domains: dict[str, Domain] = {default.name: default} if static else {}
         self._bindings: dict[str, str] = {}
         self._links: dict[str, DomainLinks] = {}
 
-    def all(self) -> list[VrfDomain]:
+    def all(self) -> list[Domain]:
         return list(self._domains.values())
 
-    def get(self, name: str) -> VrfDomain | None:
+    def get(self, name: str) -> Domain | None:
         return self._domains.get(name)
 
-    def set_domains(self, domains: list[VrfDomain]) -> None:
+    def set_domains(self, domains: list[Domain]) -> None:
         fresh = {d.name: d for d in domains}
         changed = fresh != self._domains
         self._domains = fresh
@@ -50,7 +50,7 @@ class DomainRegistry:
     def bindings(self) -> dict[str, str]:
         return dict(self._bindings)
 
-    def for_namespace(self, namespace: str) -> VrfDomain:
+    def for_namespace(self, namespace: str) -> Domain:
         """The domain of a pod's namespace: its binding's domain, else the
         default domain. A namespace bound to a domain that does not exist
         (yet) gets no address at all rather than one in another tenant's

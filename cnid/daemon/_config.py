@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from ..bgp._config import BgpOptions
-from ..core._domains import VniAttachment, VrfDomain
+from ..core._domains import Domain, VniAttachment
 from ..core._errors import ConfigError
 from ..dataplane import vrf_name
 from ..dataplane._hostplan import HostSettings, NodePorts
@@ -113,7 +113,7 @@ class DefaultDomainConfig(msgspec.Struct, frozen=True):
     fw_interval_seconds: int = 30
     cni_config_dir: str = "/etc/cni/net.d"
 
-    def domain(self) -> VrfDomain:
+    def domain(self) -> Domain:
         if self.system_vrf_type not in ("l2vni", "l3vni"):
             raise ConfigError(
                 f"[default] system_vrf_type must be l2vni or l3vni, not {self.system_vrf_type!r}"
@@ -123,7 +123,7 @@ class DefaultDomainConfig(msgspec.Struct, frozen=True):
             vni=self.vni or self.vrf,
             port=self.port,
         )
-        return VrfDomain(
+        return Domain(
             name=vrf_name(self.vrf),  # the default domain is named after its VRF device
             vrf=self.vrf,
             table=self.table or self.vrf,

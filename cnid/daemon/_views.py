@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ..bgp import EvpnPath, ImetRoute, MacIpRoute, route_type
-from ..core._domains import VrfDomain
+from ..core._domains import Domain
 from ..dataplane import vrf_name
 from ..dataplane._tables import table_routes
 from ..evpn._controller import EvpnController
@@ -126,7 +126,7 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
     }
 
 
-async def vrf_routes(domain: VrfDomain, evpn: EvpnController | None) -> dict[str, Any]:
+async def vrf_routes(domain: Domain, evpn: EvpnController | None) -> dict[str, Any]:
     routes = await table_routes(domain.table)
     return {
         "domain": domain.name,

@@ -9,7 +9,7 @@ import socket
 
 import msgspec
 
-from ..core._domains import DomainLinks, VniAttachment, VrfDomain
+from ..core._domains import Domain, DomainLinks, VniAttachment
 from ..core._errors import KernelError
 from . import _netlink as nl
 from ._names import (
@@ -97,7 +97,7 @@ def _ensure_link(
 
 
 def _attachment(
-    sock: nl.Netlink, domain: VrfDomain, att: VniAttachment, vrf: nl.Link, underlay: Underlay
+    sock: nl.Netlink, domain: Domain, att: VniAttachment, vrf: nl.Link, underlay: Underlay
 ) -> tuple[nl.Link, nl.Link]:
     family = _family(underlay.address)
     bname, xname = bridge_name(att.vni), vxlan_name(att.vni)
@@ -138,7 +138,7 @@ def _unreachable_default(family: int, table: int) -> bytes:
     )
 
 
-def _ensure(domain: VrfDomain, underlay: Underlay) -> DomainLinks:
+def _ensure(domain: Domain, underlay: Underlay) -> DomainLinks:
     write_sysctl(None, "net/ipv4/ip_forward", "1")
     write_sysctl(None, "net/ipv6/conf/all/forwarding", "1", missing_ok=True)
     with nl.Netlink(netlink_socket(None)) as sock:
@@ -176,7 +176,7 @@ def _ensure(domain: VrfDomain, underlay: Underlay) -> DomainLinks:
         )
 
 
-async def ensure_domain(domain: VrfDomain, underlay: Underlay) -> DomainLinks:
+async def ensure_domain(domain: Domain, underlay: Underlay) -> DomainLinks:
     """Idempotent: create or adopt the VRF, bridges and VXLAN devices."""
     return await in_thread(lambda: _ensure(domain, underlay))
 
@@ -198,7 +198,7 @@ def _delete_tagged(sock: nl.Netlink, names: list[tuple[str, str]]) -> None:
     sock.batch(requests, ignore=(errno.ENODEV,))
 
 
-def _remove(domain: VrfDomain) -> None:
+def _remove(domain: Domain) -> None:
     with nl.Netlink(netlink_socket(None)) as sock:
         names = [(vrf_name(domain.vrf), vrf_alias(domain.name))]
         names += _attachment_links([att.vni for att in domain.attachments])
@@ -220,7 +220,7 @@ def _remove(domain: VrfDomain) -> None:
         sock.batch(gone, ignore=(errno.ESRCH, errno.ENOENT))
 
 
-async def remove_domain(domain: VrfDomain) -> None:
+async def remove_domain(domain: Domain) -> None:
     """Idempotent: delete our tagged links of the domain and our routes in its
     table: the pods' (protocol 149) and those learned from EVPN (150)."""
     await in_thread(lambda: _remove(domain))
@@ -293,7 +293,7 @@ async def remove_attachments(vnis: list[int]) -> None:
 
 async def remove_kernel_domain(found: KernelDomain) -> None:
     """Remove a domain known only from the kernel (its VRFDomain is gone)."""
-    domain = VrfDomain(
+    domain = Domain(
         name=found.name,
         vrf=found.vrf,
         table=found.table,

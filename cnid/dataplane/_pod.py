@@ -13,7 +13,7 @@ import socket
 
 import msgspec
 
-from ..core._domains import VrfDomain
+from ..core._domains import Domain
 from ..core._errors import CniCode, CnidError, KernelError
 from . import _netlink as nl
 from ._names import POD_ALIAS_PREFIX, ROUTE_PROTO, host_ifname, pod_alias
@@ -181,7 +181,7 @@ async def wire_pod(netns: NetnsFd, spec: PodSpec) -> PodWiring:
     return await in_thread(lambda: _wire(netns, spec))
 
 
-def _unwire(container_id: str, ifname: str, address: str | None, domain: VrfDomain | None) -> None:
+def _unwire(container_id: str, ifname: str, address: str | None, domain: Domain | None) -> None:
     hname = host_ifname(container_id, ifname)
     with nl.Netlink(netlink_socket(None)) as host:
         link = host.link_by_name(hname)
@@ -197,7 +197,7 @@ def _unwire(container_id: str, ifname: str, address: str | None, domain: VrfDoma
 
 
 async def unwire_pod(
-    *, container_id: str, ifname: str, address: str | None, domain: VrfDomain | None
+    *, container_id: str, ifname: str, address: str | None, domain: Domain | None
 ) -> None:
     """Idempotent: delete our host veth (the pod end goes with it) and our host route."""
     await in_thread(lambda: _unwire(container_id, ifname, address, domain))

@@ -14,7 +14,7 @@ import ipaddress
 
 import msgspec
 
-from ..core._domains import VrfDomain
+from ..core._domains import Domain
 from ._hostplan import host_group
 from ._names import bridge_name, host_ifname, pod_alias, pod_mac, vrf_name
 
@@ -54,7 +54,7 @@ class PodSpec(msgspec.Struct, frozen=True):
 
 def plan_pod(
     *,
-    domain: VrfDomain,
+    domain: Domain,
     container_id: str,
     ifname: str,
     address: str,

@@ -29,7 +29,7 @@ import trio
 
 from .. import dataplane
 from ..core import DomainLinks
-from ..core._domains import VrfDomain
+from ..core._domains import Domain
 from ..core._errors import CnidError, KernelError
 from ..core._readiness import Readiness
 from ..core._reconcile import reconcile_forever
@@ -42,7 +42,7 @@ log = logging.getLogger("cnid.domains")
 class DomainKernel(Protocol):
     """What the reconciler asks of the kernel."""
 
-    async def ensure_domain(self, domain: VrfDomain, underlay: Underlay) -> DomainLinks: ...
+    async def ensure_domain(self, domain: Domain, underlay: Underlay) -> DomainLinks: ...
 
     async def list_domains(self) -> list[KernelDomain]: ...
 
@@ -68,7 +68,7 @@ class DomainReconciler:
         self.underlay = underlay
         self.kernel = kernel
 
-    async def apply(self, wanted: list[VrfDomain], keep: Collection[str] = ()) -> dict[str, str]:
+    async def apply(self, wanted: list[Domain], keep: Collection[str] = ()) -> dict[str, str]:
         """One pass; each wanted domain's error ("" when it is in place).
         Kernel domains of ours named neither in ``wanted`` nor in ``keep``
         are removed. CnidError when the kernel cannot even be read."""
@@ -93,7 +93,7 @@ class DomainReconciler:
                     errors[domain.name] = exc.msg
         return errors
 
-    async def _ensure(self, domain: VrfDomain) -> str:
+    async def _ensure(self, domain: Domain) -> str:
         try:
             links = await self.kernel.ensure_domain(domain, self.underlay)
         except CnidError as exc:

@@ -25,13 +25,13 @@ import logging
 import msgspec
 
 from ..bgp import EvpnPath, ImetRoute, MacIpRoute, PrefixRoute
-from ..core._domains import VrfDomain
+from ..core._domains import Domain
 
 log = logging.getLogger("cnid.evpn")
 
 
 class LocalDomain(msgspec.Struct, frozen=True):
-    domain: VrfDomain
+    domain: Domain
     #: The MAC of the domain's l3vni bridge ("" when it has no l3vni or the
     #: bridge does not exist yet).
     router_mac: str = ""
@@ -61,7 +61,7 @@ def rd_number(n: int) -> int:
     return n & 0xFFFF
 
 
-def _l3vni(domain: VrfDomain) -> int:
+def _l3vni(domain: Domain) -> int:
     return next((a.vni for a in domain.attachments if a.type == "l3vni"), 0)
 
 

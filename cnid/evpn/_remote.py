@@ -38,7 +38,7 @@ from collections.abc import Iterable
 import msgspec
 
 from ..bgp import ImetRoute, MacIpRoute, PrefixRoute, ReceivedPath
-from ..core._domains import VrfDomain
+from ..core._domains import Domain
 from ..dataplane import EvpnRoute as KernelRoute
 from ..dataplane import FdbEntry, NeighEntry
 
@@ -88,7 +88,7 @@ class NodeView(msgspec.Struct, frozen=True):
 def node_view(
     vtep: str,
     router_id: str,
-    domains: list[VrfDomain],
+    domains: list[Domain],
     *,
     pods: Iterable[tuple[str, str, str]] = (),
     blocks: Iterable[tuple[int, str]] = (),

@@ -32,7 +32,7 @@ from typing import TypeVar
 import msgspec
 import trio
 
-from ..core._domains import VrfDomain
+from ..core._domains import Domain
 from ..core._errors import AddressExhausted, ConfigError, StoreConflict
 from ..core._notify import Notifier
 from ..core._pods import AllocationRecord
@@ -150,7 +150,7 @@ class AddressPool:
 
     # -- allocate ---------------------------------------------------------
 
-    async def allocate(self, domain: VrfDomain, owner: Owner) -> Lease:
+    async def allocate(self, domain: Domain, owner: Owner) -> Lease:
         """The address of ``owner`` in ``domain``: the one it holds already
         (an ADD repeated), else a new one. AddressExhausted when this node's
         blocks are full and no block of the domain is left to claim."""
@@ -161,7 +161,7 @@ class AddressPool:
                 lambda: self._allocate_once(domain, network, owner),
             )
 
-    async def _allocate_once(self, domain: VrfDomain, network: IPNetwork, owner: Owner) -> Lease:
+    async def _allocate_once(self, domain: Domain, network: IPNetwork, owner: Owner) -> Lease:
         mine = sorted(await self.store.list_blocks(vrf=domain.vrf, node=self.node), key=_sort_key)
         for rec in mine:
             addr = _find(rec, owner.container_id, owner.ifname)
@@ -195,7 +195,7 @@ class AddressPool:
             return _lease(stored, addr)
         return await self._claim(domain, network, alloc)
 
-    async def _claim(self, domain: VrfDomain, network: IPNetwork, alloc: AllocationRecord) -> Lease:
+    async def _claim(self, domain: Domain, network: IPNetwork, alloc: AllocationRecord) -> Lease:
         everyone = await self.store.list_blocks(vrf=domain.vrf)
         taken = [net for rec in everyone if (net := _network(rec.cidr)) is not None]
         net = lowest_free_block(network, domain.ipblocklen, taken)

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from cnid import dataplane as dp
-from cnid.core import KernelError, UnknownContainer, VniAttachment, VrfDomain
+from cnid.core import Domain, KernelError, UnknownContainer, VniAttachment
 from cnid.dataplane import _netlink as nl
 from cnid.dataplane import _netns
 from testbed.netns import Netns, netns
@@ -118,7 +118,7 @@ async def test_discover_underlay(node: Netns) -> None:
         await dp.discover_underlay(host_if="nosuch0")
 
 
-L2 = VrfDomain(
+L2 = Domain(
     name="l2",
     vrf=200,
     table=200,

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from cnid import dataplane as dp
-from cnid.core import VniAttachment, VrfDomain
+from cnid.core import Domain, VniAttachment
 from cnid.dataplane import _evpn, _evpn_values, bridge_alias, vxlan_alias
 from cnid.dataplane import _netlink as nl
 from testbed.netns import Netns, netns
@@ -360,7 +360,7 @@ async def test_domain_removal_deletes_evpn_routes_too(node: Netns) -> None:
     assert (await dp.apply_evpn(x, EMPTY)).failed == ()
     node.ip("route", "add", "10.7.0.0/24", "via", "192.0.2.9", "dev", "br-100", "onlink",
             "table", str(TABLE))  # fmt: skip
-    domain = VrfDomain(
+    domain = Domain(
         name="d", vrf=TABLE, table=TABLE, prefix="10.8.0.0", prefixlen=16, ipblocklen=24,
         attachments=(VniAttachment(type="l3vni", vni=4242),),
     )  # fmt: skip

@@ -15,6 +15,7 @@ from cnid.core import (
     Attachment,
     CniCode,
     CnidError,
+    Domain,
     DomainLinks,
     DomainRegistry,
     Journal,
@@ -22,7 +23,6 @@ from cnid.core import (
     Metrics,
     PodRecord,
     Readiness,
-    VrfDomain,
 )
 from cnid.daemon import parse_config
 from cnid.dataplane import NetnsFd, PodLink, PodSpec, PodWiring, host_ifname
@@ -64,7 +64,7 @@ class FakeDataplane:
         )
 
     async def unwire_pod(
-        self, *, container_id: str, ifname: str, address: str | None, domain: VrfDomain | None
+        self, *, container_id: str, ifname: str, address: str | None, domain: Domain | None
     ) -> None:
         self.links.pop(host_ifname(container_id, ifname), None)
 

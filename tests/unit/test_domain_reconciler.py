@@ -9,15 +9,15 @@ import pytest
 import trio
 import trio.testing
 
-from cnid.core import DomainLinks, DomainRegistry, KernelError, Readiness, VniAttachment, VrfDomain
+from cnid.core import Domain, DomainLinks, DomainRegistry, KernelError, Readiness, VniAttachment
 from cnid.dataplane import KernelDomain, Underlay
 from cnid.domains import DomainReconciler, StaticDomains
 
 UNDERLAY = Underlay(ifname="eth0", mtu=1500, address="192.0.2.1")
 
 
-def domain(name: str = "vrf-42", vrf: int = 42, vnis: tuple[int, ...] = (4242, 4200)) -> VrfDomain:
-    return VrfDomain(
+def domain(name: str = "vrf-42", vrf: int = 42, vnis: tuple[int, ...] = (4242, 4200)) -> Domain:
+    return Domain(
         name=name,
         vrf=vrf,
         table=vrf,
@@ -40,7 +40,7 @@ class FakeKernel:
         self.refuse: dict[str, str] = {}
         self.calls: list[tuple[str, float]] = []
 
-    async def ensure_domain(self, d: VrfDomain, underlay: Underlay) -> DomainLinks:
+    async def ensure_domain(self, d: Domain, underlay: Underlay) -> DomainLinks:
         self.calls.append((f"ensure {d.name}", trio.current_time()))
         if d.name in self.refuse:
             raise KernelError(self.refuse[d.name])
@@ -68,7 +68,7 @@ class FakeKernel:
         return [t for what, t in self.calls if what == f"ensure {name}"]
 
 
-def setup(*domains: VrfDomain) -> tuple[FakeKernel, DomainRegistry, DomainReconciler]:
+def setup(*domains: Domain) -> tuple[FakeKernel, DomainRegistry, DomainReconciler]:
     kernel = FakeKernel()
     registry = DomainRegistry(domains[0], static=True)
     registry.set_domains(list(domains))

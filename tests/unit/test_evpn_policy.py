@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from cnid.bgp import EvpnPath, MacIpRoute, PrefixRoute, ReceivedPath, StateEvent, UpdateEvent
-from cnid.core import Metrics, VrfDomain
+from cnid.core import Domain, Metrics
 from cnid.daemon import bgp_summary, evpn_routes
 from cnid.dataplane import ApplyResult, EvpnRoute, FdbEntry, KernelEvpn
 from cnid.evpn import EvpnController, Identity, RouteTable, Skip, kernel_entries, node_view
@@ -160,10 +160,10 @@ def test_max_paths_holds_the_rest_back_and_takes_it_in_when_room_is_made() -> No
 
 
 class FakeRegistry:
-    def __init__(self, domains: list[VrfDomain]) -> None:
+    def __init__(self, domains: list[Domain]) -> None:
         self.domains = domains
 
-    def all(self) -> list[VrfDomain]:
+    def all(self) -> list[Domain]:
         return self.domains
 
 

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from cnid.bgp import EvpnPath, ImetRoute, MacIpRoute, PrefixRoute, ReceivedPath
-from cnid.core import VniAttachment, VrfDomain
+from cnid.core import Domain, VniAttachment
 from cnid.dataplane import EvpnRoute, FdbEntry, NeighEntry
 from cnid.evpn import (
     LocalBlock,
@@ -24,7 +24,7 @@ from cnid.evpn import (
 from testbed.domains import VRF42
 
 L3 = VRF42
-IRB = VrfDomain(
+IRB = Domain(
     name="vrf-200",
     vrf=200,
     table=10200,
@@ -33,7 +33,7 @@ IRB = VrfDomain(
     ipblocklen=26,
     attachments=(VniAttachment(type="l2vni", vni=60100), VniAttachment(type="l3vni", vni=60200)),
 )
-L2 = VrfDomain(
+L2 = Domain(
     name="vrf-300",
     vrf=300,
     table=300,
@@ -106,7 +106,7 @@ def test_local_paths_problems() -> None:
     paths, problems = local_paths(state(domains=(LocalDomain(L3, ""),)))
     assert not any(isinstance(p.route, PrefixRoute) for p in paths)
     assert problems and "router MAC" in problems[0]
-    clash = VrfDomain(
+    clash = Domain(
         name="vrf-65578",
         vrf=65578,  # folds onto 42 in a 16-bit RD number
         table=65578,

@@ -16,13 +16,13 @@ import trio
 import trio.testing
 
 from cnid.core import (
+    Domain,
     DomainLinks,
     DomainRegistry,
     KernelError,
     Readiness,
     StoreUnavailable,
     VniAttachment,
-    VrfDomain,
 )
 from cnid.dataplane import (
     PRIO_PROBE,
@@ -41,8 +41,8 @@ INTERVAL = 30.0
 NODE = "n1"
 
 
-def domain(name: str, vrf: int, table: int, prefix: str) -> VrfDomain:
-    return VrfDomain(
+def domain(name: str, vrf: int, table: int, prefix: str) -> Domain:
+    return Domain(
         name=name,
         vrf=vrf,
         table=table,
@@ -59,7 +59,7 @@ V300 = domain("vrf-300", 300, 10300, "10.30.0.0")
 WIDE = domain("wide", 70000, 70000, "10.70.0.0")
 
 
-def links(d: VrfDomain) -> DomainLinks:
+def links(d: Domain) -> DomainLinks:
     return DomainLinks(vrf=f"vrf-{d.vrf}", table=d.table, bridge=None, vxlan=None, router_mac=None)
 
 
@@ -118,7 +118,7 @@ class FlakyStore(MemoryStore):
 
 
 class Env:
-    def __init__(self, *domains: VrfDomain, domains_ready: bool = True) -> None:
+    def __init__(self, *domains: Domain, domains_ready: bool = True) -> None:
         self.registry = DomainRegistry(V42, static=False)
         self.registry.set_domains(list(domains))
         for d in domains:

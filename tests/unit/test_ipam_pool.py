@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from cnid.core import AddressExhausted, ConfigError, StoreConflict, VniAttachment, VrfDomain
+from cnid.core import AddressExhausted, ConfigError, Domain, StoreConflict, VniAttachment
 from cnid.ipam import (
     MAX_ATTEMPTS,
     AddressPool,
@@ -25,8 +25,8 @@ from cnid.ipam import (
 
 def domain(
     vrf: int = 42, prefix: str = "10.244.0.0", prefixlen: int = 16, ipblocklen: int = 26
-) -> VrfDomain:
-    return VrfDomain(
+) -> Domain:
+    return Domain(
         name=f"vrf-{vrf}",
         vrf=vrf,
         table=vrf + 1000,

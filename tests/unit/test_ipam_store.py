@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cnid.core import AllocationRecord, StoreConflict, StoreUnavailable, VniAttachment, VrfDomain
+from cnid.core import AllocationRecord, Domain, StoreConflict, StoreUnavailable, VniAttachment
 from cnid.ipam import AddressPool, BlockRecord, FileStore, MemoryStore, Owner, Store, StoreCorrupt
 
 GW = AllocationRecord(kind="gateway")
@@ -184,8 +184,8 @@ async def test_filestore_write_failure_changes_nothing(tmp_path: Path) -> None:
     assert await FileStore(path).list_blocks() == [stored]
 
 
-def domain42() -> VrfDomain:
-    return VrfDomain(
+def domain42() -> Domain:
+    return Domain(
         name="vrf-42",
         vrf=42,
         table=42,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cnid.core import VniAttachment, VrfDomain
+from cnid.core import Domain, VniAttachment
 from cnid.dataplane import PodSpec, host_ifname, plan_pod, pod_mac, vrf_name, vrf_number
 
-L3 = VrfDomain(
+L3 = Domain(
     name="tenant-a",
     vrf=42,
     table=1042,
@@ -14,7 +14,7 @@ L3 = VrfDomain(
     ipblocklen=26,
     attachments=(VniAttachment(type="l3vni", vni=5042),),
 )
-L2 = VrfDomain(
+L2 = Domain(
     name="tenant-b",
     vrf=200,
     table=1200,
@@ -24,7 +24,7 @@ L2 = VrfDomain(
     # an l3vni too: pods still go to the l2vni's bridge
     attachments=(VniAttachment(type="l3vni", vni=5200), VniAttachment(type="l2vni", vni=7200)),
 )
-L3V6 = VrfDomain(
+L3V6 = Domain(
     name="tenant-c",
     vrf=70000,
     table=70000,

@@ -17,14 +17,14 @@ from collections.abc import Iterator
 import pytest
 
 from cnid import dataplane as dp
-from cnid.core import KernelError, VniAttachment, VrfDomain
+from cnid.core import Domain, KernelError, VniAttachment
 from testbed.netns import Netns, netns
 
-L3 = VrfDomain(
+L3 = Domain(
     name="blue", vrf=42, table=42, prefix="10.244.0.0", prefixlen=16, ipblocklen=24,
     attachments=(VniAttachment(type="l3vni", vni=4242),),
 )  # fmt: skip
-L2 = VrfDomain(
+L2 = Domain(
     name="red", vrf=200, table=200, prefix="10.1.0.0", prefixlen=16, ipblocklen=24,
     attachments=(VniAttachment(type="l2vni", vni=200), VniAttachment(type="l3vni", vni=2200)),
 )  # fmt: skip
