@@ -33,6 +33,7 @@ from cnid.bgp import Speaker, SpeakerConfig, reflector_neighbors
 from cnid.core import (
     Attachment,
     Domain,
+    DomainLinks,
     DomainRegistry,
     Journal,
     Metrics,
@@ -135,11 +136,11 @@ class EvpnNode:
                 ip("addr", "add", f"{d.anycast_gateway}/{d.prefixlen}", "dev", br)
                 ip("route", "add", f"{d.network}", "dev", br, "table", str(d.table))
 
-    def links(self, d: Domain) -> dataplane.DomainLinks:
+    def links(self, d: Domain) -> DomainLinks:
         pod = d.pod_attachment
         l3 = next((a for a in d.attachments if a.type == "l3vni"), None)
         mac = self.link_mac(f"br-{l3.vni}") if l3 else None
-        return dataplane.DomainLinks(
+        return DomainLinks(
             vrf=f"vrf-{d.vrf}",
             table=d.table,
             bridge=f"br-{pod.vni}",
