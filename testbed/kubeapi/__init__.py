@@ -6,16 +6,19 @@ README.md beside this file lists what is emulated and what differs.
 """
 
 from ._errors import StatusError
+from ._inprocess import InProcessKubeApi, open_inprocess_kubeapi
 from ._kubeapi import DEFAULT_RBAC_USER, KubeApi, load_crd_documents, open_kubeapi
 from ._manifests import validate
 from ._requests import RequestRecord
 
 __all__ = [
     "DEFAULT_RBAC_USER",
+    "InProcessKubeApi",
     "KubeApi",
     "RequestRecord",
     "StatusError",
     "load_crd_documents",
+    "open_inprocess_kubeapi",
     "open_kubeapi",
     "validate",
 ]
