@@ -74,12 +74,14 @@ class Admin:
 
 @asynccontextmanager
 async def cluster(
-    retry_deadline: float = 0.0, bookmark_interval: float = 5.0
+    retry_deadline: float = 0.0,
+    bookmark_interval: float = 5.0,
+    crd_paths: tuple[Path, ...] = (CRDS,),
 ) -> AsyncIterator[tuple[InProcessKubeApi, KubeClient, Admin]]:
     """The API server, cnid's client of it (``retry_deadline`` 0: an error
     reaches the caller at once, as the controllers must then handle it) and
     the administrator's."""
-    async with open_inprocess_kubeapi([CRDS], bookmark_interval=bookmark_interval) as api:
+    async with open_inprocess_kubeapi(crd_paths, bookmark_interval=bookmark_interval) as api:
         config = KubeConfig(server=api.url, token=api.token)
         admin = Admin(api)
         async with (
