@@ -78,9 +78,18 @@ class InProcessKubeApi(httpx.AsyncBaseTransport):
     def transport(self) -> httpx.AsyncBaseTransport:
         return self
 
+    @property
+    def admin_transport(self) -> httpx.AsyncBaseTransport:
+        """A transport that an outage does not reach (the test changes the
+        cluster while its clients cannot see it)."""
+        return _Backdoor(self)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.handle(request, outage=self.down)
+
+    async def handle(self, request: httpx.Request, *, outage: bool) -> httpx.Response:
         await trio.lowlevel.checkpoint()
-        if self.down:
+        if outage:
             raise httpx.ConnectError("connection refused (the API server is down)")
         target = request.url.raw_path.decode("ascii")
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -142,6 +151,14 @@ class InProcessKubeApi(httpx.AsyncBaseTransport):
 
     def load_crd(self, crd: dict[str, Any]) -> None:
         self._app.load_crd(copy.deepcopy(crd))
+
+
+class _Backdoor(httpx.AsyncBaseTransport):
+    def __init__(self, api: InProcessKubeApi) -> None:
+        self.api = api
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.api.handle(request, outage=False)
 
 
 @asynccontextmanager

@@ -42,13 +42,13 @@ CNI_GROUP = "cni.pyroute2.org"
 
 class Admin:
     """The cluster's administrator (kubectl): writes what cnid's client may
-    not (its verbs are cnid's RBAC)."""
+    not (its verbs are cnid's RBAC), even during an outage of cnid's view."""
 
     def __init__(self, api: InProcessKubeApi) -> None:
         self.api = api
         self.http = httpx.AsyncClient(
             base_url=api.url,
-            transport=api.transport,
+            transport=api.admin_transport,
             headers={"Authorization": f"Bearer {api.token}"},
         )
 
@@ -62,10 +62,15 @@ class Admin:
         await self._send("POST", rt.path(namespace=ns), msgspec.to_builtins(obj))
 
     async def patch(
-        self, rt: ResourceType[Any], name: str, body: dict[str, Any], namespace: str = ""
+        self,
+        rt: ResourceType[Any],
+        name: str,
+        body: dict[str, Any],
+        namespace: str = "",
+        subresource: str = "",
     ) -> None:
         headers = {"Content-Type": "application/merge-patch+json"}
-        path = rt.path(namespace=namespace or None, name=name)
+        path = rt.path(namespace=namespace or None, name=name, subresource=subresource)
         await self._send("PATCH", path, content=msgspec.json.encode(body), headers=headers)
 
     async def delete(self, rt: ResourceType[Any], name: str, namespace: str = "") -> None:
