@@ -35,6 +35,9 @@ log = logging.getLogger("cnid")
 
 T = TypeVar("T")
 
+#: After a failed pass, the least wait before a change may start the next.
+_FAILED_PASS_GAP = 1.0
+
 
 class Pending(CnidError):
     """Not done yet, and nothing failed: waiting for something that one of
@@ -163,7 +166,8 @@ async def reconcile_forever(
     during the step counts: their versions are taken before it). After a
     ``CnidError``: the component is not ready with its message,
     ``on_error`` hears of it, the failure is logged, and the next pass
-    comes once the backoff has passed. After ``Pending``: not ready with
+    comes once the backoff has passed, or sooner on a change (but not
+    within a second of the failure). After ``Pending``: not ready with
     its message, and the next pass as after a success.
 
     Reports started after the first attempt, successful or not: a node
@@ -195,7 +199,13 @@ async def reconcile_forever(
             if not started:
                 task_status.started()
                 started = True
-            await trio.sleep(delay)
+            # A change (one during the failed pass included) cuts the wait
+            # short, for a domain or pod that came or went must not wait out
+            # a 30 s backoff; but not below ``_FAILED_PASS_GAP``: a step whose
+            # own writes move a change signal must not spin while it fails.
+            await trio.sleep(min(delay, _FAILED_PASS_GAP))
+            with trio.move_on_after(delay - min(delay, _FAILED_PASS_GAP)):
+                await wait_any(seen)
             continue
         else:
             backoff.reset()

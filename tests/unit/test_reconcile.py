@@ -312,3 +312,33 @@ async def test_reconcile_forever_pending_is_not_ready_without_backoff_until_a_ch
     assert times == [0.0, pytest.approx(7.0)]
     assert readiness.snapshot() == {"domains": "ready"}
     assert caplog.text == ""
+
+
+async def test_reconcile_forever_a_change_cuts_a_backoff_short_but_not_below_a_second(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A failing step waits 1, 2, 4, 8 s; a change during the 8 s wait starts
+    the next pass at once, and a change made by the failing pass itself
+    waits one second (no spinning on self-made changes)."""
+    notifier = Notifier()
+    times: list[float] = []
+
+    async def step() -> None:
+        times.append(trio.current_time())
+        if len(times) == 5:
+            notifier.bump()  # the pass's own write moves the signal
+        raise KernelError("refused")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: reconcile_forever(
+                step, name="x", changes=[notifier], task_status=task_status
+            )
+        )
+        await trio.sleep(7 + 3)  # passes at 0, 1, 3, 7; then the 8 s wait
+        notifier.bump()
+        await trio.sleep(0.5)
+        assert times[-1] == pytest.approx(10.0)
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+    assert times == [0.0, 1.0, 3.0, 7.0, pytest.approx(10.0), pytest.approx(11.0)]
