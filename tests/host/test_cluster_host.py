@@ -9,8 +9,10 @@ tested here, the kernel side in tests/vm/test_cluster.py).
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -114,15 +116,24 @@ def test_the_api_server_rejects_what_the_code_cannot_handle(cluster: Cluster) ->
 def test_a_clashing_domain_is_reported_and_the_agents_keep_serving(cluster: Cluster) -> None:
     kubectl = cluster.kubectl
     wait_for("vrf-42", lambda: kubectl.exists("vrfdomains", "vrf-42"))
+    # The older domain keeps the VRF; creation times have a resolution of a
+    # second, and a tie goes by name ("copycat" first): be a second younger.
+    created = kubectl.get("vrfdomains", "vrf-42")["metadata"]["creationTimestamp"]
+    born = datetime.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+    time.sleep(max(0.0, born + 1.1 - time.time()))
     kubectl.apply(domain("copycat", 42, 4242))
-    cond = wait_for(
-        "copycat refused",
-        lambda: (
-            (c := condition(kubectl, "vrfdomains", "copycat", "Accepted"))
-            and c["status"] == "False"
-            and c
-        ),
-    )
+    try:
+        cond = wait_for(
+            "copycat refused",
+            lambda: (
+                (c := condition(kubectl, "vrfdomains", "copycat", "Accepted"))
+                and c["status"] == "False"
+                and c
+            ),
+        )
+    except AssertionError as exc:
+        logs = "\n".join(f"--- {n.name}\n{n.log_tail(80)}" for n in cluster.nodes.values())
+        raise AssertionError(f"{exc}\n{kubectl.get('vrfdomains', 'copycat')}\n{logs}") from None
     assert cond["reason"] == "Conflict" and "vrf 42" in cond["message"]
     assert all(serving(n) for n in cluster.nodes.values())
     kubectl.delete("vrfdomains", "copycat")
