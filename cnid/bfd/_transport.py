@@ -13,6 +13,7 @@ import random
 import socket
 import struct
 import sys
+from typing import cast
 
 import msgspec
 import trio
@@ -75,7 +76,7 @@ async def open_listener(port: int, vrf: str | None = None) -> trio.socket.Socket
 
 async def receive(sock: trio.socket.SocketType) -> Datagram:
     data, ancdata, _flags, address = await sock.recvmsg(_MAX_DATAGRAM, _ANCBUF)
-    source: tuple[str, int] = address
+    source = cast(tuple[str, int], address)
     ttl: int | None = None
     destination: str | None = None
     ifindex: int | None = None
