@@ -3,6 +3,7 @@ trio's virtual clock: two sessions wired to each other by a fake link."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -80,7 +81,7 @@ async def test_three_way_handshake_then_fast_timers(
         link.sent["a"].clear()
         await trio.sleep(10)
         times = [t for t, p in link.sent["a"] if not p.final]
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert gaps and all(0.225 - 1e-6 <= g <= 0.3 + 1e-6 for g in gaps)
         assert link.states() == (State.UP, State.UP)
         nursery.cancel_scope.cancel()
