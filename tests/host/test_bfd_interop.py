@@ -10,7 +10,8 @@ RX 400 ms, cnid TX 300 / RX 250 ms, both x3. cnid then sends every
 max(300, 400) = 400 ms and FRR every max(200, 250) = 250 ms; cnid detects
 a failure in 3 x 250 = 750 ms, FRR in 3 x 400 = 1.2 s. The link is cut by
 an nftables table dropping everything in cnid's namespace (the peer falls
-silent, no link event), then restored.
+silent, no link event), then restored; then FRR shuts its single-hop peer
+down administratively and back up.
 """
 
 from __future__ import annotations
@@ -174,6 +175,19 @@ def test_bfd_with_frr_bfdd(pair: Pair) -> None:
     pair.cnid_ns.run("nft", "delete", "table", "inet", "bfdcut")
     wait_until(lambda: pair.states() == both_up, 15, "both Up again", pair.states)
     assert all(p["flaps"] == 1 for p in pair.cnid()["peers"])
+
+    # FRR shuts its single-hop peer down (AdminDown on the wire): cnid goes
+    # Down at once, the peer said so; and Up again after ``no shutdown``
+    peer_cmd = "peer 10.99.0.2 local-address 10.99.0.1"
+    changes_before = len(pair.cnid()["changes"])
+    pair.frr.vtysh("configure terminal", "bfd", peer_cmd, "shutdown")
+    wait_until(lambda: pair.states()[SINGLE] == ("shutdown", "down"), 5, "FRR shut down",
+               pair.states)  # fmt: skip
+    [change] = pair.cnid()["changes"][changes_before:]
+    assert change["diag"] == "neighbor_signaled_session_down", change
+    assert pair.states()[MULTI] == ("up", "up")
+    pair.frr.vtysh("configure terminal", "bfd", peer_cmd, "no shutdown")
+    wait_until(lambda: pair.states() == both_up, 15, "Up after no shutdown", pair.states)
 
 
 def _nft(ns: Netns, ruleset: str) -> None:
