@@ -240,7 +240,8 @@ class FrrRouter:
     """One FRR instance in namespace ``netns`` (which the caller made).
 
     ``zebra`` defaults to True for a leaf and False otherwise (bgpd ``-Z``).
-    ``extra_bgpd`` is appended to bgpd's config verbatim.
+    ``extra_bgpd`` is appended to bgpd's config verbatim. ``bfdd``, when
+    given, is bfdd's config (``bfd`` / ``peer X`` ...) and bfdd runs too.
     """
 
     name: str
@@ -253,6 +254,7 @@ class FrrRouter:
     timers: tuple[int, int] = (1, 3)
     zebra: bool | None = None
     extra_bgpd: str = ""
+    bfdd: str | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnid-frr-")))
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
     _hosts_made: list[str] = field(default_factory=list, repr=False)
@@ -270,7 +272,8 @@ class FrrRouter:
 
     @property
     def daemons(self) -> tuple[str, ...]:
-        return ("zebra", "bgpd") if self.with_zebra else ("bgpd",)
+        daemons = ("zebra", "bgpd") if self.with_zebra else ("bgpd",)
+        return (*daemons, "bfdd") if self.bfdd is not None else daemons
 
     @property
     def pids(self) -> dict[str, int]:
@@ -427,6 +430,8 @@ class FrrRouter:
         files = {"bgpd.conf": self.bgpd_conf()}
         if self.with_zebra:
             files["zebra.conf"] = self.zebra_conf()
+        if self.bfdd is not None:
+            files["bfdd.conf"] = f"hostname {self.name}\n{self.bfdd}"
         for fname, text in files.items():
             path = self.workdir / fname
             path.write_text(text)
