@@ -13,19 +13,18 @@ open watch breaks, until it is False again.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import trio
 
+from ._access import AppAccess
 from ._app import App
 from ._kubeapi import load_crd_documents
-from ._requests import Request, RequestRecord
+from ._requests import Request
 from ._watch import WatchStream
 
 _TOKEN = "in-process-admin"
@@ -51,7 +50,7 @@ class _WatchBody(httpx.AsyncByteStream):
         await self._receive.aclose()
 
 
-class InProcessKubeApi(httpx.AsyncBaseTransport):
+class InProcessKubeApi(AppAccess, httpx.AsyncBaseTransport):
     """The transport (``api.transport`` is itself), the admin token, the
     stored objects and the faults a test injects."""
 
@@ -121,36 +120,10 @@ class InProcessKubeApi(httpx.AsyncBaseTransport):
 
     # -- what KubeApi offers too --------------------------------------------------
 
-    @property
-    def requests(self) -> list[RequestRecord]:
-        return self._app.requests
-
-    def fail_next(self, n: int, status: int = 500, retry_after: float | None = None) -> None:
-        """The next ``n`` API requests get the Status of ``status`` (429, 500, 503)."""
-        if status not in (429, 500, 503):
-            raise ValueError(f"cannot inject HTTP {status}: use 429, 500 or 503")
-        self._app.faults.extend([(status, retry_after)] * n)
-
     def drop_watches(self) -> None:
         """Break every open watch mid-stream (the client sees a read error)."""
         for watch in list(self._app.watches):
             watch.abort()
-
-    def compact(self) -> None:
-        self._app.store.compact()
-
-    def objects(
-        self, group: str, plural: str, namespace: str | None = None
-    ) -> list[dict[str, Any]]:
-        return self._app.store.list_objects(group, plural, namespace)
-
-    def get_object(
-        self, group: str, plural: str, name: str, namespace: str = ""
-    ) -> dict[str, Any] | None:
-        return self._app.store.get(group, plural, namespace, name)
-
-    def load_crd(self, crd: dict[str, Any]) -> None:
-        self._app.load_crd(copy.deepcopy(crd))
 
 
 class _Backdoor(httpx.AsyncBaseTransport):

@@ -5,7 +5,6 @@ credentials, the objects it stores, and the faults a test can inject."""
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import secrets
@@ -20,12 +19,12 @@ import trio
 import trustme
 import yaml
 
+from ._access import AppAccess
 from ._app import ADMIN_USER, App
 from ._certs import server_context
 from ._errors import StatusError
 from ._kubeconfig import write_kubeconfig
 from ._rbac import load_rules
-from ._requests import RequestRecord
 from ._server import HttpServer, open_unix_listener
 from ._state import State, load_state, save_state
 
@@ -57,7 +56,7 @@ def load_crd_documents(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     return crds
 
 
-class KubeApi:
+class KubeApi(AppAccess):
     """A running emulated API server (see open_kubeapi)."""
 
     def __init__(
@@ -83,51 +82,14 @@ class KubeApi:
         self.sa_kubeconfig_path: str | None = None
         self.unix_path: str | None = None  # plain HTTP, same tokens (unix_path=)
 
-    @property
-    def requests(self) -> list[RequestRecord]:
-        """Every resource request so far: who, the RBAC verb, what, and the code."""
-        return self._app.requests
-
-    @property
-    def resource_version(self) -> int:
-        return self._app.store.rv
-
     def add_token(self, token: str, user: str) -> None:
         """Accept ``token`` as ``user``; a user other than the admin is held
         to the RBAC file's rules when the server has one."""
         self._app.tokens[token] = user
 
-    def compact(self) -> None:
-        """Compact everything before the current resourceVersion: watches
-        and exact lists from an older one get 410 Expired."""
-        self._app.store.compact()
-
     def drop_watches(self) -> None:
         """Close every open watch connection abruptly (no final chunk, no TLS close)."""
         self._server.drop_watches()
-
-    def fail_next(self, n: int, status: int = 500, retry_after: float | None = None) -> None:
-        """The next ``n`` API requests (not /livez, /readyz, /version) get
-        the Status the real server sends for ``status`` (429, 500 or 503),
-        with Retry-After when ``retry_after`` is given."""
-        if status not in (429, 500, 503):
-            raise ValueError(f"cannot inject HTTP {status}: use 429, 500 or 503")
-        self._app.faults.extend([(status, retry_after)] * n)
-
-    def objects(
-        self, group: str, plural: str, namespace: str | None = None
-    ) -> list[dict[str, Any]]:
-        """The stored objects of a type (copies), sorted by namespace and name."""
-        return self._app.store.list_objects(group, plural, namespace)
-
-    def get_object(
-        self, group: str, plural: str, name: str, namespace: str = ""
-    ) -> dict[str, Any] | None:
-        return self._app.store.get(group, plural, namespace, name)
-
-    def load_crd(self, crd: dict[str, Any]) -> None:
-        """Create a CRD directly (as a POST by the admin would)."""
-        self._app.load_crd(copy.deepcopy(crd))
 
     @property
     def open_watches(self) -> int:
