@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from cnid.cluster import BindingController
-from cnid.core import Domain, DomainRegistry, TryAgainLater, VniAttachment
+from cnid.core import DomainRegistry, TryAgainLater
 from cnid.kube import (
     NAMESPACES,
     VRF_DOMAIN_BINDINGS,
@@ -25,6 +25,7 @@ from cnid.kube import (
     VRFDomain,
     VRFDomainBinding,
 )
+from testbed.domains import VRF42
 from testbed.kubeapi import InProcessKubeApi
 from tests.unit.clusterapi import (
     Admin,
@@ -36,15 +37,7 @@ from tests.unit.clusterapi import (
     vrfdomain,
 )
 
-DEFAULT = Domain(
-    name="vrf-42",
-    vrf=42,
-    table=42,
-    prefix="10.244.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(VniAttachment(type="l3vni", vni=42),),
-)
+DEFAULT = VRF42
 
 
 class Env:

@@ -13,21 +13,14 @@ import trio
 import trio.testing
 
 from cnid.cluster import ClusterMember, MemberTimings, NodeSettings
-from cnid.core import Domain, DomainRegistry, Journal, Readiness, VniAttachment
+from cnid.core import DomainRegistry, Journal, Readiness
 from cnid.ipam import AddressPool, MemoryStore
 from cnid.kube import VRF_NODE_CONFIGS
+from testbed.domains import VRF42
 from tests.unit.clusterapi import CRDS, cluster, conditions, nodeconfig
 
 NODE = "n1"
-DEFAULT = Domain(
-    name="vrf-42",
-    vrf=42,
-    table=42,
-    prefix="10.244.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(VniAttachment(type="l3vni", vni=42),),
-)
+DEFAULT = VRF42
 
 
 async def start(

@@ -10,8 +10,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cnid.core import AllocationRecord, Domain, StoreConflict, StoreUnavailable, VniAttachment
+from cnid.core import AllocationRecord, Domain, StoreConflict, StoreUnavailable
 from cnid.ipam import AddressPool, BlockRecord, FileStore, MemoryStore, Owner, Store, StoreCorrupt
+from testbed.domains import VRF42
 
 GW = AllocationRecord(kind="gateway")
 
@@ -185,15 +186,7 @@ async def test_filestore_write_failure_changes_nothing(tmp_path: Path) -> None:
 
 
 def domain42() -> Domain:
-    return Domain(
-        name="vrf-42",
-        vrf=42,
-        table=42,
-        prefix="10.244.0.0",
-        prefixlen=16,
-        ipblocklen=26,
-        attachments=(VniAttachment(type="l3vni", vni=42),),
-    )
+    return VRF42
 
 
 async def test_pool_over_filestore_after_a_restart(tmp_path: Path) -> None:
