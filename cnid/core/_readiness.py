@@ -1,9 +1,13 @@
 """Readiness as a fact: each service says when it is ready and, if it stops
-being ready, why. /readyz and CNI STATUS read the same object."""
+being ready, why. /readyz and CNI STATUS read the same object, and a
+service that waits for another's readiness waits on it as on any change
+signal (``version`` moves when a component's state does)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from ._notify import Notifier
 
 
 class Readiness:
@@ -11,19 +15,32 @@ class Readiness:
         self._state: dict[str, str] = {}
         #: Called once, the first time the node is ready.
         self._on_ready = on_ready
+        self._changes = Notifier()
+
+    @property
+    def version(self) -> int:
+        return self._changes.version
+
+    async def wait_changed(self, seen: int) -> None:
+        await self._changes.wait_changed(seen)
+
+    def _set(self, component: str, why: str) -> None:
+        if self._state.get(component) != why:
+            self._state[component] = why
+            self._changes.bump()
 
     def expect(self, component: str, why: str = "starting") -> None:
         """Register a component that is not ready yet."""
-        self._state[component] = why
+        self._set(component, why)
 
     def set_ready(self, component: str) -> None:
-        self._state[component] = ""
+        self._set(component, "")
         if self._on_ready is not None and self.ready:
             on_ready, self._on_ready = self._on_ready, None
             on_ready()
 
     def set_not_ready(self, component: str, why: str) -> None:
-        self._state[component] = why or "not ready"
+        self._set(component, why or "not ready")
 
     @property
     def ready(self) -> bool:

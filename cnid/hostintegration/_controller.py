@@ -91,7 +91,7 @@ class HostIntegration:
         with trio.move_on_after(max(2 * self.interval, 60.0)):
             while self.readiness.snapshot().get("domains") != "ready":
                 self.readiness.set_not_ready(COMPONENT, "waiting for the domains")
-                await trio.sleep(0.2)
+                await self.readiness.wait_changed(self.readiness.version)
         await reconcile_forever(
             self.reconcile,
             name="host integration",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -36,6 +35,7 @@ from ..core._domains import Domain
 from ..core._errors import AddressExhausted, ConfigError, StoreConflict
 from ..core._notify import Notifier
 from ..core._pods import AllocationRecord
+from ..core._reconcile import Backoff
 from ._block import IPNetwork, block_name, block_of, lowest_free_block
 from ._lease import BlockUsage, Lease, Owner
 from ._store import BlockRecord, Store
@@ -137,6 +137,7 @@ class AddressPool:
         return lock
 
     async def _retry(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP)  # full jitter: racing nodes spread out
         for n in range(MAX_ATTEMPTS):
             try:
                 return await attempt()
@@ -145,7 +146,7 @@ class AddressPool:
                     raise StoreConflict(
                         f"{what}: gave up after {MAX_ATTEMPTS} conflicting writes", str(exc)
                     ) from exc
-                await trio.sleep(random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**n)))
+                await backoff.sleep()
         raise AssertionError("unreachable")
 
     # -- allocate ---------------------------------------------------------

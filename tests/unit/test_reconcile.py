@@ -342,3 +342,29 @@ async def test_reconcile_forever_a_change_cuts_a_backoff_short_but_not_below_a_s
         await trio.sleep(1.0)
         nursery.cancel_scope.cancel()
     assert times == [0.0, 1.0, 3.0, 7.0, pytest.approx(10.0), pytest.approx(11.0)]
+
+
+async def test_readiness_is_a_change_signal_that_moves_only_on_a_change(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A service waiting for another's readiness waits on it, not by polling."""
+    readiness = Readiness()
+    signal: ChangeSignal = readiness
+    readiness.expect("domains")
+    seen = signal.version
+    readiness.set_not_ready("domains", "starting")  # the same state: no change
+    readiness.expect("domains")
+    assert signal.version == seen
+    woke: list[float] = []
+
+    async def waiter() -> None:
+        await signal.wait_changed(seen)
+        woke.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.sleep(5)
+        assert woke == []
+        readiness.set_ready("domains")
+    assert woke == [5.0]
+    assert signal.version == seen + 1
