@@ -132,10 +132,12 @@ class ImportTarget(msgspec.Struct, frozen=True):
 def parse_import_target(text: str) -> ImportTarget:
     """A route target, or ``*:NN`` (any AS, a 4-octet number)."""
     if isinstance(text, str) and text.startswith("*:"):
-        rt = parse_route_target(f"1:{text[2:]}")
-        if rt.kind != 0:
-            raise ConfigError(f"route target {text!r}: number over 4294967295")
-        return ImportTarget(RouteTarget(0, 0, rt.number), any_admin=True)
+        number = text[2:]
+        if not (number.isascii() and number.isdigit()) or len(number) > 10:
+            raise ConfigError(f"route target {text!r} is not *:NN")
+        if int(number) >= 2**32:
+            raise ConfigError(f"route target {text!r}: number {number} over 4294967295")
+        return ImportTarget(RouteTarget(0, 0, int(number)), any_admin=True)
     return ImportTarget(parse_route_target(text))
 
 
