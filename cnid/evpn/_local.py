@@ -10,8 +10,9 @@
   type-2 route also carries the L3VNI label, the domain's route target and
   the router MAC (symmetric IRB).
 
-Route targets ``<asn>:<vni>`` for the l2vni routes are what FRR derives by
-itself for a VNI (its auto RT), so an FRR leaf imports them unconfigured.
+Route targets are what FRR derives by itself for a VNI (its auto RT: the
+AS's low 16 bits, then the VNI, for an l2vni and for the l3vni alike), so an
+FRR leaf imports them unconfigured.
 A route distinguisher of type 1 holds a 16-bit number: VRF and VNI numbers
 above 65535 are folded (``n & 0xFFFF``) and a clash of two folded numbers on
 one node is reported, not announced twice.
@@ -26,6 +27,7 @@ import msgspec
 
 from ..bgp import EvpnPath, ImetRoute, MacIpRoute, PrefixRoute
 from ..core._domains import Domain
+from ..core._rt_policy import auto_route_target
 
 log = logging.getLogger("cnid.evpn")
 
@@ -99,7 +101,7 @@ def local_paths(state: LocalState) -> tuple[frozenset[EvpnPath], list[str]]:
                     EvpnPath(
                         PrefixRoute(rd=rd, prefix=str(net), vni=l3),
                         nexthop=vtep,
-                        route_targets=(f"{asn}:{d.vrf}",),
+                        route_targets=(str(auto_route_target(asn, l3)),),
                         router_mac=ld.router_mac,
                     )
                 )
@@ -113,7 +115,7 @@ def local_paths(state: LocalState) -> tuple[frozenset[EvpnPath], list[str]]:
                 EvpnPath(
                     ImetRoute(rd=rd, ip=vtep, vni=att.vni),
                     nexthop=vtep,
-                    route_targets=(f"{asn}:{att.vni}",),
+                    route_targets=(str(auto_route_target(asn, att.vni)),),
                 )
             )
     for pod in state.pods:
@@ -126,7 +128,7 @@ def local_paths(state: LocalState) -> tuple[frozenset[EvpnPath], list[str]]:
             continue
         l3 = _l3vni(d) if owner.router_mac else 0
         rd = f"{rid}:{rd_number(l2)}"
-        rts = (f"{asn}:{l2}",) + ((f"{asn}:{d.vrf}",) if l3 else ())
+        rts = tuple(str(auto_route_target(asn, vni)) for vni in (l2, l3) if vni)
         paths.add(
             EvpnPath(
                 MacIpRoute(rd=rd, mac=pod.mac, ip=pod.ip, vni=l2, l3vni=l3),

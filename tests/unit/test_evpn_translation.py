@@ -78,6 +78,8 @@ def test_local_paths_per_domain_kind() -> None:
     prefixes = sorted(p.route.prefix for p in by_type["PrefixRoute"])  # type: ignore[union-attr]
     # a type-5 per block of each domain with an l3vni; none for l2-only or unknown VRFs
     assert prefixes == ["10.1.0.0/26", "10.244.0.0/26", "10.244.0.64/26"]
+    t5_200 = next(p for p in by_type["PrefixRoute"] if p.route.prefix == "10.1.0.0/26")  # type: ignore[union-attr]
+    assert t5_200.route_targets == ("65000:60200",)  # AS:L3VNI, as FRR derives it, not AS:VRF
     t5 = next(p for p in by_type["PrefixRoute"] if p.route.prefix == "10.244.0.0/26")  # type: ignore[union-attr]
     assert t5 == EvpnPath(
         PrefixRoute(rd="192.168.77.11:42", prefix="10.244.0.0/26", vni=42),
@@ -96,7 +98,9 @@ def test_local_paths_per_domain_kind() -> None:
     assert irb.route == MacIpRoute(
         rd="192.168.77.11:60100", mac="0a:00:00:00:00:02", ip="10.1.0.2", vni=60100, l3vni=60200
     )
-    assert irb.route_targets == ("65000:60100", "65000:200")
+    # FRR's auto RTs: AS:L2VNI and AS:L3VNI (not the VRF number: an FRR leaf
+    # with vrf 200 and l3vni 60200 imports 65000:60200 only)
+    assert irb.route_targets == ("65000:60100", "65000:60200")
     assert irb.router_mac == "02:42:00:00:00:02"
     plain = macs["0a:00:00:00:00:03"]
     assert plain.route.l3vni == 0 and plain.router_mac == ""  # type: ignore[union-attr]
