@@ -1,7 +1,6 @@
 """cnid's Kubernetes API client: configuration, typed resources, verbs with
 retries, watches and watched caches (see docs/kubernetes.md)."""
 
-from ._backoff import Backoff
 from ._client import InvalidItem, KubeClient, ObjectList
 from ._config import KubeConfig, load_config
 from ._errors import (
@@ -88,7 +87,6 @@ __all__ = [
     "ApiError",
     "ApiUnavailable",
     "AttachmentSpec",
-    "Backoff",
     "Condition",
     "Conflict",
     "DomainNodeStatus",

@@ -26,8 +26,8 @@ import httpx
 import msgspec
 import trio
 
+from ..core._reconcile import Backoff
 from ._auth import TokenAuth
-from ._backoff import Backoff
 from ._config import KubeConfig
 from ._errors import (
     ApiError,

@@ -21,7 +21,7 @@ from cnid.evpn import (
     local_paths,
     node_view,
 )
-from testbed.domains import VRF42
+from testbed.domains import VRF42, VRF300
 
 L3 = VRF42
 IRB = Domain(
@@ -33,15 +33,7 @@ IRB = Domain(
     ipblocklen=26,
     attachments=(VniAttachment(type="l2vni", vni=60100), VniAttachment(type="l3vni", vni=60200)),
 )
-L2 = Domain(
-    name="vrf-300",
-    vrf=300,
-    table=300,
-    prefix="10.3.0.0",
-    prefixlen=16,
-    ipblocklen=26,
-    attachments=(VniAttachment(type="l2vni", vni=300),),
-)
+L2 = VRF300
 RMAC = "02:42:00:00:00:01"
 
 
