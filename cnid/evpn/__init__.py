@@ -4,6 +4,7 @@ controller that runs both (the work zebra does in FRR).
 * ``_local``: what this node announces (pure);
 * ``_remote``: what a received route asks of the kernel (pure);
 * ``_rib``: the received routes and the kernel entries they want (pure);
+* ``_mobility``: MAC mobility: sequences, selection, duplicates (pure);
 * ``_graceful``: which received paths outlive their session, and how long;
 * ``_max_prefix``: a per-peer maximum of received prefixes;
 * ``_installed``: what the kernel holds of ours, and what it refused;
@@ -14,7 +15,8 @@ controller that runs both (the work zebra does in FRR).
 import ipaddress
 
 from ._controller import EvpnController, EvpnKernel, Identity
-from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
+from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_macs, local_paths
+from ._mobility import Copy, Duplicate, Mobility
 from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries, node_view
 from ._rib import MAX_PREFIX, STALE, RouteTable
 
@@ -33,6 +35,8 @@ def router_id_for(configured: str, vtep: str) -> str:
 __all__ = [
     "MAX_PREFIX",
     "STALE",
+    "Copy",
+    "Duplicate",
     "EvpnController",
     "EvpnKernel",
     "Identity",
@@ -41,11 +45,13 @@ __all__ = [
     "LocalDomain",
     "LocalPod",
     "LocalState",
+    "Mobility",
     "NodeView",
     "RouteTable",
     "Skip",
     "entry_key",
     "kernel_entries",
+    "local_macs",
     "local_paths",
     "node_view",
     "router_id_for",

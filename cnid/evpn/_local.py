@@ -8,7 +8,8 @@
   route target ``<asn>:<vni>``, ingress replication to the VTEP) and a
   type-2 route per pod MAC/IP on it; when the domain has an l3vni too, the
   type-2 route also carries the L3VNI label, the domain's route target and
-  the router MAC (symmetric IRB).
+  the router MAC (symmetric IRB), and the MAC Mobility community when the
+  MAC moved here from another VTEP (its sequence from ``_mobility``).
 
 Route targets are what FRR derives by itself for a VNI (its auto RT: the
 AS's low 16 bits, then the VNI, for an l2vni and for the l3vni alike), so an
@@ -57,6 +58,10 @@ class LocalState(msgspec.Struct, frozen=True):
     domains: tuple[LocalDomain, ...] = ()
     blocks: tuple[LocalBlock, ...] = ()
     pods: tuple[LocalPod, ...] = ()
+    #: (L2VNI, MAC) -> MAC mobility sequence of the pods' MACs that moved
+    #: here (``_mobility``); a MAC absent or 0 is announced without the
+    #: community.
+    mac_seqs: dict[tuple[int, str], int] = {}
 
 
 def rd_number(n: int) -> int:
@@ -65,6 +70,26 @@ def rd_number(n: int) -> int:
 
 def _l3vni(domain: Domain) -> int:
     return next((a.vni for a in domain.attachments if a.type == "l3vni"), 0)
+
+
+def _pod_l2vni(owner: LocalDomain | None) -> int:
+    """The L2VNI a pod's MAC is announced in (0: none)."""
+    if owner is None:
+        return 0
+    d = owner.domain
+    l2 = next((a.vni for a in d.attachments if a.type == "l2vni"), 0)
+    return l2 if l2 and d.pod_attachment.vni == l2 else 0
+
+
+def local_macs(state: LocalState) -> set[tuple[int, str]]:
+    """The (L2VNI, MAC) of the pods whose MACs this node announces."""
+    by_name = {d.domain.name: d for d in state.domains}
+    out = set()
+    for pod in state.pods:
+        l2 = _pod_l2vni(by_name.get(pod.domain))
+        if l2:
+            out.add((l2, pod.mac.lower()))
+    return out
 
 
 def local_paths(state: LocalState) -> tuple[frozenset[EvpnPath], list[str]]:
@@ -120,12 +145,10 @@ def local_paths(state: LocalState) -> tuple[frozenset[EvpnPath], list[str]]:
             )
     for pod in state.pods:
         owner = by_name.get(pod.domain)
-        if owner is None:
+        l2 = _pod_l2vni(owner)
+        if owner is None or not l2:
             continue
         d = owner.domain
-        l2 = next((a.vni for a in d.attachments if a.type == "l2vni"), 0)
-        if not l2 or d.pod_attachment.vni != l2:
-            continue
         l3 = _l3vni(d) if owner.router_mac else 0
         rd = f"{rid}:{rd_number(l2)}"
         rts = tuple(str(auto_route_target(asn, vni)) for vni in (l2, l3) if vni)
@@ -135,6 +158,7 @@ def local_paths(state: LocalState) -> tuple[frozenset[EvpnPath], list[str]]:
                 nexthop=vtep,
                 route_targets=rts,
                 router_mac=owner.router_mac if l3 else "",
+                mac_mobility_seq=state.mac_seqs.get((l2, pod.mac.lower())) or None,
             )
         )
     return frozenset(paths), problems
