@@ -128,6 +128,8 @@ class EvpnController:
         self.mobility = Mobility(identity.vtep, identity.router_id, dup_max_moves, dup_time)
         #: Bumped when a local MAC's sequence was raised (to announce it).
         self._sequences = Notifier()
+        #: The pods' (L2VNI, MAC) -> IP, as last announced.
+        self._local_ips: dict[tuple[int, str], str] = {}
         #: What the kernel holds of ours, and the keys it refused.
         self.kernel_state = Installed()
         self.refusals = Refusals()
@@ -283,7 +285,10 @@ class EvpnController:
         (pods, blocks) to the route table."""
         state = await self.local_state()
         mine = local_macs(state)
-        copies = {key: self.mobility.copies(self.table.mac_paths(key)) for key in mine}
+        self._local_ips = mine
+        copies = {
+            key: self.mobility.copies(self.table.mac_paths(key), ip) for key, ip in mine.items()
+        }
         self.mobility.set_local(mine, copies, trio.current_time())
         self._count_mobility()
         state = msgspec.structs.replace(state, mac_seqs=self.mobility.local_seqs())
@@ -377,7 +382,7 @@ class EvpnController:
         now = trio.current_time()
         raised = False
         for key in self.table.take_touched_macs():
-            copies = self.mobility.copies(self.table.mac_paths(key))
+            copies = self.mobility.copies(self.table.mac_paths(key), self._local_ips.get(key, ""))
             raised |= self.mobility.remote_changed(key, copies, now)
         self._count_mobility()
         if raised:

@@ -81,14 +81,15 @@ def _pod_l2vni(owner: LocalDomain | None) -> int:
     return l2 if l2 and d.pod_attachment.vni == l2 else 0
 
 
-def local_macs(state: LocalState) -> set[tuple[int, str]]:
-    """The (L2VNI, MAC) of the pods whose MACs this node announces."""
+def local_macs(state: LocalState) -> dict[tuple[int, str], str]:
+    """The (L2VNI, MAC) of the pods whose MACs this node announces, and
+    each one's IP."""
     by_name = {d.domain.name: d for d in state.domains}
-    out = set()
+    out = {}
     for pod in state.pods:
         l2 = _pod_l2vni(by_name.get(pod.domain))
         if l2:
-            out.add((l2, pod.mac.lower()))
+            out[(l2, pod.mac.lower())] = pod.ip
     return out
 
 

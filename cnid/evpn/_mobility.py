@@ -13,7 +13,9 @@ is a MAC move. Three things follow, each FRR's behaviour unless said:
   remote + 1; a pod is authoritative while it exists on this node (its
   kernel entries stay, the remote copy is skipped as ``local-mac``), so cnid
   skips the eviction and re-announces at once. Our own routes reflected
-  back are not remote copies.
+  back are not remote copies, nor is a route with a local pod's MAC but
+  another IP (the MAC is derived from the pod's IPv4 address: that route
+  is a conflict, not the pod having moved).
 * **Selection** among received copies of one MAC (:func:`rank`, used by the
   route table for the kernel's FDB and neighbour entries): a sticky copy
   first, then the highest sequence, then, between copies of equal sequence
@@ -167,15 +169,22 @@ class Mobility:
         mac = self._macs.get(key)
         return None if mac is None else (mac.seq, mac.vtep)
 
-    def copies(self, paths: Iterable[ReceivedPath]) -> list[Copy]:
+    def copies(self, paths: Iterable[ReceivedPath], local_ip: str = "") -> list[Copy]:
         """Another VTEP's copies among received type-2 paths of one MAC
-        (our own routes reflected back are not)."""
+        (our own routes reflected back are not). For a local MAC
+        (``local_ip``: its pod's address), a route naming another IP is no
+        copy either: a pod's MAC is derived from its IPv4 address, so that
+        route is not the pod having moved but a conflict (refused as
+        ``local-mac``, not outbid)."""
         out = []
         for rp in paths:
             path = rp.path
-            if not isinstance(path.route, MacIpRoute):
+            route = path.route
+            if not isinstance(route, MacIpRoute):
                 continue
             if path.nexthop == self.vtep or (rp.originator and rp.originator == self.router_id):
+                continue
+            if local_ip and route.ip and route.ip != local_ip:
                 continue
             out.append(Copy(path.nexthop, path.mac_mobility_seq or 0, path.sticky))
         return out

@@ -188,6 +188,15 @@ def test_our_own_routes_reflected_back_are_not_remote_copies() -> None:
     assert m.copies([rx(t2(VTEP_A, 3))]) == [Copy(VTEP_A, 3)]
 
 
+def test_a_local_macs_copy_names_its_ip_or_none() -> None:
+    """A pod's MAC is derived from its IPv4 address: a route with the MAC
+    and another IP is a conflict, not the pod moved (refused, not outbid)."""
+    m = Mobility(ME, ME)
+    paths = [rx(t2(VTEP_A, 3, ip="10.3.66.66")), rx(t2(VTEP_B, 1, ip="")), rx(t2(VTEP_C, 2))]
+    assert m.copies(paths, local_ip=IP) == [Copy(VTEP_B, 1), Copy(VTEP_C, 2)]
+    assert len(m.copies(paths)) == 3  # a MAC that is not ours: every copy counts
+
+
 # -- selection among received copies ------------------------------------------
 
 
@@ -365,6 +374,21 @@ async def test_a_pod_reusing_an_address_announces_the_remote_sequence_plus_one(
         assert announced_seq(node) == 2  # OTHER's 1 + 1
     rows = [r for r in evpn_routes(node.evpn, rtype=2) if r["from"] == "local"]
     assert [r["mac_mobility_seq"] for r in rows] == [2]
+
+
+async def test_a_hijack_of_a_pods_mac_with_another_ip_is_not_outbid(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    node = Node(tmp_path)
+    async with node.running():
+        node.journal.put(pod("p1"))
+        await until("announced", lambda: node.speaker.announced_by_type()[2] == 1)
+        send(node, t2(PEER, 4, mac=POD_MAC, ip="10.3.66.66"))
+        await until("received", lambda: bool(node.evpn.table.mac_paths((300, POD_MAC))))
+        await trio.sleep(1)
+        assert announced_seq(node) is None
+        assert node.metric("cnid_evpn_mac_moves_total") == 0
+        assert node.metric("cnid_evpn_routes_skipped_total", reason="local-mac") == 1
 
 
 async def test_a_mac_that_moved_away_and_back_five_times_is_flagged(
