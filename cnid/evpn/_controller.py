@@ -382,8 +382,8 @@ class EvpnController:
         now = trio.current_time()
         raised = False
         for key in self.table.take_touched_macs():
-            copies = self.mobility.copies(self.table.mac_paths(key), self._local_ips.get(key, ""))
-            raised |= self.mobility.remote_changed(key, copies, now)
+            paths = self.table.mac_paths(key)
+            raised |= self.mobility.observe(key, paths, self._local_ips.get(key, ""), now)
         self._count_mobility()
         if raised:
             self._sequences.bump()
@@ -396,7 +396,7 @@ class EvpnController:
         if mobility.new_duplicates:
             metrics.evpn_mac_duplicates.inc(len(mobility.new_duplicates))
             mobility.new_duplicates = []
-        metrics.evpn_mac_duplicates_flagged.set(len(mobility.duplicates()))
+        metrics.evpn_mac_duplicates_flagged.set(mobility.flagged_count)
 
     def _show_sessions(self) -> None:
         """The session gauge, from the speaker's peers (the one record of

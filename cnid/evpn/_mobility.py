@@ -86,7 +86,7 @@ class Copy(msgspec.Struct, frozen=True):
 
 
 class Duplicate(msgspec.Struct, frozen=True):
-    """A MAC flagged as a duplicate, as ``cnictl evpn mac-duplicates`` shows it."""
+    """A MAC flagged as a duplicate, as ``cnictl evpn duplicates`` shows it."""
 
     vni: int
     mac: str
@@ -129,7 +129,7 @@ class _Mac:
         self.last_move = 0.0
         self.flagged = False
         self.detected = 0.0
-        self.vteps: list[str] = []
+        self.vteps: tuple[str, ...] = ()
 
 
 class Mobility:
@@ -144,6 +144,11 @@ class Mobility:
         self.max_moves = max_moves
         self.window = window
         self._macs: dict[MacKey, _Mac] = {}
+        #: The local MACs, those with moves in their window, the flagged
+        #: ones: what the per-pass work looks at (not every MAC received).
+        self._local: set[MacKey] = set()
+        self._moving: set[MacKey] = set()
+        self._flagged: set[MacKey] = set()
         #: Moves counted since the caller last drained them (for a counter).
         self.new_moves = 0
         #: MACs flagged since the caller last drained them (for a counter).
@@ -155,10 +160,14 @@ class Mobility:
 
     def local_seqs(self) -> dict[MacKey, int]:
         """The sequence of each local MAC that has one (> 0)."""
-        return {k: m.local for k, m in self._macs.items() if m.local}
+        return {k: m for k in self._local if (m := self._macs[k].local)}
 
     def duplicates(self) -> list[Duplicate]:
-        return [self._duplicate(k, m) for k, m in sorted(self._macs.items()) if m.flagged]
+        return [self._duplicate(k, self._macs[k]) for k in sorted(self._flagged)]
+
+    @property
+    def flagged_count(self) -> int:
+        return len(self._flagged)
 
     def flagged(self, key: MacKey) -> bool:
         mac = self._macs.get(key)
@@ -191,6 +200,13 @@ class Mobility:
 
     # -- changes -----------------------------------------------------------
 
+    def observe(self, key: MacKey, paths: list[ReceivedPath], local_ip: str, now: float) -> bool:
+        """``remote_changed`` from a MAC's received paths, with the common
+        case first: one copy without a sequence of a MAC never seen moving."""
+        if len(paths) == 1 and key not in self._macs and not paths[0].path.mac_mobility_seq:
+            return False
+        return self.remote_changed(key, self.copies(paths, local_ip), now)
+
     def set_local(
         self, local: Iterable[MacKey], copies: dict[MacKey, list[Copy]], now: float
     ) -> bool:
@@ -199,11 +215,12 @@ class Mobility:
         sequence is theirs + 1. Whether any local sequence changed."""
         local = set(local)
         changed = False
-        for key, mac in list(self._macs.items()):
-            if mac.local is not None and key not in local:
-                mac.local = None
-                changed = True
-                self._forget_if_gone(key, mac)
+        for key in self._local - local:
+            mac = self._macs[key]
+            mac.local = None
+            changed = True
+            self._forget_if_gone(key, mac)
+        self._local = local
         for key in local:
             known = self._macs.get(key)
             if known is not None and known.local is not None:
@@ -227,9 +244,21 @@ class Mobility:
         local MAC's sequence was raised (it must be announced again)."""
         mac = self._macs.get(key)
         if mac is None:
+            # Remembered only from the first sequence above 0 or the
+            # second VTEP on (most MACs never move: nothing kept of them).
             if not copies:
                 return False
+            best = max(c.seq for c in copies)
+            vtep = min((c.vtep for c in copies if c.seq == best), key=_address)
+            others = [c for c in copies if c.vtep != vtep]
+            if best == 0 and not others:
+                return False
             mac = self._macs[key] = _Mac()
+            if best and others:  # the winner before was one of the others
+                prev = max(others, key=lambda c: (c.seq, -_address(c.vtep)))
+                mac.seq, mac.vtep = prev.seq, prev.vtep
+            else:
+                mac.seq, mac.vtep = best, vtep
         mac.remote = bool(copies)
         if mac.local is not None:
             if not copies:
@@ -260,18 +289,19 @@ class Mobility:
         """Flags older than the window since their MAC's last move are
         cleared, MACs gone for as long forgotten; the keys unflagged."""
         cleared = []
-        for key, mac in list(self._macs.items()):
+        for key in list(self._moving):
+            mac = self._macs[key]
             if now - mac.last_move <= self.window:
                 continue
+            self._moving.discard(key)
+            mac.moves = 0
+            was_flagged, mac.flagged = mac.flagged, False
+            if was_flagged:
+                self._flagged.discard(key)
+                cleared.append(key)
             if mac.local is None and not mac.remote:
                 del self._macs[key]
-                if mac.flagged:
-                    cleared.append(key)
-                continue
-            if mac.flagged:
-                mac.flagged = False
-                mac.moves = 0
-                cleared.append(key)
+            elif was_flagged:
                 log.info(
                     "EVPN: MAC %s in VNI %d no longer flagged as a duplicate: no move in %.0fs",
                     key[1],
@@ -285,22 +315,25 @@ class Mobility:
     def _forget_if_gone(self, key: MacKey, mac: _Mac) -> None:
         """A MAC neither local nor received is forgotten, unless its recent
         moves still count (a MAC flapping may be briefly nowhere)."""
-        if mac.local is None and not mac.remote and not mac.moves:
+        if mac.local is None and not mac.remote and key not in self._moving:
             del self._macs[key]
 
     def _move(self, key: MacKey, mac: _Mac, came_from: str, to: str, now: float) -> None:
         """One move of a MAC, counted in its detection window."""
         self.new_moves += 1
+        vteps = list(mac.vteps)
         for vtep in (came_from, to):
-            if not mac.vteps or mac.vteps[-1] != vtep:
-                mac.vteps.append(vtep)
-        del mac.vteps[:-6]
+            if not vteps or vteps[-1] != vtep:
+                vteps.append(vtep)
+        mac.vteps = tuple(vteps[-6:])
         if not mac.moves or now - mac.since > self.window:
             mac.since, mac.moves = now, 0
         mac.moves += 1
         mac.last_move = now
+        self._moving.add(key)
         if self.max_moves and not mac.flagged and mac.moves >= self.max_moves:
             mac.flagged, mac.detected = True, now
+            self._flagged.add(key)
             dup = self._duplicate(key, mac)
             self.new_duplicates.append(dup)
             log.warning(
@@ -323,7 +356,7 @@ class Mobility:
             since=mac.since,
             detected=mac.detected,
             last_move=mac.last_move,
-            vteps=tuple(mac.vteps),
+            vteps=mac.vteps,
             local_seq=mac.local,
             seq=mac.seq,
         )

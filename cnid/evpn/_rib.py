@@ -109,7 +109,7 @@ class RouteTable:
         self._held: dict[Source, dict[tuple[object, ...], ReceivedPath]] = {}
         #: The type-2 paths of each (VNI, MAC), and the MACs whose paths
         #: changed since ``take_touched_macs``.
-        self._macs: dict[MacKey, set[PathId]] = {}
+        self._macs: dict[MacKey, list[PathId]] = {}
         self._touched_macs: set[MacKey] = set()
 
     # -- reading ---------------------------------------------------------
@@ -336,7 +336,7 @@ class RouteTable:
         route = rp.path.route
         if isinstance(route, MacIpRoute):
             mac = (route.vni, route.mac.lower())
-            self._macs.setdefault(mac, set()).add(pid)
+            self._macs.setdefault(mac, []).append(pid)
             self._touched_macs.add(mac)
 
     def _drop(self, pid: PathId) -> None:
@@ -351,8 +351,8 @@ class RouteTable:
             if isinstance(route, MacIpRoute):
                 mac = (route.vni, route.mac.lower())
                 pids = self._macs.get(mac)
-                if pids is not None:
-                    pids.discard(pid)
+                if pids is not None and pid in pids:
+                    pids.remove(pid)
                     if not pids:
                         del self._macs[mac]
                 self._touched_macs.add(mac)

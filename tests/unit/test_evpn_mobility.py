@@ -256,9 +256,12 @@ def test_the_type2_paths_of_a_mac_are_indexed_and_touched() -> None:
 
 
 def flap(m: Mobility, key: tuple[int, str], times: list[float]) -> None:
-    """The MAC won by A, B, A, ... each with a higher sequence."""
+    """The MAC won by A, B, A, ... each with a higher sequence (both
+    announcing it, the loser with its last sequence)."""
+    seqs: dict[str, int] = {}
     for i, now in enumerate(times):
-        m.remote_changed(key, [Copy((VTEP_A, VTEP_B)[i % 2], i)], now)
+        seqs[(VTEP_A, VTEP_B)[i % 2]] = i
+        m.remote_changed(key, [Copy(vtep, seq) for vtep, seq in seqs.items()], now)
 
 
 def test_five_moves_within_the_window_flag_a_duplicate(caplog: pytest.LogCaptureFixture) -> None:
@@ -290,6 +293,15 @@ def test_moves_spread_over_more_than_the_window_are_no_duplicate() -> None:
     m2 = Mobility(ME, ME, max_moves=0)  # detection off
     flap(m2, key, [0, 1, 2, 3, 4, 5, 6, 7])
     assert m2.duplicates() == []
+
+
+def test_nothing_is_kept_of_a_mac_that_never_moved() -> None:
+    m = Mobility(ME, ME)
+    key = (300, MAC)
+    assert m.remote_changed(key, [Copy(VTEP_A, 0)], 0.0) is False
+    assert m.seq(key) is None  # most MACs of a fabric: no memory spent on them
+    m.remote_changed(key, [Copy(VTEP_A, 0), Copy(VTEP_B, 1)], 1.0)  # node 2 outbids node 1
+    assert m.new_moves == 1 and m.seq(key) == (1, VTEP_B)
 
 
 def test_a_withdrawal_or_a_lower_sequence_is_no_move() -> None:
