@@ -397,3 +397,58 @@ def announced_seq(node: EvpnNode) -> int | None:
     (row,) = [r for r in evpn_routes(node.evpn, rtype=2) if r["from"] == "local"]
     seq = row["mac_mobility_seq"]
     return None if seq is None else int(seq)
+
+
+async def test_a_mac_flapping_between_two_other_vteps_is_flagged_by_cnid(
+    fabric: Fabric, node: EvpnNode
+) -> None:
+    """cnid only watches: GoBGP (node 1) and a host behind the FRR leaf take
+    a MAC from each other, each with the other's sequence + 1 (FRR learning
+    it back from the host's frames, GoBGP's route added again; GoBGP
+    withdraws its copy whenever it hears a higher sequence). cnid's kernel
+    follows every move and the fifth within 180 s flags the MAC; FRR flags
+    it too (the MAC is local there). GoBGP bumps only a sequence it was
+    given: the first move is the host's (FRR's sequence 1)."""
+    gb = fabric.gb
+    mac = "0a:00:00:84:00:04"
+    original = host_mac(fabric)
+    route = MacAdv(mac, None, 300, f"{GB}:300", RT, GB)
+    talker: subprocess.Popen[bytes] | None = None
+
+    def at_cnid() -> dict[str, Any]:
+        return {"vtep": cnid_fdb(node, mac)}
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await up(node, nursery)
+            gb.add(route)
+            await async_wait_for("node 1's MAC at cnid", at_cnid, {"vtep": GB}, TIMEOUT)
+            set_host_mac(fabric, mac)
+            talker = subprocess.Popen(
+                ["ip", "netns", "exec", fabric.host.netns, "ping", "-i", "0.3", "-W", "1",
+                 "10.3.99.99"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            await async_wait_for("to the leaf", at_cnid, {"vtep": LEAF}, TIMEOUT)
+            for n in range(3):
+                gb.add(route)  # node 1 takes it back: the leaf's sequence + 1
+                await async_wait_for(f"to node 1 ({n})", at_cnid, {"vtep": GB}, TIMEOUT)
+                # the host talks on: FRR learns it back with GoBGP's + 1
+                await async_wait_for(f"to the leaf ({n})", at_cnid, {"vtep": LEAF}, TIMEOUT)
+            (dup,) = evpn_duplicates(node.evpn)["duplicates"]
+            assert (dup["mac"], dup["vni"]) == (mac, 300)
+            assert {LEAF, GB} <= set(dup["vteps"]) and "local" not in dup["vteps"]
+            assert dup["moves"] >= 5 and dup["seq"] >= 5
+            # 7 moves, or 6 when GoBGP's first copy left before FRR's sequence 1 came
+            assert metric(node, "cnid_evpn_mac_moves_total") >= 6
+            assert metric(node, "cnid_evpn_mac_duplicates_total") == 1
+            await async_wait_for("flagged at the FRR leaf", lambda: leaf_mac(fabric, mac),
+                                 {"isDuplicate": True}, TIMEOUT)  # fmt: skip
+            # flagged only: the kernel still follows the MAC (no freeze)
+            assert cnid_fdb(node, mac) == LEAF
+            nursery.cancel_scope.cancel()
+    finally:
+        if talker is not None:
+            os.kill(talker.pid, signal.SIGTERM)
+            talker.wait(5)
+        gb.delete(route)
+        set_host_mac(fabric, original)

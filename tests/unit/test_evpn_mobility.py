@@ -22,7 +22,7 @@ from exabgp.bgp.message.update.attribute.community.extended.community import Ext
 from cnid.bgp import EvpnPath, MacIpRoute, ReceivedPath, UpdateEvent, check_path, decode_line
 from cnid.bgp import _extension as ext
 from cnid.core import ConfigError
-from cnid.ctl import render
+from cnid.ctl import ctl_request, render
 from cnid.daemon import evpn_duplicates, evpn_routes, parse_config
 from cnid.dataplane import FdbEntry, NeighEntry
 from cnid.evpn import (
@@ -429,6 +429,7 @@ async def test_a_mac_that_moved_away_and_back_five_times_is_flagged(
         view = evpn_duplicates(node.evpn)
         assert [(d["mac"], d["vni"], d["moves"]) for d in view["duplicates"]] == [(POD_MAC, 300, 5)]
         assert POD_MAC in render("evpn-duplicates", view)
+        assert ctl_request(["evpn", "duplicates"]) == ("evpn-duplicates", {})
         # no move for the window: the flag clears
         await trio.sleep(181)
         assert node.metric("cnid_evpn_mac_duplicates_flagged") == 0
