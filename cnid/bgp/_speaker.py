@@ -127,6 +127,7 @@ class Speaker:
         self._desired_by_type = _by_type(frozenset())
         self._held: set[EvpnPath] = set()
         self._to_refresh: set[str] = set()
+        self._to_ask_again: set[str] = set()
         self._conn: ApiConnection | None = None
         self._process: trio.Process | None = None
         self._config_changed = trio.Event()
@@ -139,6 +140,14 @@ class Speaker:
     def configure(self, config: SpeakerConfig | None) -> None:
         if config == self.config:
             return
+        old = {n.address: n for n in (self.config.neighbors if self.config else ())}
+        for n in config.neighbors if config else ():
+            was = old.get(n.address)
+            if was is not None and was.allow_as_in != n.allow_as_in:
+                # routes dropped (or kept) by the old rule: the peer sends
+                # them again (FRR's soft reconfiguration inbound)
+                self._to_ask_again.add(n.address)
+                self._sync_wanted.set()
         self.config = config
         wanted = {n.address: n for n in (config.neighbors if config else ())}
         for address in list(self.peers):
@@ -431,6 +440,11 @@ class Speaker:
             log.info(
                 "BGP: %d paths announced (%d new, %d withdrawn)", len(desired), len(new), len(gone)
             )
+        ask, self._to_ask_again = self._to_ask_again, set()
+        for peer in sorted(ask):
+            if peer in self.peers and self.peers[peer].state == "up":
+                await self._call(conn, "refresh", (peer,), [])
+                log.info("BGP peer %s: route refresh asked (allow_as_in changed)", peer)
         refresh, self._to_refresh = self._to_refresh, set()
         for peer in sorted(refresh):
             # A (re)established session: everything to that peer, then
