@@ -6,9 +6,11 @@ none) from ExaBGP's JSON to the speaker's events."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
+from exabgp.protocol.family import AFI, SAFI
 
 from cnid.bgp import (
     BgpOptions,
@@ -293,3 +295,35 @@ async def test_the_speaker_checks_updates_against_the_neighbours_allow_as_in(
     # the session view shows each neighbour's AS, type and BFD flag
     peer = speaker.peers["10.1.2.0"]
     assert (peer.asn, peer.ebgp, peer.bfd) == (65102, True, False)
+
+
+def test_the_extension_asks_established_neighbours_for_a_route_refresh() -> None:
+    from cnid.bgp import Command
+    from cnid.bgp import _extension as ext
+
+    peers = [
+        f"neighbor {a} local-ip 10.1.1.1 local-as 65001 peer-as 1" for a in ("10.1.1.0", "10.1.2.0")
+    ]
+
+    class Configuration:
+        asked: list[tuple[list[str], list[Any]]] = []
+
+        def inject_refresh(self, to: list[str], refreshes: list[Any]) -> bool:
+            self.asked.append((to, refreshes))
+            return True
+
+    class Reactor:
+        configuration = Configuration()
+
+        def established_peers(self) -> set[str]:
+            return {peers[0]}
+
+    reactor = Reactor()
+    ack = ext.execute(reactor, "cnid", Command(7, "refresh", ("10.1.1.0",)))
+    assert (ack.id, ack.ok, ack.done) == (7, True, 1)
+    [(to, [refresh])] = reactor.configuration.asked
+    assert to == [peers[0]]
+    assert (refresh.afi, refresh.safi) == (AFI.l2vpn, SAFI.evpn)
+    # a session that is not up: nothing to ask (it sends everything when it comes up)
+    ack = ext.execute(reactor, "cnid", Command(8, "refresh", ("10.1.2.0",)))
+    assert (ack.ok, ack.done) == (True, 0) and len(reactor.configuration.asked) == 1
