@@ -30,8 +30,7 @@ from pathlib import Path
 import msgspec
 import trio
 
-from ..bgp import Neighbor
-from ..bgp._config import check_neighbor, password_problem
+from ..bgp import Neighbor, check_neighbor, password_problem
 from ..core._errors import CnidError
 from ..core._notify import Notifier
 from ..kube import (

@@ -327,3 +327,32 @@ def test_the_extension_asks_established_neighbours_for_a_route_refresh() -> None
     # a session that is not up: nothing to ask (it sends everything when it comes up)
     ack = ext.execute(reactor, "cnid", Command(8, "refresh", ("10.1.2.0",)))
     assert (ack.ok, ack.done) == (True, 0) and len(reactor.configuration.asked) == 1
+
+
+def test_cnictl_bgp_shows_each_neighbours_as_type_and_bfd_flag() -> None:
+    from cnid.ctl import render as ctl_render
+
+    def peer(address: str, asn: int, type_: str, bfd: bool) -> dict[str, Any]:
+        return {
+            "address": address, "asn": asn, "type": type_, "bfd": bfd, "role": "neighbor",
+            "state": "established", "uptime_seconds": 65.0, "received": 3, "sent": 2,
+            "flaps": 0, "last_error": "",
+        }  # fmt: skip
+
+    data = {
+        "router_id": "10.255.0.11", "asn": 65001, "local_address": "10.1.1.1",
+        "mode": "neighbors + route-reflector",
+        "speaker": {"running": True, "pid": 42, "restarts": 0},
+        "announced": {"2": 1, "3": 1, "5": 1}, "received": {"2": 3, "3": 1, "5": 2},
+        "adopting": False, "problems": [],
+        "peers": [peer("10.1.1.0", 65101, "ebgp", True), peer("10.255.0.1", 65001, "ibgp", False)],
+    }  # fmt: skip
+    lines = ctl_render("bgp-summary", data).splitlines()
+    assert "local AS number 65001" in lines[0] and "(neighbors + route-reflector)" in lines[0]
+    header = next(line for line in lines if line.startswith("NEIGHBOR"))
+    assert header.split()[:5] == ["NEIGHBOR", "AS", "TYPE", "BFD", "ROLE"]
+    rows = [line.split() for line in lines if line.startswith(("10.1.1.0", "10.255.0.1"))]
+    assert [r[:5] for r in rows] == [
+        ["10.1.1.0", "65101", "ebgp", "yes", "neighbor"],
+        ["10.255.0.1", "65001", "ibgp", "no", "neighbor"],
+    ]
