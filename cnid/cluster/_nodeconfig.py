@@ -25,6 +25,7 @@ import binascii
 import ipaddress
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -89,7 +90,7 @@ class SecretProblem(CnidError):
 
 
 def settings_from(
-    obj: VRFNodeConfig, passwords: dict[tuple[str, str], str | SecretProblem] | None = None
+    obj: VRFNodeConfig, passwords: Mapping[tuple[str, str], str | SecretProblem] | None = None
 ) -> NodeSettings:
     """The settings of a config; CnidError naming the bad field
     (SecretProblem: a password not (yet) read; ``passwords``: what was read

@@ -1088,3 +1088,20 @@ def test_containerfile_builds_plugin_then_runtime() -> None:
     (cmd,) = [json.loads(a) for w, a in runtime if w == "CMD"]
     (cnid,) = daemonset()["spec"]["template"]["spec"]["containers"]
     assert cmd == cnid["args"]
+
+
+def test_the_ebgp_nodeconfig_example_is_accepted_and_read_by_the_node() -> None:
+    from cnid.cluster import settings_from
+    from cnid.kube import VRFNodeConfig
+    from testbed.kubeapi import validate
+
+    obj = yaml.safe_load((KUBE / "examples" / "vrfnodeconfig-ebgp.yaml").read_text())
+    assert validate(crd("vrfnodeconfigs", "cni.pyroute2.org"), obj, strict=True) == []
+    config = msgspec.convert(obj, VRFNodeConfig)
+    passwords = {("cnid-bgp", "leaf1"): "one", ("cnid-bgp", "leaf2"): "two"}
+    settings = settings_from(config, passwords)
+    assert settings.asn == 65001
+    assert [(n.address, n.asn, n.allow_as_in, n.bfd, n.password) for n in settings.neighbors] == [
+        ("10.1.1.0", 65101, 1, True, "one"),
+        ("10.1.2.0", 65102, 1, True, "two"),
+    ]
