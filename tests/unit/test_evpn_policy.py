@@ -32,7 +32,9 @@ POD_MAC, POD_IP = "0a:00:00:00:00:03", "10.3.0.2"
 PODS = [("vrf-300", POD_MAC, POD_IP), ("vrf-42", "0a:00:00:00:00:01", "10.244.0.2")]
 BLOCKS = [(42, "10.244.0.0/26"), (300, "10.3.0.0/26")]
 SERVICES = ("10.96.0.0/12",)
-VIEW = node_view(ME, ME, [L3, L2], pods=PODS, blocks=BLOCKS, service_cidrs=SERVICES)
+VIEW = node_view(
+    ME, ME, [L3, L2], asn=65000, pods=PODS, blocks=BLOCKS, service_cidrs=SERVICES
+)
 
 T5 = EvpnPath(
     PrefixRoute(rd=f"{PEER}:42", prefix="10.244.1.0/26", vni=42),
@@ -40,7 +42,11 @@ T5 = EvpnPath(
     route_targets=("65000:42",),
     router_mac="02:42:00:00:00:12",
 )
-T2 = EvpnPath(MacIpRoute(rd=f"{PEER}:300", mac="0a:00:00:00:01:01", ip="10.3.0.9", vni=300), PEER)
+T2 = EvpnPath(
+    MacIpRoute(rd=f"{PEER}:300", mac="0a:00:00:00:01:01", ip="10.3.0.9", vni=300),
+    PEER,
+    route_targets=("65000:300",),
+)
 
 
 def rx(path: EvpnPath, peer: str = PEER) -> ReceivedPath:
@@ -107,13 +113,13 @@ def test_what_the_policy_lets_through(path: EvpnPath) -> None:
 
 
 def test_without_pods_and_blocks_the_same_routes_are_programmed() -> None:
-    bare = node_view(ME, ME, [L3, L2])
+    bare = node_view(ME, ME, [L3, L2], asn=65000)
     assert kernel_entries(rx(t2(ip=POD_IP)), bare)
     assert kernel_entries(rx(t5("10.244.0.0/26")), bare)
 
 
 def test_a_local_pod_keeps_its_entries_and_the_conflict_is_logged_once() -> None:
-    table = RouteTable(node_view(ME, ME, [L3, L2]))
+    table = RouteTable(node_view(ME, ME, [L3, L2], asn=65000))
     hijack = rx(t2(mac=POD_MAC, ip=POD_IP))
     assert table.announce(PEER, hijack) == ""  # no pod yet: a remote MAC like any other
     assert FdbEntry(vni=300, mac=POD_MAC, vtep=PEER) in table.desired().values()
@@ -127,10 +133,10 @@ def test_a_local_pod_keeps_its_entries_and_the_conflict_is_logged_once() -> None
     # Sent again, identical or re-translated by an unrelated change: no new log entry.
     table.new_skips.clear()
     assert "pod" in table.announce(PEER, hijack)
-    table.set_view(node_view(ME, ME, [L3, L2], pods=PODS, blocks=BLOCKS[:1]))
+    table.set_view(node_view(ME, ME, [L3, L2], asn=65000, pods=PODS, blocks=BLOCKS[:1]))
     assert table.new_skips == []
     # The pod leaves: the route is programmed again.
-    table.set_view(node_view(ME, ME, [L3, L2]))
+    table.set_view(node_view(ME, ME, [L3, L2], asn=65000))
     assert FdbEntry(vni=300, mac=POD_MAC, vtep=PEER) in table.desired().values()
 
 
