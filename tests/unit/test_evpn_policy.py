@@ -32,9 +32,7 @@ POD_MAC, POD_IP = "0a:00:00:00:00:03", "10.3.0.2"
 PODS = [("vrf-300", POD_MAC, POD_IP), ("vrf-42", "0a:00:00:00:00:01", "10.244.0.2")]
 BLOCKS = [(42, "10.244.0.0/26"), (300, "10.3.0.0/26")]
 SERVICES = ("10.96.0.0/12",)
-VIEW = node_view(
-    ME, ME, [L3, L2], asn=65000, pods=PODS, blocks=BLOCKS, service_cidrs=SERVICES
-)
+VIEW = node_view(ME, ME, [L3, L2], asn=65000, pods=PODS, blocks=BLOCKS, service_cidrs=SERVICES)
 
 T5 = EvpnPath(
     PrefixRoute(rd=f"{PEER}:42", prefix="10.244.1.0/26", vni=42),
