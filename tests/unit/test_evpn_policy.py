@@ -19,6 +19,7 @@ import trio.testing
 
 from cnid.bgp import EvpnPath, MacIpRoute, PrefixRoute, ReceivedPath, StateEvent, UpdateEvent
 from cnid.core import Domain, Metrics
+from cnid.ctl import render
 from cnid.daemon import bgp_summary, evpn_routes
 from cnid.dataplane import ApplyResult, EvpnRoute, FdbEntry, KernelEvpn
 from cnid.evpn import EvpnController, Identity, RouteTable, Skip, kernel_entries, node_view
@@ -408,3 +409,33 @@ async def test_summary_shows_held_back_and_held_down(kernel: FakeKernel) -> None
     (peer,) = bgp_summary(evpn)["peers"]
     assert peer["held_back"] == 1 and peer["held_down"] is False
     assert peer["received"] == 1
+
+
+async def test_routes_of_no_domain_s_target_are_skipped_counted_and_shown(
+    kernel: FakeKernel,
+) -> None:
+    evpn = controller(FakeSpeaker())
+    stray = t5("10.9.0.0/24", route_targets=("65000:4711",))  # vrf-42's VNI, no one's target
+    bare = t2(mac="0a:00:00:00:01:02", ip="10.3.0.8", route_targets=())
+    # vrf-300's target and vrf-42's VNI: vrf-300's segment, not vrf-42's
+    crossed = msgspec.structs.replace(
+        t2(mac="0a:00:00:00:01:03", ip="10.3.0.7"),
+        route=MacIpRoute(rd=f"{PEER}:9", mac="0a:00:00:00:01:03", ip="10.3.0.7", vni=42),
+    )
+    evpn._apply(trio.current_time(), update(stray, bare, crossed))
+    await evpn._program(False)
+    assert metric(evpn, "cnid_evpn_routes_skipped_total", reason="no-route-target") == 2
+    assert set(evpn.installed) == {("fdb", 300, "0a:00:00:00:01:03"), ("neigh", 300, "10.3.0.7")}
+    rows = {r["route"]: r for r in evpn_routes(evpn)}
+    row = rows["[5]:[0]:[24]:[10.9.0.0]"]
+    assert row["state"] == (
+        "not programmed: no-route-target: route targets 65000:4711 imported by no domain "
+        "of this node"
+    )
+    assert row["domains"] == []
+    assert "route targets none" in rows["[2]:[0]:[48]:[0a:00:00:00:01:02]:[32]:[10.3.0.8]"]["state"]
+    done = rows["[2]:[0]:[48]:[0a:00:00:00:01:03]:[32]:[10.3.0.7]"]
+    assert (done["state"], done["domains"], done["vni"]) == ("programmed", ["vrf-300"], "42")
+    text = render("evpn-routes", list(rows.values()))
+    assert "DOMAINS" in text.splitlines()[0]
+    assert any("vrf-300" in line and "10.3.0.7" in line for line in text.splitlines())
