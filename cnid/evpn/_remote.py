@@ -148,15 +148,23 @@ def node_view(
 
 def importing_domains(route_targets: tuple[str, ...], view: NodeView) -> tuple[str, ...]:
     """The domains of this node a route with these targets is imported
-    into (by route target alone; sorted)."""
-    return _importing(route_targets, view.targets)
+    into (by route target alone; sorted). Memoised per view: a fabric's
+    routes carry few distinct sets of targets."""
+    memo = _MEMO.get(id(view.targets))
+    if memo is None or memo[0] is not view.targets:
+        _MEMO.clear()  # one view at a time (a new view replaces the old)
+        memo = _MEMO[id(view.targets)] = (view.targets, {})
+    found = memo[1].get(route_targets)
+    if found is None:
+        if len(memo[1]) >= _MEMO_MAX:
+            memo[1].clear()
+        found = import_domains(_parsed(route_targets), view.targets).domains
+        memo[1][route_targets] = found
+    return found
 
 
-@functools.lru_cache(maxsize=4096)
-def _importing(
-    route_targets: tuple[str, ...], targets: tuple[DomainTargets, ...]
-) -> tuple[str, ...]:
-    return import_domains(_parsed(route_targets), targets).domains
+_MEMO: dict[int, tuple[tuple[DomainTargets, ...], dict[tuple[str, ...], tuple[str, ...]]]] = {}
+_MEMO_MAX = 4096
 
 
 def _parsed(texts: tuple[str, ...]) -> list[RouteTarget]:
