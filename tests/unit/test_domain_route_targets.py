@@ -48,8 +48,9 @@ class Env:
 
 
 @asynccontextmanager
-async def running(*objs: VRFDomain) -> AsyncIterator[Env]:
-    """The controller of node n1, started once ``objs`` are stored."""
+async def running(*objs: VRFDomain, ini: str = "") -> AsyncIterator[Env]:
+    """The controller of node n1 (server.ini ``ini``), started once ``objs``
+    are stored."""
     async with cluster() as (api, client, admin):
         env = Env(api, admin)
         for obj in objs:
@@ -59,7 +60,7 @@ async def running(*objs: VRFDomain) -> AsyncIterator[Env]:
         controller = DomainController(
             client=client,
             node=NODE,
-            default=parse_config("").default.domain(),
+            default=parse_config(ini).default.domain(),
             registry=env.registry,
             pool=AddressPool(MemoryStore(), NODE),
             readiness=Readiness(),
@@ -164,3 +165,18 @@ def test_the_default_domain_of_server_ini_takes_route_targets() -> None:
         parse_config("[default]\nroute_target_derivation = x\n")
     with pytest.raises(ConfigError, match="importRouteTargets: route target '0:1'"):
         parse_config("[default]\nimport_route_targets = 0:1\n")
+
+
+async def test_the_default_domain_is_created_with_the_route_targets_of_server_ini(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ini = "[default]\nimport_route_targets = 65000:42 *:42\nexport_route_targets = 65000:42\n"
+    async with running(ini=ini) as env:
+        await trio.sleep(1)
+        obj = env.api.get_object(CNI_GROUP, "vrfdomains", "vrf-42")
+        assert obj is not None
+        assert obj["spec"]["importRouteTargets"] == ["65000:42", "*:42"]
+        assert obj["spec"]["exportRouteTargets"] == ["65000:42"]
+        assert env.accepted("vrf-42")["status"] == "True"
+        (domain,) = env.registry.all()
+        assert domain.import_route_targets == ("65000:42", "*:42")
