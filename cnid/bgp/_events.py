@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from ..core._route_targets import route_targets_in
 from ._aspath import as_path_numbers
 from ._routes import (
     ESI_ZERO,
@@ -174,11 +175,9 @@ def _communities(attrs: dict[str, Any]) -> Iterator[tuple[int, str]]:
 
 
 def _route_targets(attrs: dict[str, Any]) -> tuple[str, ...]:
-    out = []
-    for _value, text in _communities(attrs):
-        if text.startswith("target:"):
-            out.append(text.removeprefix("target:"))
-    return tuple(out)
+    """The route targets as ``core.RouteTarget`` prints them (from the
+    value: ExaBGP's text drops the 4-octet mark of ``65000L:42``)."""
+    return tuple(str(rt) for rt in route_targets_in(v for v, _ in _communities(attrs)))
 
 
 def _router_mac(attrs: dict[str, Any]) -> str:

@@ -199,8 +199,8 @@ def _route_target(rt: str) -> ExtendedCommunity:
     n = int(number)
     if "." in admin:
         return RouteTargetIPNumber(admin, n)
-    asn = int(admin)
-    if asn < 2**16:
+    asn = int(admin.removesuffix("L"))  # NL: a 4-octet AS however small (RFC 5668)
+    if asn < 2**16 and not admin.endswith("L"):
         return RouteTargetASN2Number(asn, n)
     return RouteTargetASN4Number(asn, n)
 

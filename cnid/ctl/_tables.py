@@ -112,14 +112,14 @@ def _evpn_routes(data: Any) -> str:
             r["nexthop"],
             r["router_mac"] or "-",
             ",".join(r["route_targets"]) or "-",
+            ",".join(r.get("domains", ())) or "-",
             r["from"],
             r["state"],
         ]
         for r in data
     ]
-    return table(
-        ["TYPE", "RD", "ROUTE", "VNI", "NEXTHOP", "ROUTER-MAC", "RT", "FROM", "STATE"], rows
-    )
+    headers = ["TYPE", "RD", "ROUTE", "VNI", "NEXTHOP", "ROUTER-MAC", "RT", "DOMAINS", "FROM"]
+    return table([*headers, "STATE"], rows)
 
 
 def _vrf_routes(data: Any) -> str:

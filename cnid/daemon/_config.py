@@ -112,6 +112,11 @@ class DefaultDomainConfig(msgspec.Struct, frozen=True):
     gc_interval_seconds: int = 300
     fw_interval_seconds: int = 30
     cni_config_dir: str = "/etc/cni/net.d"
+    #: Route targets (issue 14), comma- or space-separated; empty: derived
+    #: by ``route_target_derivation`` (frr: AS:VNI; rfc8365).
+    import_route_targets: str = ""
+    export_route_targets: str = ""
+    route_target_derivation: str = "frr"
 
     def domain(self) -> Domain:
         if self.system_vrf_type not in ("l2vni", "l3vni"):
@@ -131,7 +136,15 @@ class DefaultDomainConfig(msgspec.Struct, frozen=True):
             prefixlen=self.prefixlen,
             ipblocklen=self.ipblocklen,
             attachments=(att,),
+            import_route_targets=_words(self.import_route_targets),
+            export_route_targets=_words(self.export_route_targets),
+            route_target_derivation=self.route_target_derivation,  # type: ignore[arg-type]
         ).validated()
+
+
+def _words(value: str) -> tuple[str, ...]:
+    """``a, b c`` -> ("a", "b", "c")."""
+    return tuple(value.replace(",", " ").split())
 
 
 class LoggingConfig(msgspec.Struct, frozen=True):
@@ -280,6 +293,7 @@ _RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("default", "gc_interval_seconds"): (_between(1, 7 * 86400), "1..604800 seconds"),
     ("default", "fw_interval_seconds"): (_between(1, 86400), "1..86400 seconds"),
     ("default", "cni_config_dir"): (lambda v: v.startswith("/"), "an absolute path"),
+    ("default", "route_target_derivation"): (lambda v: v in ("frr", "rfc8365"), "frr or rfc8365"),
     ("logging", "level"): (lambda v: v.lower() in LOG_LEVELS, ", ".join(LOG_LEVELS)),
     ("readiness", "host"): (
         lambda v: _ip_or_empty(v) or v == "localhost",

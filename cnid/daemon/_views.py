@@ -12,6 +12,7 @@ from ..bgp import EvpnPath, ImetRoute, MacIpRoute, Neighbor, route_type
 from ..core._domains import Domain
 from ..dataplane import vrf_name
 from ..dataplane._tables import table_routes
+from ..evpn import importing_domains
 from ..evpn._controller import EvpnController
 from ..evpn._rib import MAX_PREFIX, STALE
 
@@ -37,7 +38,11 @@ def _vnis(path: EvpnPath) -> str:
     return str(r.vni)
 
 
-def _row(path: EvpnPath, source: str, state: str, originator: str = "") -> dict[str, Any]:
+def _row(
+    path: EvpnPath, source: str, state: str, originator: str = "", domains: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``domains``: the node's domains a received route's targets import it
+    into (none: ``no-route-target``)."""
     return {
         "type": route_type(path.route),
         "rd": path.route.rd,
@@ -49,6 +54,7 @@ def _row(path: EvpnPath, source: str, state: str, originator: str = "") -> dict[
         "from": source,
         "originator": originator,
         "state": state,
+        "domains": list(domains),
     }
 
 
@@ -70,7 +76,8 @@ def evpn_routes(
             state = f"refused: {refused}"
         else:
             state = "stale" if stale else "programmed"
-        rows.append(_row(rp.path, source.removeprefix(STALE), state, rp.originator))
+        domains = importing_domains(rp.path.route_targets, evpn.table.view)
+        rows.append(_row(rp.path, source.removeprefix(STALE), state, rp.originator, domains))
     for source, rp in evpn.table.held():
         rows.append(_row(rp.path, source, f"not programmed: {MAX_PREFIX}", rp.originator))
     rows = [

@@ -47,7 +47,15 @@ from ..dataplane import EvpnRoute as KernelRoute
 from ..ipam import AddressPool
 from ._graceful import GracefulRestart
 from ._installed import Installed, Key, Refusal, Refusals, kernel_batch, route_failed
-from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
+from ._local import (
+    LocalBlock,
+    LocalDomain,
+    LocalPod,
+    LocalState,
+    RdOwner,
+    local_paths,
+    rd_indexes,
+)
 from ._max_prefix import MaxPrefix
 from ._remote import KernelEntry, NodeView, entry_key, node_view
 from ._rib import RouteTable
@@ -133,6 +141,9 @@ class EvpnController:
         self._received_at: list[float] = []
         self._blocks: tuple[LocalBlock, ...] = ()
         self._blocks_version = -1
+        #: The route distinguisher indexes handed out (kept while their VRF
+        #: or VNI exists).
+        self.rd_indexes: dict[RdOwner, int] = {}
         self._full_pass = True
         speaker.subscribe(self._on_event)
 
@@ -184,6 +195,7 @@ class EvpnController:
             self.identity.vtep,
             self.identity.router_id,
             list(by_name.values()),
+            asn=self.identity.asn,
             pods=pods,
             blocks=blocks,
             service_cidrs=self.service_cidrs,
@@ -245,6 +257,8 @@ class EvpnController:
             mac = next((i.mac for i in rec.result.interfaces if i.sandbox), "")
             if mac:
                 pods.append(LocalPod(rec.domain, mac.lower(), rec.address))
+        with contextlib.suppress(CnidError):  # local_paths reports it
+            self.rd_indexes = rd_indexes((ld.domain for ld in domains), self.rd_indexes)
         ident = self.identity
         return LocalState(
             router_id=ident.router_id,
@@ -253,6 +267,7 @@ class EvpnController:
             domains=tuple(domains),
             blocks=self._blocks,
             pods=tuple(pods),
+            rd_indexes=self.rd_indexes,
         )
 
     async def _announce_loop(self) -> None:

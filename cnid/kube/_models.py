@@ -138,6 +138,11 @@ class VRFDomainSpec(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=
     prefixlen: int
     ipblocklen: int
     attachments: list[AttachmentSpec] = []
+    #: Route targets (issue 14): ``ASN:NN``, ``IPv4:NN`` (``*:NN`` for
+    #: import); empty: derived by ``routeTargetDerivation`` (frr | rfc8365).
+    import_route_targets: list[str] = []
+    export_route_targets: list[str] = []
+    route_target_derivation: str = "frr"
 
 
 class DomainNodeStatus(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
