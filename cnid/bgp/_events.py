@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from ..core._route_targets import route_targets_in
+from ._aspath import as_path_numbers
 from ._routes import (
     ESI_ZERO,
     EvpnPath,
@@ -278,6 +279,7 @@ class _Shared(NamedTuple):
     encap_vxlan: bool
     originator: str
     local_pref: int
+    as_path: tuple[int, ...] = ()
 
 
 def _shared(attrs: dict[str, Any]) -> _Shared:
@@ -287,6 +289,7 @@ def _shared(attrs: dict[str, Any]) -> _Shared:
         encap_vxlan=_encap_vxlan(attrs),
         originator=str(attrs.get("originator-id", "") or ""),
         local_pref=int(attrs.get("local-preference", 100) or 100),
+        as_path=as_path_numbers(attrs.get("as-path")),
     )
 
 
@@ -365,5 +368,9 @@ def _received(
         encap_vxlan=shared.encap_vxlan,
     )
     return ReceivedPath(
-        peer=peer, path=path, originator=shared.originator, local_pref=shared.local_pref
+        peer=peer,
+        path=path,
+        originator=shared.originator,
+        local_pref=shared.local_pref,
+        as_path=shared.as_path,
     )

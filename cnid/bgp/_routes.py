@@ -107,6 +107,8 @@ class ReceivedPath(msgspec.Struct, frozen=True):
     path: EvpnPath
     originator: str = ""
     local_pref: int = 100
+    #: The AS_PATH's AS numbers in order (sequences and sets flattened).
+    as_path: tuple[int, ...] = ()
 
 
 # -------------------------------------------------------------- validation

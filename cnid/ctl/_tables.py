@@ -179,6 +179,9 @@ def _bgp_summary(data: Any) -> str:
     rows = [
         [
             p["address"],
+            str(p.get("asn", "")) or "-",
+            p.get("type", "ibgp"),
+            "yes" if p.get("bfd") else "no",
             p["role"],
             p["state"],
             _uptime(p["uptime_seconds"]) if p["uptime_seconds"] else "never",
@@ -191,7 +194,19 @@ def _bgp_summary(data: Any) -> str:
     ]
     lines.append(
         table(
-            ["NEIGHBOR", "ROLE", "STATE", "UP/DOWN", "PFXRCD", "PFXSNT", "FLAPS", "LAST-ERROR"],
+            [
+                "NEIGHBOR",
+                "AS",
+                "TYPE",
+                "BFD",
+                "ROLE",
+                "STATE",
+                "UP/DOWN",
+                "PFXRCD",
+                "PFXSNT",
+                "FLAPS",
+                "LAST-ERROR",
+            ],
             rows,
         )
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..bgp import EvpnPath, ImetRoute, MacIpRoute, route_type
+from ..bgp import EvpnPath, ImetRoute, MacIpRoute, Neighbor, route_type
 from ..core._domains import Domain
 from ..dataplane import vrf_name
 from ..dataplane._tables import table_routes
@@ -100,6 +100,9 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
         peers.append(
             {
                 "address": address,
+                "asn": peer.asn,
+                "type": "ebgp" if peer.ebgp else "ibgp",
+                "bfd": peer.bfd,
                 "role": peer.role,
                 "state": "established" if peer.state == "up" else peer.state,
                 "uptime_seconds": round(now - peer.since, 1) if peer.since else 0.0,
@@ -114,7 +117,7 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
         )
     return {
         "router_id": evpn.identity.router_id,
-        "asn": evpn.identity.asn,
+        "asn": config.asn if config else evpn.identity.asn,
         "local_address": evpn.identity.vtep,
         "speaker": {
             "running": speaker.running,
@@ -126,11 +129,21 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
         "adopting": evpn.adopting,
         "problems": list(evpn.problems),
         "kernel_failures": [list(f) for f in evpn.kernel_failures],
-        "mode": "route-reflector"
-        if config and any(n.role == "route-reflector" for n in config.neighbors)
-        else "full-mesh",
+        "mode": _mode(config.neighbors if config else ()),
         "peers": peers,
     }
+
+
+def _mode(neighbors: tuple[Neighbor, ...]) -> str:
+    """How the node peers: explicit neighbours and/or route reflectors, or
+    the cluster's full mesh."""
+    roles = {n.role for n in neighbors}
+    parts = [
+        name
+        for role, name in (("neighbor", "neighbors"), ("route-reflector", "route-reflector"))
+        if role in roles
+    ]
+    return " + ".join(parts) or "full-mesh"
 
 
 async def vrf_routes(domain: Domain, evpn: EvpnController | None) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from typing import Protocol
 import trio
 
 from .. import dataplane
-from ..bgp import Speaker, SpeakerDown, SpeakerEvent, StateEvent, UpdateEvent
+from ..bgp import SKIP_REASONS, Speaker, SpeakerDown, SpeakerEvent, StateEvent, UpdateEvent
 from ..core._errors import CnidError
 from ..core._journal import Journal
 from ..core._metrics import Metrics
@@ -353,8 +353,12 @@ class EvpnController:
     def _apply_update(self, received_at: float, event: UpdateEvent) -> None:
         table = self.table
         for reason, what in event.skipped:
-            self.metrics.evpn_skipped.labels(reason="malformed").inc()
-            log.warning("EVPN: from %s: %s skipped: %s", event.peer, what, reason)
+            # as-loop (the speaker's): expected (a node's own routes come
+            # back through the rack's other leaf), so not a warning
+            label = reason if reason in SKIP_REASONS else "malformed"
+            self.metrics.evpn_skipped.labels(reason=label).inc()
+            level = logging.DEBUG if label in SKIP_REASONS else logging.WARNING
+            log.log(level, "EVPN: from %s: %s skipped: %s", event.peer, what, reason)
         for rp in event.announced:
             table.announce(event.peer, rp)
         for route in event.withdrawn:

@@ -175,6 +175,7 @@ class FakeRegistry:
 class FakeConfig:
     def __init__(self, neighbors: list[str]) -> None:
         self.neighbors = [type("N", (), {"address": a, "role": "static"})() for a in neighbors]
+        self.asn = 65000
 
 
 class FakeSpeaker:
