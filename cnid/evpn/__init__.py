@@ -15,9 +15,27 @@ controller that runs both (the work zebra does in FRR).
 import ipaddress
 
 from ._controller import EvpnController, EvpnKernel, Identity
-from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_macs, local_paths
+from ._local import (
+    LocalBlock,
+    LocalDomain,
+    LocalPod,
+    LocalState,
+    export_targets,
+    local_macs,
+    local_paths,
+    rd_indexes,
+)
 from ._mobility import Copy, Duplicate, Mobility
-from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries, node_view
+from ._remote import (
+    DomainTarget,
+    KernelEntry,
+    NodeView,
+    Skip,
+    entry_key,
+    importing_domains,
+    kernel_entries,
+    node_view,
+)
 from ._rib import MAX_PREFIX, STALE, RouteTable
 
 
@@ -36,6 +54,7 @@ __all__ = [
     "MAX_PREFIX",
     "STALE",
     "Copy",
+    "DomainTarget",
     "Duplicate",
     "EvpnController",
     "EvpnKernel",
@@ -50,9 +69,12 @@ __all__ = [
     "RouteTable",
     "Skip",
     "entry_key",
+    "export_targets",
+    "importing_domains",
     "kernel_entries",
     "local_macs",
     "local_paths",
     "node_view",
+    "rd_indexes",
     "router_id_for",
 ]

@@ -43,20 +43,21 @@ IP = "10.3.0.9"
 FDB = ("fdb", 300, MAC)
 NEIGH = ("neigh", 300, IP)
 VTEP_A, VTEP_B, VTEP_C = "192.168.77.12", "192.168.77.13", "192.168.77.14"
+RT = "65000:300"  # VRF300's, as FRR derives it
 
 
 def t2(
     vtep: str, seq: int | None = None, *, mac: str = MAC, ip: str = IP, sticky: bool = False
 ) -> EvpnPath:
     route = MacIpRoute(rd=f"{vtep}:300", mac=mac, ip=ip, vni=300)
-    return EvpnPath(route, nexthop=vtep, mac_mobility_seq=seq, sticky=sticky)
+    return EvpnPath(route, nexthop=vtep, route_targets=(RT,), mac_mobility_seq=seq, sticky=sticky)
 
 
 def rx(path: EvpnPath, peer: str = "rr1", originator: str = "") -> ReceivedPath:
     return ReceivedPath(peer=peer, path=path, originator=originator)
 
 
-VIEW = node_view(ME, ME, [VRF300])
+VIEW = node_view(ME, ME, [VRF300], asn=65000)
 
 
 # -- the community on the wire -------------------------------------------------
