@@ -40,11 +40,15 @@ is a MAC move. Three things follow, each FRR's behaviour unless said:
 
 Sequences are not persisted: after a restart of the daemon a local MAC's
 sequence is derived again from the copies received then (highest + 1, or
-none), as FRR's zebra does after its own restart.
+none). Nothing is lost by it: a copy another VTEP still announces is
+outbid again as soon as it is received, and without one the sequence has
+no one to be compared with (the node's own earlier route is replaced by its
+new one: the same RD).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Iterable
@@ -70,6 +74,7 @@ def rank(rp: ReceivedPath, recency: int) -> tuple[int, int, int, int]:
     return (int(path.sticky), seq, 1, -_address(path.nexthop))
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> int:
     try:
         return int(ipaddress.ip_address(text))
