@@ -4,6 +4,7 @@ controller that runs both (the work zebra does in FRR).
 * ``_local``: what this node announces (pure);
 * ``_remote``: what a received route asks of the kernel (pure);
 * ``_rib``: the received routes and the kernel entries they want (pure);
+* ``_mobility``: MAC mobility: sequences, selection, duplicates (pure);
 * ``_graceful``: which received paths outlive their session, and how long;
 * ``_max_prefix``: a per-peer maximum of received prefixes;
 * ``_installed``: what the kernel holds of ours, and what it refused;
@@ -20,9 +21,11 @@ from ._local import (
     LocalPod,
     LocalState,
     export_targets,
+    local_macs,
     local_paths,
     rd_indexes,
 )
+from ._mobility import Copy, Duplicate, Mobility
 from ._remote import (
     DomainTarget,
     KernelEntry,
@@ -50,7 +53,9 @@ def router_id_for(configured: str, vtep: str) -> str:
 __all__ = [
     "MAX_PREFIX",
     "STALE",
+    "Copy",
     "DomainTarget",
+    "Duplicate",
     "EvpnController",
     "EvpnKernel",
     "Identity",
@@ -59,6 +64,7 @@ __all__ = [
     "LocalDomain",
     "LocalPod",
     "LocalState",
+    "Mobility",
     "NodeView",
     "RouteTable",
     "Skip",
@@ -66,6 +72,7 @@ __all__ = [
     "export_targets",
     "importing_domains",
     "kernel_entries",
+    "local_macs",
     "local_paths",
     "node_view",
     "rd_indexes",
