@@ -49,7 +49,8 @@ class PeerKey(msgspec.Struct, frozen=True):
 
 class StateChange(msgspec.Struct, frozen=True):
     """What subscribers get: the session, its old and new state, the local
-    diagnostic, the remote's last diagnostic and C bit."""
+    diagnostic, the remote's last diagnostic and C bit, and the remote's
+    state (AdminDown: RFC 5882 3.2, not a failure)."""
 
     key: PeerKey
     old: State
@@ -57,6 +58,7 @@ class StateChange(msgspec.Struct, frozen=True):
     diag: Diag
     remote_diag: Diag
     remote_cpi: bool
+    remote_state: State = State.DOWN
 
 
 class Counters(msgspec.Struct):
@@ -317,6 +319,7 @@ class BfdService:
             transition.diag,
             session.remote_diag,
             session.remote_cpi,
+            session.remote_state,
         )
         log.info(
             "BFD %s: %s -> %s (%s)",
