@@ -27,9 +27,11 @@ from ._transport import (
     SINGLE_HOP_PORT,
     TTL,
     Datagram,
+    SocketFactory,
     bind_sender,
     open_listener,
     receive,
+    udp_socket,
 )
 
 __all__ = ["BfdService", "Counters", "PeerKey", "PeerStatus", "StateChange"]
@@ -122,8 +124,10 @@ class BfdService:
         rng: random.Random | None = None,
         single_hop_port: int = SINGLE_HOP_PORT,
         multihop_port: int = MULTIHOP_PORT,
+        socket_factory: SocketFactory = udp_socket,
     ) -> None:
         self._rng = rng or random.SystemRandom()
+        self._new_socket = socket_factory
         self._ports = {False: single_hop_port, True: multihop_port}
         self._peers: dict[PeerKey, _Peer] = {}
         self._by_discr: dict[int, _Peer] = {}
@@ -222,7 +226,9 @@ class BfdService:
         if kind not in self._listening and self._nursery is not None:
             await self._nursery.start(self._listen, *kind)
         try:
-            entry.sock = await bind_sender(entry.key.local, entry.key.vrf, self._rng)
+            entry.sock = await bind_sender(
+                entry.key.local, entry.key.vrf, self._rng, self._new_socket
+            )
         except BfdError as exc:
             log.error("%s", exc)
             return
@@ -256,7 +262,7 @@ class BfdService:
             return
         self._listening.add((multihop, vrf))
         try:
-            sock = await open_listener(self._ports[multihop], vrf)
+            sock = await open_listener(self._ports[multihop], vrf, self._new_socket)
         except BfdError:
             self._listening.discard((multihop, vrf))
             raise
