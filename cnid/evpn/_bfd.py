@@ -47,28 +47,28 @@ log = logging.getLogger("cnid.evpn")
 CEASE_BFD_DOWN = 10
 #: How long ExaBGP holds a session down for BFD. BFD Up releases it earlier;
 #: a session that comes up anyway while BFD is down is torn down again.
-HOLD = 3600.0
+BFD_HOLD = 3600.0
 #: How often the loop retries what ExaBGP did not take, and syncs the
 #: packet counters into the metrics.
 TICK = 1.0
 
 
-class Reaction(enum.StrEnum):
+class BfdReaction(enum.StrEnum):
     NONE = "none"
     TEARDOWN = "teardown"  # the session torn down, the routes removed
     ABORT_RESTART = "abort-restart"  # graceful restart aborted: stale routes removed
     KEEP_RESTART = "keep-restart"  # graceful restart goes on: stale routes kept
 
 
-def reaction(change: StateChange, bgp_up: bool) -> Reaction:
+def bfd_reaction(change: StateChange, bgp_up: bool) -> BfdReaction:
     """What a BFD state change does to its BGP neighbour (RFC 5882)."""
     if change.old is not State.UP or change.new is State.UP:
-        return Reaction.NONE  # only a session that was Up can fail
+        return BfdReaction.NONE  # only a session that was Up can fail
     if change.new is State.ADMIN_DOWN or change.remote_state is State.ADMIN_DOWN:
-        return Reaction.NONE  # 3.2: administratively down is no path failure
+        return BfdReaction.NONE  # 3.2: administratively down is no path failure
     if bgp_up:
-        return Reaction.TEARDOWN
-    return Reaction.ABORT_RESTART if change.remote_cpi else Reaction.KEEP_RESTART
+        return BfdReaction.TEARDOWN
+    return BfdReaction.ABORT_RESTART if change.remote_cpi else BfdReaction.KEEP_RESTART
 
 
 def peer_config(interval_ms: int, multiplier: int, multihop: int) -> PeerConfig:
@@ -82,7 +82,7 @@ def peer_config(interval_ms: int, multiplier: int, multihop: int) -> PeerConfig:
     )
 
 
-def wanted_sessions(config: SpeakerConfig | None) -> dict[str, tuple[PeerKey, PeerConfig]]:
+def bfd_sessions(config: SpeakerConfig | None) -> dict[str, tuple[PeerKey, PeerConfig]]:
     """Neighbour address -> its BFD session's key and settings."""
     out: dict[str, tuple[PeerKey, PeerConfig]] = {}
     for n in config.neighbors if config is not None else ():
@@ -108,7 +108,7 @@ class BfdGuard:
         #: Peers held down for BFD, and since when (trio's clock).
         self.held: dict[str, float] = {}
         #: Each peer's last reaction to a BFD failure (the peers' view).
-        self.last_reaction: dict[str, Reaction] = {}
+        self.last_reaction: dict[str, BfdReaction] = {}
         #: Peers held down whose teardown ExaBGP took (since its last start).
         self._torn: set[str] = set()
         #: Peers released whose release ExaBGP has not taken yet.
@@ -122,12 +122,12 @@ class BfdGuard:
     def holds_down(self, peer: str) -> bool:
         return peer in self.held
 
-    def changed(self, change: StateChange, bgp_up: bool, now: float) -> Reaction:
+    def changed(self, change: StateChange, bgp_up: bool, now: float) -> BfdReaction:
         """A BFD state change: the reaction (the controller removes the routes
         for TEARDOWN and ABORT_RESTART)."""
         peer = change.key.peer
         if self.sessions.get(peer) != change.key:
-            return Reaction.NONE  # a session that was just replaced or removed
+            return BfdReaction.NONE  # a session that was just replaced or removed
         self.metrics.bfd_session_state.labels(peer=peer).set(int(change.new))
         if change.old is State.UP:
             self.metrics.bfd_session_flaps.labels(peer=peer).inc()
@@ -137,14 +137,14 @@ class BfdGuard:
                 self._torn.discard(peer)
                 self._to_release.add(peer)
                 self._work.bump()
-            return Reaction.NONE
-        what = reaction(change, bgp_up)
-        if what is Reaction.NONE:
+            return BfdReaction.NONE
+        what = bfd_reaction(change, bgp_up)
+        if what is BfdReaction.NONE:
             return what
         self.last_reaction[peer] = what
         self.held[peer] = now
         self._work.bump()
-        if what is not Reaction.KEEP_RESTART:
+        if what is not BfdReaction.KEEP_RESTART:
             self.metrics.bfd_teardowns.labels(peer=peer).inc()
         log.warning(
             "BFD %s down (%s, remote %s, C bit %s): %s",
@@ -153,9 +153,9 @@ class BfdGuard:
             change.remote_state.name.lower(),
             "set" if change.remote_cpi else "clear",
             {
-                Reaction.TEARDOWN: "BGP session torn down, its routes removed",
-                Reaction.ABORT_RESTART: "its graceful restart aborted, its routes removed",
-                Reaction.KEEP_RESTART: "its graceful restart goes on (C bit clear)",
+                BfdReaction.TEARDOWN: "BGP session torn down, its routes removed",
+                BfdReaction.ABORT_RESTART: "its graceful restart aborted, its routes removed",
+                BfdReaction.KEEP_RESTART: "its graceful restart goes on (C bit clear)",
             }[what],
         )
         return what
@@ -187,7 +187,7 @@ class BfdGuard:
 
     def follow(self, config: SpeakerConfig | None) -> None:
         """A session per neighbour with ``bfd``, the others ended."""
-        wanted = wanted_sessions(config)
+        wanted = bfd_sessions(config)
         for peer, key in list(self.sessions.items()):
             if wanted.get(peer, (None,))[0] != key:
                 self.bfd.remove_peer(key)
@@ -226,7 +226,7 @@ class BfdGuard:
         if not running:
             return
         for peer in sorted(set(self.held) - self._torn):
-            if await speaker.teardown(peer, HOLD, code=CEASE_BFD_DOWN):
+            if await speaker.teardown(peer, BFD_HOLD, code=CEASE_BFD_DOWN):
                 self._torn.add(peer)
         for peer in sorted(self._to_release - set(self.held)):
             if await speaker.release(peer):

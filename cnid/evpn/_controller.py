@@ -59,7 +59,7 @@ from ..core._tenants import DomainRegistry
 from ..dataplane import ApplyResult, KernelEvpn
 from ..dataplane import EvpnRoute as KernelRoute
 from ..ipam import AddressPool
-from ._bfd import BfdGuard, Reaction
+from ._bfd import BfdGuard, BfdReaction
 from ._graceful import GracefulRestart
 from ._installed import Installed, Key, Refusal, Refusals, kernel_batch, route_failed
 from ._local import (
@@ -413,7 +413,7 @@ class EvpnController:
         peer = change.key.peer
         session = self.speaker.peers.get(peer)
         what = self.bfd.changed(change, session is not None and session.state == "up", now)
-        if what in (Reaction.TEARDOWN, Reaction.ABORT_RESTART):
+        if what in (BfdReaction.TEARDOWN, BfdReaction.ABORT_RESTART):
             gone = self.table.drop_source(peer) + self.table.drop_stale(peer)
             self.graceful.forget(peer)
             log.warning("EVPN: BFD to %s down: its %d paths removed", peer, gone)
