@@ -19,9 +19,9 @@ import trio.testing
 
 from cnid.bfd import Counters, Diag, PeerConfig, PeerKey, PeerStatus, State, StateChange
 from cnid.bgp import Neighbor, SpeakerConfig, SpeakerUp
-from cnid.core import DomainLinks, DomainRegistry, Journal, Metrics, Notifier
-from cnid.ctl import ctl_request, render
-from cnid.daemon import bfd_peers
+from cnid.core import DomainLinks, DomainRegistry, Journal, Metrics, Notifier, Readiness
+from cnid.ctl import render
+from cnid.daemon import ControlServer, bfd_peers
 from cnid.evpn import (
     BFD_HOLD,
     CEASE_BFD_DOWN,
@@ -31,6 +31,7 @@ from cnid.evpn import (
     bfd_reaction,
     bfd_sessions,
 )
+from cnid.ipam import AddressPool, MemoryStore
 from testbed.domains import VRF42, VRF300
 from tests.unit.test_evpn_controller import (
     ME,
@@ -410,8 +411,6 @@ async def test_a_restarted_exabgp_is_told_again_and_refusals_are_retried(
 async def test_cnictl_bfd_peers_and_the_packet_metrics(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    assert ctl_request(["bfd", "peers"]) == ("bfd-peers", {})
-    assert ctl_request(["bfd"]) == ("bfd-peers", {})
     node = Node(tmp_path, LEAF)
     async with node.running():
         node.bfd.counters.packets_in, node.bfd.counters.packets_out = 10, 12
@@ -423,7 +422,17 @@ async def test_cnictl_bfd_peers_and_the_packet_metrics(
         node.bfd.counters.packets_in = 15
         await trio.sleep(1.5)
         assert node.metric("cnid_bfd_packets_total", direction="in") == 15
-        data = bfd_peers(node.evpn)
+        server = ControlServer(
+            node="n1",
+            readiness=Readiness(),
+            journal=Journal(tmp_path / "ctl"),
+            pool=AddressPool(MemoryStore(), "n1"),
+            domains=DomainRegistry(VRF42),
+            metrics=node.metrics,
+            evpn=node.evpn,
+        )
+        data = await server.views["bfd-peers"]({})
+        assert data == bfd_peers(node.evpn) and data["counters"]["packets_in"] == 15
         text = render("bfd-peers", msgspec.json.decode(msgspec.json.encode(data)))
     header, row = text.splitlines()[:2]
     assert header.split() == ["PEER", "LOCAL", "TYPE", "STATE", "UPTIME", "TX", "RX", "MULT",
