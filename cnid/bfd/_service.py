@@ -235,7 +235,19 @@ class BfdService:
         with entry.sock, entry.scope:
             if entry.key not in self._peers:
                 entry.runner.stop()
-            await entry.runner.run()
+            try:
+                await entry.runner.run()
+            finally:
+                await self._last_words(entry)
+
+    async def _last_words(self, entry: _Peer) -> None:
+        """The service ends (the daemon stops): one AdminDown packet, so the
+        peer takes no action on its BGP session (RFC 5882 3.2) while the
+        daemon restarts and the BGP speaker, which outlives it, stays up."""
+        if entry.runner.session.admin_down() is None:
+            return  # already AdminDown: removed, and said so
+        with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+            await self._send(entry, entry.runner.session.packet())
 
     async def _send(self, entry: _Peer, packet: ControlPacket) -> None:
         port = self._ports[entry.key.multihop]

@@ -144,7 +144,9 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
                 "flaps": peer.flaps,
                 "last_error": peer.last_error,
                 "held_back": evpn.table.held_count(address),
-                "held_down": address in evpn.held_down,
+                # torn down for its maximum, or for BFD down
+                "held_down": address in evpn.held_down
+                or (evpn.bfd is not None and evpn.bfd.holds_down(address)),
             }
         )
     return {

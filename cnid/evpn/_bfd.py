@@ -103,8 +103,9 @@ class BfdGuard:
         self.bfd = bfd
         self.speaker = speaker
         self.metrics = metrics
-        #: Neighbour address -> its session's key.
+        #: Neighbour address -> its session's key, and its settings.
         self.sessions: dict[str, PeerKey] = {}
+        self._settings: dict[str, PeerConfig] = {}
         #: Peers held down for BFD, and since when (trio's clock).
         self.held: dict[str, float] = {}
         #: Each peer's last reaction to a BFD failure (the peers' view).
@@ -192,6 +193,7 @@ class BfdGuard:
             if wanted.get(peer, (None,))[0] != key:
                 self.bfd.remove_peer(key)
                 del self.sessions[peer]
+                self._settings.pop(peer, None)
                 self.metrics.bfd_session_state.remove(peer)
                 log.info("BFD %s: session ended (not asked for any more)", peer)
                 if self.held.pop(peer, None) is not None:
@@ -199,6 +201,8 @@ class BfdGuard:
                     self._to_release.add(peer)
                     self._work.bump()
         for peer, (key, settings) in wanted.items():
+            if self._settings.get(peer) == settings and peer in self.sessions:
+                continue
             if peer not in self.sessions:
                 log.info(
                     "BFD %s: session from %s (%s, %d ms x %d)",
@@ -209,9 +213,11 @@ class BfdGuard:
                     settings.detect_multiplier,
                 )
                 self.metrics.bfd_session_state.labels(peer=peer).set(int(State.DOWN))
+            # (again: new timers, applied by a Poll Sequence)
             self.sessions[peer] = self.bfd.add_peer(
                 key.peer, local=key.local, vrf=key.vrf, multihop=key.multihop, config=settings
             )
+            self._settings[peer] = settings
 
     async def _send(self) -> None:
         """The teardowns and releases ExaBGP has not taken yet (what it

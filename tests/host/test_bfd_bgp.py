@@ -11,7 +11,9 @@ the 30 s hold time; the session and the routes come back with BFD.
                    hold time 30
 
 The leaf falls silent by an nftables table dropping everything in its
-namespace (no link event on either side), then speaks again.
+namespace (no link event on either side), then speaks again. Last, BFD is
+turned off for the leaf: cnid ends the session with AdminDown and takes no
+action on BGP (FRR 8.4 resets the session on it: docs/evpn.md, "BFD").
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
 from cnid.bgp import Neighbor, SpeakerConfig
 from cnid.ctl import render
-from cnid.daemon import bfd_peers, evpn_routes
+from cnid.daemon import bfd_peers, bgp_summary, evpn_routes
 from testbed.domains import VRF42, VRF300
 from testbed.evpn_node import EvpnNode
 from testbed.frr import FrrRouter, Host, L2Vni, L3Vni, evpn_leaf
@@ -211,6 +214,8 @@ async def test_a_silent_leaf_costs_its_session_and_routes_within_a_second(
             {"up": False},
             5.0,
         )
+        [summary] = bgp_summary(node.evpn)["peers"]
+        assert (summary["address"], summary["held_down"]) == (LEAF, True)
         metrics = node.metrics.render().decode()
         assert f'cnid_bfd_session_state{{peer="{LEAF}"}} 1.0' in metrics
         assert f'cnid_bfd_bgp_teardowns_total{{peer="{LEAF}"}} 1.0' in metrics
@@ -237,5 +242,35 @@ async def test_a_silent_leaf_costs_its_session_and_routes_within_a_second(
         print(f"BFD: leaf back -> its routes in the kernel again in {again:.1f} s")
         await async_wait_for(
             "FRR's BFD session up again", lambda: frr_bfd(leaf), {"status": "up"}, TIMEOUT
+        )
+
+        # BFD turned off for the leaf: the session ends with AdminDown and
+        # cnid takes no action on BGP (RFC 5882 3.2). FRR 8.4 does: it takes
+        # the peer's AdminDown for a failure and resets the session (Cease,
+        # "BFD Down"); the session comes back at once all the same, without BFD.
+        off = msgspec.structs.replace(config(), neighbors=(
+            msgspec.structs.replace(config().neighbors[0], bfd=False),
+        ))  # fmt: skip
+        node.speaker.configure(off)
+        await async_wait_for(
+            "FRR told AdminDown",
+            lambda: frr_bfd(leaf),
+            {"status": "down", "remote-diagnostic": "administratively down"},
+            5.0,
+        )
+        assert bfd_peers(node.evpn)["peers"] == []
+        await trio.sleep(3.0)
+        assert node.evpn.bfd is not None and not node.evpn.bfd.holds_down(LEAF)
+        assert node.metrics.registry.get_sample_value(
+            "cnid_bfd_bgp_teardowns_total", {"peer": LEAF}
+        ) == 1  # not a second time
+        await async_wait_for(
+            "the session without BFD", lambda: established(node), {LEAF: "up"}, TIMEOUT
+        )
+        await async_wait_for(
+            "the leaf's routes, without BFD",
+            lambda: leaf_in_kernel(node),
+            {"route": True, "flood": True},
+            TIMEOUT,
         )
         nursery.cancel_scope.cancel()
