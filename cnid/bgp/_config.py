@@ -23,6 +23,9 @@ import msgspec
 from ..core._errors import ConfigError
 
 FAMILY = "l2vpn evpn"
+#: The routed underlay's family (RFC 7938): the node's VTEP /32 announced,
+#: the other nodes' VTEPs learned (cnid.evpn._underlay).
+UNICAST = "ipv4 unicast"
 PROCESS = "cnid"
 #: The log levels ExaBGP accepts (exabgp.logger.handler.levels); another one
 #: makes it exit at start, over and over.
@@ -136,6 +139,15 @@ class Neighbor(msgspec.Struct, frozen=True, order=True):
     passive: bool = False
     #: Why this neighbour: "mesh:<node>" or "route-reflector".
     role: str = ""
+    # -- the minimum of the eBGP fields (issue 14 plan: owner ebgp) the
+    # routed underlay needs; the ebgp branch's definitions take precedence.
+    #: The neighbour's AS; 0: the node's own (iBGP).
+    asn: int = 0
+    #: The address families of the session, one ``family`` line each.
+    families: tuple[str, ...] = (FAMILY,)
+    #: The node's address for this session (underlay: the node's end of
+    #: the point-to-point link); "": SpeakerConfig.local_address.
+    local_address: str = ""
 
 
 class SpeakerConfig(msgspec.Struct, frozen=True):
@@ -150,6 +162,25 @@ class SpeakerConfig(msgspec.Struct, frozen=True):
     ttl_security: bool = False
     graceful_restart: int = 120
     port: int = 179
+    #: The routed underlay's VTEP address: announced as ``<vtep>/32`` with
+    #: next-hop self to every neighbour with the ``ipv4 unicast`` family
+    #: (a static route of ExaBGP's configuration); "": none.
+    vtep: str = ""
+
+
+def with_underlay(config: SpeakerConfig, vtep: str, local_for: dict[str, str]) -> SpeakerConfig:
+    """The routed underlay on ``config``: every eBGP neighbour (an AS other
+    than the node's) gets the ``ipv4 unicast`` family and, when
+    ``local_for`` knows it (neighbour -> the node's address on the link to
+    it), that local address, which is also the next hop of the VTEP /32."""
+    out = []
+    for n in config.neighbors:
+        if n.asn and n.asn != config.asn:
+            families = n.families if UNICAST in n.families else (*n.families, UNICAST)
+            local = n.local_address or local_for.get(n.address, "")
+            n = msgspec.structs.replace(n, families=families, local_address=local)
+        out.append(n)
+    return msgspec.structs.replace(config, neighbors=tuple(out), vtep=vtep)
 
 
 def mesh_neighbors(local: str, others: dict[str, str]) -> tuple[Neighbor, ...]:
@@ -196,9 +227,9 @@ def render(config: SpeakerConfig, api_socket: str) -> str:
             f"neighbor {n.address} {{",
             f"    description {shlex.quote(n.role or 'peer')};",
             f"    router-id {config.router_id};",
-            f"    local-address {config.local_address};",
+            f"    local-address {n.local_address or config.local_address};",
             f"    local-as {config.asn};",
-            f"    peer-as {config.asn};",
+            f"    peer-as {n.asn or config.asn};",
             f"    hold-time {config.hold_time};",
             f"    passive {'true' if n.passive else 'false'};",
             f"    connect {config.port};",
@@ -210,7 +241,10 @@ def render(config: SpeakerConfig, api_socket: str) -> str:
             lines.append(f'    md5-password "{config.password}";')
         if config.ttl_security:
             lines += ["    outgoing-ttl 255;", "    incoming-ttl 255;"]
-        lines += ["    family {", f"        {FAMILY};", "    }", "    capability {"]
+        lines += ["    family {", *(f"        {f};" for f in n.families), "    }"]
+        if config.vtep and UNICAST in n.families:
+            lines += ["    static {", f"        route {config.vtep}/32 next-hop self;", "    }"]
+        lines.append("    capability {")
         lines.append(
             f"        graceful-restart {config.graceful_restart};"
             if config.graceful_restart

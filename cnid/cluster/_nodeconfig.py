@@ -32,6 +32,8 @@ class NodeSettings(msgspec.Struct, frozen=True):
     route_reflectors: tuple[str, ...] = ()
     host_if: str = ""
     local: str = ""
+    #: spec.underlay.vtepAddress: the routed underlay's VTEP ("": off).
+    vtep_address: str = ""
 
 
 def settings_from(obj: VRFNodeConfig) -> NodeSettings:
@@ -59,7 +61,16 @@ def settings_from(obj: VRFNodeConfig) -> NodeSettings:
                 raise CnidError(
                     f"{name}: interface {host_if} local {local!r} is not an IP address"
                 ) from None
+    vtep = spec.underlay.vtep_address if spec.underlay is not None else ""
+    if spec.underlay is not None:
+        try:
+            ipaddress.IPv4Address(vtep)
+        except ValueError:
+            raise CnidError(
+                f"{name}: underlay.vtepAddress {vtep!r} is not an IPv4 address"
+            ) from None
     return NodeSettings(
+        vtep_address=vtep,
         source=name,
         router_id=spec.router_id,
         route_reflectors=tuple(spec.route_reflectors),

@@ -181,11 +181,19 @@ class NodeInterface(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=
     local: str = ""
 
 
+class UnderlaySpec(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """The routed underlay (RFC 7938): the node's VTEP /32, announced to its
+    eBGP neighbours (owner: the underlay; docs/evpn.md)."""
+
+    vtep_address: str
+
+
 class VRFNodeConfigSpec(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
     node_ref: ObjectRef
     router_id: str = ""
     route_reflectors: list[str] = []
     interfaces: list[NodeInterface] = []
+    underlay: UnderlaySpec | None = None
 
 
 class VRFNodeConfigStatus(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
