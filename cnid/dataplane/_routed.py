@@ -140,9 +140,9 @@ def plan_routes(current: UnderlayRoutes, wanted: UnderlayRoutes) -> list[RouteCh
 
 def _request(change: RouteChange) -> nl.Request:
     net = ipaddress.IPv4Network(change.prefix)
-    head = nl.rtmsg(
-        socket.AF_INET, net.prefixlen, nl.RT_TABLE_MAIN, ROUTE_PROTO_UNDERLAY
-    ) + nl.nla(nl.RTA_DST, net.network_address.packed)
+    head = nl.rtmsg(socket.AF_INET, net.prefixlen, nl.RT_TABLE_MAIN, ROUTE_PROTO_UNDERLAY) + nl.nla(
+        nl.RTA_DST, net.network_address.packed
+    )
     if change.op == "delete":
         return nl.Request(nl.RTM_DELROUTE, 0, head, f"underlay route {change.prefix}")
     gateways = [ipaddress.IPv4Address(h).packed for h in change.nexthops]
@@ -214,4 +214,3 @@ def address_facing(peer: str, addresses: list[str]) -> str:
         if best is None or iface.network.prefixlen > best.network.prefixlen:
             best = iface
     return "" if best is None else str(best.ip)
-

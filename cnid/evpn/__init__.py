@@ -8,6 +8,7 @@ controller that runs both (the work zebra does in FRR).
 * ``_max_prefix``: a per-peer maximum of received prefixes;
 * ``_installed``: what the kernel holds of ours, and what it refused;
 * ``_controller``: the service tying them to the speaker and the kernel;
+* ``_underlay``: the routed underlay (VTEPs in ipv4 unicast, ECMP routes);
 * ``_views``: what ``cnictl bgp summary`` and ``cnictl evpn routes`` show.
 """
 
@@ -17,6 +18,7 @@ from ._controller import EvpnController, EvpnKernel, Identity
 from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
 from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries, node_view
 from ._rib import MAX_PREFIX, STALE, RouteTable
+from ._underlay import UnderlayController, UnderlayPolicy, UnderlayRib
 
 
 def router_id_for(configured: str, vtep: str) -> str:
@@ -44,6 +46,9 @@ __all__ = [
     "NodeView",
     "RouteTable",
     "Skip",
+    "UnderlayController",
+    "UnderlayPolicy",
+    "UnderlayRib",
     "entry_key",
     "kernel_entries",
     "local_paths",
