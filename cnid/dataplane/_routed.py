@@ -37,7 +37,10 @@ UnderlayRoutes = Mapping[str, frozenset[str]]
 
 
 class RouteChange(msgspec.Struct, frozen=True):
-    op: str  # "set" (create or replace) | "delete"
+    #: "add": a prefix we hold no route of, created with NLM_F_EXCL (a route
+    #: of another owner with that key is refused, never replaced); "set":
+    #: our route replaced whole; "delete".
+    op: str
     prefix: str
     nexthops: tuple[str, ...] = ()
 
@@ -123,15 +126,18 @@ async def dump_underlay_routes() -> dict[str, frozenset[str]]:
 
 
 def plan_routes(current: UnderlayRoutes, wanted: UnderlayRoutes) -> list[RouteChange]:
-    """What turns ``current`` into ``wanted``: a route whose next hops
-    change is replaced whole (one message: the kernel never holds the
-    prefix without a route, so no flap); a prefix with no next hop left
-    is deleted. Sorted, so the plan of a state is always the same."""
+    """What turns ``current`` into ``wanted``: a new prefix is added (never
+    over a route of another owner), a route whose next hops change is
+    replaced whole (one message: the kernel never holds the prefix without
+    a route, so no flap), a prefix with no next hop left is deleted.
+    Sorted, so the plan of a state is always the same."""
     out: list[RouteChange] = []
     for prefix in sorted(set(current) | set(wanted)):
         hops = wanted.get(prefix, frozenset())
         if hops:
-            if current.get(prefix) != hops:
+            if prefix not in current:
+                out.append(RouteChange("add", prefix, tuple(sorted(hops))))
+            elif current[prefix] != hops:
                 out.append(RouteChange("set", prefix, tuple(sorted(hops))))
         elif prefix in current:
             out.append(RouteChange("delete", prefix))
@@ -151,7 +157,7 @@ def _request(change: RouteChange) -> nl.Request:
     else:
         hops = b"".join(nl.rtnexthop(0, 0, nl.nla(nl.RTA_GATEWAY, g)) for g in gateways)
         body = head + nl.nla(nl.RTA_MULTIPATH, hops)
-    flags = nl.NLM_F_CREATE | nl.NLM_F_REPLACE
+    flags = nl.NLM_F_CREATE | (nl.NLM_F_EXCL if change.op == "add" else nl.NLM_F_REPLACE)
     return nl.Request(nl.RTM_NEWROUTE, flags, body, f"underlay route {change.prefix}")
 
 

@@ -172,6 +172,9 @@ def test_plan_replaces_whole_routes_and_deletes_empty_ones() -> None:
         dataplane.RouteChange("delete", a),
         dataplane.RouteChange("set", b, (L1, L2)),
     ]
+    assert dataplane.plan_routes({}, {b: frozenset({L1})}) == [
+        dataplane.RouteChange("add", b, (L1,))
+    ]
     assert dataplane.plan_routes(current, dict(current)) == []
     assert dataplane.plan_routes({}, {a: frozenset()}) == []
 
