@@ -1,0 +1,258 @@
+"""The routed underlay against real FRR 8.4 leaves (RFC 7938): a node with
+a point-to-point /31 link to each of two leaves, eBGP to both (each leaf in
+its own AS, ``maximum-paths 4``), a remote VTEP announced by both.
+
+    node (AS 65011, VTEP 10.255.0.11)         far (VTEP 10.255.0.99 on lo;
+      up1 10.1.1.1/31 -- 10.1.1.0/31 l1 (AS 65101) 10.3.1.0/31 -- 10.3.1.1/31   default route
+      up2 10.1.2.1/31 -- 10.1.2.0/31 l2 (AS 65102) 10.3.2.0/31 -- 10.3.2.1/31   ECMP over both)
+
+The leaves announce ``network 10.255.0.99/32`` (a kernel route to far);
+the node runs the real ``Speaker`` (ExaBGP in its namespace) and the real
+``UnderlayController`` and dataplane calls on its namespace. Its VTEP /32 is
+on ``lo`` here, the one departure from the daemon: this kernel has no dummy
+driver (``cnid-vtep`` itself is checked in the VM tier).
+
+Asserted: the node's main table has one route to far's VTEP with both
+leaves as next hops (protocol 151); both leaves learned the node's VTEP
+(``show ip route json``); a ping between the VTEPs; one leaf's bgpd killed:
+the route keeps the other next hop at once and the ping still works; the
+leaf back: both next hops again; the node's control plane restarted (a new
+speaker and controller over the same kernel): the route is adopted and
+never deleted or re-added (``ip monitor route`` sees nothing of it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from cnid import dataplane
+from cnid.bgp import Neighbor, Speaker, SpeakerConfig
+from cnid.core._metrics import Metrics
+from cnid.evpn import UnderlayController, UnderlayPolicy
+from testbed.frr import FrrRouter
+from testbed.jsoncmp import async_wait_for
+from testbed.netlab import Lab, sh, veth
+
+NODE_AS, VTEP, FAR_VTEP = 65011, "10.255.0.11", "10.255.0.99"
+LEAVES = {1: ("10.1.1.0", "10.1.1.1", 65101), 2: ("10.1.2.0", "10.1.2.1", 65102)}
+TIMEOUT = 12.0
+
+
+@dataclass
+class Leaf(FrrRouter):
+    """An FRR leaf: the node as an eBGP peer, far's VTEP as a network."""
+
+    node_address: str = ""
+
+    def bgpd_conf(self) -> str:
+        return f"""hostname {self.name}
+frr defaults datacenter
+router bgp {self.asn}
+ bgp router-id {self.router_id}
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ bgp bestpath as-path multipath-relax
+ timers bgp 1 3
+ neighbor NODES peer-group
+ neighbor NODES remote-as external
+ neighbor NODES timers 1 3
+ neighbor NODES advertisement-interval 0
+ neighbor {self.node_address} peer-group NODES
+ address-family ipv4 unicast
+  network {FAR_VTEP}/32
+  neighbor NODES activate
+  maximum-paths 4
+ exit-address-family
+ address-family l2vpn evpn
+  neighbor NODES activate
+ exit-address-family
+exit
+"""
+
+
+@dataclass
+class Fabric:
+    lab: Lab
+    node: str
+    far: str
+    leaves: dict[int, Leaf]
+
+
+@pytest.fixture(scope="module")
+def fabric() -> Iterator[Fabric]:
+    lab = Lab(f"ul{os.getpid()}")
+    try:
+        node, far = lab.netns("node"), lab.netns("far")
+        sh("ip", "addr", "add", f"{FAR_VTEP}/32", "dev", "lo", ns=far)
+        leaves = {}
+        for i, (leaf_ip, node_ip, asn) in LEAVES.items():
+            ns = lab.netns(f"l{i}")
+            veth(node, f"up{i}", ns, "node0")
+            sh("ip", "addr", "add", f"{node_ip}/31", "dev", f"up{i}", ns=node)
+            sh("ip", "addr", "add", f"{leaf_ip}/31", "dev", "node0", ns=ns)
+            veth(ns, "far0", far, f"up{i}")
+            sh("ip", "addr", "add", f"10.3.{i}.0/31", "dev", "far0", ns=ns)
+            sh("ip", "addr", "add", f"10.3.{i}.1/31", "dev", f"up{i}", ns=far)
+            sh("ip", "route", "add", f"{FAR_VTEP}/32", "via", f"10.3.{i}.1", ns=ns)
+            sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=ns)
+            leaves[i] = lab.add(
+                Leaf(f"l{i}", ns, asn, f"10.0.0.{10 + i}", zebra=True, node_address=node_ip)
+            )
+        sh("ip", "route", "add", "default", "nexthop", "via", "10.3.1.0",
+           "nexthop", "via", "10.3.2.0", ns=far)  # fmt: skip
+        for leaf in leaves.values():
+            leaf.start()
+        fd = os.open(f"/run/netns/{node}", os.O_RDONLY | os.O_CLOEXEC)
+        dataplane.set_node_netns(fd)  # the dataplane's node is the node namespace
+        try:
+            yield Fabric(lab, node, far, leaves)
+        finally:
+            dataplane.set_node_netns(None)
+            os.close(fd)
+    finally:
+        lab.stop()
+
+
+class LoopbackVtep:
+    """The dataplane, with the VTEP /32 on ``lo``: no dummy driver here."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+
+    async def ensure_vtep(self, address: str) -> int:
+        sh("ip", "addr", "replace", f"{address}/32", "dev", "lo", ns=self.ns)
+        return 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(dataplane, name)
+
+
+@asynccontextmanager
+async def cnid_node(
+    fabric: Fabric, tmp: Path, metrics: Metrics
+) -> AsyncIterator[tuple[Speaker, UnderlayController]]:
+    """The node's speaker and underlay controller, as the daemon starts them."""
+    speaker = Speaker(run_dir=tmp, launcher=("ip", "netns", "exec", fabric.node), log_level="INFO")
+    underlay = UnderlayController(
+        speaker=speaker,
+        policy=UnderlayPolicy(vtep=VTEP, asn=NODE_AS),
+        metrics=metrics,
+        kernel=LoopbackVtep(fabric.node),
+        stale_timeout=60,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(speaker.run)
+        await nursery.start(underlay.run)
+        neighbors = tuple(Neighbor(a, asn=asn) for a, _, asn in LEAVES.values())
+        speaker.configure(SpeakerConfig(VTEP, VTEP, NODE_AS, neighbors, hold_time=3))
+        speaker.announce(frozenset())  # what the EVPN controller says: nothing, then End-of-RIB
+        yield speaker, underlay
+        nursery.cancel_scope.cancel()
+
+
+def node_routes(fabric: Fabric) -> dict[str, list[str]]:
+    out = sh("ip", "-j", "route", "show", "proto", "151", ns=fabric.node).stdout
+    found: dict[str, list[str]] = {}
+    for r in json.loads(out):
+        hops = r.get("nexthops") or [r]
+        found[r["dst"]] = sorted(h["gateway"] for h in hops)
+    return found
+
+
+async def routes_probe(fabric: Fabric) -> dict[str, list[str]]:
+    return await trio.to_thread.run_sync(node_routes, fabric)
+
+
+def ping(fabric: Fabric) -> bool:
+    cmd = ["ping", "-c", "1", "-W", "1", "-I", VTEP, FAR_VTEP]
+    return sh(*cmd, ns=fabric.node, check=False).returncode == 0
+
+
+BOTH = {FAR_VTEP: [LEAVES[1][0], LEAVES[2][0]]}
+
+
+def test_ecmp_failover_and_restart_against_frr_leaves(fabric: Fabric, tmp_path: Path) -> None:
+    metrics = Metrics()
+
+    async def main() -> None:
+        async with cnid_node(fabric, tmp_path / "bgp1", metrics):
+            started = trio.current_time()
+            await async_wait_for("both next hops", lambda: routes_probe(fabric), BOTH, TIMEOUT)
+            print(f"ECMP route after {trio.current_time() - started:.2f} s")
+            assert metrics.underlay_routes._value.get() == 1
+            for i, (leaf_ip, node_ip, _) in LEAVES.items():
+                leaf = fabric.leaves[i]
+
+                async def learned(leaf: FrrRouter = leaf) -> Any:
+                    return await trio.to_thread.run_sync(leaf.vtysh_json, "show ip route json")
+
+                want = {
+                    f"{VTEP}/32": [
+                        {"protocol": "bgp", "selected": True, "nexthops": [{"ip": node_ip}]}
+                    ]
+                }
+                await async_wait_for(f"l{i} learned the node's VTEP", learned, want, TIMEOUT)
+            await async_wait_for(
+                "ping between the VTEPs", lambda: trio.to_thread.run_sync(ping, fabric),
+                True, TIMEOUT,
+            )  # fmt: skip
+
+            # one leaf stopped: the other next hop stays, traffic goes on
+            l2 = fabric.leaves[2]
+            os.kill(l2.pids["bgpd"], signal.SIGKILL)
+            killed = trio.current_time()
+            one = {FAR_VTEP: [LEAVES[1][0]]}
+            await async_wait_for("l1's next hop only", lambda: routes_probe(fabric), one, 10)
+            print(f"l2's next hop removed {trio.current_time() - killed:.2f} s after its bgpd died")
+            assert await trio.to_thread.run_sync(ping, fabric)
+            await trio.to_thread.run_sync(l2.restart)
+            await async_wait_for("both next hops again", lambda: routes_probe(fabric), BOTH, 30)
+            assert await trio.to_thread.run_sync(ping, fabric)
+
+        # the control plane restarted: the kernel route adopted, no flap
+        monitor = subprocess.Popen(
+            ["ip", "netns", "exec", fabric.node, "ip", "monitor", "route"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert node_routes(fabric) == BOTH  # left in place by the stop
+            async with cnid_node(fabric, tmp_path / "bgp2", metrics) as (speaker, underlay):
+                assert underlay.adopted == {FAR_VTEP + "/32": frozenset(BOTH[FAR_VTEP])}
+
+                def both_up() -> dict[str, str]:
+                    return {p.address: p.state for p in speaker.peers.values()}
+
+                await async_wait_for(
+                    "sessions", both_up, {a: "up" for a, _, _ in LEAVES.values()}, TIMEOUT
+                )
+                # both leaves' ipv4 unicast End-of-RIB ends the adoption
+                await async_wait_for("adoption over", lambda: underlay.adopted, {}, TIMEOUT)
+                assert underlay.installed == {FAR_VTEP + "/32": frozenset(BOTH[FAR_VTEP])}
+                assert underlay.errors == {}
+                assert await routes_probe(fabric) == BOTH
+                assert await trio.to_thread.run_sync(ping, fabric)
+            # the monitor does see route changes of the node
+            sh("ip", "route", "add", "10.77.0.0/24", "via", LEAVES[1][0], ns=fabric.node)
+            await trio.sleep(0.5)
+        finally:
+            monitor.send_signal(signal.SIGTERM)
+            events, _ = monitor.communicate(timeout=5)
+        assert "10.77.0.0/24" in events
+        assert FAR_VTEP not in events, f"the route flapped across the restart:\n{events}"
+        sh("ip", "route", "del", "10.77.0.0/24", ns=fabric.node)
+
+    begin = time.monotonic()
+    trio.run(main)
+    print(f"whole scenario {time.monotonic() - begin:.1f} s")
