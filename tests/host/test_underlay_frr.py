@@ -192,7 +192,7 @@ def test_ecmp_failover_and_restart_against_frr_leaves(fabric: Fabric, tmp_path: 
             await async_wait_for("both next hops", lambda: routes_probe(fabric), BOTH, TIMEOUT)
             print(f"ECMP route after {trio.current_time() - started:.2f} s")
             assert metrics.underlay_routes._value.get() == 1
-            for i, (leaf_ip, node_ip, _) in LEAVES.items():
+            for i, (_, node_ip, _) in LEAVES.items():
                 leaf = fabric.leaves[i]
 
                 async def learned(leaf: FrrRouter = leaf) -> Any:
