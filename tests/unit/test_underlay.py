@@ -381,3 +381,53 @@ async def test_adoption_ends_at_the_stale_timeout_and_refusals_are_counted(
         assert ctl.errors == {"10.255.0.77/32": "Network is unreachable"}
         assert metrics.underlay_skipped.labels("kernel-refused")._value.get() == 1
         nursery.cancel_scope.cancel()
+
+
+async def test_cnictl_underlay_routes(
+    autojump_clock: trio.testing.MockClock, tmp_path: Any
+) -> None:
+    from cnid.core import CnidError, DomainRegistry, Journal, Readiness
+    from cnid.ctl import ctl_request, render
+    from cnid.daemon._config import DefaultDomainConfig
+    from cnid.daemon._control import ControlServer
+    from cnid.ipam import AddressPool, MemoryStore
+
+    assert ctl_request(["underlay", "routes"]) == ("underlay-routes", {})
+    kernel = FakeKernel({"10.255.0.50/32": frozenset({L1})})
+    ctl = UnderlayController(speaker=FakeSpeaker(), policy=UnderlayPolicy(vtep=VTEP), kernel=kernel)
+    server = ControlServer(
+        node="n1",
+        readiness=Readiness(),
+        journal=Journal(tmp_path / "state"),
+        pool=AddressPool(MemoryStore(), "n1"),
+        domains=DomainRegistry(DefaultDomainConfig().domain()),
+        metrics=Metrics(),
+    )
+    with pytest.raises(CnidError, match="no routed underlay"):
+        await server.views["underlay-routes"]({})
+    server.underlay = ctl
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ctl.run)
+        ctl._event(unicast(L1, UnicastPath(FAR, L1), UnicastPath("0.0.0.0/0", L1)))
+        ctl._event(unicast(L2, UnicastPath(FAR, L2)))
+        await trio.sleep(1)
+        data = await server.views["underlay-routes"]({})
+        nursery.cancel_scope.cancel()
+    assert data["vtep"] == VTEP and data["routes"] == 2 and data["adopting"]
+    assert data["skipped"] == {"default-route": 1}
+    assert data["entries"] == [
+        {"prefix": FAR, "nexthops": [L1, L2], "neighbors": [L1, L2], "installed": [L1, L2]},
+        {
+            "prefix": "10.255.0.50/32",
+            "nexthops": [L1],
+            "neighbors": [],
+            "installed": [L1],
+            "adopted": True,
+        },
+    ]
+    text = render("underlay-routes", data)
+    assert text.splitlines()[0] == (
+        f"VTEP {VTEP}: 2 routes in the main table; skipped: default-route 1"
+    )
+    assert any(line.split()[:4] == [FAR, L1, f"{L1},{L2}", "yes"] for line in text.splitlines())
+    assert any(line.split() == [L2, "yes"] for line in text.splitlines())
