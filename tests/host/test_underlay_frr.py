@@ -1,24 +1,28 @@
 """The routed underlay against real FRR 8.4 leaves (RFC 7938): a node with
 a point-to-point /31 link to each of two leaves, eBGP to both (each leaf in
-its own AS, ``maximum-paths 4``), a remote VTEP announced by both.
+its own AS, ``maximum-paths 4``), a remote VTEP announced through both.
 
-    node (AS 65011, VTEP 10.255.0.11)         far (VTEP 10.255.0.99 on lo;
-      up1 10.1.1.1/31 -- 10.1.1.0/31 l1 (AS 65101) 10.3.1.0/31 -- 10.3.1.1/31   default route
-      up2 10.1.2.1/31 -- 10.1.2.0/31 l2 (AS 65102) 10.3.2.0/31 -- 10.3.2.1/31   ECMP over both)
+    node (AS 65011, VTEP 10.255.0.11)                       spine (AS 65000,
+      up1 10.1.1.1/31 -- 10.1.1.0/31 l1 (AS 65101) 10.3.1.0/31 -- 10.3.1.1/31   remote VTEP
+      up2 10.1.2.1/31 -- 10.1.2.0/31 l2 (AS 65102) 10.3.2.0/31 -- 10.3.2.1/31   10.255.0.99 on lo)
 
-The leaves announce ``network 10.255.0.99/32`` (a kernel route to far);
-the node runs the real ``Speaker`` (ExaBGP in its namespace) and the real
+All FRR 8.4 (zebra + bgpd), eBGP everywhere. The spine announces
+``network 10.255.0.99/32`` (a second VTEP), which reaches the node through
+both leaves, and learns the node's VTEP through both (ECMP there too, so the
+return path follows the leaves' sessions like the node's does). The node
+runs the real ``Speaker`` (ExaBGP in its namespace) and the real
 ``UnderlayController`` and dataplane calls on its namespace. Its VTEP /32 is
 on ``lo`` here, the one departure from the daemon: this kernel has no dummy
 driver (``cnid-vtep`` itself is checked in the VM tier).
 
-Asserted: the node's main table has one route to far's VTEP with both
+Asserted: the node's main table has one route to the spine's VTEP with both
 leaves as next hops (protocol 151); both leaves learned the node's VTEP
 (``show ip route json``); a ping between the VTEPs; one leaf's bgpd killed:
 the route keeps the other next hop at once and the ping still works; the
-leaf back: both next hops again; the node's control plane restarted (a new
-speaker and controller over the same kernel): the route is adopted and
-never deleted or re-added (``ip monitor route`` sees nothing of it).
+leaf back: both next hops again; the other leaf's link cut: the same; the
+node's control plane restarted (a new speaker and controller over the same
+kernel): the route is adopted and never deleted or re-added (``ip monitor
+route`` sees nothing of it).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,73 +55,78 @@ TIMEOUT = 12.0
 
 
 @dataclass
-class Leaf(FrrRouter):
-    """An FRR leaf: the node as an eBGP peer, far's VTEP as a network."""
+class Router(FrrRouter):
+    """An FRR leaf or spine of an RFC 7938 fabric: eBGP peers by group
+    (``remote-as external``), ``maximum-paths 4``, ``multipath-relax``."""
 
-    node_address: str = ""
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    networks_v4: list[str] = field(default_factory=list)
 
     def bgpd_conf(self) -> str:
-        return f"""hostname {self.name}
-frr defaults datacenter
-router bgp {self.asn}
- bgp router-id {self.router_id}
- no bgp ebgp-requires-policy
- no bgp network import-check
- bgp bestpath as-path multipath-relax
- timers bgp 1 3
- neighbor NODES peer-group
- neighbor NODES remote-as external
- neighbor NODES timers 1 3
- neighbor NODES advertisement-interval 0
- neighbor {self.node_address} peer-group NODES
- address-family ipv4 unicast
-  network {FAR_VTEP}/32
-  neighbor NODES activate
-  maximum-paths 4
- exit-address-family
- address-family l2vpn evpn
-  neighbor NODES activate
- exit-address-family
-exit
-"""
+        lines = [
+            f"hostname {self.name}",
+            "frr defaults datacenter",
+            f"router bgp {self.asn}",
+            f" bgp router-id {self.router_id}",
+            " no bgp ebgp-requires-policy",
+            " bgp bestpath as-path multipath-relax",
+            " timers bgp 1 3",
+        ]
+        for group, peers in self.groups.items():
+            lines += [
+                f" neighbor {group} peer-group",
+                f" neighbor {group} remote-as external",
+                f" neighbor {group} timers 1 3",
+                f" neighbor {group} advertisement-interval 0",
+                *(f" neighbor {p} peer-group {group}" for p in peers),
+            ]
+        lines += [" address-family ipv4 unicast"]
+        lines += [f"  network {n}" for n in self.networks_v4]
+        lines += [f"  neighbor {g} activate" for g in self.groups]
+        lines += ["  maximum-paths 4", " exit-address-family"]
+        if "NODES" in self.groups:
+            lines += [" address-family l2vpn evpn", "  neighbor NODES activate"]
+            lines += [" exit-address-family"]
+        return "\n".join([*lines, "exit", ""])
 
 
 @dataclass
 class Fabric:
     lab: Lab
     node: str
-    far: str
-    leaves: dict[int, Leaf]
+    spine: str
+    leaves: dict[int, Router]
 
 
 @pytest.fixture(scope="module")
 def fabric() -> Iterator[Fabric]:
     lab = Lab(f"ul{os.getpid()}")
     try:
-        node, far = lab.netns("node"), lab.netns("far")
-        sh("ip", "addr", "add", f"{FAR_VTEP}/32", "dev", "lo", ns=far)
+        node, spine_ns = lab.netns("node"), lab.netns("spine")
+        sh("ip", "addr", "add", f"{FAR_VTEP}/32", "dev", "lo", ns=spine_ns)
         leaves = {}
         for i, (leaf_ip, node_ip, asn) in LEAVES.items():
             ns = lab.netns(f"l{i}")
             veth(node, f"up{i}", ns, "node0")
             sh("ip", "addr", "add", f"{node_ip}/31", "dev", f"up{i}", ns=node)
             sh("ip", "addr", "add", f"{leaf_ip}/31", "dev", "node0", ns=ns)
-            veth(ns, "far0", far, f"up{i}")
-            sh("ip", "addr", "add", f"10.3.{i}.0/31", "dev", "far0", ns=ns)
-            sh("ip", "addr", "add", f"10.3.{i}.1/31", "dev", f"up{i}", ns=far)
-            sh("ip", "route", "add", f"{FAR_VTEP}/32", "via", f"10.3.{i}.1", ns=ns)
+            veth(ns, "spine0", spine_ns, f"leaf{i}")
+            sh("ip", "addr", "add", f"10.3.{i}.0/31", "dev", "spine0", ns=ns)
+            sh("ip", "addr", "add", f"10.3.{i}.1/31", "dev", f"leaf{i}", ns=spine_ns)
             sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=ns)
-            leaves[i] = lab.add(
-                Leaf(f"l{i}", ns, asn, f"10.0.0.{10 + i}", zebra=True, node_address=node_ip)
-            )
-        sh("ip", "route", "add", "default", "nexthop", "via", "10.3.1.0",
-           "nexthop", "via", "10.3.2.0", ns=far)  # fmt: skip
-        for leaf in leaves.values():
-            leaf.start()
+            groups = {"NODES": [node_ip], "SPINES": [f"10.3.{i}.1"]}
+            leaves[i] = lab.add(Router(f"l{i}", ns, asn, f"10.0.0.{10 + i}", zebra=True,
+                                       groups=groups))  # fmt: skip
+        spine = lab.add(
+            Router("spine", spine_ns, 65000, "10.0.0.1", zebra=True,
+                   groups={"LEAVES": ["10.3.1.0", "10.3.2.0"]}, networks_v4=[f"{FAR_VTEP}/32"])
+        )  # fmt: skip
+        for router in (spine, *leaves.values()):
+            router.start()
         fd = os.open(f"/run/netns/{node}", os.O_RDONLY | os.O_CLOEXEC)
         dataplane.set_node_netns(fd)  # the dataplane's node is the node namespace
         try:
-            yield Fabric(lab, node, far, leaves)
+            yield Fabric(lab, node, spine_ns, leaves)
         finally:
             dataplane.set_node_netns(None)
             os.close(fd)
@@ -183,13 +192,35 @@ def ping(fabric: Fabric) -> bool:
 BOTH = {FAR_VTEP: [LEAVES[1][0], LEAVES[2][0]]}
 
 
+async def wait_routes(what: str, expected: dict[str, list[str]], timeout: float) -> None:
+    """The node's routes of protocol 151 become exactly ``expected``."""
+    fabric = fabric_of_test[0]
+    await async_wait_for(what, lambda: routes_probe(fabric), expected, timeout, 0.02,
+                         exact_lists=True)  # fmt: skip
+    assert node_routes(fabric) == expected
+
+
+async def wait_ping(since: float, what: str) -> None:
+    """The VTEPs reach each other again (the node's side changed at once; the
+    spine's return path is FRR's to converge)."""
+    await async_wait_for(
+        "ping between the VTEPs", lambda: trio.to_thread.run_sync(ping, fabric_of_test[0]),
+        True, 10, 0.05,
+    )  # fmt: skip
+    print(f"ping through the other leaf {trio.current_time() - since:.2f} s after {what}")
+
+
+fabric_of_test: list[Fabric] = []
+
+
 def test_ecmp_failover_and_restart_against_frr_leaves(fabric: Fabric, tmp_path: Path) -> None:
     metrics = Metrics()
+    fabric_of_test[:] = [fabric]
 
     async def main() -> None:
         async with cnid_node(fabric, tmp_path / "bgp1", metrics):
             started = trio.current_time()
-            await async_wait_for("both next hops", lambda: routes_probe(fabric), BOTH, TIMEOUT)
+            await wait_routes("both next hops", BOTH, TIMEOUT)
             print(f"ECMP route after {trio.current_time() - started:.2f} s")
             assert metrics.underlay_routes._value.get() == 1
             for i, (_, node_ip, _) in LEAVES.items():
@@ -214,11 +245,25 @@ def test_ecmp_failover_and_restart_against_frr_leaves(fabric: Fabric, tmp_path: 
             os.kill(l2.pids["bgpd"], signal.SIGKILL)
             killed = trio.current_time()
             one = {FAR_VTEP: [LEAVES[1][0]]}
-            await async_wait_for("l1's next hop only", lambda: routes_probe(fabric), one, 10)
+            await wait_routes("l1's next hop only", one, 10)
             print(f"l2's next hop removed {trio.current_time() - killed:.2f} s after its bgpd died")
-            assert await trio.to_thread.run_sync(ping, fabric)
+            await wait_ping(killed, "l2's bgpd died")
             await trio.to_thread.run_sync(l2.restart)
-            await async_wait_for("both next hops again", lambda: routes_probe(fabric), BOTH, 30)
+            await wait_routes("both next hops again", BOTH, 30)
+            assert await trio.to_thread.run_sync(ping, fabric)
+
+            # l1's link cut in its namespace (no TCP reset: the hold timer, 3 s here)
+            l1 = fabric.leaves[1]
+            sh("ip", "link", "set", "node0", "down", ns=l1.netns)
+            cut = trio.current_time()
+            two = {FAR_VTEP: [LEAVES[2][0]]}
+            await wait_routes("l2's next hop only", two, 10)
+            print(
+                f"l1's next hop removed {trio.current_time() - cut:.2f} s after its link went down"
+            )
+            await wait_ping(cut, "l1's link went down")
+            sh("ip", "link", "set", "node0", "up", ns=l1.netns)
+            await wait_routes("both next hops at last", BOTH, 30)
             assert await trio.to_thread.run_sync(ping, fabric)
 
         # the control plane restarted: the kernel route adopted, no flap
