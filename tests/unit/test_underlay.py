@@ -431,3 +431,37 @@ async def test_cnictl_underlay_routes(
     )
     assert any(line.split()[:4] == [FAR, L1, f"{L1},{L2}", "yes"] for line in text.splitlines())
     assert any(line.split() == [L2, "yes"] for line in text.splitlines())
+
+
+def test_vrfnodeconfig_underlay() -> None:
+    import msgspec
+
+    from cnid.cluster import node_address
+    from cnid.cluster._nodeconfig import settings_from
+    from cnid.core import CnidError
+    from cnid.kube import Node, VRFNodeConfig
+    from cnid.kube._models import NodeAddress, NodeStatus, ObjectMeta
+
+    def config(vtep: str) -> VRFNodeConfig:
+        raw = {
+            "apiVersion": "cni.pyroute2.org/v1",
+            "kind": "VRFNodeConfig",
+            "metadata": {"name": "a-cfg"},
+            "spec": {
+                "nodeRef": {"name": "a"},
+                "interfaces": [{"name": "eth0", "local": "192.168.0.1"}],
+                "underlay": {"vtepAddress": vtep},
+            },
+        }
+        return msgspec.convert(raw, VRFNodeConfig)
+
+    good = config(VTEP)
+    assert settings_from(good).vtep_address == VTEP
+    node = Node(
+        metadata=ObjectMeta(name="a"),
+        status=NodeStatus(addresses=[NodeAddress(type="InternalIP", address="192.168.0.1")]),
+    )
+    assert node_address(node, [good]) == VTEP  # the mesh reaches a node at its VTEP
+    with pytest.raises(CnidError, match="underlay.vtepAddress '10.0.0.300'"):
+        settings_from(config("10.0.0.300"))
+    assert msgspec.to_builtins(good.spec)["underlay"] == {"vtepAddress": VTEP}
