@@ -43,7 +43,7 @@ import trio
 
 from cnid import dataplane
 from cnid.bgp import Neighbor, Speaker, SpeakerConfig
-from cnid.core._metrics import Metrics
+from cnid.core import Metrics
 from cnid.evpn import UnderlayController, UnderlayPolicy
 from testbed.frr import FrrRouter
 from testbed.jsoncmp import async_wait_for
