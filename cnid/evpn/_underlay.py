@@ -17,7 +17,10 @@ the other nodes' VTEPs learned from them and installed with ECMP.
   session that goes down takes its next hops out at once. Adopted routes
   stay (merged with what is learned, so nothing flaps) until every
   neighbour of the family has sent its End-of-RIB or ``stale_timeout``
-  passed; then what was not learned again is removed.
+  passed; then what was not learned again is removed. Every
+  ``REPAIR_INTERVAL`` the kernel's routes of ours are read again, so a route
+  someone deleted or changed is written back; a pass the kernel fails is
+  retried with backoff (``reconcile_forever``).
 * ``adjust`` (installed as the speaker's ``adjust``): the ``ipv4 unicast``
   family, the local address facing each eBGP neighbour and the VTEP route
   in ExaBGP's configuration.
@@ -39,6 +42,8 @@ from ..bgp import SpeakerConfig, SpeakerDown, UnicastPath, UpdateEvent, with_und
 from ..bgp._config import UNICAST
 from ..bgp._events import StateEvent
 from ..core._metrics import Metrics
+from ..core._notify import Notifier
+from ..core._reconcile import Backoff, reconcile_forever
 
 log = logging.getLogger("cnid.underlay")
 
@@ -54,6 +59,9 @@ SKIP_BAD_NEXTHOP = "bad-nexthop"
 SKIP_MAX_ROUTES = "max-routes"
 SKIP_MALFORMED = "malformed"
 SKIP_KERNEL = "kernel-refused"
+
+#: How often the kernel's routes of ours are read again (drift repaired).
+REPAIR_INTERVAL = 30.0
 
 _RESERVED = tuple(ipaddress.IPv4Network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "240.0.0.0/4"))
 _LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")
@@ -269,7 +277,9 @@ class UnderlayController:
         #: Routes of a previous run kept until the neighbours re-sent theirs.
         self.adopted: dict[str, frozenset[str]] = {}
         self._eor: set[str] = set()
-        self._changed = trio.Event()
+        self._work = Notifier()
+        self._deadline = 0.0
+        self._next_repair = 0.0
         self.errors: dict[str, str] = {}
         self.applied = 0
 
@@ -322,18 +332,18 @@ class UnderlayController:
                     )
             if update.eor:
                 self._eor.add(event.peer)
-            self._changed.set()
+            self._work.bump()
         elif isinstance(event, StateEvent):
             if event.state == "down":
                 if self.rib.drop_peer(event.peer):
                     log.info("underlay: BGP peer %s down: its next hops removed", event.peer)
                 self._eor.discard(event.peer)
-                self._changed.set()
+                self._work.bump()
         elif isinstance(event, SpeakerDown):
             for peer in list(self.rib._by_peer):
                 self.rib.drop_peer(peer)
             self._eor.clear()
-            self._changed.set()
+            self._work.bump()
 
     # -- the service ---------------------------------------------------------------
 
@@ -352,21 +362,33 @@ class UnderlayController:
         self.speaker.subscribe(self._event)
         self.speaker.reconfigure()
         self._publish()
+        self._deadline = trio.current_time() + self.stale_timeout
+        self._next_repair = trio.current_time() + REPAIR_INTERVAL
         task_status.started()
-        deadline = trio.current_time() + self.stale_timeout
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_addresses)
-            while True:
-                with trio.move_on_at(deadline if self.adopted else float("inf")):
-                    await self._changed.wait()
-                self._changed = trio.Event()
-                if self.adopted and (
-                    trio.current_time() >= deadline
-                    or (self._unicast_peers() and self._unicast_peers() <= self._eor)
-                ):
-                    log.info("underlay: adoption over; routes not learned again are removed")
-                    self.adopted = {}
-                await self._apply()
+            await reconcile_forever(
+                self._pass,
+                name="underlay: routes",
+                interval=1.0,  # the adoption's end and the repair are timers
+                changes=(self._work,),
+                backoff=Backoff(1.0, 30.0, jitter=False),
+                logger=log,
+            )
+
+    async def _pass(self) -> None:
+        now = trio.current_time()
+        if self.adopted and (
+            now >= self._deadline or (self._unicast_peers() and self._unicast_peers() <= self._eor)
+        ):
+            log.info("underlay: adoption over; routes not learned again are removed")
+            self.adopted = {}
+        if now >= self._next_repair:
+            # what the kernel holds of ours, read again: a route someone
+            # deleted (or changed) is written back
+            self._next_repair = now + REPAIR_INTERVAL
+            self.installed = dict(await self.kernel.dump_underlay_routes())
+        await self._apply()
 
     async def _apply(self) -> None:
         wanted = self.wanted()

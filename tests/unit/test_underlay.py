@@ -237,6 +237,7 @@ class FakeKernel:
         self.vteps: list[str] = []
         self.changes: list[dataplane.RouteChange] = []
         self.refuse: set[str] = set()
+        self.check_record = True
 
     async def ensure_vtep(self, address: str) -> int:
         self.vteps.append(address)
@@ -251,14 +252,16 @@ class FakeKernel:
     async def apply_underlay_routes(
         self, wanted: Mapping[str, frozenset[str]], current: Mapping[str, frozenset[str]] | None
     ) -> dataplane.RoutesApplied:
-        assert current == self.routes  # the controller's record is the kernel's
-        changes = dataplane.plan_routes(self.routes, wanted)
+        if self.check_record:
+            assert current == self.routes  # the controller's record is the kernel's
+        base = self.routes if current is None else dict(current)
+        changes = dataplane.plan_routes(base, wanted)
         errors = []
         for c in changes:
             if c.prefix in self.refuse:
                 errors.append((c.prefix, "Network is unreachable"))
             elif c.op == "delete":
-                del self.routes[c.prefix]
+                self.routes.pop(c.prefix, None)
             else:
                 self.routes[c.prefix] = frozenset(c.nexthops)
         self.changes += changes
@@ -461,3 +464,20 @@ def test_vrfnodeconfig_underlay() -> None:
     with pytest.raises(CnidError, match=r"underlay\.vtepAddress '10\.0\.0\.300'"):
         settings_from(config("10.0.0.300"))
     assert msgspec.to_builtins(good.spec)["underlay"] == {"vtepAddress": VTEP}
+
+
+async def test_drift_is_repaired(autojump_clock: trio.testing.MockClock) -> None:
+    kernel, speaker = FakeKernel(), FakeSpeaker()
+    ctl = UnderlayController(speaker=speaker, policy=UnderlayPolicy(vtep=VTEP), kernel=kernel)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ctl.run)
+        speaker.emit(unicast(L1, UnicastPath(FAR, L1)))
+        await trio.sleep(1)
+        assert kernel.routes == {FAR: frozenset({L1})}
+        kernel.routes.clear()  # someone deleted our route
+        kernel.check_record = False
+        await trio.sleep(20)
+        assert kernel.routes == {}  # not noticed yet
+        await trio.sleep(11)
+        assert kernel.routes == {FAR: frozenset({L1})}
+        nursery.cancel_scope.cancel()
