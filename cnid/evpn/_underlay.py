@@ -392,6 +392,9 @@ class UnderlayController:
 
     async def _apply(self) -> None:
         wanted = self.wanted()
+        if not dataplane.plan_routes(self.installed, wanted):
+            self._publish()
+            return  # nothing to write: no worker thread
         result = await self.kernel.apply_underlay_routes(wanted, self.installed)
         failed = dict(result.errors)
         for change in result.changes:
