@@ -17,7 +17,7 @@ driver (``cnid-vtep`` itself is checked in the VM tier).
 
 Asserted: the node's main table has one route to the spine's VTEP with both
 leaves as next hops (protocol 151); both leaves learned the node's VTEP
-(``show ip route json``); a ping between the VTEPs; one leaf's bgpd killed:
+(``show ip route json``) and its ipv4 unicast End-of-RIB; a ping between the VTEPs; one leaf's bgpd killed:
 the route keeps the other next hop at once and the ping still works; the
 leaf back: both next hops again; the other leaf's link cut: the same; the
 node's control plane restarted (a new speaker and controller over the same
@@ -235,6 +235,14 @@ def test_ecmp_failover_and_restart_against_frr_leaves(fabric: Fabric, tmp_path: 
                     ]
                 }
                 await async_wait_for(f"l{i} learned the node's VTEP", learned, want, TIMEOUT)
+
+                async def neighbor(leaf: FrrRouter = leaf, node_ip: str = node_ip) -> Any:
+                    command = f"show bgp neighbors {node_ip} json"
+                    return await trio.to_thread.run_sync(leaf.vtysh_json, command)
+
+                # the node's End-of-RIB covers ipv4 unicast (manual-eor: ours to send)
+                eor = {node_ip: {"gracefulRestartInfo": {"endOfRibRecv": {"ipv4Unicast": True}}}}
+                await async_wait_for(f"l{i} got the node's End-of-RIB", neighbor, eor, TIMEOUT)
             await async_wait_for(
                 "ping between the VTEPs", lambda: trio.to_thread.run_sync(ping, fabric),
                 True, TIMEOUT,
