@@ -17,12 +17,13 @@ driver (``cnid-vtep`` itself is checked in the VM tier).
 
 Asserted: the node's main table has one route to the spine's VTEP with both
 leaves as next hops (protocol 151); both leaves learned the node's VTEP
-(``show ip route json``) and its ipv4 unicast End-of-RIB; a ping between
-the VTEPs; one leaf's bgpd killed: the route keeps the other next hop at once and the ping still works; the
-leaf back: both next hops again; the other leaf's link cut: the same; the
-node's control plane restarted (a new speaker and controller over the same
-kernel): the route is adopted and never deleted or re-added (``ip monitor
-route`` sees nothing of it).
+(``show ip route json``) and got its ipv4 unicast End-of-RIB; a ping between
+the VTEPs; one leaf's bgpd killed: the route keeps the other next hop at
+once and the pings go on; the leaf back: both next hops again; the other
+leaf's link cut: the same, after the hold time; the node's control plane
+restarted (a new speaker and controller over the same kernel): the route is
+adopted and never deleted or re-added (``ip monitor route`` sees nothing of
+it).
 """
 
 from __future__ import annotations
