@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -205,6 +204,10 @@ class UnderlayRib:
     def wanted(self) -> dict[str, frozenset[str]]:
         return {p: frozenset(h.values()) for p, h in self.paths.items()}
 
+    def peers(self) -> list[str]:
+        """The neighbours with paths."""
+        return [p for p, prefixes in self._by_peer.items() if prefixes]
+
     def entries(self) -> list[dict[str, Any]]:
         """``cnictl underlay routes``: prefix, next hops, neighbours."""
         return [
@@ -260,7 +263,7 @@ class UnderlayController:
         speaker: _Speaker,
         policy: UnderlayPolicy,
         metrics: Metrics | None = None,
-        kernel: UnderlayKernel | Any = dataplane,
+        kernel: UnderlayKernel = dataplane,
         stale_timeout: float = 120.0,
         refresh: float = 10.0,
         pod_prefixes: Callable[[], Iterable[str]] | None = None,
@@ -340,7 +343,7 @@ class UnderlayController:
                 self._eor.discard(event.peer)
                 self._work.bump()
         elif isinstance(event, SpeakerDown):
-            for peer in list(self.rib._by_peer):
+            for peer in self.rib.peers():
                 self.rib.drop_peer(peer)
             self._eor.clear()
             self._work.bump()
@@ -465,5 +468,4 @@ class UnderlayController:
             "routes": len(self.installed),
             "adopting": bool(self.adopted),
             "skipped": dict(sorted(self.rib.skipped.items())),
-            "at": time.time(),
         }

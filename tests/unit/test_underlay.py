@@ -19,6 +19,7 @@ from cnid.bgp import (
     SpeakerDown,
     StateEvent,
     UnicastPath,
+    UnicastUpdate,
     UpdateEvent,
     decode_line,
     render,
@@ -292,9 +293,9 @@ class FakeSpeaker:
 FAR = "10.255.0.99/32"
 
 
-def unicast(peer: str, *paths: UnicastPath, withdrawn: tuple[str, ...] = (), eor: bool = False):  # type: ignore[no-untyped-def]
-    from cnid.bgp import UnicastUpdate
-
+def unicast(
+    peer: str, *paths: UnicastPath, withdrawn: tuple[str, ...] = (), eor: bool = False
+) -> UpdateEvent:
     return UpdateEvent(peer, unicast=UnicastUpdate(paths, withdrawn, eor=eor))
 
 
