@@ -148,6 +148,9 @@ class Neighbor(msgspec.Struct, frozen=True, order=True):
     #: The node's address for this session (underlay: the node's end of
     #: the point-to-point link); "": SpeakerConfig.local_address.
     local_address: str = ""
+    #: FRR's allowas-in: how often the node's own AS may be in a received
+    #: path (nodes of a rack sharing one AS behind the rack's leaves).
+    allow_as_in: int = 0
 
 
 class SpeakerConfig(msgspec.Struct, frozen=True):

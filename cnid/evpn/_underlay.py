@@ -297,6 +297,9 @@ class UnderlayController:
     # -- the speaker's configuration -------------------------------------------
 
     def adjust(self, config: SpeakerConfig) -> SpeakerConfig:
+        allow = {n.address: n.allow_as_in for n in config.neighbors if n.allow_as_in}
+        if allow != dict(self.policy.allow_as_in):
+            self.rib.policy = msgspec.structs.replace(self.policy, allow_as_in=allow)
         connected = list(self.policy.connected)
         local_for = {
             n.address: dataplane.address_facing(n.address, connected)
@@ -400,6 +403,8 @@ class UnderlayController:
             return  # nothing to write: no worker thread
         result = await self.kernel.apply_underlay_routes(wanted, self.installed)
         failed = dict(result.errors)
+        for prefix in [p for p in self.errors if p not in wanted]:
+            del self.errors[prefix]  # no longer wanted: nothing refused
         for change in result.changes:
             if change.prefix in failed:
                 continue

@@ -482,3 +482,24 @@ async def test_drift_is_repaired(autojump_clock: trio.testing.MockClock) -> None
         await trio.sleep(11)
         assert kernel.routes == {FAR: frozenset({L1})}
         nursery.cancel_scope.cancel()
+
+
+async def test_allow_as_in_comes_from_the_neighbours(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kernel, speaker = FakeKernel(), FakeSpeaker()
+    speaker.source = SpeakerConfig(
+        VTEP, VTEP, 65011, (Neighbor(L1, asn=65101, allow_as_in=1), Neighbor(L2, asn=65102))
+    )
+    ctl = UnderlayController(
+        speaker=speaker, policy=UnderlayPolicy(vtep=VTEP, asn=65011), kernel=kernel
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ctl.run)
+        same_rack = "10.255.0.12/32"  # another node of the rack, in the node's own AS
+        speaker.emit(unicast(L1, UnicastPath(same_rack, L1, (65101, 65011))))
+        speaker.emit(unicast(L2, UnicastPath(same_rack, L2, (65102, 65011))))
+        await trio.sleep(1)
+        assert kernel.routes == {same_rack: frozenset({L1})}
+        assert ctl.rib.skipped == {"as-loop": 1}
+        nursery.cancel_scope.cancel()
