@@ -8,17 +8,22 @@
 * ``_unicast``: its ipv4 unicast updates (the routed underlay);
 * ``_api``: the daemon's end of the API connection;
 * ``_config``: server.ini's [bgp] section, neighbours, ExaBGP's config;
+* ``_aspath``: AS_PATH loop detection (ExaBGP has none);
 * ``_speaker``: the supervised ExaBGP process and announcement sync.
 """
 
 from typing import TYPE_CHECKING
 
+from ._aspath import AS_LOOP, SKIP_REASONS, as_path_numbers, drop_loops, loops
 from ._config import (
     BgpOptions,
     Neighbor,
+    NeighborOptions,
     SpeakerConfig,
+    check_neighbor,
     environment,
     mesh_neighbors,
+    password_problem,
     reflector_neighbors,
     render,
     static_neighbors,
@@ -74,7 +79,9 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AS_LOOP",
     "ESI_ZERO",
+    "SKIP_REASONS",
     "Ack",
     "AckEvent",
     "BgpEvent",
@@ -85,6 +92,7 @@ __all__ = [
     "ImetRoute",
     "MacIpRoute",
     "Neighbor",
+    "NeighborOptions",
     "NotificationEvent",
     "PeerStatus",
     "PrefixRoute",
@@ -100,12 +108,17 @@ __all__ = [
     "UnicastUpdate",
     "UpdateEvent",
     "ack_line",
+    "as_path_numbers",
+    "check_neighbor",
     "check_path",
     "decode_command",
     "decode_line",
+    "drop_loops",
     "encode_command",
     "environment",
+    "loops",
     "mesh_neighbors",
+    "password_problem",
     "reflector_neighbors",
     "render",
     "route_type",

@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from ..core._route_targets import route_targets_in
+from ._aspath import as_path_numbers
 from ._routes import (
     ESI_ZERO,
     EvpnPath,
@@ -182,11 +184,9 @@ def _communities(attrs: dict[str, Any]) -> Iterator[tuple[int, str]]:
 
 
 def _route_targets(attrs: dict[str, Any]) -> tuple[str, ...]:
-    out = []
-    for _value, text in _communities(attrs):
-        if text.startswith("target:"):
-            out.append(text.removeprefix("target:"))
-    return tuple(out)
+    """The route targets as ``core.RouteTarget`` prints them (from the
+    value: ExaBGP's text drops the 4-octet mark of ``65000L:42``)."""
+    return tuple(str(rt) for rt in route_targets_in(v for v, _ in _communities(attrs)))
 
 
 def _router_mac(attrs: dict[str, Any]) -> str:
@@ -288,6 +288,7 @@ class _Shared(NamedTuple):
     encap_vxlan: bool
     originator: str
     local_pref: int
+    as_path: tuple[int, ...] = ()
 
 
 def _shared(attrs: dict[str, Any]) -> _Shared:
@@ -297,6 +298,7 @@ def _shared(attrs: dict[str, Any]) -> _Shared:
         encap_vxlan=_encap_vxlan(attrs),
         originator=str(attrs.get("originator-id", "") or ""),
         local_pref=int(attrs.get("local-preference", 100) or 100),
+        as_path=as_path_numbers(attrs.get("as-path")),
     )
 
 
@@ -375,5 +377,9 @@ def _received(
         encap_vxlan=shared.encap_vxlan,
     )
     return ReceivedPath(
-        peer=peer, path=path, originator=shared.originator, local_pref=shared.local_pref
+        peer=peer,
+        path=path,
+        originator=shared.originator,
+        local_pref=shared.local_pref,
+        as_path=shared.as_path,
     )

@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 from exabgp.bgp.message import Action
+from exabgp.bgp.message.refresh import RouteRefresh
 from exabgp.bgp.message.update.attribute import Attributes, NextHop
 from exabgp.bgp.message.update.attribute.community.extended import (
     ExtendedCommunities,
@@ -198,8 +199,8 @@ def _route_target(rt: str) -> ExtendedCommunity:
     n = int(number)
     if "." in admin:
         return RouteTargetIPNumber(admin, n)
-    asn = int(admin)
-    if asn < 2**16:
+    asn = int(admin.removesuffix("L"))  # NL: a 4-octet AS however small (RFC 5668)
+    if asn < 2**16 and not admin.endswith("L"):
         return RouteTargetASN2Number(asn, n)
     return RouteTargetASN4Number(asn, n)
 
@@ -319,6 +320,11 @@ def execute(reactor: Any, service: str, command: Command) -> Ack:
             if until is not None:
                 peer._delay._time = until  # not connected now: no connect attempt either
         return Ack(command.id, True, done=len(keys))
+    if command.op == "refresh":  # ROUTE-REFRESH (RFC 2918): the peer sends everything again
+        peers = _peers(reactor, service, command.peers, established=True)
+        if peers:
+            reactor.configuration.inject_refresh(peers, [RouteRefresh(AFI.l2vpn, SAFI.evpn)])
+        return Ack(command.id, True, done=len(peers))
     if command.op == "eor":
         peers = _peers(reactor, service, command.peers, established=True)
         if peers:

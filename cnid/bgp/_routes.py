@@ -107,6 +107,8 @@ class ReceivedPath(msgspec.Struct, frozen=True):
     path: EvpnPath
     originator: str = ""
     local_pref: int = 100
+    #: The AS_PATH's AS numbers in order (sequences and sets flattened).
+    as_path: tuple[int, ...] = ()
 
 
 # -------------------------------------------------------------- validation
@@ -122,9 +124,9 @@ def check_rd(rd: str) -> None:
         ipaddress.IPv4Address(admin)
         if n >= 2**16:
             raise ValueError(f"route distinguisher {rd!r}: number over 65535")
-    elif admin.isdigit():
-        asn = int(admin)
-        if not (asn < 2**16 and n < 2**32) and not (asn < 2**32 and n < 2**16):
+    elif admin.removesuffix("L").isdigit():  # NL: a 4-octet AS (RFC 5668)
+        asn, as4 = int(admin.removesuffix("L")), admin.endswith("L")
+        if not (asn < 2**16 and n < 2**32 and not as4) and not (asn < 2**32 and n < 2**16):
             raise ValueError(f"route distinguisher {rd!r} does not fit 8 octets")
     else:
         raise ValueError(f"route distinguisher {rd!r}: bad administrator")

@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         "--allocations", action="store_true", help="every allocated address and its holder"
     )
     bgp = sub.add_parser("bgp", help="BGP (what vtysh's show bgp l2vpn evpn summary showed)")
-    bgp.add_argument("what", choices=["summary"])
+    bgp.add_argument("what", choices=["summary"], nargs="?", default="summary")
     evpn = sub.add_parser("evpn", help="EVPN routes, local and received (show bgp l2vpn evpn)")
     evpn.add_argument("what", choices=["routes"])
     evpn.add_argument("--type", type=int, choices=[2, 3, 5], help="only routes of this type")

@@ -112,14 +112,14 @@ def _evpn_routes(data: Any) -> str:
             r["nexthop"],
             r["router_mac"] or "-",
             ",".join(r["route_targets"]) or "-",
+            ",".join(r.get("domains", ())) or "-",
             r["from"],
             r["state"],
         ]
         for r in data
     ]
-    return table(
-        ["TYPE", "RD", "ROUTE", "VNI", "NEXTHOP", "ROUTER-MAC", "RT", "FROM", "STATE"], rows
-    )
+    headers = ["TYPE", "RD", "ROUTE", "VNI", "NEXTHOP", "ROUTER-MAC", "RT", "DOMAINS", "FROM"]
+    return table([*headers, "STATE"], rows)
 
 
 def _vrf_routes(data: Any) -> str:
@@ -202,6 +202,9 @@ def _bgp_summary(data: Any) -> str:
     rows = [
         [
             p["address"],
+            str(p.get("asn", "")) or "-",
+            p.get("type", "ibgp"),
+            "yes" if p.get("bfd") else "no",
             p["role"],
             p["state"],
             _uptime(p["uptime_seconds"]) if p["uptime_seconds"] else "never",
@@ -214,7 +217,19 @@ def _bgp_summary(data: Any) -> str:
     ]
     lines.append(
         table(
-            ["NEIGHBOR", "ROLE", "STATE", "UP/DOWN", "PFXRCD", "PFXSNT", "FLAPS", "LAST-ERROR"],
+            [
+                "NEIGHBOR",
+                "AS",
+                "TYPE",
+                "BFD",
+                "ROLE",
+                "STATE",
+                "UP/DOWN",
+                "PFXRCD",
+                "PFXSNT",
+                "FLAPS",
+                "LAST-ERROR",
+            ],
             rows,
         )
     )

@@ -292,7 +292,7 @@ class Daemon:
         self.startup.mark("speaker")
         evpn = EvpnController(
             speaker=speaker,
-            identity=Identity(router_id, opts.asn, underlay.address),
+            identity=Identity(router_id, settings.asn or opts.asn, underlay.address),
             registry=self.domains,
             journal=self.journal,
             pool=self.pool,
@@ -336,7 +336,7 @@ class Daemon:
             nodeconfig=member.nodeconfig if member else None,
         )
         await nursery.start(peering.run)
-        log.info("node %s: BGP router-id %s, AS %d", self.node, router_id, opts.asn)
+        log.info("node %s: BGP router-id %s, AS %d", self.node, router_id, evpn.identity.asn)
         return evpn
 
 

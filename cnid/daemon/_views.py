@@ -8,10 +8,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..bgp import EvpnPath, ImetRoute, MacIpRoute, route_type
+from ..bgp import EvpnPath, ImetRoute, MacIpRoute, Neighbor, route_type
 from ..core._domains import Domain
 from ..dataplane import vrf_name
 from ..dataplane._tables import table_routes
+from ..evpn import importing_domains
 from ..evpn._controller import EvpnController
 from ..evpn._rib import MAX_PREFIX, STALE
 
@@ -37,7 +38,11 @@ def _vnis(path: EvpnPath) -> str:
     return str(r.vni)
 
 
-def _row(path: EvpnPath, source: str, state: str, originator: str = "") -> dict[str, Any]:
+def _row(
+    path: EvpnPath, source: str, state: str, originator: str = "", domains: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``domains``: the node's domains a received route's targets import it
+    into (none: ``no-route-target``)."""
     return {
         "type": route_type(path.route),
         "rd": path.route.rd,
@@ -49,6 +54,7 @@ def _row(path: EvpnPath, source: str, state: str, originator: str = "") -> dict[
         "from": source,
         "originator": originator,
         "state": state,
+        "domains": list(domains),
     }
 
 
@@ -70,7 +76,8 @@ def evpn_routes(
             state = f"refused: {refused}"
         else:
             state = "stale" if stale else "programmed"
-        rows.append(_row(rp.path, source.removeprefix(STALE), state, rp.originator))
+        domains = importing_domains(rp.path.route_targets, evpn.table.view)
+        rows.append(_row(rp.path, source.removeprefix(STALE), state, rp.originator, domains))
     for source, rp in evpn.table.held():
         rows.append(_row(rp.path, source, f"not programmed: {MAX_PREFIX}", rp.originator))
     rows = [
@@ -93,6 +100,9 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
         peers.append(
             {
                 "address": address,
+                "asn": peer.asn,
+                "type": "ebgp" if peer.ebgp else "ibgp",
+                "bfd": peer.bfd,
                 "role": peer.role,
                 "state": "established" if peer.state == "up" else peer.state,
                 "uptime_seconds": round(now - peer.since, 1) if peer.since else 0.0,
@@ -107,7 +117,7 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
         )
     return {
         "router_id": evpn.identity.router_id,
-        "asn": evpn.identity.asn,
+        "asn": config.asn if config else evpn.identity.asn,
         "local_address": evpn.identity.vtep,
         "speaker": {
             "running": speaker.running,
@@ -119,11 +129,21 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
         "adopting": evpn.adopting,
         "problems": list(evpn.problems),
         "kernel_failures": [list(f) for f in evpn.kernel_failures],
-        "mode": "route-reflector"
-        if config and any(n.role == "route-reflector" for n in config.neighbors)
-        else "full-mesh",
+        "mode": _mode(config.neighbors if config else ()),
         "peers": peers,
     }
+
+
+def _mode(neighbors: tuple[Neighbor, ...]) -> str:
+    """How the node peers: explicit neighbours and/or route reflectors, or
+    the cluster's full mesh."""
+    roles = {n.role for n in neighbors}
+    parts = [
+        name
+        for role, name in (("neighbor", "neighbors"), ("route-reflector", "route-reflector"))
+        if role in roles
+    ]
+    return " + ".join(parts) or "full-mesh"
 
 
 async def vrf_routes(domain: Domain, evpn: EvpnController | None) -> dict[str, Any]:

@@ -15,8 +15,25 @@ controller that runs both (the work zebra does in FRR).
 import ipaddress
 
 from ._controller import EvpnController, EvpnKernel, Identity
-from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
-from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries, node_view
+from ._local import (
+    LocalBlock,
+    LocalDomain,
+    LocalPod,
+    LocalState,
+    export_targets,
+    local_paths,
+    rd_indexes,
+)
+from ._remote import (
+    DomainTarget,
+    KernelEntry,
+    NodeView,
+    Skip,
+    entry_key,
+    importing_domains,
+    kernel_entries,
+    node_view,
+)
 from ._rib import MAX_PREFIX, STALE, RouteTable
 from ._underlay import UnderlayController, UnderlayPolicy, UnderlayRib
 
@@ -35,6 +52,7 @@ def router_id_for(configured: str, vtep: str) -> str:
 __all__ = [
     "MAX_PREFIX",
     "STALE",
+    "DomainTarget",
     "EvpnController",
     "EvpnKernel",
     "Identity",
@@ -50,8 +68,11 @@ __all__ = [
     "UnderlayPolicy",
     "UnderlayRib",
     "entry_key",
+    "export_targets",
+    "importing_domains",
     "kernel_entries",
     "local_paths",
     "node_view",
+    "rd_indexes",
     "router_id_for",
 ]

@@ -35,7 +35,7 @@ from typing import Protocol
 import trio
 
 from .. import dataplane
-from ..bgp import Speaker, SpeakerDown, SpeakerEvent, StateEvent, UpdateEvent
+from ..bgp import SKIP_REASONS, Speaker, SpeakerDown, SpeakerEvent, StateEvent, UpdateEvent
 from ..core._errors import CnidError
 from ..core._journal import Journal
 from ..core._metrics import Metrics
@@ -47,7 +47,15 @@ from ..dataplane import EvpnRoute as KernelRoute
 from ..ipam import AddressPool
 from ._graceful import GracefulRestart
 from ._installed import Installed, Key, Refusal, Refusals, kernel_batch, route_failed
-from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
+from ._local import (
+    LocalBlock,
+    LocalDomain,
+    LocalPod,
+    LocalState,
+    RdOwner,
+    local_paths,
+    rd_indexes,
+)
 from ._max_prefix import MaxPrefix
 from ._remote import KernelEntry, NodeView, entry_key, node_view
 from ._rib import RouteTable
@@ -133,6 +141,9 @@ class EvpnController:
         self._received_at: list[float] = []
         self._blocks: tuple[LocalBlock, ...] = ()
         self._blocks_version = -1
+        #: The route distinguisher indexes handed out (kept while their VRF
+        #: or VNI exists).
+        self.rd_indexes: dict[RdOwner, int] = {}
         self._full_pass = True
         speaker.subscribe(self._on_event)
 
@@ -184,6 +195,7 @@ class EvpnController:
             self.identity.vtep,
             self.identity.router_id,
             list(by_name.values()),
+            asn=self.identity.asn,
             pods=pods,
             blocks=blocks,
             service_cidrs=self.service_cidrs,
@@ -245,6 +257,8 @@ class EvpnController:
             mac = next((i.mac for i in rec.result.interfaces if i.sandbox), "")
             if mac:
                 pods.append(LocalPod(rec.domain, mac.lower(), rec.address))
+        with contextlib.suppress(CnidError):  # local_paths reports it
+            self.rd_indexes = rd_indexes((ld.domain for ld in domains), self.rd_indexes)
         ident = self.identity
         return LocalState(
             router_id=ident.router_id,
@@ -253,6 +267,7 @@ class EvpnController:
             domains=tuple(domains),
             blocks=self._blocks,
             pods=tuple(pods),
+            rd_indexes=self.rd_indexes,
         )
 
     async def _announce_loop(self) -> None:
@@ -338,8 +353,12 @@ class EvpnController:
     def _apply_update(self, received_at: float, event: UpdateEvent) -> None:
         table = self.table
         for reason, what in event.skipped:
-            self.metrics.evpn_skipped.labels(reason="malformed").inc()
-            log.warning("EVPN: from %s: %s skipped: %s", event.peer, what, reason)
+            # as-loop (the speaker's): expected (a node's own routes come
+            # back through the rack's other leaf), so not a warning
+            label = reason if reason in SKIP_REASONS else "malformed"
+            self.metrics.evpn_skipped.labels(reason=label).inc()
+            level = logging.DEBUG if label in SKIP_REASONS else logging.WARNING
+            log.log(level, "EVPN: from %s: %s skipped: %s", event.peer, what, reason)
         for rp in event.announced:
             table.announce(event.peer, rp)
         for route in event.withdrawn:
