@@ -22,6 +22,8 @@ from typing import Any
 
 import msgspec
 
+from ._aspath import as_path_numbers
+
 UNICAST = "ipv4 unicast"
 
 
@@ -37,22 +39,6 @@ class UnicastUpdate(msgspec.Struct, frozen=True):
     #: (reason, what) per route not usable.
     skipped: tuple[tuple[str, str], ...] = ()
     eor: bool = False
-
-
-def _as_path(attrs: dict[str, Any]) -> tuple[int, ...]:
-    path = attrs.get("as-path") or ()
-    out: list[int] = []
-    if isinstance(path, dict):  # segments: {"0": {"element": "as-sequence", "value": [...]}}
-        for seg in path.values():
-            values = seg.get("value", ()) if isinstance(seg, dict) else ()
-            out += [int(a) for a in values if isinstance(a, int)]
-        return tuple(out)
-    for item in path if isinstance(path, list) else ():
-        if isinstance(item, int):
-            out.append(item)
-        elif isinstance(item, list):  # an AS_SET: ExaBGP writes it as a nested list
-            out += [int(a) for a in item if isinstance(a, int)]
-    return tuple(out)
 
 
 def _prefix(nlri: Any) -> str:
@@ -72,7 +58,7 @@ def decode_unicast(update: dict[str, Any]) -> UnicastUpdate | None:
     if announce is None and withdraw is None:
         return None
     attrs = update.get("attribute") or {}
-    as_path = _as_path(attrs) if isinstance(attrs, dict) else ()
+    as_path = as_path_numbers(attrs.get("as-path")) if isinstance(attrs, dict) else ()
     announced: list[UnicastPath] = []
     withdrawn: list[str] = []
     skipped: list[tuple[str, str]] = []

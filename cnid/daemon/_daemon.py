@@ -314,7 +314,7 @@ class Daemon:
                 speaker=speaker,
                 policy=UnderlayPolicy(
                     vtep=vtep,
-                    asn=opts.asn,
+                    asn=settings.asn or opts.asn,
                     accept_default=ucfg.accept_default,
                     max_routes=ucfg.max_routes,
                 ),

@@ -37,7 +37,15 @@ import msgspec
 import trio
 
 from .. import dataplane
-from ..bgp import SpeakerConfig, SpeakerDown, UnicastPath, UpdateEvent, with_underlay
+from ..bgp import (
+    AS_LOOP,
+    SpeakerConfig,
+    SpeakerDown,
+    UnicastPath,
+    UpdateEvent,
+    loops,
+    with_underlay,
+)
 from ..bgp._config import UNICAST
 from ..bgp._events import StateEvent
 from ..core._metrics import Metrics
@@ -53,7 +61,7 @@ SKIP_LINK_LOCAL = "link-local"
 SKIP_MULTICAST = "multicast"
 SKIP_RESERVED = "reserved"
 SKIP_CONNECTED = "connected"
-SKIP_AS_LOOP = "as-loop"
+SKIP_AS_LOOP = AS_LOOP  # the speaker's reason for EVPN paths, the same rule
 SKIP_BAD_NEXTHOP = "bad-nexthop"
 SKIP_MAX_ROUTES = "max-routes"
 SKIP_MALFORMED = "malformed"
@@ -127,7 +135,7 @@ def refusal(policy: UnderlayPolicy, peer: str, path: UnicastPath) -> str | None:
         or any(hop in r for r in _RESERVED)
     ):
         return SKIP_BAD_NEXTHOP
-    if policy.asn and path.as_path.count(policy.asn) > policy.allow_as_in.get(peer, 0):
+    if policy.asn and loops(path.as_path, policy.asn, policy.allow_as_in.get(peer, 0)):
         return SKIP_AS_LOOP
     return None
 
@@ -297,9 +305,14 @@ class UnderlayController:
     # -- the speaker's configuration -------------------------------------------
 
     def adjust(self, config: SpeakerConfig) -> SpeakerConfig:
+        """The speaker's configuration with the underlay; the node's AS and
+        each neighbour's ``allow_as_in`` taken from it for the as-loop rule
+        (the same as the speaker's for EVPN paths)."""
         allow = {n.address: n.allow_as_in for n in config.neighbors if n.allow_as_in}
-        if allow != dict(self.policy.allow_as_in):
-            self.rib.policy = msgspec.structs.replace(self.policy, allow_as_in=allow)
+        if allow != dict(self.policy.allow_as_in) or config.asn != self.policy.asn:
+            self.rib.policy = msgspec.structs.replace(
+                self.policy, asn=config.asn, allow_as_in=allow
+            )
         connected = list(self.policy.connected)
         local_for = {
             n.address: dataplane.address_facing(n.address, connected)
