@@ -1,19 +1,11 @@
 """The routed underlay against real FRR 8.4 leaves (RFC 7938): a node with
 a point-to-point /31 link to each of two leaves, eBGP to both (each leaf in
-its own AS, ``maximum-paths 4``), a remote VTEP announced through both.
-
-    node (AS 65011, VTEP 10.255.0.11)                       spine (AS 65000,
-      up1 10.1.1.1/31 -- 10.1.1.0/31 l1 (AS 65101) 10.3.1.0/31 -- 10.3.1.1/31   remote VTEP
-      up2 10.1.2.1/31 -- 10.1.2.0/31 l2 (AS 65102) 10.3.2.0/31 -- 10.3.2.1/31   10.255.0.99 on lo)
-
-All FRR 8.4 (zebra + bgpd), eBGP everywhere. The spine announces
-``network 10.255.0.99/32`` (a second VTEP), which reaches the node through
-both leaves, and learns the node's VTEP through both (ECMP there too, so the
-return path follows the leaves' sessions like the node's does). The node
-runs the real ``Speaker`` (ExaBGP in its namespace) and the real
-``UnderlayController`` and dataplane calls on its namespace. Its VTEP /32 is
-on ``lo`` here, the one departure from the daemon: this kernel has no dummy
-driver (``cnid-vtep`` itself is checked in the VM tier).
+its own AS, ``maximum-paths 4``), a spine's VTEP announced through both
+(testbed/underlay.py draws the fabric). The node runs the real ``Speaker``
+(ExaBGP in its namespace) and the real ``UnderlayController`` and
+dataplane calls on its namespace. Its VTEP /32 is on ``lo`` here, the one
+departure from the daemon: this kernel has no dummy driver (``cnid-vtep``
+and the whole daemon are checked in the VM tier).
 
 Asserted: the node's main table has one route to the spine's VTEP with both
 leaves as next hops (protocol 151); both leaves learned the node's VTEP
@@ -28,14 +20,13 @@ it).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,86 +39,34 @@ from cnid.core import Metrics
 from cnid.evpn import UnderlayController, UnderlayPolicy
 from testbed.frr import FrrRouter
 from testbed.jsoncmp import async_wait_for
-from testbed.netlab import Lab, sh, veth
+from testbed.netlab import Lab, sh
+from testbed.underlay import FAR_VTEP, LEAVES, Router, UnderlayFabric, underlay_fabric
 
-NODE_AS, VTEP, FAR_VTEP = 65011, "10.255.0.11", "10.255.0.99"
-LEAVES = {1: ("10.1.1.0", "10.1.1.1", 65101), 2: ("10.1.2.0", "10.1.2.1", 65102)}
+NODE_AS, VTEP = 65011, "10.255.0.11"
 TIMEOUT = 12.0
-
-
-@dataclass
-class Router(FrrRouter):
-    """An FRR leaf or spine of an RFC 7938 fabric: eBGP peers by group
-    (``remote-as external``), ``maximum-paths 4``, ``multipath-relax``."""
-
-    groups: dict[str, list[str]] = field(default_factory=dict)
-    networks_v4: list[str] = field(default_factory=list)
-
-    def bgpd_conf(self) -> str:
-        lines = [
-            f"hostname {self.name}",
-            "frr defaults datacenter",
-            f"router bgp {self.asn}",
-            f" bgp router-id {self.router_id}",
-            " no bgp ebgp-requires-policy",
-            " bgp bestpath as-path multipath-relax",
-            " timers bgp 1 3",
-        ]
-        for group, peers in self.groups.items():
-            lines += [
-                f" neighbor {group} peer-group",
-                f" neighbor {group} remote-as external",
-                f" neighbor {group} timers 1 3",
-                f" neighbor {group} advertisement-interval 0",
-                *(f" neighbor {p} peer-group {group}" for p in peers),
-            ]
-        lines += [" address-family ipv4 unicast"]
-        lines += [f"  network {n}" for n in self.networks_v4]
-        lines += [f"  neighbor {g} activate" for g in self.groups]
-        lines += ["  maximum-paths 4", " exit-address-family"]
-        if "NODES" in self.groups:
-            lines += [" address-family l2vpn evpn", "  neighbor NODES activate"]
-            lines += [" exit-address-family"]
-        return "\n".join([*lines, "exit", ""])
 
 
 @dataclass
 class Fabric:
     lab: Lab
     node: str
-    spine: str
-    leaves: dict[int, Router]
+    underlay: UnderlayFabric
+
+    @property
+    def leaves(self) -> dict[int, Router]:
+        return self.underlay.leaves
 
 
 @pytest.fixture(scope="module")
 def fabric() -> Iterator[Fabric]:
     lab = Lab(f"ul{os.getpid()}")
     try:
-        node, spine_ns = lab.netns("node"), lab.netns("spine")
-        sh("ip", "addr", "add", f"{FAR_VTEP}/32", "dev", "lo", ns=spine_ns)
-        leaves = {}
-        for i, (leaf_ip, node_ip, asn) in LEAVES.items():
-            ns = lab.netns(f"l{i}")
-            veth(node, f"up{i}", ns, "node0")
-            sh("ip", "addr", "add", f"{node_ip}/31", "dev", f"up{i}", ns=node)
-            sh("ip", "addr", "add", f"{leaf_ip}/31", "dev", "node0", ns=ns)
-            veth(ns, "spine0", spine_ns, f"leaf{i}")
-            sh("ip", "addr", "add", f"10.3.{i}.0/31", "dev", "spine0", ns=ns)
-            sh("ip", "addr", "add", f"10.3.{i}.1/31", "dev", f"leaf{i}", ns=spine_ns)
-            sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=ns)
-            groups = {"NODES": [node_ip], "SPINES": [f"10.3.{i}.1"]}
-            leaves[i] = lab.add(Router(f"l{i}", ns, asn, f"10.0.0.{10 + i}", zebra=True,
-                                       groups=groups))  # fmt: skip
-        spine = lab.add(
-            Router("spine", spine_ns, 65000, "10.0.0.1", zebra=True,
-                   groups={"LEAVES": ["10.3.1.0", "10.3.2.0"]}, networks_v4=[f"{FAR_VTEP}/32"])
-        )  # fmt: skip
-        for router in (spine, *leaves.values()):
-            router.start()
+        node = lab.netns("node")
+        underlay = underlay_fabric(lab, node)
         fd = os.open(f"/run/netns/{node}", os.O_RDONLY | os.O_CLOEXEC)
         dataplane.set_node_netns(fd)  # the dataplane's node is the node namespace
         try:
-            yield Fabric(lab, node, spine_ns, leaves)
+            yield Fabric(lab, node, underlay)
         finally:
             dataplane.set_node_netns(None)
             os.close(fd)
@@ -173,12 +112,7 @@ async def cnid_node(
 
 
 def node_routes(fabric: Fabric) -> dict[str, list[str]]:
-    out = sh("ip", "-j", "route", "show", "proto", "151", ns=fabric.node).stdout
-    found: dict[str, list[str]] = {}
-    for r in json.loads(out):
-        hops = r.get("nexthops") or [r]
-        found[r["dst"]] = sorted(h["gateway"] for h in hops)
-    return found
+    return fabric.underlay.node_routes()
 
 
 async def routes_probe(fabric: Fabric) -> dict[str, list[str]]:
