@@ -256,13 +256,14 @@ class SpeakerConfig(msgspec.Struct, frozen=True):
 
 
 def with_underlay(config: SpeakerConfig, vtep: str, local_for: dict[str, str]) -> SpeakerConfig:
-    """The routed underlay on ``config``: every eBGP neighbour (an AS other
-    than the node's) gets the ``ipv4 unicast`` family and, when
+    """The routed underlay on ``config``: every eBGP neighbour over IPv4 (an
+    AS other than the node's) gets the ``ipv4 unicast`` family and, when
     ``local_for`` knows it (neighbour -> the node's address on the link to
     it), that local address, which is also the next hop of the VTEP /32."""
     out = []
     for n in config.neighbors:
-        if n.asn and n.asn != config.asn:
+        # IPv4 sessions only: the VTEP route's next hop is the session's address
+        if n.ebgp(config.asn) and ":" not in n.address:
             families = n.families if UNICAST in n.families else (*n.families, UNICAST)
             local = n.local_address or local_for.get(n.address, "")
             n = msgspec.structs.replace(n, families=families, local_address=local)

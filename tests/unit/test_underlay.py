@@ -196,6 +196,7 @@ def test_exabgp_config_of_the_underlay() -> None:
             Neighbor(L1, asn=65101),
             Neighbor(L2, asn=65102),
             Neighbor("10.0.0.254", role="route-reflector"),
+            Neighbor("fd00::1", asn=65103),
         ),
     )
     adjusted = with_underlay(config, VTEP, {L1: "10.1.1.1", L2: "10.1.2.1"})
@@ -203,12 +204,13 @@ def test_exabgp_config_of_the_underlay() -> None:
     assert by[L1].families == ("l2vpn evpn", "ipv4 unicast")
     assert by[L1].local_address == "10.1.1.1"
     assert by["10.0.0.254"].families == ("l2vpn evpn",)  # iBGP: EVPN only
+    assert by["fd00::1"].families == ("l2vpn evpn",)  # an IPv6 session: no VTEP route
     assert with_underlay(adjusted, VTEP, {}) == adjusted  # idempotent
     text = render(adjusted, "/run/api.sock")
     block = text[text.index(f"neighbor {L1} {{") : text.index(f"neighbor {L2} {{")]
     assert "local-address 10.1.1.1;" in block and "peer-as 65101;" in block
     assert "ipv4 unicast;" in block and f"route {VTEP}/32 next-hop self;" in block
-    rr = text[text.index("neighbor 10.0.0.254 {") :]
+    rr = text[text.index("neighbor 10.0.0.254 {") : text.index("neighbor fd00::1 {")]
     assert "ipv4 unicast" not in rr and "static" not in rr and "peer-as 65011;" in rr
     assert "static" not in render(config, "/run/api.sock")
 
