@@ -159,7 +159,9 @@ class EvpnNode:
         lease = await self.pool.allocate(domain, Owner(f"{name}-cid", "eth0", "default", name))
         pod_ns = Netns(f"ep{name}")
         host_if = f"h{name}"[:15]
-        self.ns.ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0",
+        derived = dataplane.pod_mac(str(lease.address))  # as wire_pod makes it
+        mac_args = ("address", derived) if derived else ()
+        self.ns.ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", *mac_args,
                    "netns", pod_ns.name)  # fmt: skip
         pod_ns.ip("link", "set", "eth0", "mtu", "1450")
         self.ns.ip("link", "set", host_if, "mtu", "1450", "up")

@@ -14,7 +14,9 @@ peer never costs the others. Facts about ExaBGP 5.0.15's JSON (from real
 captures): the VNI is the second number of each ``label`` pair (the raw
 3-octet field); the Router's MAC community is the last six octets of its
 ``value``; a type-2 route with two labels shows only the first in ``label``
-(the second is read from ``raw``).
+(the second is read from ``raw``); the MAC Mobility community of a type-2
+route is its ``value`` (flags and sequence), its ``string`` is
+``mac-mobility:SEQ`` (``:sticky`` appended).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from ._unicast import UNICAST, UnicastUpdate, decode_unicast, is_unicast_eor
 FAMILY = "l2vpn evpn"
 _ROUTER_MAC_TYPE = 0x0603
 _ENCAP_TYPE = 0x030C
+_MAC_MOBILITY_TYPE = 0x0600
 _VXLAN = 8
 
 
@@ -197,6 +200,28 @@ def _router_mac(attrs: dict[str, Any]) -> str:
     return ""
 
 
+def _mac_mobility(attrs: dict[str, Any]) -> tuple[int | None, bool]:
+    """The MAC Mobility community's (sequence, sticky): (None, False)
+    without one. ExaBGP 5.0.15 renders it ``{"value": N, "string":
+    "mac-mobility:SEQ[:sticky]"}``; the number is read (type 0x06, sub-type
+    0x00, flags, reserved, 4-octet sequence), the text only when the number
+    is missing."""
+    for community in attrs.get("extended-community") or ():
+        if not isinstance(community, dict):
+            continue
+        value = community.get("value")
+        if isinstance(value, int):
+            if value >> 48 == _MAC_MOBILITY_TYPE:
+                return value & 0xFFFFFFFF, bool((value >> 40) & 0x01)
+            continue
+        text = str(community.get("string", ""))
+        if text.startswith("mac-mobility:"):
+            parts = text.split(":")
+            if len(parts) >= 2 and parts[1].isdigit():
+                return int(parts[1]), parts[-1] == "sticky"
+    return None, False
+
+
 def _encap_vxlan(attrs: dict[str, Any]) -> bool:
     return any(
         value >> 48 == _ENCAP_TYPE and value & 0xFFFF == _VXLAN for value, _ in _communities(attrs)
@@ -288,6 +313,7 @@ class _Shared(NamedTuple):
     encap_vxlan: bool
     originator: str
     local_pref: int
+    mac_mobility: tuple[int | None, bool] = (None, False)
     as_path: tuple[int, ...] = ()
 
 
@@ -298,6 +324,7 @@ def _shared(attrs: dict[str, Any]) -> _Shared:
         encap_vxlan=_encap_vxlan(attrs),
         originator=str(attrs.get("originator-id", "") or ""),
         local_pref=int(attrs.get("local-preference", 100) or 100),
+        mac_mobility=_mac_mobility(attrs),
         as_path=as_path_numbers(attrs.get("as-path")),
     )
 
@@ -369,12 +396,15 @@ def _received(
         raise ValueError(f"bad next-hop {nexthop!r}") from None
     if shared is None:
         shared = _shared(attrs)
+    seq, sticky = shared.mac_mobility if isinstance(route, MacIpRoute) else (None, False)
     path = EvpnPath(
         route=route,
         nexthop=nexthop,
         route_targets=shared.route_targets,
         router_mac=shared.router_mac,
         encap_vxlan=shared.encap_vxlan,
+        mac_mobility_seq=seq,
+        sticky=sticky,
     )
     return ReceivedPath(
         peer=peer,

@@ -11,7 +11,8 @@ ExaBGP decodes EVPN but has no syntax to announce it, so this module:
 * builds the NLRI and attributes of MAC/IP (type 2), IMET (type 3) and IP
   prefix (type 5) routes: route distinguisher, route targets, the VXLAN
   encapsulation community, the Router's MAC community (which ExaBGP has no
-  class for: :class:`RouterMac` here), PMSI ingress replication, with the VNI
+  class for: :class:`RouterMac` here), the MAC Mobility community of a type-2
+  route with a sequence number (RFC 7432 7.7), PMSI ingress replication, with the VNI
   in the label field unshifted (what FRR and GoBGP send and expect);
 * accepts 16-byte (IPv6) EVPN next-hops: stock 5.0.15 allows only 4 and
   answers a 16-byte one with a NOTIFICATION;
@@ -40,6 +41,7 @@ from exabgp.bgp.message.update.attribute.community.extended import (
     ExtendedCommunity,
 )
 from exabgp.bgp.message.update.attribute.community.extended.encapsulation import Encapsulation
+from exabgp.bgp.message.update.attribute.community.extended.mac_mobility import MacMobility
 from exabgp.bgp.message.update.attribute.community.extended.rt import (
     RouteTargetASN2Number,
     RouteTargetASN4Number,
@@ -272,6 +274,8 @@ def build_change(path: EvpnPath, action: int) -> Change:
         communities.append(Encapsulation(Encapsulation.Type.VXLAN))
     if path.router_mac:
         communities.append(RouterMac(path.router_mac))
+    if isinstance(path.route, MacIpRoute) and (path.mac_mobility_seq is not None or path.sticky):
+        communities.append(MacMobility(path.mac_mobility_seq or 0, path.sticky))
     if communities:
         attributes.add(ExtendedCommunities(communities))
     if isinstance(path.route, ImetRoute):

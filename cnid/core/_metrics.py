@@ -87,6 +87,22 @@ class Metrics:
             ["peer", "action"],
             registry=r,
         )
+        self.evpn_mac_moves = Counter(
+            "cnid_evpn_mac_moves",
+            "MAC moves seen (RFC 7432 MAC mobility): a local MAC's sequence raised, or a "
+            "received MAC won by another VTEP with a higher sequence",
+            registry=r,
+        )
+        self.evpn_mac_duplicates = Counter(
+            "cnid_evpn_mac_duplicates",
+            "MACs flagged as duplicates ([evpn] dup_max_moves moves within dup_time seconds)",
+            registry=r,
+        )
+        self.evpn_mac_duplicates_flagged = Gauge(
+            "cnid_evpn_mac_duplicates_flagged",
+            "MACs flagged as duplicates now (cnictl evpn duplicates)",
+            registry=r,
+        )
         self.evpn_programming = Histogram(
             "cnid_evpn_update_to_kernel_seconds",
             "Time from a received EVPN update to the kernel being programmed",

@@ -73,8 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     bgp = sub.add_parser("bgp", help="BGP (what vtysh's show bgp l2vpn evpn summary showed)")
     bgp.add_argument("what", choices=["summary"], nargs="?", default="summary")
-    evpn = sub.add_parser("evpn", help="EVPN routes, local and received (show bgp l2vpn evpn)")
-    evpn.add_argument("what", choices=["routes"])
+    evpn = sub.add_parser(
+        "evpn",
+        help="EVPN routes, local and received (show bgp l2vpn evpn); MACs flagged as duplicates",
+    )
+    evpn.add_argument("what", choices=["routes", "duplicates"])
     evpn.add_argument("--type", type=int, choices=[2, 3, 5], help="only routes of this type")
     evpn.add_argument("--vni", type=int, help="only routes of this VNI")
     vrf = sub.add_parser("vrf", help="a VRF's routing table (show ip route vrf NAME)")

@@ -122,6 +122,25 @@ def _evpn_routes(data: Any) -> str:
     return table([*headers, "STATE"], rows)
 
 
+def _evpn_duplicates(data: Any) -> str:
+    head = (
+        f"MACs flagged as duplicates ({data['max_moves']} moves in {data['time']:.0f}s; "
+        f"0 moves: detection off)"
+    )
+    rows = [
+        [
+            str(d["vni"]),
+            d["mac"],
+            str(d["moves"]),
+            " -> ".join(d["vteps"]),
+            str(d["seq"]),
+            f"{d['detected_seconds_ago']:.0f}s ago",
+        ]
+        for d in data["duplicates"]
+    ]
+    return head + "\n" + table(["VNI", "MAC", "MOVES", "VTEPS", "SEQ", "DETECTED"], rows)
+
+
 def _vrf_routes(data: Any) -> str:
     rows = []
     for r in data["routes"]:
@@ -245,6 +264,7 @@ _RENDERERS: dict[str, Callable[[Any], str]] = {
     "ipam-allocations": _ipam_allocations,
     "bgp-summary": _bgp_summary,
     "evpn-routes": _evpn_routes,
+    "evpn-duplicates": _evpn_duplicates,
     "vrf-routes": _vrf_routes,
     "underlay-routes": _underlay_routes,
 }

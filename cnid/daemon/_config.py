@@ -179,6 +179,14 @@ class KubernetesConfig(msgspec.Struct, frozen=True):
         return self.enabled == "yes"
 
 
+class EvpnOptions(msgspec.Struct, frozen=True):
+    """``[evpn]``: MAC mobility's duplicate detection, FRR's
+    ``dup-addr-detection max-moves N time M`` (0 moves: off)."""
+
+    dup_max_moves: int = 5
+    dup_time: float = 180.0
+
+
 class UnderlayConfig(msgspec.Struct, frozen=True):
     """``[underlay]``: the routed underlay (RFC 7938, docs/evpn.md). With
     ``vtep_address`` set it is on: the address goes on the ``cnid-vtep``
@@ -210,6 +218,7 @@ class Config(msgspec.Struct, frozen=True):
     readiness: ReadinessConfig = ReadinessConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
     bgp: BgpOptions = BgpOptions()
+    evpn: EvpnOptions = EvpnOptions()
     underlay: UnderlayConfig = UnderlayConfig()
 
     @property
@@ -225,6 +234,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "readiness": ReadinessConfig,
     "kubernetes": KubernetesConfig,
     "bgp": BgpOptions,
+    "evpn": EvpnOptions,
     "underlay": UnderlayConfig,
 }
 
@@ -336,6 +346,8 @@ _RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("default", "cni_config_dir"): (lambda v: v.startswith("/"), "an absolute path"),
     ("default", "route_target_derivation"): (lambda v: v in ("frr", "rfc8365"), "frr or rfc8365"),
     ("logging", "level"): (lambda v: v.lower() in LOG_LEVELS, ", ".join(LOG_LEVELS)),
+    ("evpn", "dup_max_moves"): (lambda v: v == 0 or 2 <= v <= 1000, "0 (off) or 2..1000"),
+    ("evpn", "dup_time"): (_between(2, 1800), "2..1800 seconds"),
     ("readiness", "host"): (
         lambda v: _ip_or_empty(v) or v == "localhost",
         "empty (every address), localhost or an IP address",

@@ -32,7 +32,7 @@ from ..core._tenants import DomainRegistry
 from ..dataplane import vrf_name
 from ..evpn import EvpnController, UnderlayController
 from ..ipam import AddressPool
-from ._views import bgp_summary, evpn_routes, vrf_routes
+from ._views import bgp_summary, evpn_duplicates, evpn_routes, vrf_routes
 
 log = logging.getLogger("cnid.control")
 
@@ -74,6 +74,7 @@ class ControlServer:
             "ipam": self.view_ipam,
             "bgp-summary": self.view_bgp_summary,
             "evpn-routes": self.view_evpn_routes,
+            "evpn-duplicates": self.view_evpn_duplicates,
             "vrf-routes": self.view_vrf_routes,
             "underlay-routes": self.view_underlay_routes,
         }
@@ -149,6 +150,9 @@ class ControlServer:
         if rtype not in (None, 2, 3, 5):
             raise CnidError(f"route type {rtype}: cnid speaks types 2, 3 and 5")
         return evpn_routes(self._evpn(), rtype=rtype, vni=vni)
+
+    async def view_evpn_duplicates(self, args: dict[str, str]) -> dict[str, Any]:
+        return evpn_duplicates(self._evpn())
 
     async def view_vrf_routes(self, args: dict[str, str]) -> dict[str, Any]:
         name = args.get("vrf", "")

@@ -303,6 +303,8 @@ class Daemon:
             max_prefix=opts.max_prefix,
             max_prefix_action=opts.max_prefix_action,
             max_prefix_restart=opts.max_prefix_restart,
+            dup_max_moves=self.config.evpn.dup_max_moves,
+            dup_time=self.config.evpn.dup_time,
         )
         await nursery.start(evpn.run)
         vtep = self._vtep(settings)

@@ -1,5 +1,5 @@
-"""The operator views behind ``cnictl bgp summary``, ``cnictl evpn routes``
-and ``cnictl vrf routes``: what ``vtysh`` showed for pyroute2-cni
+"""The operator views behind ``cnictl bgp summary``, ``cnictl evpn routes``,
+``cnictl evpn duplicates`` and ``cnictl vrf routes``: what ``vtysh`` showed for pyroute2-cni
 (``show bgp l2vpn evpn summary``, ``show bgp l2vpn evpn route type N``,
 ``show ip route vrf NAME``), as JSON-ready dicts."""
 
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 from typing import Any
+
+import trio
 
 from ..bgp import EvpnPath, ImetRoute, MacIpRoute, Neighbor, route_type
 from ..core._domains import Domain
@@ -55,6 +57,8 @@ def _row(
         "originator": originator,
         "state": state,
         "domains": list(domains),
+        "mac_mobility_seq": path.mac_mobility_seq,
+        "sticky": path.sticky,
     }
 
 
@@ -87,6 +91,31 @@ def evpn_routes(
         and (vni is None or str(vni) in r["vni"].split("/"))
     ]
     return sorted(rows, key=lambda r: (r["type"], r["rd"], r["route"], r["from"]))
+
+
+def evpn_duplicates(evpn: EvpnController) -> dict[str, Any]:
+    """The MACs flagged as duplicates (FRR's ``show evpn mac vni all
+    duplicate``), and the detection's settings."""
+    mobility = evpn.mobility
+    now = trio.current_time()
+    return {
+        "max_moves": mobility.max_moves,
+        "time": mobility.window,
+        "moves_held": mobility.held,
+        "duplicates": [
+            {
+                "vni": d.vni,
+                "mac": d.mac,
+                "moves": d.moves,
+                "vteps": list(d.vteps),
+                "local_seq": d.local_seq,
+                "seq": d.seq,
+                "detected_seconds_ago": round(now - d.detected, 1),
+                "last_move_seconds_ago": round(now - d.last_move, 1),
+            }
+            for d in mobility.duplicates()
+        ],
+    }
 
 
 def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
@@ -165,4 +194,4 @@ async def vrf_routes(domain: Domain, evpn: EvpnController | None) -> dict[str, A
     }
 
 
-__all__ = ["bgp_summary", "evpn_routes", "nlri_text", "vrf_routes"]
+__all__ = ["bgp_summary", "evpn_duplicates", "evpn_routes", "nlri_text", "vrf_routes"]

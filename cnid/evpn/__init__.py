@@ -4,6 +4,7 @@ controller that runs both (the work zebra does in FRR).
 * ``_local``: what this node announces (pure);
 * ``_remote``: what a received route asks of the kernel (pure);
 * ``_rib``: the received routes and the kernel entries they want (pure);
+* ``_mobility``: MAC mobility: sequences, selection, duplicates (pure);
 * ``_graceful``: which received paths outlive their session, and how long;
 * ``_max_prefix``: a per-peer maximum of received prefixes;
 * ``_installed``: what the kernel holds of ours, and what it refused;
@@ -21,9 +22,11 @@ from ._local import (
     LocalPod,
     LocalState,
     export_targets,
+    local_macs,
     local_paths,
     rd_indexes,
 )
+from ._mobility import Copy, Duplicate, Mobility
 from ._remote import (
     DomainTarget,
     KernelEntry,
@@ -52,7 +55,9 @@ def router_id_for(configured: str, vtep: str) -> str:
 __all__ = [
     "MAX_PREFIX",
     "STALE",
+    "Copy",
     "DomainTarget",
+    "Duplicate",
     "EvpnController",
     "EvpnKernel",
     "Identity",
@@ -61,6 +66,7 @@ __all__ = [
     "LocalDomain",
     "LocalPod",
     "LocalState",
+    "Mobility",
     "NodeView",
     "RouteTable",
     "Skip",
@@ -71,6 +77,7 @@ __all__ = [
     "export_targets",
     "importing_domains",
     "kernel_entries",
+    "local_macs",
     "local_paths",
     "node_view",
     "rd_indexes",

@@ -7,7 +7,9 @@
 * per l2vni attachment: a type-3 (IMET) route (the VNI's RD, the domain's
   export route targets, ingress replication to the VTEP) and a type-2 route
   per pod MAC/IP on it; when the domain has an l3vni too, the type-2 route
-  also carries the L3VNI label and the router MAC (symmetric IRB).
+  also carries the L3VNI label and the router MAC (symmetric IRB); and the
+  MAC Mobility community when the MAC moved here from another VTEP (its
+  sequence from ``_mobility``).
 
 Export route targets: the domain's ``exportRouteTargets`` on every route of
 the domain; without them, derived per route as FRR does by itself for a VNI
@@ -79,6 +81,10 @@ class LocalState(msgspec.Struct, frozen=True):
     #: The RD indexes handed out so far (``rd_indexes``); an owner missing
     #: here takes the lowest free index.
     rd_indexes: dict[RdOwner, int] = {}
+    #: (L2VNI, MAC) -> MAC mobility sequence of the pods' MACs that moved
+    #: here (``_mobility``); a MAC absent or 0 is announced without the
+    #: community.
+    mac_seqs: dict[tuple[int, str], int] = {}
 
 
 def rd_owners(domains: Iterable[Domain]) -> list[RdOwner]:
@@ -129,6 +135,27 @@ def _l3vni(domain: Domain) -> int:
     return next((a.vni for a in domain.attachments if a.type == "l3vni"), 0)
 
 
+def _pod_l2vni(owner: LocalDomain | None) -> int:
+    """The L2VNI a pod's MAC is announced in (0: none)."""
+    if owner is None:
+        return 0
+    d = owner.domain
+    l2 = next((a.vni for a in d.attachments if a.type == "l2vni"), 0)
+    return l2 if l2 and d.pod_attachment.vni == l2 else 0
+
+
+def local_macs(state: LocalState) -> dict[tuple[int, str], str]:
+    """The (L2VNI, MAC) of the pods whose MACs this node announces, and
+    each one's IP."""
+    by_name = {d.domain.name: d for d in state.domains}
+    out = {}
+    for pod in state.pods:
+        l2 = _pod_l2vni(by_name.get(pod.domain))
+        if l2:
+            out[(l2, pod.mac.lower())] = pod.ip
+    return out
+
+
 def local_paths(state: LocalState) -> tuple[frozenset[EvpnPath], list[str]]:
     """The paths to announce, and the problems found (one line each)."""
     paths: set[EvpnPath] = set()
@@ -177,12 +204,10 @@ def local_paths(state: LocalState) -> tuple[frozenset[EvpnPath], list[str]]:
             )
     for pod in state.pods:
         owner = by_name.get(pod.domain)
-        if owner is None:
+        l2 = _pod_l2vni(owner)
+        if owner is None or not l2:
             continue
         d = owner.domain
-        l2 = next((a.vni for a in d.attachments if a.type == "l2vni"), 0)
-        if not l2 or d.pod_attachment.vni != l2:
-            continue
         l3 = _l3vni(d) if owner.router_mac else 0
         rd = rd_for(("vni", l2))
         rts = _targets(d, asn, [], l2, l3)
@@ -194,6 +219,7 @@ def local_paths(state: LocalState) -> tuple[frozenset[EvpnPath], list[str]]:
                 nexthop=vtep,
                 route_targets=rts,
                 router_mac=owner.router_mac if l3 else "",
+                mac_mobility_seq=state.mac_seqs.get((l2, pod.mac.lower())) or None,
             )
         )
     return frozenset(paths), problems
