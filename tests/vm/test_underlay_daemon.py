@@ -1,13 +1,13 @@
 """The daemon with ``[underlay] vtep_address`` (the VM tier: the dummy driver
 and the VRF device).
 
-* alone: ``cnid-vtep`` made before the domains, the VTEP as the VXLAN
-  devices' local address and the BGP router ID, ``cnictl underlay routes``,
-  the device adopted by a restarted daemon;
-* in a routed fabric (testbed/underlay.py: two FRR 8.4 leaves, a spine),
-  its leaves as ``[neighbor ...]`` sections: the ECMP route to the spine's
-  VTEP through both, the node's VTEP at the leaves, a ping between the VTEPs,
-  a leaf's bgpd killed and back, a daemon restart without a flap.
+In a routed fabric (testbed/underlay.py: two FRR 8.4 leaves, a spine), its
+leaves as ``[neighbor ...]`` sections: ``cnid-vtep`` made before the domains,
+the VTEP as the VXLAN devices' local address and the BGP router ID, each
+session from the node's end of its link; the ECMP route to the spine's VTEP
+through both leaves, the node's VTEP at the leaves, a ping between the
+VTEPs, ``cnictl underlay routes`` and the metric; a leaf's bgpd killed and
+back; a daemon restart without a flap, ``cnid-vtep`` adopted.
 """
 
 from __future__ import annotations
@@ -33,31 +33,6 @@ def vtep_index(node: CnidNode) -> int:
     (link,) = json.loads(sh("ip", "-j", "-d", "link", "show", "cnid-vtep", ns=node.netns).stdout)
     assert link["ifalias"] == "cnid:vtep" and link["linkinfo"]["info_kind"] == "dummy"
     return int(link["ifindex"])
-
-
-def test_daemon_with_a_routed_underlay(cnid_plugin: Path) -> None:
-    node = CnidNode(
-        name=f"ul{os.getpid()}",
-        ini_extra=f"[underlay]\nvtep_address = {VTEP}\n[bgp]\npeers = 192.168.77.1\n",
-    )
-    try:
-        node.create().start()
-        index = vtep_index(node)
-        addrs = sh("ip", "-o", "-4", "addr", "show", "dev", "cnid-vtep", ns=node.netns).stdout
-        assert f"{VTEP}/32" in addrs
-        vxlans = sh("ip", "-d", "link", "show", "type", "vxlan", ns=node.netns).stdout
-        assert vxlans.count(f"local {VTEP}") >= 1 and "local 192.168.77.2" not in vxlans
-        conf = (node.workdir / "bgp" / "exabgp.conf").read_text()
-        assert f"router-id {VTEP};" in conf and f"local-address {VTEP};" in conf
-        routes = json.loads(node.cnictl("--json", "underlay", "routes").stdout)
-        assert routes["vtep"] == VTEP and routes["routes"] == 0 and routes["entries"] == []
-        status = node.status()
-        assert status is not None and "underlay-routes" in status["startup"]
-        node.kill()
-        node.start()
-        assert vtep_index(node) == index  # adopted, not made again
-    finally:
-        node.stop()
 
 
 FABRIC_INI = f"""[underlay]
@@ -92,6 +67,20 @@ def test_daemon_in_a_routed_fabric(cnid_plugin: Path) -> None:
         node.create()
         fabric = underlay_fabric(lab, node.netns)
         node.start()
+        # the VTEP: cnid-vtep's /32, the VXLAN devices' local address, the router ID
+        index = vtep_index(node)
+        addrs = sh("ip", "-o", "-4", "addr", "show", "dev", "cnid-vtep", ns=node.netns).stdout
+        assert f"{VTEP}/32" in addrs
+        vxlans = sh("ip", "-d", "link", "show", "type", "vxlan", ns=node.netns).stdout
+        assert f"local {VTEP}" in vxlans and "local 192.168.77.2" not in vxlans
+        conf = (node.workdir / "bgp" / "exabgp.conf").read_text()
+        assert f"router-id {VTEP};" in conf
+        for _, node_ip, _ in LEAVES.values():  # each session from its link, the VTEP announced
+            assert f"local-address {node_ip};" in conf
+        assert conf.count(f"route {VTEP}/32 next-hop self;") == 2
+        status = node.status()
+        assert status is not None and "underlay-routes" in status["startup"]
+
         wait_for("both next hops", exactly(fabric.node_routes), {"v": BOTH}, 90, exact_lists=True)
         for i, (_, node_ip, _) in LEAVES.items():
             want = {f"{VTEP}/32": [{"protocol": "bgp", "nexthops": [{"ip": node_ip}]}]}
@@ -134,6 +123,7 @@ def test_daemon_in_a_routed_fabric(cnid_plugin: Path) -> None:
             90,
         )
         assert fabric.node_routes() == BOTH
+        assert vtep_index(node) == index  # cnid-vtep adopted, not made again
         time.sleep(1)
     finally:
         if monitor is not None:
