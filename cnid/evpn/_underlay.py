@@ -110,10 +110,34 @@ def refusal(policy: UnderlayPolicy, peer: str, path: UnicastPath) -> str | None:
     except ValueError:
         return SKIP_MALFORMED
     vtep = ipaddress.IPv4Address(policy.vtep)
-    if vtep in net and net.prefixlen > 0:
+    default = net.prefixlen == 0
+    if default:
+        if not policy.accept_default:
+            return SKIP_DEFAULT
+    else:
+        reason = _prefix_refusal(policy, net, vtep)
+        if reason is not None:
+            return reason
+    if (
+        hop.is_unspecified
+        or hop.is_loopback
+        or hop.is_multicast
+        or hop == vtep
+        or (hop in net and not default)
+        or any(hop in r for r in _RESERVED)
+    ):
+        return SKIP_BAD_NEXTHOP
+    if policy.asn and loops(path.as_path, policy.asn, policy.allow_as_in.get(peer, 0)):
+        return SKIP_AS_LOOP
+    return None
+
+
+def _prefix_refusal(
+    policy: UnderlayPolicy, net: ipaddress.IPv4Network, vtep: ipaddress.IPv4Address
+) -> str | None:
+    """Why a prefix other than the default route may not be installed."""
+    if vtep in net:
         return SKIP_OWN_VTEP
-    if net.prefixlen == 0:
-        return None if policy.accept_default else SKIP_DEFAULT
     if net.subnet_of(_LINK_LOCAL) or net.supernet_of(_LINK_LOCAL):
         return SKIP_LINK_LOCAL
     if net.overlaps(_MULTICAST):
@@ -126,17 +150,6 @@ def refusal(policy: UnderlayPolicy, peer: str, path: UnicastPath) -> str | None:
         ipaddress.IPv4Interface(c).ip in net for c in policy.connected if ":" not in c
     ) or _covers_link(net, policy.connected):
         return SKIP_CONNECTED
-    if (
-        hop.is_unspecified
-        or hop.is_loopback
-        or hop.is_multicast
-        or hop == vtep
-        or hop in net
-        or any(hop in r for r in _RESERVED)
-    ):
-        return SKIP_BAD_NEXTHOP
-    if policy.asn and loops(path.as_path, policy.asn, policy.allow_as_in.get(peer, 0)):
-        return SKIP_AS_LOOP
     return None
 
 

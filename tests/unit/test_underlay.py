@@ -131,6 +131,7 @@ def test_default_route_and_allow_as_in_when_configured() -> None:
     policy = msgspec.structs.replace(POLICY, accept_default=True, allow_as_in={L1: 1})
     rib = UnderlayRib(policy)
     assert rib.announce(L1, UnicastPath("0.0.0.0/0", L1)) is None
+    assert rib.announce(L2, UnicastPath("0.0.0.0/0", VTEP)) == "bad-nexthop"  # checked all the same
     assert rib.announce(L1, UnicastPath("10.255.0.99/32", L1, (65101, 65011))) is None
     assert rib.announce(L1, UnicastPath("10.255.0.98/32", L1, (65011, 65011))) == "as-loop"
     assert rib.announce(L2, UnicastPath("10.255.0.97/32", L2, (65102, 65011))) == "as-loop"
