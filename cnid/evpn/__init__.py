@@ -9,6 +9,7 @@ controller that runs both (the work zebra does in FRR).
 * ``_max_prefix``: a per-peer maximum of received prefixes;
 * ``_installed``: what the kernel holds of ours, and what it refused;
 * ``_controller``: the service tying them to the speaker and the kernel;
+* ``_underlay``: the routed underlay (VTEPs in ipv4 unicast, ECMP routes);
 * ``_views``: what ``cnictl bgp summary`` and ``cnictl evpn routes`` show.
 """
 
@@ -37,6 +38,7 @@ from ._remote import (
     node_view,
 )
 from ._rib import MAX_PREFIX, STALE, RouteTable
+from ._underlay import UnderlayController, UnderlayPolicy, UnderlayRib
 
 
 def router_id_for(configured: str, vtep: str) -> str:
@@ -68,6 +70,9 @@ __all__ = [
     "NodeView",
     "RouteTable",
     "Skip",
+    "UnderlayController",
+    "UnderlayPolicy",
+    "UnderlayRib",
     "entry_key",
     "export_targets",
     "importing_domains",
