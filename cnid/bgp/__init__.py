@@ -5,6 +5,7 @@
 * ``_extension``: the extension itself (runs inside ExaBGP: ``_exabgp``);
 * ``_relay``: ExaBGP's API helper, connecting its pipes to the daemon;
 * ``_events``: ExaBGP's JSON output decoded into typed events;
+* ``_unicast``: its ipv4 unicast updates (the routed underlay);
 * ``_api``: the daemon's end of the API connection;
 * ``_config``: server.ini's [bgp] section, neighbours, ExaBGP's config;
 * ``_aspath``: AS_PATH loop detection (ExaBGP has none);
@@ -28,6 +29,7 @@ from ._config import (
     reflector_neighbors,
     render,
     static_neighbors,
+    with_underlay,
 )
 from ._events import (
     AckEvent,
@@ -49,6 +51,7 @@ from ._routes import (
     check_path,
     route_type,
 )
+from ._unicast import UnicastPath, UnicastUpdate
 from ._wire import Ack, Command, ack_line, decode_command, encode_command
 
 if TYPE_CHECKING:
@@ -105,6 +108,8 @@ __all__ = [
     "SpeakerUp",
     "StateEvent",
     "Undecodable",
+    "UnicastPath",
+    "UnicastUpdate",
     "UpdateEvent",
     "ack_line",
     "as_path_numbers",
@@ -122,5 +127,6 @@ __all__ = [
     "render",
     "route_type",
     "static_neighbors",
+    "with_underlay",
     "write_private",
 ]

@@ -23,6 +23,9 @@ import msgspec
 from ..core._errors import ConfigError
 
 FAMILY = "l2vpn evpn"
+#: The routed underlay's family (RFC 7938): the node's VTEP /32 announced,
+#: the other nodes' VTEPs learned (cnid.evpn._underlay).
+UNICAST = "ipv4 unicast"
 PROCESS = "cnid"
 #: The log levels ExaBGP accepts (exabgp.logger.handler.levels); another one
 #: makes it exit at start, over and over.
@@ -184,6 +187,9 @@ class Neighbor(msgspec.Struct, frozen=True, order=True):
     #: from this neighbour (FRR's ``allowas-in``); beyond: skipped (as-loop).
     allow_as_in: int = 0
     families: tuple[str, ...] = (FAMILY,)
+    #: The node's address for this session (the routed underlay: the node's
+    #: end of the point-to-point link to the leaf); "": SpeakerConfig.local_address.
+    local_address: str = ""
 
     def peer_as(self, local_as: int) -> int:
         return self.asn or local_as
@@ -273,6 +279,26 @@ class SpeakerConfig(msgspec.Struct, frozen=True):
     ttl_security: bool = False
     graceful_restart: int = 120
     port: int = 179
+    #: The routed underlay's VTEP address: announced as ``<vtep>/32`` with
+    #: next-hop self to every neighbour with the ``ipv4 unicast`` family
+    #: (a static route of ExaBGP's configuration); "": none.
+    vtep: str = ""
+
+
+def with_underlay(config: SpeakerConfig, vtep: str, local_for: dict[str, str]) -> SpeakerConfig:
+    """The routed underlay on ``config``: every eBGP neighbour over IPv4 (an
+    AS other than the node's) gets the ``ipv4 unicast`` family and, when
+    ``local_for`` knows it (neighbour -> the node's address on the link to
+    it), that local address, which is also the next hop of the VTEP /32."""
+    out = []
+    for n in config.neighbors:
+        # IPv4 sessions only: the VTEP route's next hop is the session's address
+        if n.ebgp(config.asn) and ":" not in n.address:
+            families = n.families if UNICAST in n.families else (*n.families, UNICAST)
+            local = n.local_address or local_for.get(n.address, "")
+            n = msgspec.structs.replace(n, families=families, local_address=local)
+        out.append(n)
+    return msgspec.structs.replace(config, neighbors=tuple(out), vtep=vtep)
 
 
 def mesh_neighbors(local: str, others: dict[str, str]) -> tuple[Neighbor, ...]:
@@ -319,7 +345,7 @@ def render(config: SpeakerConfig, api_socket: str) -> str:
             f"neighbor {n.address} {{",
             f"    description {shlex.quote(n.role or 'peer')};",
             f"    router-id {config.router_id};",
-            f"    local-address {config.local_address};",
+            f"    local-address {n.local_address or config.local_address};",
             f"    local-as {config.asn};",
             f"    peer-as {n.peer_as(config.asn)};",
             f"    hold-time {config.hold_time};",
@@ -334,6 +360,8 @@ def render(config: SpeakerConfig, api_socket: str) -> str:
             lines.append(f'    md5-password "{password}";')
         lines += _ttl_lines(config, n)
         lines += ["    family {", *(f"        {f};" for f in n.families), "    }"]
+        if config.vtep and UNICAST in n.families:
+            lines += ["    static {", f"        route {config.vtep}/32 next-hop self;", "    }"]
         lines.append("    capability {")
         lines.append(
             f"        graceful-restart {config.graceful_restart};"

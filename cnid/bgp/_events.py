@@ -40,6 +40,7 @@ from ._routes import (
     PrefixRoute,
     ReceivedPath,
 )
+from ._unicast import UNICAST, UnicastUpdate, decode_unicast, is_unicast_eor
 
 FAMILY = "l2vpn evpn"
 _ROUTER_MAC_TYPE = 0x0603
@@ -69,6 +70,8 @@ class UpdateEvent(msgspec.Struct, frozen=True):
     #: (reason, a short description of the route) per route not used.
     skipped: tuple[tuple[str, str], ...] = ()
     eor: bool = False
+    #: The update's ipv4 unicast part (the routed underlay), if any.
+    unicast: UnicastUpdate | None = None
 
 
 class AckEvent(msgspec.Struct, frozen=True):
@@ -125,7 +128,8 @@ def decode_update(peer: str, message: dict[str, Any]) -> UpdateEvent:
     if "eor" in message:
         eor = message["eor"] or {}
         is_evpn = eor.get("afi") == "l2vpn" and eor.get("safi") == "evpn"
-        return UpdateEvent(peer, eor=is_evpn)
+        unicast_eor = UnicastUpdate(eor=True) if is_unicast_eor(eor) else None
+        return UpdateEvent(peer, eor=is_evpn, unicast=unicast_eor)
     update = message.get("update") or {}
     attrs = update.get("attribute") or {}
     announced: list[ReceivedPath] = []
@@ -133,6 +137,8 @@ def decode_update(peer: str, message: dict[str, Any]) -> UpdateEvent:
     skipped: list[tuple[str, str]] = []
     shared: _Shared | None = None
     for family, by_nexthop in (update.get("announce") or {}).items():
+        if family == UNICAST:
+            continue  # decode_unicast
         if family != FAMILY:
             skipped.append(("unsupported address family", family))
             continue
@@ -147,6 +153,8 @@ def decode_update(peer: str, message: dict[str, Any]) -> UpdateEvent:
                 except ValueError as exc:
                     skipped.append((str(exc), _describe(nlri)))
     for family, nlris in (update.get("withdraw") or {}).items():
+        if family == UNICAST:
+            continue
         if family != FAMILY:
             skipped.append(("unsupported address family", family))
             continue
@@ -155,7 +163,8 @@ def decode_update(peer: str, message: dict[str, Any]) -> UpdateEvent:
                 withdrawn.append(_route(nlri, None, withdrawal=True))
             except ValueError as exc:
                 skipped.append((str(exc), _describe(nlri)))
-    return UpdateEvent(peer, tuple(announced), tuple(withdrawn), tuple(skipped))
+    unicast = decode_unicast(update)
+    return UpdateEvent(peer, tuple(announced), tuple(withdrawn), tuple(skipped), unicast=unicast)
 
 
 # ------------------------------------------------------------------ helpers

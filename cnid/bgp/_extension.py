@@ -300,6 +300,18 @@ def _peers(reactor: Any, service: str, addresses: tuple[str, ...], established: 
     return list(match_neighbors(known, [[f"neighbor {a}"] for a in addresses]))
 
 
+def _unicast_eor(reactor: Any, peers: list[str]) -> None:
+    """End-of-RIB for ipv4 unicast too, to the neighbours with that family
+    (the routed underlay: their VTEP /32 is a static route of the
+    configuration, sent when the session comes up; ``manual-eor`` leaves
+    the End-of-RIB to us)."""
+    unicast = (AFI.ipv4, SAFI.unicast)
+    neighbors = reactor.configuration.neighbors
+    with_unicast = [p for p in peers if p in neighbors and unicast in neighbors[p].families()]
+    if with_unicast:
+        reactor.configuration.inject_eor(with_unicast, Family(*unicast))
+
+
 def execute(reactor: Any, service: str, command: Command) -> Ack:
     if command.op == "teardown":
         keys = _peers(reactor, service, command.peers, established=False)
@@ -330,6 +342,7 @@ def execute(reactor: Any, service: str, command: Command) -> Ack:
         peers = _peers(reactor, service, command.peers, established=True)
         if peers:
             reactor.configuration.inject_eor(peers, Family(AFI.l2vpn, SAFI.evpn))
+            _unicast_eor(reactor, peers)
         return Ack(command.id, True, done=len(peers))
     peers = _peers(reactor, service, command.peers, established=False)
     if not peers:

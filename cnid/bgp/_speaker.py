@@ -122,6 +122,10 @@ class Speaker:
         #: connection, the first session and the first announcement.
         self.startup = startup or Startup()
         self.config: SpeakerConfig | None = None
+        #: Applied to every configuration given to ``configure`` (the
+        #: routed underlay adds its family, local addresses and VTEP route).
+        self.adjust: Callable[[SpeakerConfig], SpeakerConfig] | None = None
+        self._source: SpeakerConfig | None = None
         self.peers: dict[str, PeerStatus] = {}
         self.stats = SpeakerStats()
         self._desired: frozenset[EvpnPath] | None = None
@@ -141,6 +145,9 @@ class Speaker:
     # -- what the daemon tells the speaker ------------------------------------
 
     def configure(self, config: SpeakerConfig | None) -> None:
+        self._source = config
+        if config is not None and self.adjust is not None:
+            config = self.adjust(config)
         if config == self.config:
             return
         old = {n.address: n for n in (self.config.neighbors if self.config else ())}
@@ -165,6 +172,11 @@ class Speaker:
             peer.bfd = n.bfd
         self._config_changed.set()
         self.configured.bump()
+
+    def reconfigure(self) -> None:
+        """``configure`` again with the last configuration given (after a
+        change of what ``adjust`` adds)."""
+        self.configure(self._source)
 
     def subscribe(self, listener: Listener) -> None:
         """Have ``listener`` called with every event from now on (called

@@ -59,6 +59,8 @@ class NodeSettings(msgspec.Struct, frozen=True):
     asn: int = 0
     #: Explicit neighbours, their passwords read from their Secrets.
     neighbors: tuple[Neighbor, ...] = ()
+    #: spec.underlay.vtepAddress: the routed underlay's VTEP ("": off).
+    vtep_address: str = ""
 
 
 #: How often a Secret read is repeated (a rotated password), and retried
@@ -162,7 +164,16 @@ def settings_from(
                 raise CnidError(
                     f"{name}: interface {host_if} local {local!r} is not an IP address"
                 ) from None
+    vtep = spec.underlay.vtep_address if spec.underlay is not None else ""
+    if spec.underlay is not None:
+        try:
+            ipaddress.IPv4Address(vtep)
+        except ValueError:
+            raise CnidError(
+                f"{name}: underlay.vtepAddress {vtep!r} is not an IPv4 address"
+            ) from None
     return NodeSettings(
+        vtep_address=vtep,
         source=name,
         router_id=spec.router_id,
         route_reflectors=tuple(spec.route_reflectors),

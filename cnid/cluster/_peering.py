@@ -44,6 +44,8 @@ log = logging.getLogger("cnid.cluster")
 def node_address(node: Node, configs: list[VRFNodeConfig]) -> str:
     """A node's BGP/VTEP address ("" if it has none yet)."""
     config, _ = mine(configs, node.metadata.name)
+    if config is not None and config.spec.underlay is not None:
+        return config.spec.underlay.vtep_address  # the routed underlay's VTEP
     if config is not None and config.spec.interfaces and config.spec.interfaces[0].local:
         return config.spec.interfaces[0].local
     for kind in ("InternalIP", "ExternalIP"):

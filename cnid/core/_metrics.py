@@ -11,7 +11,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class Metrics:
     """The daemon's metrics, registered in this order (the order of
     ``render``'s output): the node's (CNI requests, pods, readiness,
-    sockets), BGP's, BFD's, EVPN's."""
+    sockets), BGP's, BFD's, EVPN's, the routed underlay's."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -19,6 +19,7 @@ class Metrics:
         self._bgp(self.registry)
         self._bfd(self.registry)
         self._evpn(self.registry)
+        self._underlay(self.registry)
 
     def _node(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -159,6 +160,19 @@ class Metrics:
             "cnid_evpn_kernel_refused",
             "EVPN kernel entries the kernel refuses now, by errno name",
             ["error"],
+            registry=r,
+        )
+
+    def _underlay(self, r: CollectorRegistry) -> None:
+        self.underlay_routes = Gauge(
+            "cnid_underlay_routes",
+            "Routes of the routed underlay installed in the main table (other nodes' VTEPs)",
+            registry=r,
+        )
+        self.underlay_skipped = Counter(
+            "cnid_underlay_routes_skipped",
+            "Received ipv4 unicast routes not installed, by reason (own-vtep, default-route, ...)",
+            ["reason"],
             registry=r,
         )
 

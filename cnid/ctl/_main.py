@@ -87,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     vrf = sub.add_parser("vrf", help="a VRF's routing table (show ip route vrf NAME)")
     vrf.add_argument("what", choices=["routes"])
     vrf.add_argument("vrf", help="the domain: its name (vrf-42) or its VRF number (42)")
+    underlay = sub.add_parser(
+        "underlay", help="the routed underlay's VTEP routes in the main table (show ip route bgp)"
+    )
+    underlay.add_argument("what", choices=["routes"])
     return parser
 
 
@@ -100,7 +104,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
         if value is not None:
             call_args[option] = str(value)
     command = args.command
-    if command in ("bgp", "bfd", "evpn", "vrf"):
+    if command in ("bgp", "bfd", "evpn", "vrf", "underlay"):
         command = f"{command}-{args.what}"
     return command, call_args
 

@@ -160,6 +160,29 @@ def _vrf_routes(data: Any) -> str:
     return head + "\n" + table(["PREFIX", "TYPE", "PROTO", "VIA", "DEV"], rows)
 
 
+def _underlay_routes(data: Any) -> str:
+    """One line per next hop, like ``_vrf_routes``; the neighbours that
+    sent the prefix and what the kernel holds (``-``: not installed)."""
+    rows = []
+    for r in data["entries"]:
+        hops = r["nexthops"] or ["-"]
+        state = "adopted" if r.get("adopted") else ("error" if r.get("error") else "")
+        for i, hop in enumerate(hops):
+            installed = "yes" if hop in r["installed"] else "no"
+            rows.append(
+                [
+                    r["prefix"] if i == 0 else "",
+                    hop,
+                    ",".join(r["neighbors"]) or "-" if i == 0 else "",
+                    installed,
+                    state if i == 0 else "",
+                ]
+            )
+    skipped = ", ".join(f"{k} {v}" for k, v in data["skipped"].items()) or "none"
+    head = f"VTEP {data['vtep']}: {data['routes']} routes in the main table; skipped: {skipped}"
+    return head + "\n" + table(["PREFIX", "NEXTHOP", "NEIGHBORS", "INSTALLED", "STATE"], rows)
+
+
 def _startup(timeline: dict[str, float]) -> list[str]:
     """The start-up timeline: each milestone, its time since the process
     started and the phase that ended there (absent from older daemons)."""
@@ -278,4 +301,5 @@ _RENDERERS: dict[str, Callable[[Any], str]] = {
     "evpn-routes": _evpn_routes,
     "evpn-duplicates": _evpn_duplicates,
     "vrf-routes": _vrf_routes,
+    "underlay-routes": _underlay_routes,
 }

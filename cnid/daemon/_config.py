@@ -187,6 +187,29 @@ class EvpnOptions(msgspec.Struct, frozen=True):
     dup_time: float = 180.0
 
 
+class UnderlayConfig(msgspec.Struct, frozen=True):
+    """``[underlay]``: the routed underlay (RFC 7938, docs/evpn.md). With
+    ``vtep_address`` set it is on: the address goes on the ``cnid-vtep``
+    dummy device as a /32 and is the node's VTEP and default router ID; it
+    is announced in ipv4 unicast to every eBGP neighbour, and the routes
+    they send are installed in the main table with ECMP."""
+
+    vtep_address: str = ""
+    #: Install a default route (0.0.0.0/0) received from the leaves (yes/no).
+    default_route: str = "no"
+    #: The most prefixes one neighbour may have installed (FRR's
+    #: maximum-prefix; the ones beyond are skipped and counted).
+    max_routes: int = 4096
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.vtep_address)
+
+    @property
+    def accept_default(self) -> bool:
+        return self.default_route.lower() in _YES
+
+
 class Config(msgspec.Struct, frozen=True):
     api: ApiConfig = ApiConfig()
     network: NetworkConfig = NetworkConfig()
@@ -196,6 +219,7 @@ class Config(msgspec.Struct, frozen=True):
     kubernetes: KubernetesConfig = KubernetesConfig()
     bgp: BgpOptions = BgpOptions()
     evpn: EvpnOptions = EvpnOptions()
+    underlay: UnderlayConfig = UnderlayConfig()
 
     @property
     def node_name(self) -> str:
@@ -211,6 +235,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "kubernetes": KubernetesConfig,
     "bgp": BgpOptions,
     "evpn": EvpnOptions,
+    "underlay": UnderlayConfig,
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -263,7 +288,23 @@ def _between(low: float, high: float) -> Callable[[Any], bool]:
 
 
 #: What each key allows, beyond its type: (check, what is allowed).
+def _vtep_address(value: str) -> bool:
+    if not value:
+        return True
+    try:
+        ip = ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return not (ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local)
+
+
 _RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    ("underlay", "vtep_address"): (
+        _vtep_address,
+        "an IPv4 unicast address (not 0.0.0.0, loopback, link-local or multicast)",
+    ),
+    ("underlay", "default_route"): (lambda v: v.lower() in _FLAGS, "yes or no"),
+    ("underlay", "max_routes"): (lambda v: 1 <= v <= 1_000_000, "1..1000000"),
     ("api", "socket_path_api"): (
         _socket_path,
         f"an absolute path of at most {_MAX_SOCKET_PATH} bytes",

@@ -11,6 +11,7 @@ controller that runs both (the work zebra does in FRR).
   BFD failure does to the BGP session and its routes (RFC 5882);
 * ``_installed``: what the kernel holds of ours, and what it refused;
 * ``_controller``: the service tying them to the speaker and the kernel;
+* ``_underlay``: the routed underlay (VTEPs in ipv4 unicast, ECMP routes);
 * ``_views``: what ``cnictl bgp summary`` and ``cnictl evpn routes`` show.
 """
 
@@ -40,6 +41,7 @@ from ._remote import (
     node_view,
 )
 from ._rib import MAX_PREFIX, STALE, RouteTable
+from ._underlay import UnderlayController, UnderlayPolicy, UnderlayRib
 
 
 def router_id_for(configured: str, vtep: str) -> str:
@@ -75,6 +77,9 @@ __all__ = [
     "NodeView",
     "RouteTable",
     "Skip",
+    "UnderlayController",
+    "UnderlayPolicy",
+    "UnderlayRib",
     "bfd_reaction",
     "bfd_sessions",
     "entry_key",

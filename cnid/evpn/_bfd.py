@@ -10,7 +10,9 @@ per neighbour, following the neighbour set live, and what a failure does.
   at once (the kernel entries follow), what the peer still sends is
   ignored, and the loop (``run``) tears the BGP session down through
   ExaBGP (Cease, subcode 10 "BFD Down", RFC 9384) with a hold that keeps it
-  down. BFD Up again releases the hold: ExaBGP connects at once.
+  down. BFD Up again releases the hold: ExaBGP connects at once. With the
+  routed underlay the neighbour's ECMP member goes too (``on_failure``: the
+  underlay's ``peer_down``, the same removal as its session going down).
 
 RFC 5882, what cnid honours (``reaction``):
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -88,7 +91,10 @@ def bfd_sessions(config: SpeakerConfig | None) -> dict[str, tuple[PeerKey, PeerC
     for n in config.neighbors if config is not None else ():
         if not n.bfd or ":" in n.address:  # cnid's BFD is IPv4 only
             continue
-        key = PeerKey(n.address, config.local_address if config else None, None, n.multihop > 0)
+        # from the BGP session's own local address (the routed underlay's:
+        # the node's end of the link to the leaf)
+        local = n.local_address or (config.local_address if config else None)
+        key = PeerKey(n.address, local, None, n.multihop > 0)
         out[n.address] = (key, peer_config(n.bfd_interval_ms, n.bfd_multiplier, n.multihop))
     return out
 
@@ -115,6 +121,7 @@ class BfdGuard:
         #: Peers released whose release ExaBGP has not taken yet.
         self._to_release: set[str] = set()
         self._work = Notifier()
+        self._on_failure: list[Callable[[str], None]] = []
         self._was_running = False
         self._counted: dict[str, int] = {}
 
@@ -122,6 +129,11 @@ class BfdGuard:
 
     def holds_down(self, peer: str) -> bool:
         return peer in self.held
+
+    def on_failure(self, callback: Callable[[str], None]) -> None:
+        """``callback(peer)`` when a BFD failure removes a peer's routes (the
+        routed underlay takes the peer's ECMP member out with it)."""
+        self._on_failure.append(callback)
 
     def changed(self, change: StateChange, bgp_up: bool, now: float) -> BfdReaction:
         """A BFD state change: the reaction (the controller removes the routes
@@ -147,6 +159,8 @@ class BfdGuard:
         self._work.bump()
         if what is not BfdReaction.KEEP_RESTART:
             self.metrics.bfd_teardowns.labels(peer=peer).inc()
+            for callback in self._on_failure:
+                callback(peer)
         log.warning(
             "BFD %s down (%s, remote %s, C bit %s): %s",
             peer,

@@ -209,6 +209,13 @@ class BgpNeighborSpec(msgspec.Struct, kw_only=True, rename="camel", omit_default
     allow_as_in: int = 0
 
 
+class UnderlaySpec(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """The routed underlay (RFC 7938): the node's VTEP /32, announced to its
+    eBGP neighbours (owner: the underlay; docs/evpn.md)."""
+
+    vtep_address: str
+
+
 class VRFNodeConfigSpec(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
     node_ref: ObjectRef
     router_id: str = ""
@@ -217,6 +224,7 @@ class VRFNodeConfigSpec(msgspec.Struct, kw_only=True, rename="camel", omit_defau
     #: The node's own AS; 0/absent: server.ini's ``[bgp] asn``.
     asn: int = 0
     neighbors: list[BgpNeighborSpec] = []
+    underlay: UnderlaySpec | None = None
 
 
 class VRFNodeConfigStatus(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):

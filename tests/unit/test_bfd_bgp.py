@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from cnid.bfd import Counters, Diag, PeerConfig, PeerKey, PeerStatus, State, StateChange
-from cnid.bgp import Neighbor, SpeakerConfig, SpeakerUp
+from cnid.bgp import Neighbor, SpeakerConfig, SpeakerUp, UnicastPath
 from cnid.core import DomainLinks, DomainRegistry, Journal, Metrics, Notifier, Readiness
 from cnid.ctl import render
 from cnid.daemon import ControlServer, bfd_peers
@@ -28,6 +28,8 @@ from cnid.evpn import (
     BfdReaction,
     EvpnController,
     Identity,
+    UnderlayController,
+    UnderlayPolicy,
     bfd_reaction,
     bfd_sessions,
 )
@@ -45,6 +47,9 @@ from tests.unit.test_evpn_controller import (
     until,
     update,
 )
+from tests.unit.test_underlay import FAR, L1, L2, VTEP, unicast
+from tests.unit.test_underlay import FakeKernel as UnderlayKernel
+from tests.unit.test_underlay import FakeSpeaker as UnderlaySpeaker
 
 ROUTE = ("route", 42, "10.244.1.0/26", PEER)
 OTHER_ROUTE = ("route", 42, "10.244.2.0/26", OTHER)
@@ -242,11 +247,14 @@ def test_a_session_per_neighbour_asking_for_bfd() -> None:
             LEAF,
             Neighbor(OTHER, asn=65102, multihop=3, bfd=True, bfd_interval_ms=100, bfd_multiplier=5),
             Neighbor("192.168.77.14", asn=65103),  # no BFD
+            # the routed underlay's: from the node's end of the link
+            Neighbor("10.1.1.0", asn=65105, bfd=True, local_address="10.1.1.1"),
             Neighbor("2001:db8::1", asn=65104, bfd=True),  # IPv6: cnid's BFD is IPv4 only
         ),
     )
     assert bfd_sessions(config) == {
         PEER: (PeerKey(PEER, ME, None, False), PeerConfig(min_ttl=255)),
+        "10.1.1.0": (PeerKey("10.1.1.0", "10.1.1.1"), PeerConfig(min_ttl=255)),
         OTHER: (
             PeerKey(OTHER, ME, None, True),  # multihop (RFC 5883), GTSM as BGP's: 256 - 3
             PeerConfig(
@@ -295,6 +303,8 @@ async def test_bfd_down_tears_bgp_down_removes_the_routes_holds_down_and_recover
 ) -> None:
     node = Node(tmp_path, LEAF, PLAIN)
     speaker, bfd = node.speaker, node.bfd
+    failures: list[str] = []  # the routed underlay's peer_down
+    node.guard.on_failure(failures.append)
     async with node.running():
         await node.converged()
         assert node.metric("cnid_bfd_session_state", peer=PEER) == int(State.UP)
@@ -307,6 +317,7 @@ async def test_bfd_down_tears_bgp_down_removes_the_routes_holds_down_and_recover
         assert took < 0.1
         await until("torn down", lambda: speaker.torn_down == [(PEER, BFD_HOLD, CEASE_BFD_DOWN)])
         assert node.has(OTHER_ROUTE) and len(node.evpn.table) == 1
+        assert failures == [PEER]
         assert node.metric("cnid_bfd_session_flaps_total", peer=PEER) == 1
         assert node.metric("cnid_bfd_bgp_teardowns_total", peer=PEER) == 1
         assert node.metric("cnid_bfd_session_state", peer=PEER) == int(State.DOWN)
@@ -440,3 +451,25 @@ async def test_cnictl_bfd_peers_and_the_packet_metrics(
     assert row.split() == [PEER, ME, "single-hop", "up", "00:00:12", "300ms", "[300]", "300ms",
                            "[300]", "3/3", "900ms", "0", "ok", "ok"]  # fmt: skip
     assert "packets in 15, out 12" in text
+
+
+async def test_a_bfd_failure_takes_the_underlays_ecmp_member_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The routed underlay: what the daemon wires to ``on_failure``."""
+    kernel, speaker = UnderlayKernel(), UnderlaySpeaker()
+    ctl = UnderlayController(
+        speaker=speaker,  # type: ignore[arg-type]
+        policy=UnderlayPolicy(vtep=VTEP, asn=65011),
+        kernel=kernel,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ctl.run)
+        speaker.emit(unicast(L1, UnicastPath(FAR, L1)))
+        speaker.emit(unicast(L2, UnicastPath(FAR, L2)))
+        await trio.sleep(0.1)
+        assert kernel.routes == {FAR: frozenset({L1, L2})}
+        ctl.peer_down(L1)  # BFD: before ExaBGP says the session is down
+        await trio.sleep(0.01)
+        assert kernel.routes == {FAR: frozenset({L2})}
+        nursery.cancel_scope.cancel()
