@@ -3,7 +3,8 @@ namespace: the host tier's stand-in for a whole node where the kernel has no
 VRF device (the VM tier runs the real daemon).
 
 The node runs the real ``Speaker`` (a real ExaBGP in its namespace), the real
-``EvpnController`` and the real dataplane calls, on:
+``EvpnController`` with a real ``BfdService`` (its UDP sockets opened in the
+node's namespace) and the real dataplane calls, on:
 
 * a node namespace plugged into a LAN (``eth0``, the VTEP address);
 * per domain ``br-<vni>`` with ``vx-<vni>`` as its port, tagged as
@@ -21,6 +22,7 @@ Only one node per test process: the dataplane's node namespace is global
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any
 import trio
 
 from cnid import dataplane
+from cnid.bfd import BfdService
 from cnid.bgp import Speaker, SpeakerConfig, reflector_neighbors
 from cnid.core import (
     Attachment,
@@ -74,6 +77,7 @@ class EvpnNode:
     pool: AddressPool = field(init=False)
     metrics: Metrics = field(init=False)
     speaker: Speaker = field(init=False)
+    bfd: BfdService = field(init=False)
     evpn: EvpnController = field(init=False)
     pods: dict[str, Pod] = field(default_factory=dict)
 
@@ -102,6 +106,7 @@ class EvpnNode:
             launcher=("ip", "netns", "exec", self.ns.name),
             log_level="INFO",
         )
+        self.bfd = BfdService(socket_factory=self._udp_socket)
         self.evpn = EvpnController(
             speaker=self.speaker,
             identity=Identity(self.address, ASN, self.address),
@@ -113,7 +118,17 @@ class EvpnNode:
             stale_timeout=self.stale_timeout,
             repair_interval=5.0,
             local_interval=5.0,
+            bfd=self.bfd,
         )
+
+    async def _udp_socket(self) -> trio.socket.SocketType:
+        """A UDP socket of the node's namespace (opened on a worker thread)."""
+
+        def open_inside() -> socket.socket:
+            with dataplane.inside(dataplane.checked_netns(self.ns.fd)):
+                return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+        return trio.socket.from_stdlib_socket(await trio.to_thread.run_sync(open_inside))
 
     # -- kernel objects -------------------------------------------------------
 
@@ -233,6 +248,7 @@ class EvpnNode:
         dataplane.set_node_netns(self.ns.fd)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.speaker.run)
+            await nursery.start(self.bfd.run)
             await nursery.start(self.evpn.run)
             task_status.started()
 

@@ -38,6 +38,10 @@ class Router(FrrRouter):
 
     groups: dict[str, list[str]] = field(default_factory=dict)
     networks_v4: list[str] = field(default_factory=list)
+    #: BGP's hold time (keepalives every third of it)
+    hold: int = 3
+    #: Groups with ``neighbor GROUP bfd`` (bfdd must run: ``bfdd``).
+    bfd_groups: tuple[str, ...] = ()
 
     def bgpd_conf(self) -> str:
         lines = [
@@ -47,16 +51,18 @@ class Router(FrrRouter):
             f" bgp router-id {self.router_id}",
             " no bgp ebgp-requires-policy",
             " bgp bestpath as-path multipath-relax",
-            " timers bgp 1 3",
+            f" timers bgp {max(self.hold // 3, 1)} {self.hold}",
         ]
         for group, peers in self.groups.items():
             lines += [
                 f" neighbor {group} peer-group",
                 f" neighbor {group} remote-as external",
-                f" neighbor {group} timers 1 3",
+                f" neighbor {group} timers {max(self.hold // 3, 1)} {self.hold}",
                 f" neighbor {group} advertisement-interval 0",
                 *(f" neighbor {p} peer-group {group}" for p in peers),
             ]
+            if group in self.bfd_groups:
+                lines.append(f" neighbor {group} bfd")
         lines += [" address-family ipv4 unicast"]
         lines += [f"  network {n}" for n in self.networks_v4]
         lines += [f"  neighbor {g} activate" for g in self.groups]
@@ -84,9 +90,11 @@ class UnderlayFabric:
         return found
 
 
-def underlay_fabric(lab: Lab, node: str) -> UnderlayFabric:
+def underlay_fabric(lab: Lab, node: str, *, bfd: bool = False, hold: int = 3) -> UnderlayFabric:
     """The leaves and the spine around the namespace ``node`` (links and
-    routers made in ``lab``, which removes them), routers started."""
+    routers made in ``lab``, which removes them), routers started. ``bfd``:
+    the leaves run bfdd with ``neighbor NODES bfd`` (300 ms x 3); ``hold``:
+    the leaves' BGP hold time towards the node."""
     spine_ns = lab.netns("spine")
     sh("ip", "addr", "add", f"{FAR_VTEP}/32", "dev", "lo", ns=spine_ns)
     leaves = {}
@@ -101,7 +109,9 @@ def underlay_fabric(lab: Lab, node: str) -> UnderlayFabric:
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=ns)
         groups = {"NODES": [node_ip], "SPINES": [f"10.3.{i}.1"]}
         leaves[i] = lab.add(Router(f"l{i}", ns, asn, f"10.0.0.{10 + i}", zebra=True,
-                                   groups=groups))  # fmt: skip
+                                   groups=groups, hold=hold,
+                                   bfd_groups=("NODES",) if bfd else (),
+                                   bfdd="bfd\nexit\n" if bfd else None))  # fmt: skip
     spine = lab.add(
         Router("spine", spine_ns, SPINE_AS, "10.0.0.1", zebra=True,
                groups={"LEAVES": ["10.3.1.0", "10.3.2.0"]}, networks_v4=[f"{FAR_VTEP}/32"])

@@ -25,7 +25,7 @@ from ._packet import (
 from ._runner import Runner
 from ._service import BfdService, Counters, PeerKey, PeerStatus, StateChange
 from ._session import SLOW_TX_US, PeerConfig, Session, Transition
-from ._transport import MULTIHOP_PORT, SINGLE_HOP_PORT
+from ._transport import MULTIHOP_PORT, SINGLE_HOP_PORT, SocketFactory
 
 __all__ = [
     "MANDATORY_LENGTH",
@@ -44,6 +44,7 @@ __all__ = [
     "PeerStatus",
     "Runner",
     "Session",
+    "SocketFactory",
     "State",
     "StateChange",
     "Transition",

@@ -27,9 +27,11 @@ from ._transport import (
     SINGLE_HOP_PORT,
     TTL,
     Datagram,
+    SocketFactory,
     bind_sender,
     open_listener,
     receive,
+    udp_socket,
 )
 
 __all__ = ["BfdService", "Counters", "PeerKey", "PeerStatus", "StateChange"]
@@ -49,7 +51,8 @@ class PeerKey(msgspec.Struct, frozen=True):
 
 class StateChange(msgspec.Struct, frozen=True):
     """What subscribers get: the session, its old and new state, the local
-    diagnostic, the remote's last diagnostic and C bit."""
+    diagnostic, the remote's last diagnostic and C bit, and the remote's
+    state (AdminDown: RFC 5882 3.2, not a failure)."""
 
     key: PeerKey
     old: State
@@ -57,6 +60,7 @@ class StateChange(msgspec.Struct, frozen=True):
     diag: Diag
     remote_diag: Diag
     remote_cpi: bool
+    remote_state: State = State.DOWN
 
 
 class Counters(msgspec.Struct):
@@ -120,8 +124,10 @@ class BfdService:
         rng: random.Random | None = None,
         single_hop_port: int = SINGLE_HOP_PORT,
         multihop_port: int = MULTIHOP_PORT,
+        socket_factory: SocketFactory = udp_socket,
     ) -> None:
         self._rng = rng or random.SystemRandom()
+        self._new_socket = socket_factory
         self._ports = {False: single_hop_port, True: multihop_port}
         self._peers: dict[PeerKey, _Peer] = {}
         self._by_discr: dict[int, _Peer] = {}
@@ -220,14 +226,28 @@ class BfdService:
         if kind not in self._listening and self._nursery is not None:
             await self._nursery.start(self._listen, *kind)
         try:
-            entry.sock = await bind_sender(entry.key.local, entry.key.vrf, self._rng)
+            entry.sock = await bind_sender(
+                entry.key.local, entry.key.vrf, self._rng, self._new_socket
+            )
         except BfdError as exc:
             log.error("%s", exc)
             return
         with entry.sock, entry.scope:
             if entry.key not in self._peers:
                 entry.runner.stop()
-            await entry.runner.run()
+            try:
+                await entry.runner.run()
+            finally:
+                await self._last_words(entry)
+
+    async def _last_words(self, entry: _Peer) -> None:
+        """The service ends (the daemon stops): one AdminDown packet, so the
+        peer takes no action on its BGP session (RFC 5882 3.2) while the
+        daemon restarts and the BGP speaker, which outlives it, stays up."""
+        if entry.runner.session.admin_down() is None:
+            return  # already AdminDown: removed, and said so
+        with trio.CancelScope(shield=True), trio.move_on_after(0.5):
+            await self._send(entry, entry.runner.session.packet())
 
     async def _send(self, entry: _Peer, packet: ControlPacket) -> None:
         port = self._ports[entry.key.multihop]
@@ -254,7 +274,7 @@ class BfdService:
             return
         self._listening.add((multihop, vrf))
         try:
-            sock = await open_listener(self._ports[multihop], vrf)
+            sock = await open_listener(self._ports[multihop], vrf, self._new_socket)
         except BfdError:
             self._listening.discard((multihop, vrf))
             raise
@@ -317,6 +337,7 @@ class BfdService:
             transition.diag,
             session.remote_diag,
             session.remote_cpi,
+            session.remote_state,
         )
         log.info(
             "BFD %s: %s -> %s (%s)",

@@ -168,7 +168,8 @@ class Session:
         if self.state is State.ADMIN_DOWN:
             return None
         self.detect_deadline = None
-        self.remote_discr = 0
+        # bfd.RemoteDiscr stays (6.8.1 zeroes it only when a Detection Time
+        # passes): FRR's bfdd ignores an AdminDown with Your Discriminator 0
         return self._move(State.ADMIN_DOWN, Diag.ADMINISTRATIVELY_DOWN)
 
     def admin_up(self) -> Transition | None:

@@ -13,6 +13,7 @@ import random
 import socket
 import struct
 import sys
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import msgspec
@@ -24,6 +25,7 @@ __all__ = [
     "MULTIHOP_PORT",
     "SINGLE_HOP_PORT",
     "Datagram",
+    "SocketFactory",
     "bind_sender",
     "open_listener",
     "receive",
@@ -55,13 +57,24 @@ class Datagram(msgspec.Struct, frozen=True):
     ifindex: int | None
 
 
+#: Makes the UDP sockets: the process's namespace by default; a test bed
+#: running the daemon's services for a node namespace opens them there.
+SocketFactory = Callable[[], Awaitable[trio.socket.SocketType]]
+
+
+async def udp_socket() -> trio.socket.SocketType:
+    return trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
 def _bind_device(sock: trio.socket.SocketType, vrf: str | None) -> None:
     if vrf:
         sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, vrf.encode())
 
 
-async def open_listener(port: int, vrf: str | None = None) -> trio.socket.SocketType:
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+async def open_listener(
+    port: int, vrf: str | None = None, new: SocketFactory = udp_socket
+) -> trio.socket.SocketType:
+    sock = await new()
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_IP, _IP_RECVTTL, 1)
@@ -92,10 +105,10 @@ async def receive(sock: trio.socket.SocketType) -> Datagram:
 
 
 async def bind_sender(
-    local: str | None, vrf: str | None, rng: random.Random
+    local: str | None, vrf: str | None, rng: random.Random, new: SocketFactory = udp_socket
 ) -> trio.socket.SocketType:
     """A session's socket: TTL 255, from a free source port of 49152-65535."""
-    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = await new()
     try:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, TTL)
         _bind_device(sock, vrf)

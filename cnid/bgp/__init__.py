@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from ._aspath import AS_LOOP, SKIP_REASONS, as_path_numbers, drop_loops, loops
 from ._config import (
+    BFD_INTERVAL_MS,
+    BFD_MULTIPLIER,
     BgpOptions,
     Neighbor,
     NeighborOptions,
@@ -80,6 +82,8 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AS_LOOP",
+    "BFD_INTERVAL_MS",
+    "BFD_MULTIPLIER",
     "ESI_ZERO",
     "SKIP_REASONS",
     "Ack",

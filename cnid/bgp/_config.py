@@ -156,6 +156,12 @@ def _addresses(key: str, text: str) -> tuple[str, ...]:
 #: What a neighbour's ``allow_as_in`` and ``multihop`` may be (FRR's ranges).
 ALLOW_AS_IN_MAX = 10
 MULTIHOP_MIN, MULTIHOP_MAX = 2, 255
+#: A neighbour's BFD timers: 300 ms x 3 by default, FRR's ranges (its
+#: ``transmit-interval``/``receive-interval`` 10..60000 ms, ``detect-multiplier``
+#: 2..255).
+BFD_INTERVAL_MS, BFD_MULTIPLIER = 300, 3
+BFD_INTERVAL_MIN, BFD_INTERVAL_MAX = 10, 60000
+BFD_MULTIPLIER_MIN, BFD_MULTIPLIER_MAX = 2, 255
 
 
 class Neighbor(msgspec.Struct, frozen=True, order=True):
@@ -171,8 +177,12 @@ class Neighbor(msgspec.Struct, frozen=True, order=True):
     multihop: int = 0
     #: This neighbour's TCP MD5 password (overrides ``[bgp] password_file``).
     password: str = ""
-    #: Stored and shown, not acted on yet (issue 15).
+    #: BFD for this session (``cnid.evpn``'s ``BfdGuard``): single hop, or
+    #: multihop (RFC 5883) with ``multihop``; its interval (our Desired Min
+    #: TX and Required Min RX, ms) and detect multiplier.
     bfd: bool = False
+    bfd_interval_ms: int = BFD_INTERVAL_MS
+    bfd_multiplier: int = BFD_MULTIPLIER
     #: How many times the node's own AS may be in the AS_PATH of a route
     #: from this neighbour (FRR's ``allowas-in``); beyond: skipped (as-loop).
     allow_as_in: int = 0
@@ -196,6 +206,8 @@ class NeighborOptions(msgspec.Struct, frozen=True):
     password_file: str = ""
     multihop: int = 0
     bfd: bool = False
+    bfd_interval_ms: int = BFD_INTERVAL_MS
+    bfd_multiplier: int = BFD_MULTIPLIER
     allow_as_in: int = 0
 
     def neighbor(self, address: str) -> Neighbor:
@@ -207,6 +219,8 @@ class NeighborOptions(msgspec.Struct, frozen=True):
             multihop=self.multihop,
             password=_read_password(f"[neighbor {address}] password_file", self.password_file),
             bfd=self.bfd,
+            bfd_interval_ms=self.bfd_interval_ms,
+            bfd_multiplier=self.bfd_multiplier,
             allow_as_in=self.allow_as_in,
         )
 
@@ -218,9 +232,15 @@ def check_neighbor(
     multihop: int,
     allow_as_in: int,
     allow_key: str = "allowAsIn",
+    *,
+    bfd_interval_ms: int = BFD_INTERVAL_MS,
+    bfd_multiplier: int = BFD_MULTIPLIER,
+    bfd_keys: tuple[str, str] = ("bfdIntervalMs", "bfdMultiplier"),
 ) -> str:
     """Why these neighbour settings are bad ("" if they are not); ``where``
-    starts the message (a file's section, a config's name)."""
+    starts the message (a file's section, a config's name), ``allow_key``
+    and ``bfd_keys`` name the fields as the source spells them. The BFD
+    timers are checked whether or not ``bfd`` is on (kept for when it is)."""
     try:
         ipaddress.ip_address(address)
     except ValueError:
@@ -234,6 +254,16 @@ def check_neighbor(
         )
     if not 0 <= allow_as_in <= ALLOW_AS_IN_MAX:
         return f"{where}: {allow_key} {allow_as_in} out of range (0..{ALLOW_AS_IN_MAX})"
+    if not BFD_INTERVAL_MIN <= bfd_interval_ms <= BFD_INTERVAL_MAX:
+        return (
+            f"{where}: {bfd_keys[0]} {bfd_interval_ms} out of range "
+            f"({BFD_INTERVAL_MIN}..{BFD_INTERVAL_MAX} ms; absent: {BFD_INTERVAL_MS})"
+        )
+    if not BFD_MULTIPLIER_MIN <= bfd_multiplier <= BFD_MULTIPLIER_MAX:
+        return (
+            f"{where}: {bfd_keys[1]} {bfd_multiplier} out of range "
+            f"({BFD_MULTIPLIER_MIN}..{BFD_MULTIPLIER_MAX}; absent: {BFD_MULTIPLIER})"
+        )
     return ""
 
 

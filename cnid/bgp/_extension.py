@@ -175,7 +175,7 @@ def hold_down_after_teardown() -> None:
 
     def handle_connection(self: Any, connection: Any) -> Any:
         if _held_down(self):
-            return connection.notification(6, 5, "maximum-prefix hold-down")
+            return connection.notification(6, 5, "hold-down: maximum-prefix or BFD down")
         return handle(self, connection)
 
     exa_peer.Peer._close = _close
@@ -323,6 +323,15 @@ def execute(reactor: Any, service: str, command: Command) -> Ack:
             until = HOLD_DOWN.get(str(peer.neighbor["peer-address"])) if peer else None
             if until is not None:
                 peer._delay._time = until  # not connected now: no connect attempt either
+        return Ack(command.id, True, done=len(keys))
+    if command.op == "release":  # a teardown's hold ended early: connect now
+        keys = _peers(reactor, service, command.peers, established=False)
+        for address in command.peers:
+            HOLD_DOWN.pop(address, None)
+        for key in keys:
+            peer = reactor._peers.get(key)
+            if peer is not None:
+                peer._delay.reset()
         return Ack(command.id, True, done=len(keys))
     if command.op == "refresh":  # ROUTE-REFRESH (RFC 2918): the peer sends everything again
         peers = _peers(reactor, service, command.peers, established=True)

@@ -42,6 +42,7 @@ from pathlib import Path
 import msgspec
 import trio
 
+from ..core._notify import Notifier
 from ..core._reconcile import Backoff
 from ..core._sockets import serve_unix
 from ..core._startup import Startup
@@ -76,7 +77,7 @@ class PeerStatus(msgspec.Struct):
     address: str
     role: str
     #: The neighbour's AS, whether it is eBGP (another AS than the node's)
-    #: and its ``bfd`` flag (shown; not acted on yet).
+    #: and its ``bfd`` flag (``cnid.evpn``'s ``BfdGuard`` acts on it).
     asn: int = 0
     ebgp: bool = False
     bfd: bool = False
@@ -135,6 +136,8 @@ class Speaker:
         self._conn: ApiConnection | None = None
         self._process: trio.Process | None = None
         self._config_changed = trio.Event()
+        #: Bumped on each change of ``config`` (the BFD sessions follow it).
+        self.configured = Notifier()
         self._sync_wanted = trio.Event()
         self._running_env: dict[str, str] | None = None
         self._running_text = ""
@@ -168,6 +171,7 @@ class Speaker:
             peer.ebgp = n.ebgp(config.asn)
             peer.bfd = n.bfd
         self._config_changed.set()
+        self.configured.bump()
 
     def reconfigure(self) -> None:
         """``configure`` again with the last configuration given (after a
@@ -202,6 +206,20 @@ class Speaker:
             )
         except SpeakerUnavailable as exc:
             log.warning("BGP peer %s: teardown not sent: %s", peer, exc.msg)
+            return False
+        self.stats.commands += 1
+        return ack.ok
+
+    async def release(self, peer: str) -> bool:
+        """End a ``teardown``'s hold early: the session to ``peer`` is made
+        again at once; False when ExaBGP is not running (it holds nothing)."""
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            ack = await conn.call(Command(conn.next_id(), "release", (peer,)))
+        except SpeakerUnavailable as exc:
+            log.warning("BGP peer %s: release not sent: %s", peer, exc.msg)
             return False
         self.stats.commands += 1
         return ack.ok

@@ -26,10 +26,11 @@ class Command(msgspec.Struct, frozen=True):
     means every configured neighbour (for ``eor``: every established one).
     ``teardown``: a NOTIFICATION (Cease, subcode ``code``) to the peers,
     then no session with them for ``hold`` seconds (FRR's ``maximum-prefix
-    N restart M``)."""
+    N restart M``; BFD's hold-down while it is down). ``release``: the end
+    of a teardown's hold, the session made again at once (BFD back Up)."""
 
     id: int
-    op: Literal["announce", "withdraw", "eor", "teardown", "refresh"]
+    op: Literal["announce", "withdraw", "eor", "teardown", "refresh", "release"]
     peers: tuple[str, ...] = ()
     paths: tuple[EvpnPath, ...] = ()
     hold: float = 0.0

@@ -31,7 +31,7 @@ from pathlib import Path
 import msgspec
 import trio
 
-from ..bgp import Neighbor, check_neighbor, password_problem
+from ..bgp import BFD_INTERVAL_MS, BFD_MULTIPLIER, Neighbor, check_neighbor, password_problem
 from ..core._errors import CnidError
 from ..core._notify import Notifier
 from ..kube import (
@@ -104,8 +104,16 @@ def settings_from(
     neighbors = []
     seen = set()
     for nb in spec.neighbors:
+        bfd_interval_ms = nb.bfd_interval_ms or BFD_INTERVAL_MS
+        bfd_multiplier = nb.bfd_multiplier or BFD_MULTIPLIER
         problem = check_neighbor(
-            f"{name}: neighbor {nb.address}", nb.address, nb.asn, nb.multihop, nb.allow_as_in
+            f"{name}: neighbor {nb.address}",
+            nb.address,
+            nb.asn,
+            nb.multihop,
+            nb.allow_as_in,
+            bfd_interval_ms=bfd_interval_ms,
+            bfd_multiplier=bfd_multiplier,
         )
         if problem:
             raise CnidError(problem)
@@ -130,6 +138,8 @@ def settings_from(
                 multihop=nb.multihop,
                 password=password,
                 bfd=nb.bfd,
+                bfd_interval_ms=bfd_interval_ms,
+                bfd_multiplier=bfd_multiplier,
                 allow_as_in=nb.allow_as_in,
             )
         )

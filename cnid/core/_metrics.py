@@ -11,12 +11,13 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class Metrics:
     """The daemon's metrics, registered in this order (the order of
     ``render``'s output): the node's (CNI requests, pods, readiness,
-    sockets), BGP's, EVPN's, the routed underlay's."""
+    sockets), BGP's, BFD's, EVPN's, the routed underlay's."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._node(self.registry)
         self._bgp(self.registry)
+        self._bfd(self.registry)
         self._evpn(self.registry)
         self._underlay(self.registry)
 
@@ -58,6 +59,41 @@ class Metrics:
         self.exabgp_restarts = Counter(
             "cnid_exabgp_restarts",
             "Times the ExaBGP process ended without being asked to and was started again",
+            registry=r,
+        )
+
+    def _bfd(self, r: CollectorRegistry) -> None:
+        self.bfd_session_state = Gauge(
+            "cnid_bfd_session_state",
+            "The BFD session's state per BGP neighbour (RFC 5880: 0 AdminDown, 1 Down, "
+            "2 Init, 3 Up)",
+            ["peer"],
+            registry=r,
+        )
+        self.bfd_session_flaps = Counter(
+            "cnid_bfd_session_flaps",
+            "Times the BFD session to the peer left Up",
+            ["peer"],
+            registry=r,
+        )
+        self.bfd_teardowns = Counter(
+            "cnid_bfd_bgp_teardowns",
+            "BGP sessions torn down (or graceful restarts aborted) because BFD went down, "
+            "by peer",
+            ["peer"],
+            registry=r,
+        )
+        self.bfd_packets = Counter(
+            "cnid_bfd_packets",
+            "BFD control packets, by direction (in: every datagram received, out: sent)",
+            ["direction"],
+            registry=r,
+        )
+        self.bfd_errors = Counter(
+            "cnid_bfd_errors",
+            "BFD packets discarded on receipt, by reason (RFC 5880 6.8.6, TTL, no session), "
+            "and sends that failed (send)",
+            ["reason"],
             registry=r,
         )
 

@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     bgp = sub.add_parser("bgp", help="BGP (what vtysh's show bgp l2vpn evpn summary showed)")
     bgp.add_argument("what", choices=["summary"], nargs="?", default="summary")
+    bfd = sub.add_parser(
+        "bfd", help="BFD sessions of the BGP neighbours (what vtysh's show bfd peers showed)"
+    )
+    bfd.add_argument("what", choices=["peers"], nargs="?", default="peers")
     evpn = sub.add_parser(
         "evpn",
         help="EVPN routes, local and received (show bgp l2vpn evpn); MACs flagged as duplicates",
@@ -100,7 +104,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
         if value is not None:
             call_args[option] = str(value)
     command = args.command
-    if command in ("bgp", "evpn", "vrf", "underlay"):
+    if command in ("bgp", "bfd", "evpn", "vrf", "underlay"):
         command = f"{command}-{args.what}"
     return command, call_args
 

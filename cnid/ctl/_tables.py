@@ -256,6 +256,40 @@ def _bgp_summary(data: Any) -> str:
     return "\n".join(lines)
 
 
+def _bfd_peers(data: Any) -> str:
+    """``show bfd peers``, one line a session: the intervals are the agreed
+    ones (TX: ours; RX: the peer's), with what this side asks in brackets."""
+    rows = []
+    for p in data["peers"]:
+        state = p["state"]
+        if p.get("bgp_held_down"):
+            state += " (bgp held down)"
+        rows.append(
+            [
+                p["peer"],
+                p["local"] or "-",
+                "multihop" if p["multihop"] else "single-hop",
+                state,
+                _uptime(p["uptime_s"]) if p["uptime_s"] is not None else "-",
+                f"{p['tx_interval_ms']:g}ms [{p['desired_min_tx_ms']}]",
+                f"{p['rx_interval_ms']:g}ms [{p['required_min_rx_ms']}]",
+                f"{p['detect_multiplier']}/{p['remote_detect_multiplier']}",
+                f"{p['detection_time_ms']:g}ms",
+                str(p["flaps"]),
+                p["local_diag"] if p["local_diag"] != "none" else "ok",
+                p["remote_diag"] if p["remote_diag"] != "none" else "ok",
+            ]
+        )
+    headers = ["PEER", "LOCAL", "TYPE", "STATE", "UPTIME", "TX", "RX", "MULT", "DETECT",
+               "FLAPS", "DIAG", "REMOTE-DIAG"]  # fmt: skip
+    c = data.get("counters") or {}
+    footer = (
+        f"\npackets in {c.get('packets_in', 0)}, out {c.get('packets_out', 0)}, "
+        f"send errors {c.get('send_errors', 0)}, discarded {sum(c.get('discarded', {}).values())}"
+    )
+    return table(headers, rows) + footer
+
+
 #: cnictl's commands whose answer is shown as text, and how.
 _RENDERERS: dict[str, Callable[[Any], str]] = {
     "status": _status,
@@ -263,6 +297,7 @@ _RENDERERS: dict[str, Callable[[Any], str]] = {
     "ipam": _ipam,
     "ipam-allocations": _ipam_allocations,
     "bgp-summary": _bgp_summary,
+    "bfd-peers": _bfd_peers,
     "evpn-routes": _evpn_routes,
     "evpn-duplicates": _evpn_duplicates,
     "vrf-routes": _vrf_routes,

@@ -9,13 +9,14 @@ from ._cli import PrintableFormatter, main
 from ._config import DefaultDomainConfig, load_config, parse_config
 from ._control import ControlServer
 from ._health import HealthServer
-from ._views import bgp_summary, evpn_duplicates, evpn_routes
+from ._views import bfd_peers, bgp_summary, evpn_duplicates, evpn_routes
 
 __all__ = [
     "ControlServer",
     "DefaultDomainConfig",
     "HealthServer",
     "PrintableFormatter",
+    "bfd_peers",
     "bgp_summary",
     "evpn_duplicates",
     "evpn_routes",

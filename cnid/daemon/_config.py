@@ -457,6 +457,9 @@ def _neighbor_sections(
             options.multihop,
             options.allow_as_in,
             allow_key="allow_as_in",
+            bfd_interval_ms=options.bfd_interval_ms,
+            bfd_multiplier=options.bfd_multiplier,
+            bfd_keys=("bfd_interval_ms", "bfd_multiplier"),
         )
         if problem:
             raise ConfigError(f"{source}: {problem}")

@@ -32,7 +32,7 @@ from ..core._tenants import DomainRegistry
 from ..dataplane import vrf_name
 from ..evpn import EvpnController, UnderlayController
 from ..ipam import AddressPool
-from ._views import bgp_summary, evpn_duplicates, evpn_routes, vrf_routes
+from ._views import bfd_peers, bgp_summary, evpn_duplicates, evpn_routes, vrf_routes
 
 log = logging.getLogger("cnid.control")
 
@@ -73,6 +73,7 @@ class ControlServer:
             "pods": self.view_pods,
             "ipam": self.view_ipam,
             "bgp-summary": self.view_bgp_summary,
+            "bfd-peers": self.view_bfd_peers,
             "evpn-routes": self.view_evpn_routes,
             "evpn-duplicates": self.view_evpn_duplicates,
             "vrf-routes": self.view_vrf_routes,
@@ -140,6 +141,9 @@ class ControlServer:
 
     async def view_bgp_summary(self, args: dict[str, str]) -> dict[str, Any]:
         return bgp_summary(self._evpn())
+
+    async def view_bfd_peers(self, args: dict[str, str]) -> dict[str, Any]:
+        return bfd_peers(self._evpn())
 
     async def view_evpn_routes(self, args: dict[str, str]) -> list[dict[str, Any]]:
         try:

@@ -4,7 +4,8 @@ health (liveness from the first moment) -> node state (journal, address
 store) -> [with the Kubernetes API: the watches, this node's VRFNodeConfig]
 -> underlay -> domains (kernel objects of every tenant; with the API, the
 VRFDomain and VRFDomainBinding controllers) -> recovery of what a previous
-run left -> the CNI socket -> the control socket [-> garbage collection].
+run left -> host integration -> BGP (the speaker, BFD, the EVPN controller,
+the peering) -> the CNI socket -> the control socket [-> garbage collection].
 Readiness is the conjunction of the services' own reports.
 
 Each step marks its milestone on the start-up timeline (``Startup``):
@@ -31,6 +32,7 @@ from pathlib import Path
 import trio
 
 from .. import dataplane
+from ..bfd import BfdService
 from ..bgp import Speaker
 from ..cluster import ClusterMember, KubeStore, MemberTimings, NodeSettings, Peering
 from ..cluster._policies import RoutingPolicyController
@@ -277,9 +279,10 @@ class Daemon:
         settings: NodeSettings,
         member: ClusterMember | None,
     ) -> EvpnController:
-        """The BGP speaker, the EVPN controller, and the peering that gives
-        the speaker its neighbours (in that order: the controller listens
-        before the first session can come up)."""
+        """The BGP speaker, BFD, the EVPN controller (with the BFD sessions
+        of the neighbours that ask for them), and the peering that gives the
+        speaker its neighbours (in that order: the controller listens before
+        the first session can come up)."""
         opts = self.config.bgp
         router_id = router_id_for(settings.router_id, underlay.address)
         speaker = Speaker(
@@ -290,6 +293,8 @@ class Daemon:
         )
         await nursery.start(speaker.run)
         self.startup.mark("speaker")
+        bfd = BfdService()  # no socket until a neighbour asks for BFD
+        await nursery.start(bfd.run)
         evpn = EvpnController(
             speaker=speaker,
             identity=Identity(router_id, settings.asn or opts.asn, underlay.address),
@@ -305,6 +310,7 @@ class Daemon:
             max_prefix_restart=opts.max_prefix_restart,
             dup_max_moves=self.config.evpn.dup_max_moves,
             dup_time=self.config.evpn.dup_time,
+            bfd=bfd,
         )
         await nursery.start(evpn.run)
         vtep = self._vtep(settings)
@@ -325,6 +331,8 @@ class Daemon:
                 pod_prefixes=lambda: [str(d.network) for d in self.domains.all()],
             )
             await nursery.start(self.underlay.run)
+            if evpn.bfd is not None:  # a BFD failure takes the ECMP member out too
+                evpn.bfd.on_failure(self.underlay.peer_down)
             self.startup.mark("underlay-routes")
         peering = Peering(
             speaker=speaker,

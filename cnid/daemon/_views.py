@@ -1,15 +1,18 @@
-"""The operator views behind ``cnictl bgp summary``, ``cnictl evpn routes``,
-``cnictl evpn duplicates`` and ``cnictl vrf routes``: what ``vtysh`` showed for pyroute2-cni
-(``show bgp l2vpn evpn summary``, ``show bgp l2vpn evpn route type N``,
-``show ip route vrf NAME``), as JSON-ready dicts."""
+"""The operator views behind ``cnictl bgp summary``, ``cnictl bfd peers``,
+``cnictl evpn routes``, ``cnictl evpn duplicates`` and ``cnictl vrf routes``:
+what ``vtysh`` showed for pyroute2-cni (``show bgp l2vpn evpn summary``,
+``show bfd peers``, ``show bgp l2vpn evpn route type N``, ``show ip route vrf
+NAME``), as JSON-ready dicts."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import msgspec
 import trio
 
+from ..bfd import PeerKey
 from ..bgp import EvpnPath, ImetRoute, MacIpRoute, Neighbor, route_type
 from ..core._domains import Domain
 from ..dataplane import vrf_name
@@ -141,7 +144,9 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
                 "flaps": peer.flaps,
                 "last_error": peer.last_error,
                 "held_back": evpn.table.held_count(address),
-                "held_down": address in evpn.held_down,
+                # torn down for its maximum, or for BFD down
+                "held_down": address in evpn.held_down
+                or (evpn.bfd is not None and evpn.bfd.holds_down(address)),
             }
         )
     return {
@@ -161,6 +166,31 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
         "mode": _mode(config.neighbors if config else ()),
         "peers": peers,
     }
+
+
+def bfd_peers(evpn: EvpnController) -> dict[str, Any]:
+    """``show bfd peers``: each BFD session of a BGP neighbour (its state,
+    the intervals asked and agreed, uptime, flaps, diagnostics) and whether
+    it holds its BGP session down; the packet counters."""
+    guard = evpn.bfd
+    if guard is None:
+        return {"peers": [], "counters": {}}
+    by_key = {key: peer for peer, key in guard.sessions.items()}
+    now = trio.current_time()
+    peers = []
+    for status in guard.bfd.peers():
+        key = PeerKey(status.peer, status.local, status.vrf, status.multihop)
+        if key not in by_key:
+            continue  # ending (AdminDown sent), no neighbour's any more
+        row = msgspec.to_builtins(status)
+        held = guard.held.get(status.peer)
+        row["bgp_held_down"] = held is not None
+        row["held_down_seconds"] = round(now - held, 1) if held is not None else 0.0
+        row["last_reaction"] = str(guard.last_reaction.get(status.peer, ""))
+        session = evpn.speaker.peers.get(status.peer)
+        row["bgp_state"] = session.state if session is not None else ""
+        peers.append(row)
+    return {"peers": peers, "counters": msgspec.to_builtins(guard.bfd.counters)}
 
 
 def _mode(neighbors: tuple[Neighbor, ...]) -> str:
@@ -194,4 +224,4 @@ async def vrf_routes(domain: Domain, evpn: EvpnController | None) -> dict[str, A
     }
 
 
-__all__ = ["bgp_summary", "evpn_duplicates", "evpn_routes", "nlri_text", "vrf_routes"]
+__all__ = ["bfd_peers", "bgp_summary", "evpn_duplicates", "evpn_routes", "nlri_text", "vrf_routes"]

@@ -7,6 +7,8 @@ controller that runs both (the work zebra does in FRR).
 * ``_mobility``: MAC mobility: sequences, selection, duplicates (pure);
 * ``_graceful``: which received paths outlive their session, and how long;
 * ``_max_prefix``: a per-peer maximum of received prefixes;
+* ``_bfd``: BFD sessions for the neighbours that ask for them, and what a
+  BFD failure does to the BGP session and its routes (RFC 5882);
 * ``_installed``: what the kernel holds of ours, and what it refused;
 * ``_controller``: the service tying them to the speaker and the kernel;
 * ``_underlay``: the routed underlay (VTEPs in ipv4 unicast, ECMP routes);
@@ -15,6 +17,7 @@ controller that runs both (the work zebra does in FRR).
 
 import ipaddress
 
+from ._bfd import BFD_HOLD, CEASE_BFD_DOWN, BfdGuard, BfdReaction, bfd_reaction, bfd_sessions
 from ._controller import EvpnController, EvpnKernel, Identity
 from ._local import (
     LocalBlock,
@@ -53,8 +56,12 @@ def router_id_for(configured: str, vtep: str) -> str:
 
 
 __all__ = [
+    "BFD_HOLD",
+    "CEASE_BFD_DOWN",
     "MAX_PREFIX",
     "STALE",
+    "BfdGuard",
+    "BfdReaction",
     "Copy",
     "DomainTarget",
     "Duplicate",
@@ -73,6 +80,8 @@ __all__ = [
     "UnderlayController",
     "UnderlayPolicy",
     "UnderlayRib",
+    "bfd_reaction",
+    "bfd_sessions",
     "entry_key",
     "export_targets",
     "importing_domains",

@@ -13,7 +13,11 @@ Four loops in one nursery:
   one batch (``apply_evpn``), touching only entries of ours (``_installed``
   keeps what the kernel holds of ours, and what it refused, retried with
   backoff, never on every pass);
-* **teardowns**: the sessions ``_max_prefix`` ends.
+* **teardowns**: the sessions ``_max_prefix`` ends;
+* **BFD** (with a ``BfdService``): ``_bfd``'s sessions for the neighbours
+  that ask for it; a BFD failure removes the peer's paths here, in the
+  receive loop (in order with the BGP events), and the guard's loop tears
+  its BGP session down and holds it down until BFD is Up again.
 
 The input policy (``_remote``) keeps received routes off what the node owns.
 
@@ -36,7 +40,16 @@ import msgspec
 import trio
 
 from .. import dataplane
-from ..bgp import SKIP_REASONS, Speaker, SpeakerDown, SpeakerEvent, StateEvent, UpdateEvent
+from ..bfd import BfdService, StateChange
+from ..bgp import (
+    SKIP_REASONS,
+    Speaker,
+    SpeakerDown,
+    SpeakerEvent,
+    SpeakerUp,
+    StateEvent,
+    UpdateEvent,
+)
 from ..core._errors import CnidError
 from ..core._journal import Journal
 from ..core._metrics import Metrics
@@ -46,6 +59,7 @@ from ..core._tenants import DomainRegistry
 from ..dataplane import ApplyResult, KernelEvpn
 from ..dataplane import EvpnRoute as KernelRoute
 from ..ipam import AddressPool
+from ._bfd import BfdGuard, BfdReaction
 from ._graceful import GracefulRestart
 from ._installed import Installed, Key, Refusal, Refusals, kernel_batch, route_failed
 from ._local import (
@@ -116,6 +130,7 @@ class EvpnController:
         dup_max_moves: int = 5,
         dup_time: float = 180.0,
         kernel: EvpnKernel = dataplane,
+        bfd: BfdService | None = None,
     ) -> None:
         self.speaker = speaker
         self.identity = identity
@@ -145,7 +160,9 @@ class EvpnController:
         self.adopting = True
         self.problems: list[str] = []
         self.kernel_failures: list[tuple[str, str]] = []
-        self._send, self._receive = trio.open_memory_channel[tuple[float, SpeakerEvent]](math.inf)
+        self._send, self._receive = trio.open_memory_channel[
+            tuple[float, SpeakerEvent | StateChange]
+        ](math.inf)
         #: Bumped when the program loop has work (received routes, a new view).
         self._work = Notifier()
         self._next_repair = math.inf
@@ -157,6 +174,11 @@ class EvpnController:
         self.rd_indexes: dict[RdOwner, int] = {}
         self._full_pass = True
         speaker.subscribe(self._on_event)
+        #: BFD for the neighbours that ask for it (``_bfd``).
+        self.bfd: BfdGuard | None = None
+        if bfd is not None:
+            self.bfd = BfdGuard(bfd, speaker, metrics)
+            bfd.subscribe(self._on_event)
 
     # -- what the views and test beds read -------------------------------------
 
@@ -192,7 +214,7 @@ class EvpnController:
 
     # -- wiring ------------------------------------------------------------
 
-    def _on_event(self, event: SpeakerEvent) -> None:
+    def _on_event(self, event: SpeakerEvent | StateChange) -> None:
         self._send.send_nowait((trio.current_time(), event))
 
     def _view(self, state: LocalState | None = None) -> NodeView:
@@ -222,6 +244,8 @@ class EvpnController:
             nursery.start_soon(self._receive_loop)
             nursery.start_soon(self._program_loop)
             nursery.start_soon(self._teardown_loop)
+            if self.bfd is not None:
+                await nursery.start(self.bfd.run)
             task_status.started()
 
     async def _adopt(self) -> None:
@@ -355,20 +379,44 @@ class EvpnController:
                 "EVPN: %d more routes not programmed (cnictl evpn routes)", len(skips) - 100
             )
 
-    def _apply(self, received_at: float, event: SpeakerEvent) -> None:
+    def _apply(self, received_at: float, event: SpeakerEvent | StateChange) -> None:
         now = trio.current_time()
-        if isinstance(event, UpdateEvent) and self.limits.holds_down(event.peer, now):
-            pass  # torn down for its maximum: what it sent until then is ignored
+        bfd = self.bfd
+        if isinstance(event, UpdateEvent) and (
+            self.limits.holds_down(event.peer, now)
+            or (bfd is not None and bfd.holds_down(event.peer))
+        ):
+            pass  # torn down (its maximum, BFD): what it sent until then is ignored
         elif isinstance(event, UpdateEvent):
             self._apply_update(received_at, event)
         elif isinstance(event, StateEvent):
             self._show_sessions()
             if event.state == "down":
                 self.graceful.session_down(event.peer, self.speaker.config, now)
-        elif isinstance(event, SpeakerDown):
-            self._show_sessions()
-            self.graceful.speaker_down(event.reason, now)
+            elif event.state == "up" and bfd is not None:
+                bfd.bgp_up(event.peer)
+        elif isinstance(event, SpeakerDown | SpeakerUp):
+            if isinstance(event, SpeakerDown):
+                self._show_sessions()
+                self.graceful.speaker_down(event.reason, now)
+            if bfd is not None:
+                bfd.speaker_restarted()
+        elif isinstance(event, StateChange) and bfd is not None:
+            self._bfd_changed(event, now)
         self._count_skips()
+
+    def _bfd_changed(self, change: StateChange, now: float) -> None:
+        """A BFD session changed: a failure removes the peer's paths at once
+        (``_bfd.reaction``: not for AdminDown, nor during a graceful restart
+        with the C bit clear); the kernel entries follow in the next pass."""
+        assert self.bfd is not None
+        peer = change.key.peer
+        session = self.speaker.peers.get(peer)
+        what = self.bfd.changed(change, session is not None and session.state == "up", now)
+        if what in (BfdReaction.TEARDOWN, BfdReaction.ABORT_RESTART):
+            gone = self.table.drop_source(peer) + self.table.drop_stale(peer)
+            self.graceful.forget(peer)
+            log.warning("EVPN: BFD to %s down: its %d paths removed", peer, gone)
 
     def _count_skips(self) -> None:
         for reason, n in self.table.skip_counts.items():

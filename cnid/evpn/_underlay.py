@@ -367,15 +367,21 @@ class UnderlayController:
             self._work.bump()
         elif isinstance(event, StateEvent):
             if event.state == "down":
-                if self.rib.drop_peer(event.peer):
-                    log.info("underlay: BGP peer %s down: its next hops removed", event.peer)
-                self._eor.discard(event.peer)
-                self._work.bump()
+                self.peer_down(event.peer, "BGP peer")
         elif isinstance(event, SpeakerDown):
             for peer in self.rib.peers():
                 self.rib.drop_peer(peer)
             self._eor.clear()
             self._work.bump()
+
+    def peer_down(self, peer: str, why: str = "BFD to") -> None:
+        """``peer``'s next hops out of every ECMP route at once: its BGP
+        session went down, or its BFD session did (``BfdGuard``: before the
+        session's own end is even reported)."""
+        if self.rib.drop_peer(peer):
+            log.info("underlay: %s %s down: its next hops removed", why, peer)
+        self._eor.discard(peer)
+        self._work.bump()
 
     # -- the service ---------------------------------------------------------------
 

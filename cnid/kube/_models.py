@@ -203,6 +203,9 @@ class BgpNeighborSpec(msgspec.Struct, kw_only=True, rename="camel", omit_default
     #: eBGP multihop TTL (2..255); 0/absent: directly connected.
     multihop: int = 0
     bfd: bool = False
+    #: BFD's interval (ms) and detect multiplier; 0/absent: 300 ms, 3.
+    bfd_interval_ms: int = 0
+    bfd_multiplier: int = 0
     allow_as_in: int = 0
 
 

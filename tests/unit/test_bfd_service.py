@@ -74,3 +74,31 @@ async def test_loopback_session_and_discards() -> None:
         assert bfd.counters.flaps == 1
         unsubscribe()
         nursery.cancel_scope.cancel()
+
+
+async def test_the_service_ending_says_admin_down_to_its_peers() -> None:
+    """The daemon stops: each Up session sends AdminDown (RFC 5882 3.2: the
+    peer keeps its BGP session, which the speaker outliving the daemon
+    keeps up)."""
+    from cnid.bfd import Diag, decode
+
+    # the peer on 127.0.0.2 (a more specific bind than the service's listener
+    # on 0.0.0.0 of the same port: the peer's packets go to it)
+    peer = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    await peer.bind(("127.0.0.2", 0))
+    port = peer.getsockname()[1]
+    bfd = BfdService(rng=random.Random(3), single_hop_port=port, multihop_port=free_udp_port())
+    bfd.add_peer("127.0.0.2", local="127.0.0.1")
+    with peer:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bfd.run)
+            first = decode(await peer.recv(512))
+            assert first.state is State.DOWN
+            nursery.cancel_scope.cancel()
+        with trio.fail_after(2):
+            while True:
+                last = decode(await peer.recv(512))
+                if last.state is State.ADMIN_DOWN:
+                    break
+    assert last.diag is Diag.ADMINISTRATIVELY_DOWN and last.my_discr == first.my_discr

@@ -151,6 +151,8 @@ async def test_admin_down_tells_the_peer(autojump_clock: trio.testing.MockClock)
         await wait_for(lambda: link.b.session.state is State.DOWN, 0.1)
         assert link.changes["b"][-1][1].diag is Diag.NEIGHBOR_SIGNALED_SESSION_DOWN
         assert link.sent["a"][-1][1].state is State.ADMIN_DOWN
+        # with the peer's discriminator (FRR's bfdd ignores it without)
+        assert link.sent["a"][-1][1].your_discr == link.b.session.local_discr
         assert link.a.session.state is State.ADMIN_DOWN
         nursery.cancel_scope.cancel()
 

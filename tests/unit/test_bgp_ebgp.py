@@ -160,7 +160,7 @@ def test_neighbor_sections_of_server_ini(tmp_path: Path) -> None:
         "[bgp]\nasn = 65001\n"
         "[neighbor 10.1.1.0]\nasn = 65101\n"
         f"[neighbor 10.1.2.0]\nasn = 65102\npassword_file = {secret}\nmultihop = 3\n"
-        "bfd = yes\nallow_as_in = 1\n"
+        "bfd = yes\nbfd_interval_ms = 100\nbfd_multiplier = 5\nallow_as_in = 1\n"
     )
     assert cfg.bgp.asn == 65001
     assert cfg.bgp.explicit_neighbors() == (
@@ -172,6 +172,8 @@ def test_neighbor_sections_of_server_ini(tmp_path: Path) -> None:
             multihop=3,
             password="leaf2-key",
             bfd=True,
+            bfd_interval_ms=100,
+            bfd_multiplier=5,
             allow_as_in=1,
         ),
     )
@@ -194,6 +196,18 @@ def test_neighbor_sections_of_server_ini(tmp_path: Path) -> None:
             r"\[neighbor 10.1.1.0\]: allow_as_in 11 out of range",
         ),
         ("[neighbor 10.1.1.0]\nasn = 1\nbfd = maybe\n", r"\[neighbor 10.1.1.0\] bfd = 'maybe'"),
+        (
+            "[neighbor 10.1.1.0]\nasn = 1\nbfd = yes\nbfd_interval_ms = 9\n",
+            r"\[neighbor 10.1.1.0\]: bfd_interval_ms 9 out of range \(10..60000 ms; absent: 300\)",
+        ),
+        (
+            "[neighbor 10.1.1.0]\nasn = 1\nbfd = yes\nbfd_multiplier = 1\n",
+            r"\[neighbor 10.1.1.0\]: bfd_multiplier 1 out of range \(2..255; absent: 3\)",
+        ),
+        (
+            "[neighbor 10.1.1.0]\nasn = 1\nbfd_interval = 300\n",
+            r"\[neighbor 10.1.1.0\] bfd_interval: unknown key",
+        ),
         (
             "[neighbor 10.1.1.0]\nasn = 1\nallowas_in = 1\n",
             r"\[neighbor 10.1.1.0\] allowas_in: unknown key",

@@ -97,7 +97,7 @@ def test_teardown_sends_cease_and_holds_the_peer_down() -> None:
     # Its connections are refused meanwhile.
     conn = FakeConnection()
     assert Peer.handle_connection(peer, conn)  # type: ignore[arg-type]
-    assert conn.sent == [(6, 5, "maximum-prefix hold-down")]
+    assert conn.sent == [(6, 5, "hold-down: maximum-prefix or BFD down")]
 
 
 def test_after_the_hold_the_peer_is_met_again() -> None:
@@ -106,6 +106,23 @@ def test_after_the_hold_the_peer_is_met_again() -> None:
     peer = reactor._peers[KEY]
     assert not ext._held_down(peer)
     assert not peer._delay.backoff() or peer._delay._time <= time.time() + 1
+
+
+def test_release_ends_the_hold_at_once() -> None:
+    """BFD back Up: the held-down peer is met again now, not at the hold's end."""
+    reactor = FakeReactor()
+    ext.execute(reactor, "cnid", Command(1, "teardown", (PEER,), hold=3600.0, code=6))
+    peer = reactor._peers[KEY]
+    assert ext._held_down(peer) and peer._delay.backoff()
+    ack = ext.execute(reactor, "cnid", Command(2, "release", (PEER,)))
+    assert ack.ok and ack.done == 1
+    assert not ext._held_down(peer)
+    assert not peer._delay.backoff()  # connects on the reactor's next turn
+    # ExaBGP's own close after the release does not push the reconnection out
+    from exabgp.reactor.peer import Peer
+
+    Peer._close(peer, "test")  # type: ignore[arg-type]
+    assert peer._delay._time <= time.time() + 1
 
 
 def test_the_config_file_is_owner_only_from_its_creation(

@@ -15,6 +15,8 @@ from cnid.ctl import ctl_request
         (["ipam", "--all", "--allocations"], ("ipam", {"all": "true", "allocations": "true"})),
         (["bgp", "summary"], ("bgp-summary", {})),
         (["bgp"], ("bgp-summary", {})),
+        (["bfd", "peers"], ("bfd-peers", {})),
+        (["bfd"], ("bfd-peers", {})),
         (
             ["evpn", "routes", "--type", "2", "--vni", "300"],
             ("evpn-routes", {"type": "2", "vni": "300"}),

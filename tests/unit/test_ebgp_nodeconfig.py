@@ -164,6 +164,8 @@ async def test_the_schema_refuses_what_no_node_could_use(
             ({"neighbors": [{**LEAF1, "asn": 2**32}]}, "asn"),
             ({"neighbors": [{**LEAF1, "multihop": 1}]}, "multihop"),
             ({"neighbors": [{**LEAF1, "allowAsIn": 11}]}, "allowAsIn"),
+            ({"neighbors": [{**LEAF1, "bfdIntervalMs": 5}]}, "bfdIntervalMs"),
+            ({"neighbors": [{**LEAF1, "bfdMultiplier": 1}]}, "bfdMultiplier"),
             ({"neighbors": [{"address": "10.1.1.0"}]}, "asn"),
             ({"neighbors": [LEAF1, LEAF1]}, "Duplicate value"),
         ]
@@ -191,6 +193,10 @@ async def test_neighbours_replace_the_mesh_and_follow_the_config_live(
         assert [n.address for n in env.speaker.neighbors] == ["10.1.1.0", "10.1.2.0"]
         leaf2 = env.speaker.neighbors[1]
         assert (leaf2.asn, leaf2.multihop, leaf2.bfd, leaf2.allow_as_in) == (65102, 3, True, 1)
+        assert (leaf2.bfd_interval_ms, leaf2.bfd_multiplier) == (300, 3)  # the defaults
+        await env.set_neighbors(LEAF1, {**LEAF2, "bfdIntervalMs": 100, "bfdMultiplier": 5})
+        leaf2 = env.speaker.neighbors[1]
+        assert (leaf2.bfd, leaf2.bfd_interval_ms, leaf2.bfd_multiplier) == (True, 100, 5)
         assert env.conditions()["Ready"] == ("True", "Applied")
         # none left: back to the cluster's iBGP mesh
         await env.set_neighbors()
@@ -215,6 +221,16 @@ async def test_a_config_the_node_cannot_use_is_not_accepted_and_changes_nothing(
             ((LEAF1, {**LEAF2, "address": "leaf2"}), {}, "neighbor leaf2: 'leaf2' is not an IP"),
             ((LEAF1, {**LEAF2, "asn": 0}), {}, "neighbor 10.1.2.0: asn 0 out of range"),
             ((LEAF1, {**LEAF2, "allowAsIn": 11}), {}, "allowAsIn 11 out of range (0..10)"),
+            (
+                (LEAF1, {**LEAF2, "bfdIntervalMs": 5}),
+                {},
+                "neighbor 10.1.2.0: bfdIntervalMs 5 out of range (10..60000 ms; absent: 300)",
+            ),
+            (
+                (LEAF1, {**LEAF2, "bfdMultiplier": 256}),
+                {},
+                "neighbor 10.1.2.0: bfdMultiplier 256 out of range (2..255; absent: 3)",
+            ),
             ((LEAF2,), {"asn": 2**32}, "k1-cfg: asn 4294967296 out of range"),
         ]:
             await env.set_neighbors(*neighbors, **spec)
