@@ -104,9 +104,9 @@ __all__ = [
     "Reflector",
     "Underlay",
     "evpn_leaf",
-    "spine",
     "flatten_evpn",
     "route_reflector",
+    "spine",
 ]
 
 FRR_LIB = Path("/usr/lib/frr")

@@ -500,7 +500,8 @@ def _check_node(topo: Topology, node: Node, ifnames: set[str], problems: list[st
         if other is None:
             problems.append(f"{where}: cnid.route-reflectors: no node {peer!r}")
         elif other.role != "route-reflector":
-            problems.append(f"{where}: cnid.route-reflectors: {peer} is a {other.role or other.kind}")
+            what = other.role or other.kind
+            problems.append(f"{where}: cnid.route-reflectors: {peer} is a {what}")
     vtep = node.label("vtep")
     if vtep:
         try:
@@ -515,7 +516,7 @@ def _check_node(topo: Topology, node: Node, ifnames: set[str], problems: list[st
     if role == "spine" and not node.words("neighbors"):
         problems.append(f"{where}: a spine needs cnid.neighbors (its leaves)")
     if role == "node" and node.words("neighbors") and not node.label("vtep"):
-        problems.append(f"{where}: a node peering with its leaves needs cnid.vtep (routed underlay)")
+        problems.append(f"{where}: a node peering with leaves needs cnid.vtep (routed underlay)")
     if role == "route-reflector" and not node.label("listen-range"):
         problems.append(f"{where}: a route reflector needs cnid.listen-range")
     if role == "leaf":
@@ -539,7 +540,7 @@ def _check_neighbors(topo: Topology, node: Node, problems: list[str]) -> None:
             continue
         if other.role not in allowed:
             what = other.role or other.kind
-            problems.append(f"{where}: a {node.role or 'node'} does not peer with a {what} ({peer})")
+            problems.append(f"{where}: a {node.role} does not peer with a {what} ({peer})")
             continue
         if not topo.peer_address(node.name, peer):
             problems.append(f"{where}: {peer} has no address on a link or bridge shared with it")

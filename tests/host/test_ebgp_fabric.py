@@ -41,10 +41,13 @@ H1 = "10.50.0.2"
 RT = "65000:42"
 NODES = ("k8s01", "k8s02", "k8s03", "k8s04")
 #: the rack 1 node-side ends of each leaf's links
-LEAF1A, LEAF1B = {"k8s01": "172.16.1.0", "k8s02": "172.16.1.2"}, {
-    "k8s01": "172.16.2.0",
-    "k8s02": "172.16.2.2",
-}
+LEAF1A, LEAF1B = (
+    {"k8s01": "172.16.1.0", "k8s02": "172.16.1.2"},
+    {
+        "k8s01": "172.16.2.0",
+        "k8s02": "172.16.2.2",
+    },
+)
 
 
 def host_of(node: str) -> str:
@@ -221,9 +224,7 @@ def test_one_leaf_of_a_rack_stopped_the_rack_keeps_everything_through_the_other(
         want = dict.fromkeys(pings(lab), True)
         wait_for("every ping without leaf1b", lambda: pings(lab), want, TIMEOUT, 1.0)
         for node in ("k8s01", "k8s02"):
-            assert [p["peer"] for p in type5(lab.routers[node], "10.60.3.0/24")] == [
-                LEAF1A[node]
-            ]
+            assert [p["peer"] for p in type5(lab.routers[node], "10.60.3.0/24")] == [LEAF1A[node]]
     finally:
         leaf.start(wait=TIMEOUT)
         lab._save()
