@@ -231,6 +231,22 @@ def _batch(ns: str, commands: list[str]) -> None:
         raise LabError(f"ip -n {ns} -batch: {out.stderr.strip()} (in {commands})")
 
 
+def pruned(sent: Any, stored: Any, path: str) -> list[str]:
+    """The paths of ``sent`` missing from ``stored`` (what an API server
+    pruned as unknown fields), map keys only."""
+    if not isinstance(sent, dict):
+        return []
+    if not isinstance(stored, dict):
+        return [path]
+    out: list[str] = []
+    for key, value in sent.items():
+        if key not in stored:
+            out.append(f"{path}.{key}")
+        else:
+            out += pruned(value, stored[key], f"{path}.{key}")
+    return out
+
+
 def kernel_nexthops(ns: str, prefix: str) -> list[str]:
     """The gateways of the main table's route to ``prefix`` in namespace
     ``ns``, sorted (several: ECMP; none: no such route)."""
@@ -752,10 +768,22 @@ class ClusterLab:
         kubectl = self.kubectl
         kubectl.add_namespace("default")
         if route_target_admin(self.topo):
-            kubectl.apply(with_route_targets(self.topo, DEFAULT_DOMAIN))
+            self._apply_whole(with_route_targets(self.topo, DEFAULT_DOMAIN))
         for node in self.topo.role("node"):
-            kubectl.apply(nodeconfig(node, self.reflectors_of(node), self.topo))
+            self._apply_whole(nodeconfig(node, self.reflectors_of(node), self.topo))
             kubectl.add_node(node.name, node.address)
+
+    def _apply_whole(self, doc: dict[str, Any]) -> None:
+        """Apply a resource; LabError if the API server pruned fields of its
+        spec (its CRD in kube/crds does not know them): a lab whose nodes
+        miss their settings would only time out later."""
+        stored = self.kubectl.apply(doc)
+        lost = pruned(doc.get("spec", {}), stored.get("spec", {}), "spec")
+        if lost:
+            raise LabError(
+                f"{doc['kind']} {doc['metadata']['name']}: the API server dropped "
+                f"{', '.join(lost)}: the CRD in kube/crds does not have these fields"
+            )
 
     def _start_daemons(self, names: list[str]) -> None:
         with concurrent.futures.ThreadPoolExecutor(len(names) or 1) as pool:

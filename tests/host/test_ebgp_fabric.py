@@ -24,14 +24,25 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from testbed.frr import FrrRouter, Host, L3Vni, Neighbor, Underlay, evpn_leaf
 from testbed.jsoncmp import wait_for
-from testbed.lab import FRR_TIMERS, ClusterLab, Progress, kernel_nexthops, ping, shares_asn
+from testbed.lab import (
+    FRR_ROLES,
+    FRR_TIMERS,
+    ClusterLab,
+    Progress,
+    frr_router,
+    kernel_nexthops,
+    ping,
+    shares_asn,
+)
 from testbed.node import REPO, sh
 from testbed.topology import load
 
@@ -232,4 +243,32 @@ def test_one_leaf_of_a_rack_stopped_the_rack_keeps_everything_through_the_other(
     lab.wait_underlay(TIMEOUT)
     assert kernel_nexthops(lab.namespaces["k8s02"], "10.255.0.14/32") == sorted(
         [LEAF1A["k8s02"], LEAF1B["k8s02"]]
+    )
+
+
+def test_every_router_configuration_parses_in_frr(tmp_path: Path) -> None:
+    """What the lab renders for the leaves and spines, dry-run by FRR 8.4's
+    own parser (``vtysh -C -f``: exit 0, or 2 and the line that failed)."""
+    topo = load(EBGP)
+    checked = []
+    for node in topo.nodes.values():
+        if node.role not in FRR_ROLES:
+            continue
+        router = frr_router(topo, node, f"x-{node.name}", tmp_path)
+        files = {"bgpd": router.bgpd_conf(), "zebra": router.zebra_conf()}
+        for daemon, text in files.items():
+            path = tmp_path / f"{node.name}.{daemon}.conf"
+            path.write_text(text)
+            out = subprocess.run(
+                ["vtysh", "-C", "-f", str(path)], capture_output=True, text=True, check=False
+            )
+            assert out.returncode == 0, (node.name, daemon, out.stdout[-800:], out.stderr)
+            checked.append(f"{node.name}.{daemon}")
+    assert len(checked) == 12
+    # and the check does catch a bad line
+    bad = tmp_path / "bad.conf"
+    bad.write_text(router.bgpd_conf().replace("attribute-unchanged next-hop", "attribute-x"))
+    assert (
+        subprocess.run(["vtysh", "-C", "-f", str(bad)], capture_output=True, check=False).returncode
+        != 0
     )

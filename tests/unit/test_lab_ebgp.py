@@ -17,6 +17,7 @@ from testbed.lab import (
     Progress,
     frr_router,
     nodeconfig,
+    pruned,
     route_target_admin,
     with_route_targets,
 )
@@ -233,3 +234,18 @@ def test_the_lab_waits_for_every_session_and_ecmp_over_both_leaves_of_a_rack() -
     assert want["leaf1a"]["10.255.0.14/32"] == "172.16.1.5 172.16.1.7"
     assert want["spine2"]["10.255.0.14/32"] == "172.16.3.6 172.16.4.6"
     assert ClusterLab(load(DEFAULT), name="unit").expected_underlay() == {}
+
+
+def test_fields_an_api_server_pruned_are_found() -> None:
+    sent = {"asn": 1, "underlay": {"vtepAddress": "a"}, "neighbors": [{"address": "x"}], "r": "1"}
+    assert pruned(sent, sent, "spec") == []
+    assert pruned(sent, {"neighbors": [], "r": "1", "underlay": {}}, "spec") == [
+        "spec.asn",
+        "spec.underlay.vtepAddress",
+    ]
+    assert pruned(sent, {"underlay": "a"}, "spec") == [
+        "spec.asn",
+        "spec.underlay",
+        "spec.neighbors",
+        "spec.r",
+    ]
