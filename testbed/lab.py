@@ -16,10 +16,15 @@ What each part of the file becomes:
 * a ``route-reflector``: FRR's bgpd alone (``-Z``) in namespace
   ``lab-N-<node>`` (testbed.frr);
 * a ``leaf``: FRR's zebra + bgpd, its L3VNI on the default VRF, its
-  ``cnid.networks`` announced as type-5 routes;
+  ``cnid.networks`` announced as type-5 routes; in a routed fabric
+  (``cnid.vtep`` on the nodes: containerlab/cnid-ebgp.clab.yml) eBGP with its
+  AS, its ``cnid.vtep`` on its loopback, the underlay in IPv4 unicast;
+* a ``spine``: FRR's zebra + bgpd, eBGP, IPv4 unicast with ECMP, EVPN passed
+  on with next hops unchanged;
 * a ``node``: cnid's daemon in ``lab-N-<node>`` with its own server.ini,
   sockets and state (testbed.node), a Node object and a VRFNodeConfig (its
-  interface, router ID and route reflectors, as in the seeds);
+  interface, router ID and route reflectors, as in the seeds; with a
+  ``cnid.vtep``: its AS, its leaves as eBGP neighbours, its VTEP);
 * a ``host``: a namespace with its addresses and default route;
 * a link: a veth pair named as its endpoints; into a bridge: enslaved to br0.
 

@@ -128,7 +128,9 @@ def test_the_matrix_is_green_over_ebgp_a_routed_underlay_and_hand_set_route_targ
         [{"type": 5, "prefix": block, "vni": 42, "nexthop": VTEP["k8s03"], "rt": [RT42]}],
         TIMEOUT,
     )
-    assert "10.255.0.13" in leaf.l3vni_kernel(42)
+    paths = [r for r in leaf.evpn_routes() if r.get("prefix") == block]
+    assert paths and all(r["rt"] == [RT42] for r in paths), paths
+    assert VTEP["k8s03"] in leaf.l3vni_kernel(42)
 
 
 def test_one_leaf_of_a_rack_stopped_the_racks_nodes_reach_everything_through_the_other(
@@ -162,10 +164,28 @@ def test_one_leaf_of_a_rack_stopped_the_racks_nodes_reach_everything_through_the
         want = lab.expected_underlay()
         assert want["k8s01"][f"{VTEP['k8s03']}/32"] == UPLINKS["k8s01"][0]
         lab.wait_underlay()
-        # the overlay: every route from rack 2 now came through leaf1a only
-        for node in rack1:
-            routes = [r for r in lab.ctl(node, "evpn", "routes") if r["nexthop"] == VTEP["k8s03"]]
-            assert routes and {r["from"] for r in routes} == {UPLINKS[node][0]}, routes
+
+        # the overlay: k8s03's routes now come through leaf1a only (once any
+        # path kept from leaf1b is gone), their next hop still k8s03's VTEP
+        def senders() -> dict[str, list[str]]:
+            return {
+                n: sorted(
+                    {
+                        r["from"]
+                        for r in lab.ctl(n, "evpn", "routes")
+                        if r["nexthop"] == VTEP["k8s03"]
+                    }
+                )
+                for n in rack1
+            }
+
+        wait_for(
+            "k8s03's EVPN routes at rack 1 from leaf1a alone",
+            senders,
+            {n: [UPLINKS[n][0]] for n in rack1},
+            TIMEOUT,
+            exact_lists=True,
+        )
         # everything from the rack: every pod of its tenants, h1
         matrix = ping_matrix(lab, list(demo.values()), sources=lambda e: e.where in rack1)
         assert matrix.ok, "\n" + matrix.render() + "\n" + repr(matrix.mismatches)
