@@ -726,6 +726,10 @@ class ClusterLab:
             later.setdefault(ns_b, []).append(
                 f"link set {b.ifname} master br0 up" if bridge else f"link set {b.ifname} up"
             )
+            far = self.topo.nodes[b.node]
+            if not bridge and b.node not in nodes and b.ifname in far.addresses:
+                # a node (re)joining: its link's other end is new too
+                later[ns_b].append(f"addr add {far.addresses[b.ifname]} dev {b.ifname}")
         for name in nodes:
             node = self.topo.nodes[name]
             ns = self.namespaces[name]
