@@ -305,7 +305,8 @@ class FrrRouter:
     @property
     def pids(self) -> dict[str, int]:
         """The running daemons: name -> PID."""
-        return {d: p.pid for d, p in self._procs.items() if p.poll() is None}
+        procs = list(self._procs.items())  # a copy: the lab reads it while others start
+        return {d: p.pid for d, p in procs if p.poll() is None}
 
     @property
     def router_mac(self) -> str | None:

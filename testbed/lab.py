@@ -767,11 +767,15 @@ class ClusterLab:
         return frr_router(self.topo, node, self.namespaces[node.name], self.workdir / node.name)
 
     def _start_routers(self, nodes: list[Node]) -> None:
+        """Every router, a few at a time (each in its own namespace; the
+        eBGP lab has ten)."""
         for node in nodes:
-            router = self._router(node)
-            self.routers[node.name] = router
-            router.start(wait=START_TIMEOUT)
-            self._save()
+            self.routers[node.name] = self._router(node)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(self.routers[n.name].start, START_TIMEOUT) for n in nodes]
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+                self._save()
 
     def _kube_objects(self) -> None:
         kubectl = self.kubectl
