@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from testbed.frr import FrrRouter
 from testbed.lab import (
@@ -249,3 +250,17 @@ def test_fields_an_api_server_pruned_are_found() -> None:
         "spec.neighbors",
         "spec.r",
     ]
+
+
+def test_the_ebgp_lab_is_containerlab_syntax() -> None:
+    """As tests/unit/test_lab_topology.py checks the default lab: what
+    containerlab's schema requires (labels are strings, endpoints are
+    node:interface, only known keys)."""
+    doc = yaml.safe_load(EBGP.read_text())
+    assert set(doc) == {"name", "topology"}
+    assert set(doc["topology"]) == {"defaults", "kinds", "nodes", "links"}
+    for name, node in doc["topology"]["nodes"].items():
+        assert node.get("kind", "linux") in ("linux", "bridge"), name
+        assert all(isinstance(v, str) for v in node.get("labels", {}).values()), name
+    for link in doc["topology"]["links"]:
+        assert set(link) == {"endpoints"} and all(e.count(":") == 1 for e in link["endpoints"])
