@@ -42,7 +42,7 @@ def test_two_racks_of_two_nodes_four_leaves_two_spines_a_host_and_the_api() -> N
     for node in topo.nodes.values():
         roles.setdefault(node.role or node.kind, []).append(node.name)
     assert roles == {
-        "bridge": ["mgmt"],
+        "bridge": ["ebgp-mgmt"],
         "kube-api": ["kapi"],
         "spine": ["spine1", "spine2"],
         "leaf": ["leaf1a", "leaf1b", "leaf2a", "leaf2b"],
@@ -66,7 +66,10 @@ def test_two_racks_of_two_nodes_four_leaves_two_spines_a_host_and_the_api() -> N
     # the nodes: the API on the management segment, BGP over their two uplinks
     k8s01 = topo.nodes["k8s01"]
     assert (k8s01.ifname, k8s01.address, k8s01.vtep) == ("eth1", "192.168.124.11", "10.255.0.11")
-    assert topo.bridge_of("k8s01", "eth1") == "mgmt" and topo.bridge_of("kapi", "eth1") == "mgmt"
+    assert (
+        topo.bridge_of("k8s01", "eth1") == "ebgp-mgmt"
+        and topo.bridge_of("kapi", "eth1") == "ebgp-mgmt"
+    )
     assert topo.neighbor_addresses("k8s01") == ["172.16.1.0", "172.16.2.0"]
     assert topo.neighbor_addresses("k8s04") == ["172.16.3.2", "172.16.4.2"]
     assert topo.neighbor_addresses("leaf2b") == [

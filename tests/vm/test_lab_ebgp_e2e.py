@@ -9,7 +9,7 @@ stopped and started again.
     k8s01, k8s02 (one AS, 65201)                 k8s03 (65203), k8s04 (65204)
     each node: eBGP to both leaves of its rack over /31 links, its VTEP
     10.255.0.1<n>/32 announced in IPv4 unicast; the API on a management
-    segment (mgmt) that carries nothing else
+    segment (ebgp-mgmt) that carries nothing else
 
 What the cnid nodes need for it (issue 14, the other branches): the
 VRFNodeConfig fields ``asn`` and ``neighbors`` (with ``allowAsIn``, rack 1
