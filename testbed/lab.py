@@ -95,6 +95,8 @@ GC_GRACE = 10.0
 GC_INTERVAL = 5.0
 #: Under TCG (the VM tier) everything is about seven times slower.
 TIMEOUT = 240.0
+#: FRR routers started at once.
+ROUTER_WORKERS = 4
 #: A daemon's start: Python's imports alone take minutes under TCG on a
 #: loaded machine (a bound, not a wait: it returns as soon as it is ready).
 START_TIMEOUT = 900.0
@@ -771,7 +773,7 @@ class ClusterLab:
         eBGP lab has ten)."""
         for node in nodes:
             self.routers[node.name] = self._router(node)
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        with concurrent.futures.ThreadPoolExecutor(ROUTER_WORKERS) as pool:
             futures = [pool.submit(self.routers[n.name].start, START_TIMEOUT) for n in nodes]
             for future in concurrent.futures.as_completed(futures):
                 future.result()
