@@ -9,6 +9,11 @@ Tenants (namespace -> VRFDomain):
   10.1.0.0/16, l3vni 60200;
 * test03 -> vrf-201, the same prefix as vrf-200's, l3vni 60201;
 * l2 -> vrf-300, 10.30.0.0/16, l2vni 300 (bridged, anycast gateway).
+
+On a topology whose route targets are set by hand (the eBGP lab,
+containerlab/cnid-ebgp.clab.yml) each VRFDomain gets ``<admin>:<vni>`` as
+import and export route targets (``demo_documents``); the leaf with hosts is
+the one with an L3VNI (``served_leaf``), the next hops are VTEPs.
 """
 
 from __future__ import annotations
