@@ -5,22 +5,29 @@
 * ``_extension``: the extension itself (runs inside ExaBGP: ``_exabgp``);
 * ``_relay``: ExaBGP's API helper, connecting its pipes to the daemon;
 * ``_events``: ExaBGP's JSON output decoded into typed events;
+* ``_unicast``: its ipv4 unicast updates (the routed underlay);
 * ``_api``: the daemon's end of the API connection;
 * ``_config``: server.ini's [bgp] section, neighbours, ExaBGP's config;
+* ``_aspath``: AS_PATH loop detection (ExaBGP has none);
 * ``_speaker``: the supervised ExaBGP process and announcement sync.
 """
 
 from typing import TYPE_CHECKING
 
+from ._aspath import AS_LOOP, SKIP_REASONS, as_path_numbers, drop_loops, loops
 from ._config import (
     BgpOptions,
     Neighbor,
+    NeighborOptions,
     SpeakerConfig,
+    check_neighbor,
     environment,
     mesh_neighbors,
+    password_problem,
     reflector_neighbors,
     render,
     static_neighbors,
+    with_underlay,
 )
 from ._events import (
     AckEvent,
@@ -42,6 +49,7 @@ from ._routes import (
     check_path,
     route_type,
 )
+from ._unicast import UnicastPath, UnicastUpdate
 from ._wire import Ack, Command, ack_line, decode_command, encode_command
 
 if TYPE_CHECKING:
@@ -71,7 +79,9 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AS_LOOP",
     "ESI_ZERO",
+    "SKIP_REASONS",
     "Ack",
     "AckEvent",
     "BgpEvent",
@@ -82,6 +92,7 @@ __all__ = [
     "ImetRoute",
     "MacIpRoute",
     "Neighbor",
+    "NeighborOptions",
     "NotificationEvent",
     "PeerStatus",
     "PrefixRoute",
@@ -93,17 +104,25 @@ __all__ = [
     "SpeakerUp",
     "StateEvent",
     "Undecodable",
+    "UnicastPath",
+    "UnicastUpdate",
     "UpdateEvent",
     "ack_line",
+    "as_path_numbers",
+    "check_neighbor",
     "check_path",
     "decode_command",
     "decode_line",
+    "drop_loops",
     "encode_command",
     "environment",
+    "loops",
     "mesh_neighbors",
+    "password_problem",
     "reflector_neighbors",
     "render",
     "route_type",
     "static_neighbors",
+    "with_underlay",
     "write_private",
 ]

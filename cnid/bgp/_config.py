@@ -23,6 +23,9 @@ import msgspec
 from ..core._errors import ConfigError
 
 FAMILY = "l2vpn evpn"
+#: The routed underlay's family (RFC 7938): the node's VTEP /32 announced,
+#: the other nodes' VTEPs learned (cnid.evpn._underlay).
+UNICAST = "ipv4 unicast"
 PROCESS = "cnid"
 #: The log levels ExaBGP accepts (exabgp.logger.handler.levels); another one
 #: makes it exit at start, over and over.
@@ -64,6 +67,8 @@ class BgpOptions(msgspec.Struct, frozen=True):
     #: seconds: FRR's ``maximum-prefix N restart M``, in seconds).
     max_prefix_action: str = "warning"
     max_prefix_restart: int = 60
+    #: The ``[neighbor ADDRESS]`` sections (address, settings), sorted.
+    neighbor_sections: tuple[tuple[str, NeighborOptions], ...] = ()
 
     def validated(self) -> BgpOptions:
         if not 1 <= self.asn < 2**32:
@@ -105,17 +110,34 @@ class BgpOptions(msgspec.Struct, frozen=True):
         return _addresses("peers", self.peers)
 
     def password(self) -> str:
-        if not self.password_file:
-            return ""
-        try:
-            secret = Path(self.password_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"[bgp] password_file {self.password_file}: {exc.strerror}") from None
-        if not secret or len(secret) > 80 or '"' in secret or "\n" in secret:
-            raise ConfigError(
-                f"[bgp] password_file {self.password_file}: 1-80 characters, no quotes"
-            )
-        return secret
+        return _read_password("[bgp] password_file", self.password_file)
+
+    def explicit_neighbors(self) -> tuple[Neighbor, ...]:
+        """The ``[neighbor ADDRESS]`` sections' neighbours, passwords read."""
+        return tuple(sorted(o.neighbor(a) for a, o in self.neighbor_sections))
+
+
+def _read_password(key: str, path: str) -> str:
+    if not path:
+        return ""
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{key} {path}: {exc.strerror}") from None
+    problem = password_problem(secret)
+    if problem:
+        raise ConfigError(f"{key} {path}: {problem}")
+    return secret
+
+
+def password_problem(secret: str) -> str:
+    """Why ``secret`` cannot be a TCP MD5 password in ExaBGP's
+    configuration ("" if it can)."""
+    if not secret or len(secret) > 80 or '"' in secret or "\\" in secret:
+        return "1-80 characters, no quotes or backslashes"
+    if not secret.isprintable():
+        return "printable characters only"
+    return ""
 
 
 def _addresses(key: str, text: str) -> tuple[str, ...]:
@@ -131,11 +153,88 @@ def _addresses(key: str, text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: What a neighbour's ``allow_as_in`` and ``multihop`` may be (FRR's ranges).
+ALLOW_AS_IN_MAX = 10
+MULTIHOP_MIN, MULTIHOP_MAX = 2, 255
+
+
 class Neighbor(msgspec.Struct, frozen=True, order=True):
     address: str
     passive: bool = False
-    #: Why this neighbour: "mesh:<node>" or "route-reflector".
+    #: Why this neighbour: "mesh:<node>", "route-reflector", "static" or
+    #: "neighbor" (an explicit one: VRFNodeConfig or ``[neighbor ADDRESS]``).
     role: str = ""
+    #: The neighbour's AS; 0: the node's own (iBGP).
+    asn: int = 0
+    #: eBGP multihop: the TTL the node sends with (2..255); 0: directly
+    #: connected (TTL 1 for eBGP, the kernel's default for iBGP).
+    multihop: int = 0
+    #: This neighbour's TCP MD5 password (overrides ``[bgp] password_file``).
+    password: str = ""
+    #: Stored and shown, not acted on yet (issue 15).
+    bfd: bool = False
+    #: How many times the node's own AS may be in the AS_PATH of a route
+    #: from this neighbour (FRR's ``allowas-in``); beyond: skipped (as-loop).
+    allow_as_in: int = 0
+    families: tuple[str, ...] = (FAMILY,)
+    #: The node's address for this session (the routed underlay: the node's
+    #: end of the point-to-point link to the leaf); "": SpeakerConfig.local_address.
+    local_address: str = ""
+
+    def peer_as(self, local_as: int) -> int:
+        return self.asn or local_as
+
+    def ebgp(self, local_as: int) -> bool:
+        return self.peer_as(local_as) != local_as
+
+
+class NeighborOptions(msgspec.Struct, frozen=True):
+    """One ``[neighbor ADDRESS]`` section of server.ini (a standalone node's
+    explicit neighbour; a VRFNodeConfig's ``neighbors`` replace them)."""
+
+    asn: int = 0
+    password_file: str = ""
+    multihop: int = 0
+    bfd: bool = False
+    allow_as_in: int = 0
+
+    def neighbor(self, address: str) -> Neighbor:
+        """The neighbour (its password read now); ConfigError naming the key."""
+        return Neighbor(
+            address,
+            role="neighbor",
+            asn=self.asn,
+            multihop=self.multihop,
+            password=_read_password(f"[neighbor {address}] password_file", self.password_file),
+            bfd=self.bfd,
+            allow_as_in=self.allow_as_in,
+        )
+
+
+def check_neighbor(
+    where: str,
+    address: str,
+    asn: int,
+    multihop: int,
+    allow_as_in: int,
+    allow_key: str = "allowAsIn",
+) -> str:
+    """Why these neighbour settings are bad ("" if they are not); ``where``
+    starts the message (a file's section, a config's name)."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return f"{where}: {address!r} is not an IP address"
+    if not 1 <= asn < 2**32:
+        return f"{where}: asn {asn} out of range (1..4294967295)"
+    if multihop and not MULTIHOP_MIN <= multihop <= MULTIHOP_MAX:
+        return (
+            f"{where}: multihop {multihop} out of range "
+            f"({MULTIHOP_MIN}..{MULTIHOP_MAX}; absent: directly connected)"
+        )
+    if not 0 <= allow_as_in <= ALLOW_AS_IN_MAX:
+        return f"{where}: {allow_key} {allow_as_in} out of range (0..{ALLOW_AS_IN_MAX})"
+    return ""
 
 
 class SpeakerConfig(msgspec.Struct, frozen=True):
@@ -150,6 +249,26 @@ class SpeakerConfig(msgspec.Struct, frozen=True):
     ttl_security: bool = False
     graceful_restart: int = 120
     port: int = 179
+    #: The routed underlay's VTEP address: announced as ``<vtep>/32`` with
+    #: next-hop self to every neighbour with the ``ipv4 unicast`` family
+    #: (a static route of ExaBGP's configuration); "": none.
+    vtep: str = ""
+
+
+def with_underlay(config: SpeakerConfig, vtep: str, local_for: dict[str, str]) -> SpeakerConfig:
+    """The routed underlay on ``config``: every eBGP neighbour over IPv4 (an
+    AS other than the node's) gets the ``ipv4 unicast`` family and, when
+    ``local_for`` knows it (neighbour -> the node's address on the link to
+    it), that local address, which is also the next hop of the VTEP /32."""
+    out = []
+    for n in config.neighbors:
+        # IPv4 sessions only: the VTEP route's next hop is the session's address
+        if n.ebgp(config.asn) and ":" not in n.address:
+            families = n.families if UNICAST in n.families else (*n.families, UNICAST)
+            local = n.local_address or local_for.get(n.address, "")
+            n = msgspec.structs.replace(n, families=families, local_address=local)
+        out.append(n)
+    return msgspec.structs.replace(config, neighbors=tuple(out), vtep=vtep)
 
 
 def mesh_neighbors(local: str, others: dict[str, str]) -> tuple[Neighbor, ...]:
@@ -196,9 +315,9 @@ def render(config: SpeakerConfig, api_socket: str) -> str:
             f"neighbor {n.address} {{",
             f"    description {shlex.quote(n.role or 'peer')};",
             f"    router-id {config.router_id};",
-            f"    local-address {config.local_address};",
+            f"    local-address {n.local_address or config.local_address};",
             f"    local-as {config.asn};",
-            f"    peer-as {config.asn};",
+            f"    peer-as {n.peer_as(config.asn)};",
             f"    hold-time {config.hold_time};",
             f"    passive {'true' if n.passive else 'false'};",
             f"    connect {config.port};",
@@ -206,11 +325,14 @@ def render(config: SpeakerConfig, api_socket: str) -> str:
             "    adj-rib-out true;",
             "    manual-eor true;",
         ]
-        if config.password:
-            lines.append(f'    md5-password "{config.password}";')
-        if config.ttl_security:
-            lines += ["    outgoing-ttl 255;", "    incoming-ttl 255;"]
-        lines += ["    family {", f"        {FAMILY};", "    }", "    capability {"]
+        password = n.password or config.password
+        if password:
+            lines.append(f'    md5-password "{password}";')
+        lines += _ttl_lines(config, n)
+        lines += ["    family {", *(f"        {f};" for f in n.families), "    }"]
+        if config.vtep and UNICAST in n.families:
+            lines += ["    static {", f"        route {config.vtep}/32 next-hop self;", "    }"]
+        lines.append("    capability {")
         lines.append(
             f"        graceful-restart {config.graceful_restart};"
             if config.graceful_restart
@@ -232,6 +354,20 @@ def render(config: SpeakerConfig, api_socket: str) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _ttl_lines(config: SpeakerConfig, n: Neighbor) -> list[str]:
+    """GTSM (``ttl_security``: send 255, accept 256 - hops); else eBGP's
+    TTL: the multihop TTL, or 1 for a directly connected eBGP neighbour
+    (ExaBGP 5.0 has no ``multi-hop`` keyword: ``outgoing-ttl`` it is); iBGP
+    without either: the kernel's default."""
+    if config.ttl_security:
+        return ["    outgoing-ttl 255;", f"    incoming-ttl {256 - max(n.multihop, 1)};"]
+    if n.multihop:
+        return [f"    outgoing-ttl {n.multihop};"]
+    if n.ebgp(config.asn):
+        return ["    outgoing-ttl 1;"]
+    return []
 
 
 def environment(config: SpeakerConfig, log_level: str) -> dict[str, str]:

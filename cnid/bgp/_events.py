@@ -14,7 +14,9 @@ peer never costs the others. Facts about ExaBGP 5.0.15's JSON (from real
 captures): the VNI is the second number of each ``label`` pair (the raw
 3-octet field); the Router's MAC community is the last six octets of its
 ``value``; a type-2 route with two labels shows only the first in ``label``
-(the second is read from ``raw``).
+(the second is read from ``raw``); the MAC Mobility community of a type-2
+route is its ``value`` (flags and sequence), its ``string`` is
+``mac-mobility:SEQ`` (``:sticky`` appended).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from ..core._route_targets import route_targets_in
+from ._aspath import as_path_numbers
 from ._routes import (
     ESI_ZERO,
     EvpnPath,
@@ -36,10 +40,12 @@ from ._routes import (
     PrefixRoute,
     ReceivedPath,
 )
+from ._unicast import UNICAST, UnicastUpdate, decode_unicast, is_unicast_eor
 
 FAMILY = "l2vpn evpn"
 _ROUTER_MAC_TYPE = 0x0603
 _ENCAP_TYPE = 0x030C
+_MAC_MOBILITY_TYPE = 0x0600
 _VXLAN = 8
 
 
@@ -64,6 +70,8 @@ class UpdateEvent(msgspec.Struct, frozen=True):
     #: (reason, a short description of the route) per route not used.
     skipped: tuple[tuple[str, str], ...] = ()
     eor: bool = False
+    #: The update's ipv4 unicast part (the routed underlay), if any.
+    unicast: UnicastUpdate | None = None
 
 
 class AckEvent(msgspec.Struct, frozen=True):
@@ -120,7 +128,8 @@ def decode_update(peer: str, message: dict[str, Any]) -> UpdateEvent:
     if "eor" in message:
         eor = message["eor"] or {}
         is_evpn = eor.get("afi") == "l2vpn" and eor.get("safi") == "evpn"
-        return UpdateEvent(peer, eor=is_evpn)
+        unicast_eor = UnicastUpdate(eor=True) if is_unicast_eor(eor) else None
+        return UpdateEvent(peer, eor=is_evpn, unicast=unicast_eor)
     update = message.get("update") or {}
     attrs = update.get("attribute") or {}
     announced: list[ReceivedPath] = []
@@ -128,6 +137,8 @@ def decode_update(peer: str, message: dict[str, Any]) -> UpdateEvent:
     skipped: list[tuple[str, str]] = []
     shared: _Shared | None = None
     for family, by_nexthop in (update.get("announce") or {}).items():
+        if family == UNICAST:
+            continue  # decode_unicast
         if family != FAMILY:
             skipped.append(("unsupported address family", family))
             continue
@@ -142,6 +153,8 @@ def decode_update(peer: str, message: dict[str, Any]) -> UpdateEvent:
                 except ValueError as exc:
                     skipped.append((str(exc), _describe(nlri)))
     for family, nlris in (update.get("withdraw") or {}).items():
+        if family == UNICAST:
+            continue
         if family != FAMILY:
             skipped.append(("unsupported address family", family))
             continue
@@ -150,7 +163,8 @@ def decode_update(peer: str, message: dict[str, Any]) -> UpdateEvent:
                 withdrawn.append(_route(nlri, None, withdrawal=True))
             except ValueError as exc:
                 skipped.append((str(exc), _describe(nlri)))
-    return UpdateEvent(peer, tuple(announced), tuple(withdrawn), tuple(skipped))
+    unicast = decode_unicast(update)
+    return UpdateEvent(peer, tuple(announced), tuple(withdrawn), tuple(skipped), unicast=unicast)
 
 
 # ------------------------------------------------------------------ helpers
@@ -173,11 +187,9 @@ def _communities(attrs: dict[str, Any]) -> Iterator[tuple[int, str]]:
 
 
 def _route_targets(attrs: dict[str, Any]) -> tuple[str, ...]:
-    out = []
-    for _value, text in _communities(attrs):
-        if text.startswith("target:"):
-            out.append(text.removeprefix("target:"))
-    return tuple(out)
+    """The route targets as ``core.RouteTarget`` prints them (from the
+    value: ExaBGP's text drops the 4-octet mark of ``65000L:42``)."""
+    return tuple(str(rt) for rt in route_targets_in(v for v, _ in _communities(attrs)))
 
 
 def _router_mac(attrs: dict[str, Any]) -> str:
@@ -186,6 +198,28 @@ def _router_mac(attrs: dict[str, Any]) -> str:
             raw = (value & 0xFFFFFFFFFFFF).to_bytes(6, "big")
             return ":".join(f"{b:02x}" for b in raw)
     return ""
+
+
+def _mac_mobility(attrs: dict[str, Any]) -> tuple[int | None, bool]:
+    """The MAC Mobility community's (sequence, sticky): (None, False)
+    without one. ExaBGP 5.0.15 renders it ``{"value": N, "string":
+    "mac-mobility:SEQ[:sticky]"}``; the number is read (type 0x06, sub-type
+    0x00, flags, reserved, 4-octet sequence), the text only when the number
+    is missing."""
+    for community in attrs.get("extended-community") or ():
+        if not isinstance(community, dict):
+            continue
+        value = community.get("value")
+        if isinstance(value, int):
+            if value >> 48 == _MAC_MOBILITY_TYPE:
+                return value & 0xFFFFFFFF, bool((value >> 40) & 0x01)
+            continue
+        text = str(community.get("string", ""))
+        if text.startswith("mac-mobility:"):
+            parts = text.split(":")
+            if len(parts) >= 2 and parts[1].isdigit():
+                return int(parts[1]), parts[-1] == "sticky"
+    return None, False
 
 
 def _encap_vxlan(attrs: dict[str, Any]) -> bool:
@@ -279,6 +313,8 @@ class _Shared(NamedTuple):
     encap_vxlan: bool
     originator: str
     local_pref: int
+    mac_mobility: tuple[int | None, bool] = (None, False)
+    as_path: tuple[int, ...] = ()
 
 
 def _shared(attrs: dict[str, Any]) -> _Shared:
@@ -288,6 +324,8 @@ def _shared(attrs: dict[str, Any]) -> _Shared:
         encap_vxlan=_encap_vxlan(attrs),
         originator=str(attrs.get("originator-id", "") or ""),
         local_pref=int(attrs.get("local-preference", 100) or 100),
+        mac_mobility=_mac_mobility(attrs),
+        as_path=as_path_numbers(attrs.get("as-path")),
     )
 
 
@@ -358,13 +396,20 @@ def _received(
         raise ValueError(f"bad next-hop {nexthop!r}") from None
     if shared is None:
         shared = _shared(attrs)
+    seq, sticky = shared.mac_mobility if isinstance(route, MacIpRoute) else (None, False)
     path = EvpnPath(
         route=route,
         nexthop=nexthop,
         route_targets=shared.route_targets,
         router_mac=shared.router_mac,
         encap_vxlan=shared.encap_vxlan,
+        mac_mobility_seq=seq,
+        sticky=sticky,
     )
     return ReceivedPath(
-        peer=peer, path=path, originator=shared.originator, local_pref=shared.local_pref
+        peer=peer,
+        path=path,
+        originator=shared.originator,
+        local_pref=shared.local_pref,
+        as_path=shared.as_path,
     )

@@ -11,7 +11,8 @@ ExaBGP decodes EVPN but has no syntax to announce it, so this module:
 * builds the NLRI and attributes of MAC/IP (type 2), IMET (type 3) and IP
   prefix (type 5) routes: route distinguisher, route targets, the VXLAN
   encapsulation community, the Router's MAC community (which ExaBGP has no
-  class for: :class:`RouterMac` here), PMSI ingress replication, with the VNI
+  class for: :class:`RouterMac` here), the MAC Mobility community of a type-2
+  route with a sequence number (RFC 7432 7.7), PMSI ingress replication, with the VNI
   in the label field unshifted (what FRR and GoBGP send and expect);
 * accepts 16-byte (IPv6) EVPN next-hops: stock 5.0.15 allows only 4 and
   answers a 16-byte one with a NOTIFICATION;
@@ -33,12 +34,14 @@ from typing import Any
 
 import msgspec
 from exabgp.bgp.message import Action
+from exabgp.bgp.message.refresh import RouteRefresh
 from exabgp.bgp.message.update.attribute import Attributes, NextHop
 from exabgp.bgp.message.update.attribute.community.extended import (
     ExtendedCommunities,
     ExtendedCommunity,
 )
 from exabgp.bgp.message.update.attribute.community.extended.encapsulation import Encapsulation
+from exabgp.bgp.message.update.attribute.community.extended.mac_mobility import MacMobility
 from exabgp.bgp.message.update.attribute.community.extended.rt import (
     RouteTargetASN2Number,
     RouteTargetASN4Number,
@@ -198,8 +201,8 @@ def _route_target(rt: str) -> ExtendedCommunity:
     n = int(number)
     if "." in admin:
         return RouteTargetIPNumber(admin, n)
-    asn = int(admin)
-    if asn < 2**16:
+    asn = int(admin.removesuffix("L"))  # NL: a 4-octet AS however small (RFC 5668)
+    if asn < 2**16 and not admin.endswith("L"):
         return RouteTargetASN2Number(asn, n)
     return RouteTargetASN4Number(asn, n)
 
@@ -271,6 +274,8 @@ def build_change(path: EvpnPath, action: int) -> Change:
         communities.append(Encapsulation(Encapsulation.Type.VXLAN))
     if path.router_mac:
         communities.append(RouterMac(path.router_mac))
+    if isinstance(path.route, MacIpRoute) and (path.mac_mobility_seq is not None or path.sticky):
+        communities.append(MacMobility(path.mac_mobility_seq or 0, path.sticky))
     if communities:
         attributes.add(ExtendedCommunities(communities))
     if isinstance(path.route, ImetRoute):
@@ -295,6 +300,18 @@ def _peers(reactor: Any, service: str, addresses: tuple[str, ...], established: 
     return list(match_neighbors(known, [[f"neighbor {a}"] for a in addresses]))
 
 
+def _unicast_eor(reactor: Any, peers: list[str]) -> None:
+    """End-of-RIB for ipv4 unicast too, to the neighbours with that family
+    (the routed underlay: their VTEP /32 is a static route of the
+    configuration, sent when the session comes up; ``manual-eor`` leaves
+    the End-of-RIB to us)."""
+    unicast = (AFI.ipv4, SAFI.unicast)
+    neighbors = reactor.configuration.neighbors
+    with_unicast = [p for p in peers if p in neighbors and unicast in neighbors[p].families()]
+    if with_unicast:
+        reactor.configuration.inject_eor(with_unicast, Family(*unicast))
+
+
 def execute(reactor: Any, service: str, command: Command) -> Ack:
     if command.op == "teardown":
         keys = _peers(reactor, service, command.peers, established=False)
@@ -307,10 +324,16 @@ def execute(reactor: Any, service: str, command: Command) -> Ack:
             if until is not None:
                 peer._delay._time = until  # not connected now: no connect attempt either
         return Ack(command.id, True, done=len(keys))
+    if command.op == "refresh":  # ROUTE-REFRESH (RFC 2918): the peer sends everything again
+        peers = _peers(reactor, service, command.peers, established=True)
+        if peers:
+            reactor.configuration.inject_refresh(peers, [RouteRefresh(AFI.l2vpn, SAFI.evpn)])
+        return Ack(command.id, True, done=len(peers))
     if command.op == "eor":
         peers = _peers(reactor, service, command.peers, established=True)
         if peers:
             reactor.configuration.inject_eor(peers, Family(AFI.l2vpn, SAFI.evpn))
+            _unicast_eor(reactor, peers)
         return Ack(command.id, True, done=len(peers))
     peers = _peers(reactor, service, command.peers, established=False)
     if not peers:

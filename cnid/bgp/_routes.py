@@ -90,13 +90,19 @@ class EvpnPath(msgspec.Struct, frozen=True):
     """A route and the attributes it is announced with. ``route_targets``
     are ``ASN:N`` or ``IP:N`` strings; ``router_mac`` is the Router's MAC
     extended community (type-5 and symmetric-IRB type-2); ``encap_vxlan`` the
-    encapsulation extended community (tunnel type 8)."""
+    encapsulation extended community (tunnel type 8); ``mac_mobility_seq``
+    and ``sticky`` the MAC Mobility extended community of a type-2 route
+    (RFC 7432 section 7.7: type 0x06, sub-type 0x00, the sticky flag and a
+    4-octet sequence number; None: the route carries no such community,
+    which RFC 7432 section 15 reads as sequence 0)."""
 
     route: EvpnRoute
     nexthop: str
     route_targets: tuple[str, ...] = ()
     router_mac: str = ""
     encap_vxlan: bool = True
+    mac_mobility_seq: int | None = None
+    sticky: bool = False
 
 
 class ReceivedPath(msgspec.Struct, frozen=True):
@@ -107,6 +113,8 @@ class ReceivedPath(msgspec.Struct, frozen=True):
     path: EvpnPath
     originator: str = ""
     local_pref: int = 100
+    #: The AS_PATH's AS numbers in order (sequences and sets flattened).
+    as_path: tuple[int, ...] = ()
 
 
 # -------------------------------------------------------------- validation
@@ -122,9 +130,9 @@ def check_rd(rd: str) -> None:
         ipaddress.IPv4Address(admin)
         if n >= 2**16:
             raise ValueError(f"route distinguisher {rd!r}: number over 65535")
-    elif admin.isdigit():
-        asn = int(admin)
-        if not (asn < 2**16 and n < 2**32) and not (asn < 2**32 and n < 2**16):
+    elif admin.removesuffix("L").isdigit():  # NL: a 4-octet AS (RFC 5668)
+        asn, as4 = int(admin.removesuffix("L")), admin.endswith("L")
+        if not (asn < 2**16 and n < 2**32 and not as4) and not (asn < 2**32 and n < 2**16):
             raise ValueError(f"route distinguisher {rd!r} does not fit 8 octets")
     else:
         raise ValueError(f"route distinguisher {rd!r}: bad administrator")
@@ -151,6 +159,11 @@ def check_path(path: EvpnPath) -> None:
         check_route_target(rt)
     if path.router_mac:
         check_mac(path.router_mac)
+    if path.mac_mobility_seq is not None or path.sticky:
+        if not isinstance(route, MacIpRoute):
+            raise ValueError("a MAC Mobility community on a route that is not a MAC/IP route")
+        if not 0 <= (path.mac_mobility_seq or 0) < 2**32:
+            raise ValueError(f"MAC mobility sequence {path.mac_mobility_seq} out of range")
     if not 0 <= route.etag < 2**32:
         raise ValueError(f"ethernet tag {route.etag} out of range")
     if not 0 < route.vni < 2**24:

@@ -46,6 +46,7 @@ from ..core._reconcile import Backoff
 from ..core._sockets import serve_unix
 from ..core._startup import Startup
 from ._api import CHUNK, ApiConnection, SpeakerUnavailable
+from ._aspath import drop_loops
 from ._config import SpeakerConfig, environment, render
 from ._events import BgpEvent, NotificationEvent, StateEvent, UpdateEvent
 from ._routes import EvpnPath, route_type
@@ -74,6 +75,11 @@ Listener = Callable[[SpeakerEvent], None]
 class PeerStatus(msgspec.Struct):
     address: str
     role: str
+    #: The neighbour's AS, whether it is eBGP (another AS than the node's)
+    #: and its ``bfd`` flag (shown; not acted on yet).
+    asn: int = 0
+    ebgp: bool = False
+    bfd: bool = False
     state: str = "idle"
     since: float = 0.0
     updates: int = 0
@@ -115,12 +121,17 @@ class Speaker:
         #: connection, the first session and the first announcement.
         self.startup = startup or Startup()
         self.config: SpeakerConfig | None = None
+        #: Applied to every configuration given to ``configure`` (the
+        #: routed underlay adds its family, local addresses and VTEP route).
+        self.adjust: Callable[[SpeakerConfig], SpeakerConfig] | None = None
+        self._source: SpeakerConfig | None = None
         self.peers: dict[str, PeerStatus] = {}
         self.stats = SpeakerStats()
         self._desired: frozenset[EvpnPath] | None = None
         self._desired_by_type = _by_type(frozenset())
         self._held: set[EvpnPath] = set()
         self._to_refresh: set[str] = set()
+        self._to_ask_again: set[str] = set()
         self._conn: ApiConnection | None = None
         self._process: trio.Process | None = None
         self._config_changed = trio.Event()
@@ -131,17 +142,37 @@ class Speaker:
     # -- what the daemon tells the speaker ------------------------------------
 
     def configure(self, config: SpeakerConfig | None) -> None:
+        self._source = config
+        if config is not None and self.adjust is not None:
+            config = self.adjust(config)
         if config == self.config:
             return
+        old = {n.address: n for n in (self.config.neighbors if self.config else ())}
+        for n in config.neighbors if config else ():
+            was = old.get(n.address)
+            if was is not None and was.allow_as_in != n.allow_as_in:
+                # routes dropped (or kept) by the old rule: the peer sends
+                # them again (FRR's soft reconfiguration inbound)
+                self._to_ask_again.add(n.address)
+                self._sync_wanted.set()
         self.config = config
-        wanted = {n.address: n.role for n in (config.neighbors if config else ())}
+        wanted = {n.address: n for n in (config.neighbors if config else ())}
         for address in list(self.peers):
             if address not in wanted:
                 del self.peers[address]
-        for address, role in wanted.items():
-            peer = self.peers.setdefault(address, PeerStatus(address, role))
-            peer.role = role
+        for address, n in wanted.items():
+            assert config is not None
+            peer = self.peers.setdefault(address, PeerStatus(address, n.role))
+            peer.role = n.role
+            peer.asn = n.peer_as(config.asn)
+            peer.ebgp = n.ebgp(config.asn)
+            peer.bfd = n.bfd
         self._config_changed.set()
+
+    def reconfigure(self) -> None:
+        """``configure`` again with the last configuration given (after a
+        change of what ``adjust`` adds)."""
+        self.configure(self._source)
 
     def subscribe(self, listener: Listener) -> None:
         """Have ``listener`` called with every event from now on (called
@@ -372,6 +403,7 @@ class Speaker:
                 self._to_refresh.add(event.peer)
                 self._sync_wanted.set()
         elif isinstance(event, UpdateEvent):
+            event = self._without_loops(event)
             peer = self.peers.get(event.peer)
             if peer is not None:
                 peer.updates += 1
@@ -382,6 +414,15 @@ class Speaker:
                     f"NOTIFICATION {event.direction} {event.code}/{event.subcode} {event.data}"
                 ).strip()
         self._emit(event)
+
+    def _without_loops(self, event: UpdateEvent) -> UpdateEvent:
+        """AS_PATH loop detection (ExaBGP has none): against the node's AS,
+        with the neighbour's ``allow_as_in``."""
+        config = self.config
+        if config is None or not event.announced:
+            return event
+        allow = next((n.allow_as_in for n in config.neighbors if n.address == event.peer), 0)
+        return drop_loops(event, config.asn, allow)
 
     # -- announcements -------------------------------------------------------
 
@@ -411,6 +452,11 @@ class Speaker:
             log.info(
                 "BGP: %d paths announced (%d new, %d withdrawn)", len(desired), len(new), len(gone)
             )
+        ask, self._to_ask_again = self._to_ask_again, set()
+        for peer in sorted(ask):
+            if peer in self.peers and self.peers[peer].state == "up":
+                await self._call(conn, "refresh", (peer,), [])
+                log.info("BGP peer %s: route refresh asked (allow_as_in changed)", peer)
         refresh, self._to_refresh = self._to_refresh, set()
         for peer in sorted(refresh):
             # A (re)established session: everything to that peer, then

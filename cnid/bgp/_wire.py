@@ -29,7 +29,7 @@ class Command(msgspec.Struct, frozen=True):
     N restart M``)."""
 
     id: int
-    op: Literal["announce", "withdraw", "eor", "teardown"]
+    op: Literal["announce", "withdraw", "eor", "teardown", "refresh"]
     peers: tuple[str, ...] = ()
     paths: tuple[EvpnPath, ...] = ()
     hold: float = 0.0

@@ -75,6 +75,9 @@ def domain_from(obj: VRFDomain) -> Domain:
         prefixlen=spec.prefixlen,
         ipblocklen=spec.ipblocklen,
         attachments=tuple(attachments),
+        import_route_targets=tuple(spec.import_route_targets),
+        export_route_targets=tuple(spec.export_route_targets),
+        route_target_derivation=spec.route_target_derivation,  # type: ignore[arg-type]
     ).validated()
 
 
@@ -90,6 +93,9 @@ def resource_from(domain: Domain) -> VRFDomain:
             attachments=[
                 AttachmentSpec(type=a.type, vni=a.vni, port=a.port) for a in domain.attachments
             ],
+            import_route_targets=list(domain.import_route_targets),
+            export_route_targets=list(domain.export_route_targets),
+            route_target_derivation=domain.route_target_derivation,
         ),
     )
 

@@ -70,6 +70,7 @@ class ClusterMember:
         none or a bad one)."""
         await nursery.start(self.watches.run)
         await self.watches.nodeconfigs.synced.wait()
+        await self.nodeconfig.read_secrets()  # its neighbours' passwords
         settings, problem = self.nodeconfig.current()
         if problem:
             log.error("VRFNodeConfig %s: %s; using server.ini", settings.source, problem)

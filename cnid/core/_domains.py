@@ -5,16 +5,26 @@ seeds define them.
 VRFDomain kind field for field, so the Kubernetes controller can decode a CR
 straight into it; the CR itself, with its metadata and status, is
 ``cnid.kube.VRFDomain``. Standalone, server.ini's default domain is one too.
+
+Route targets (issue 14): ``import_route_targets`` and
+``export_route_targets`` name them (``ASN:NN``, ``IPv4:NN``, and ``*:NN``
+for import); where a list is empty its targets are derived from the node's
+AS and the domain's VNIs by ``route_target_derivation`` (``frr``: FRR's auto
+RT ``AS:VNI``; ``rfc8365``: RFC 8365's, imported whatever the AS). The
+derivations are ``_rt_policy``'s; ``targets(asn)`` gives the result.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
 
 from ._errors import ConfigError
+from ._route_targets import parse_route_target
+from ._rt_policy import AutoTargets, DomainTargets, domain_targets, parse_import_target
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -36,6 +46,9 @@ class Domain(msgspec.Struct, frozen=True, rename="camel"):
     prefixlen: int
     ipblocklen: int
     attachments: tuple[VniAttachment, ...] = ()
+    import_route_targets: tuple[str, ...] = ()
+    export_route_targets: tuple[str, ...] = ()
+    route_target_derivation: AutoTargets = "frr"
 
     @property
     def network(self) -> IPNetwork:
@@ -79,7 +92,32 @@ class Domain(msgspec.Struct, frozen=True, rename="camel"):
                 raise ConfigError(f"domain {self.name}: vni {att.vni} out of range")
             if not 1 <= att.port <= 65535:
                 raise ConfigError(f"domain {self.name}: port {att.port} out of range")
+        if self.route_target_derivation not in ("frr", "rfc8365"):
+            raise ConfigError(
+                f"domain {self.name}: routeTargetDerivation must be frr or rfc8365, "
+                f"not {self.route_target_derivation!r}"
+            )
+        checks: list[tuple[str, str, Callable[[str], object]]]
+        checks = [("importRouteTargets", t, parse_import_target) for t in self.import_route_targets]
+        checks += [("exportRouteTargets", t, parse_route_target) for t in self.export_route_targets]
+        for field, text, parse in checks:
+            try:
+                parse(text)
+            except ConfigError as exc:
+                raise ConfigError(f"domain {self.name}: {field}: {exc.msg}") from None
         return self
+
+    def targets(self, asn: int) -> DomainTargets:
+        """The route targets the domain imports and exports on a node of AS
+        ``asn``: the explicit ones, else derived from its VNIs."""
+        return domain_targets(
+            self.name,
+            asn,
+            (a.vni for a in self.attachments),
+            imports=self.import_route_targets,
+            exports=self.export_route_targets,
+            auto=self.route_target_derivation,
+        )
 
 
 class DomainLinks(msgspec.Struct, frozen=True):

@@ -11,13 +11,14 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class Metrics:
     """The daemon's metrics, registered in this order (the order of
     ``render``'s output): the node's (CNI requests, pods, readiness,
-    sockets), BGP's, EVPN's."""
+    sockets), BGP's, EVPN's, the routed underlay's."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._node(self.registry)
         self._bgp(self.registry)
         self._evpn(self.registry)
+        self._underlay(self.registry)
 
     def _node(self, r: CollectorRegistry) -> None:
         self.requests = Counter(
@@ -86,6 +87,22 @@ class Metrics:
             ["peer", "action"],
             registry=r,
         )
+        self.evpn_mac_moves = Counter(
+            "cnid_evpn_mac_moves",
+            "MAC moves seen (RFC 7432 MAC mobility): a local MAC's sequence raised, or a "
+            "received MAC won by another VTEP with a higher sequence",
+            registry=r,
+        )
+        self.evpn_mac_duplicates = Counter(
+            "cnid_evpn_mac_duplicates",
+            "MACs flagged as duplicates ([evpn] dup_max_moves moves within dup_time seconds)",
+            registry=r,
+        )
+        self.evpn_mac_duplicates_flagged = Gauge(
+            "cnid_evpn_mac_duplicates_flagged",
+            "MACs flagged as duplicates now (cnictl evpn duplicates)",
+            registry=r,
+        )
         self.evpn_programming = Histogram(
             "cnid_evpn_update_to_kernel_seconds",
             "Time from a received EVPN update to the kernel being programmed",
@@ -107,6 +124,19 @@ class Metrics:
             "cnid_evpn_kernel_refused",
             "EVPN kernel entries the kernel refuses now, by errno name",
             ["error"],
+            registry=r,
+        )
+
+    def _underlay(self, r: CollectorRegistry) -> None:
+        self.underlay_routes = Gauge(
+            "cnid_underlay_routes",
+            "Routes of the routed underlay installed in the main table (other nodes' VTEPs)",
+            registry=r,
+        )
+        self.underlay_skipped = Counter(
+            "cnid_underlay_routes_skipped",
+            "Received ipv4 unicast routes not installed, by reason (own-vtep, default-route, ...)",
+            ["reason"],
             registry=r,
         )
 

@@ -39,7 +39,9 @@ from ._route_targets import RouteDistinguisher, RouteTarget, parse_route_target
 
 AutoTargets = Literal["frr", "rfc8365"]
 
-SKIP_NO_ROUTE_TARGET = "no matching route target"
+#: The reason (a metric label, as cnid's other skip reasons) of a route that
+#: no domain imports.
+SKIP_NO_ROUTE_TARGET = "no-route-target"
 
 #: RFC 8365 5.1.2.1: A = 0 (auto-derived), type 1 (VXLAN), in the local
 #: administrator's top byte; FRR's EVPN_AUTORT_VXLAN.

@@ -28,6 +28,7 @@ MILESTONES = (
     "recovery",
     "host-integration",
     "speaker",  # the speaker service started
+    "underlay-routes",  # the routed underlay's controller started (VTEP routes adopted)
     "exabgp",  # the ExaBGP process spawned
     "cni-socket",
     "ready",  # readiness true for the first time

@@ -72,14 +72,21 @@ def _parser() -> argparse.ArgumentParser:
         "--allocations", action="store_true", help="every allocated address and its holder"
     )
     bgp = sub.add_parser("bgp", help="BGP (what vtysh's show bgp l2vpn evpn summary showed)")
-    bgp.add_argument("what", choices=["summary"])
-    evpn = sub.add_parser("evpn", help="EVPN routes, local and received (show bgp l2vpn evpn)")
-    evpn.add_argument("what", choices=["routes"])
+    bgp.add_argument("what", choices=["summary"], nargs="?", default="summary")
+    evpn = sub.add_parser(
+        "evpn",
+        help="EVPN routes, local and received (show bgp l2vpn evpn); MACs flagged as duplicates",
+    )
+    evpn.add_argument("what", choices=["routes", "duplicates"])
     evpn.add_argument("--type", type=int, choices=[2, 3, 5], help="only routes of this type")
     evpn.add_argument("--vni", type=int, help="only routes of this VNI")
     vrf = sub.add_parser("vrf", help="a VRF's routing table (show ip route vrf NAME)")
     vrf.add_argument("what", choices=["routes"])
     vrf.add_argument("vrf", help="the domain: its name (vrf-42) or its VRF number (42)")
+    underlay = sub.add_parser(
+        "underlay", help="the routed underlay's VTEP routes in the main table (show ip route bgp)"
+    )
+    underlay.add_argument("what", choices=["routes"])
     return parser
 
 
@@ -93,7 +100,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
         if value is not None:
             call_args[option] = str(value)
     command = args.command
-    if command in ("bgp", "evpn", "vrf"):
+    if command in ("bgp", "evpn", "vrf", "underlay"):
         command = f"{command}-{args.what}"
     return command, call_args
 

@@ -112,14 +112,33 @@ def _evpn_routes(data: Any) -> str:
             r["nexthop"],
             r["router_mac"] or "-",
             ",".join(r["route_targets"]) or "-",
+            ",".join(r.get("domains", ())) or "-",
             r["from"],
             r["state"],
         ]
         for r in data
     ]
-    return table(
-        ["TYPE", "RD", "ROUTE", "VNI", "NEXTHOP", "ROUTER-MAC", "RT", "FROM", "STATE"], rows
+    headers = ["TYPE", "RD", "ROUTE", "VNI", "NEXTHOP", "ROUTER-MAC", "RT", "DOMAINS", "FROM"]
+    return table([*headers, "STATE"], rows)
+
+
+def _evpn_duplicates(data: Any) -> str:
+    head = (
+        f"MACs flagged as duplicates ({data['max_moves']} moves in {data['time']:.0f}s; "
+        f"0 moves: detection off)"
     )
+    rows = [
+        [
+            str(d["vni"]),
+            d["mac"],
+            str(d["moves"]),
+            " -> ".join(d["vteps"]),
+            str(d["seq"]),
+            f"{d['detected_seconds_ago']:.0f}s ago",
+        ]
+        for d in data["duplicates"]
+    ]
+    return head + "\n" + table(["VNI", "MAC", "MOVES", "VTEPS", "SEQ", "DETECTED"], rows)
 
 
 def _vrf_routes(data: Any) -> str:
@@ -139,6 +158,29 @@ def _vrf_routes(data: Any) -> str:
             )
     head = f"VRF {data['vrf']} (domain {data['domain']}, table {data['table']})"
     return head + "\n" + table(["PREFIX", "TYPE", "PROTO", "VIA", "DEV"], rows)
+
+
+def _underlay_routes(data: Any) -> str:
+    """One line per next hop, like ``_vrf_routes``; the neighbours that
+    sent the prefix and what the kernel holds (``-``: not installed)."""
+    rows = []
+    for r in data["entries"]:
+        hops = r["nexthops"] or ["-"]
+        state = "adopted" if r.get("adopted") else ("error" if r.get("error") else "")
+        for i, hop in enumerate(hops):
+            installed = "yes" if hop in r["installed"] else "no"
+            rows.append(
+                [
+                    r["prefix"] if i == 0 else "",
+                    hop,
+                    ",".join(r["neighbors"]) or "-" if i == 0 else "",
+                    installed,
+                    state if i == 0 else "",
+                ]
+            )
+    skipped = ", ".join(f"{k} {v}" for k, v in data["skipped"].items()) or "none"
+    head = f"VTEP {data['vtep']}: {data['routes']} routes in the main table; skipped: {skipped}"
+    return head + "\n" + table(["PREFIX", "NEXTHOP", "NEIGHBORS", "INSTALLED", "STATE"], rows)
 
 
 def _startup(timeline: dict[str, float]) -> list[str]:
@@ -179,6 +221,9 @@ def _bgp_summary(data: Any) -> str:
     rows = [
         [
             p["address"],
+            str(p.get("asn", "")) or "-",
+            p.get("type", "ibgp"),
+            "yes" if p.get("bfd") else "no",
             p["role"],
             p["state"],
             _uptime(p["uptime_seconds"]) if p["uptime_seconds"] else "never",
@@ -191,7 +236,19 @@ def _bgp_summary(data: Any) -> str:
     ]
     lines.append(
         table(
-            ["NEIGHBOR", "ROLE", "STATE", "UP/DOWN", "PFXRCD", "PFXSNT", "FLAPS", "LAST-ERROR"],
+            [
+                "NEIGHBOR",
+                "AS",
+                "TYPE",
+                "BFD",
+                "ROLE",
+                "STATE",
+                "UP/DOWN",
+                "PFXRCD",
+                "PFXSNT",
+                "FLAPS",
+                "LAST-ERROR",
+            ],
             rows,
         )
     )
@@ -207,5 +264,7 @@ _RENDERERS: dict[str, Callable[[Any], str]] = {
     "ipam-allocations": _ipam_allocations,
     "bgp-summary": _bgp_summary,
     "evpn-routes": _evpn_routes,
+    "evpn-duplicates": _evpn_duplicates,
     "vrf-routes": _vrf_routes,
+    "underlay-routes": _underlay_routes,
 }

@@ -9,7 +9,7 @@ from ._cli import PrintableFormatter, main
 from ._config import DefaultDomainConfig, load_config, parse_config
 from ._control import ControlServer
 from ._health import HealthServer
-from ._views import bgp_summary, evpn_routes
+from ._views import bgp_summary, evpn_duplicates, evpn_routes
 
 __all__ = [
     "ControlServer",
@@ -17,6 +17,7 @@ __all__ = [
     "HealthServer",
     "PrintableFormatter",
     "bgp_summary",
+    "evpn_duplicates",
     "evpn_routes",
     "load_config",
     "main",

@@ -68,6 +68,7 @@ def preflight(config: Config) -> None:
         except ConfigError as exc:
             raise ConfigError(f"[api] {key} = {path}: {exc.msg}") from None
     config.bgp.password()  # ConfigError naming password_file
+    config.bgp.explicit_neighbors()  # ... or [neighbor ADDRESS] password_file
     if config.kubernetes.wanted() and config.kubernetes.kubeconfig:
         try:
             load_kube_config(config.kubernetes.kubeconfig)

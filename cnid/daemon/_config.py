@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from ..bgp._config import BgpOptions
+from ..bgp._config import BgpOptions, NeighborOptions, check_neighbor
 from ..core._domains import Domain, VniAttachment
 from ..core._errors import ConfigError
 from ..dataplane import vrf_name
@@ -112,6 +112,11 @@ class DefaultDomainConfig(msgspec.Struct, frozen=True):
     gc_interval_seconds: int = 300
     fw_interval_seconds: int = 30
     cni_config_dir: str = "/etc/cni/net.d"
+    #: Route targets (issue 14), comma- or space-separated; empty: derived
+    #: by ``route_target_derivation`` (frr: AS:VNI; rfc8365).
+    import_route_targets: str = ""
+    export_route_targets: str = ""
+    route_target_derivation: str = "frr"
 
     def domain(self) -> Domain:
         if self.system_vrf_type not in ("l2vni", "l3vni"):
@@ -131,7 +136,15 @@ class DefaultDomainConfig(msgspec.Struct, frozen=True):
             prefixlen=self.prefixlen,
             ipblocklen=self.ipblocklen,
             attachments=(att,),
+            import_route_targets=_words(self.import_route_targets),
+            export_route_targets=_words(self.export_route_targets),
+            route_target_derivation=self.route_target_derivation,  # type: ignore[arg-type]
         ).validated()
+
+
+def _words(value: str) -> tuple[str, ...]:
+    """``a, b c`` -> ("a", "b", "c")."""
+    return tuple(value.replace(",", " ").split())
 
 
 class LoggingConfig(msgspec.Struct, frozen=True):
@@ -166,6 +179,37 @@ class KubernetesConfig(msgspec.Struct, frozen=True):
         return self.enabled == "yes"
 
 
+class EvpnOptions(msgspec.Struct, frozen=True):
+    """``[evpn]``: MAC mobility's duplicate detection, FRR's
+    ``dup-addr-detection max-moves N time M`` (0 moves: off)."""
+
+    dup_max_moves: int = 5
+    dup_time: float = 180.0
+
+
+class UnderlayConfig(msgspec.Struct, frozen=True):
+    """``[underlay]``: the routed underlay (RFC 7938, docs/evpn.md). With
+    ``vtep_address`` set it is on: the address goes on the ``cnid-vtep``
+    dummy device as a /32 and is the node's VTEP and default router ID; it
+    is announced in ipv4 unicast to every eBGP neighbour, and the routes
+    they send are installed in the main table with ECMP."""
+
+    vtep_address: str = ""
+    #: Install a default route (0.0.0.0/0) received from the leaves (yes/no).
+    default_route: str = "no"
+    #: The most prefixes one neighbour may have installed (FRR's
+    #: maximum-prefix; the ones beyond are skipped and counted).
+    max_routes: int = 4096
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.vtep_address)
+
+    @property
+    def accept_default(self) -> bool:
+        return self.default_route.lower() in _YES
+
+
 class Config(msgspec.Struct, frozen=True):
     api: ApiConfig = ApiConfig()
     network: NetworkConfig = NetworkConfig()
@@ -174,6 +218,8 @@ class Config(msgspec.Struct, frozen=True):
     readiness: ReadinessConfig = ReadinessConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
     bgp: BgpOptions = BgpOptions()
+    evpn: EvpnOptions = EvpnOptions()
+    underlay: UnderlayConfig = UnderlayConfig()
 
     @property
     def node_name(self) -> str:
@@ -188,6 +234,8 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "readiness": ReadinessConfig,
     "kubernetes": KubernetesConfig,
     "bgp": BgpOptions,
+    "evpn": EvpnOptions,
+    "underlay": UnderlayConfig,
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -240,7 +288,23 @@ def _between(low: float, high: float) -> Callable[[Any], bool]:
 
 
 #: What each key allows, beyond its type: (check, what is allowed).
+def _vtep_address(value: str) -> bool:
+    if not value:
+        return True
+    try:
+        ip = ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return not (ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_link_local)
+
+
 _RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
+    ("underlay", "vtep_address"): (
+        _vtep_address,
+        "an IPv4 unicast address (not 0.0.0.0, loopback, link-local or multicast)",
+    ),
+    ("underlay", "default_route"): (lambda v: v.lower() in _FLAGS, "yes or no"),
+    ("underlay", "max_routes"): (lambda v: 1 <= v <= 1_000_000, "1..1000000"),
     ("api", "socket_path_api"): (
         _socket_path,
         f"an absolute path of at most {_MAX_SOCKET_PATH} bytes",
@@ -280,7 +344,10 @@ _RULES: dict[tuple[str, str], tuple[Callable[[Any], bool], str]] = {
     ("default", "gc_interval_seconds"): (_between(1, 7 * 86400), "1..604800 seconds"),
     ("default", "fw_interval_seconds"): (_between(1, 86400), "1..86400 seconds"),
     ("default", "cni_config_dir"): (lambda v: v.startswith("/"), "an absolute path"),
+    ("default", "route_target_derivation"): (lambda v: v in ("frr", "rfc8365"), "frr or rfc8365"),
     ("logging", "level"): (lambda v: v.lower() in LOG_LEVELS, ", ".join(LOG_LEVELS)),
+    ("evpn", "dup_max_moves"): (lambda v: v == 0 or 2 <= v <= 1000, "0 (off) or 2..1000"),
+    ("evpn", "dup_time"): (_between(2, 1800), "2..1800 seconds"),
     ("readiness", "host"): (
         lambda v: _ip_or_empty(v) or v == "localhost",
         "empty (every address), localhost or an IP address",
@@ -338,6 +405,11 @@ def parse_config(text: str, source: str = "server.ini") -> Config:
         raw = {k: v.strip().strip('"') for k, v in parser.items(name) if k in fields}
         sections[name] = _section(name, cls, raw, source)
     config = msgspec.convert(sections, Config, from_attributes=True)
+    neighbors = _neighbor_sections(parser, source)
+    if neighbors:
+        config = msgspec.structs.replace(
+            config, bgp=msgspec.structs.replace(config.bgp, neighbor_sections=neighbors)
+        )
     try:
         config.default.domain()  # validate the default domain now, not at the first ADD
         config.kubernetes.wanted()
@@ -346,6 +418,50 @@ def parse_config(text: str, source: str = "server.ini") -> Config:
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc.msg}") from None
     return config
+
+
+def _neighbor_sections(
+    parser: configparser.ConfigParser, source: str
+) -> tuple[tuple[str, NeighborOptions], ...]:
+    """``[neighbor ADDRESS]`` sections: a standalone node's explicit BGP
+    neighbours. Unlike other sections (shared with other tools), an unknown
+    key here is an error: a mistyped ``allow_as_in`` must not go unnoticed."""
+    out: dict[str, NeighborOptions] = {}
+    fields = set(NeighborOptions.__struct_fields__)
+    for title in parser.sections():
+        kind, _, address = title.partition(" ")
+        if kind != "neighbor":
+            continue
+        address = address.strip()
+        try:
+            canonical = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise ConfigError(f"{source}: [{title}]: {address!r} is not an IP address") from None
+        if canonical in out:
+            raise ConfigError(f"{source}: [{title}]: neighbor {canonical} given twice")
+        items = dict(parser.items(title))
+        unknown = sorted(set(items) - fields)
+        if unknown:
+            allowed = ", ".join(sorted(fields))
+            raise ConfigError(f"{source}: [{title}] {unknown[0]}: unknown key (allowed: {allowed})")
+        if "asn" not in items:
+            raise ConfigError(f"{source}: [{title}] asn: required (the neighbour's AS)")
+        raw = {k: v.strip().strip('"') for k, v in items.items()}
+        if raw.get("bfd", "").lower() in _FLAGS:
+            raw["bfd"] = "true" if raw["bfd"].lower() in _YES else "false"
+        options: NeighborOptions = _section(title, NeighborOptions, raw, source)
+        problem = check_neighbor(
+            f"[{title}]",
+            canonical,
+            options.asn,
+            options.multihop,
+            options.allow_as_in,
+            allow_key="allow_as_in",
+        )
+        if problem:
+            raise ConfigError(f"{source}: {problem}")
+        out[canonical] = options
+    return tuple(sorted(out.items()))
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

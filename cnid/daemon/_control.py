@@ -30,9 +30,9 @@ from ..core._sockets import READ_TIMEOUT, read_frame, send_all
 from ..core._startup import Startup
 from ..core._tenants import DomainRegistry
 from ..dataplane import vrf_name
-from ..evpn import EvpnController
+from ..evpn import EvpnController, UnderlayController
 from ..ipam import AddressPool
-from ._views import bgp_summary, evpn_routes, vrf_routes
+from ._views import bgp_summary, evpn_duplicates, evpn_routes, vrf_routes
 
 log = logging.getLogger("cnid.control")
 
@@ -54,6 +54,7 @@ class ControlServer:
         domains: DomainRegistry,
         metrics: Metrics,
         evpn: EvpnController | None = None,
+        underlay: UnderlayController | None = None,
         startup: Startup | None = None,
     ) -> None:
         self.node = node
@@ -63,6 +64,7 @@ class ControlServer:
         self.domains = domains
         self.metrics = metrics
         self.evpn = evpn
+        self.underlay = underlay
         self.startup = startup
         self.started = time.time()
         self.answering = trio.CapacityLimiter(CONCURRENT_ANSWERS)
@@ -72,7 +74,9 @@ class ControlServer:
             "ipam": self.view_ipam,
             "bgp-summary": self.view_bgp_summary,
             "evpn-routes": self.view_evpn_routes,
+            "evpn-duplicates": self.view_evpn_duplicates,
             "vrf-routes": self.view_vrf_routes,
+            "underlay-routes": self.view_underlay_routes,
         }
 
     async def view_status(self, args: dict[str, str]) -> dict[str, Any]:
@@ -147,6 +151,9 @@ class ControlServer:
             raise CnidError(f"route type {rtype}: cnid speaks types 2, 3 and 5")
         return evpn_routes(self._evpn(), rtype=rtype, vni=vni)
 
+    async def view_evpn_duplicates(self, args: dict[str, str]) -> dict[str, Any]:
+        return evpn_duplicates(self._evpn())
+
     async def view_vrf_routes(self, args: dict[str, str]) -> dict[str, Any]:
         name = args.get("vrf", "")
         domain = next(
@@ -156,6 +163,14 @@ class ControlServer:
             known = ", ".join(d.name for d in self.domains.all()) or "none"
             raise CnidError(f"no domain {name!r} on this node (domains: {known})")
         return await vrf_routes(domain, self.evpn)
+
+    async def view_underlay_routes(self, args: dict[str, str]) -> dict[str, Any]:
+        if self.underlay is None:
+            raise CnidError(
+                "no routed underlay on this node ([underlay] vtep_address or the"
+                " VRFNodeConfig's underlay.vtepAddress)"
+            )
+        return {**self.underlay.summary(), "entries": self.underlay.routes()}
 
     async def _allocations(self, node: str | None) -> list[dict[str, Any]]:
         rows = []

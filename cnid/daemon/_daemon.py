@@ -44,7 +44,7 @@ from ..core._sockets import serve_unix
 from ..core._startup import Startup
 from ..core._tenants import DomainRegistry
 from ..domains._reconciler import DomainReconciler, StaticDomains
-from ..evpn import EvpnController, Identity, router_id_for
+from ..evpn import EvpnController, Identity, UnderlayController, UnderlayPolicy, router_id_for
 from ..hostintegration._controller import HostIntegration
 from ..ipam import AddressPool, FileStore
 from ..kube import KubeClient
@@ -74,6 +74,7 @@ class Daemon:
         self.pool = AddressPool(FileStore(state_dir / "ipam.json"), self.node)
         self.health_port = 0
         self.evpn: EvpnController | None = None
+        self.underlay: UnderlayController | None = None
         self.host: HostIntegration | None = None
 
     def _became_ready(self) -> None:
@@ -155,6 +156,18 @@ class Daemon:
         host_if = settings.host_if or self.config.network.host_if
         ipaddr = settings.local or self.config.network.ipaddr
         named = member.nodeconfig if member is not None and settings.source else None
+        vtep = self._vtep(settings)
+        if vtep:
+            # The routed underlay: the VTEP is cnid-vtep's /32 (made here,
+            # before any VXLAN device needs it as its local address).
+            ipaddr = vtep
+            await retry(
+                lambda: dataplane.ensure_vtep(vtep),
+                name="underlay",
+                readiness=self.readiness,
+                backoff=Backoff(0.5, _BACKOFF_MAX, jitter=False),
+                on_error=(lambda exc: named.underlay_failed(exc.msg)) if named else None,
+            )
         underlay = await retry(
             lambda: dataplane.discover_underlay(host_if, ipaddr),
             name="underlay",
@@ -164,6 +177,12 @@ class Daemon:
         )
         self.startup.mark("underlay")
         return underlay
+
+    def _vtep(self, settings: NodeSettings) -> str:
+        """The routed underlay's VTEP: the VRFNodeConfig's
+        ``underlay.vtepAddress``, else server.ini's ``[underlay]
+        vtep_address``; "" when the underlay is not routed."""
+        return settings.vtep_address or self.config.underlay.vtep_address
 
     def _pod_mtu(self, underlay: dataplane.Underlay) -> int:
         net = self.config.network
@@ -245,6 +264,7 @@ class Daemon:
             domains=self.domains,
             metrics=self.metrics,
             evpn=self.evpn,
+            underlay=self.underlay,
             startup=self.startup,
         )
         await nursery.start(serve_unix, api.socket_path_ctl, control.handle_connection)
@@ -272,7 +292,7 @@ class Daemon:
         self.startup.mark("speaker")
         evpn = EvpnController(
             speaker=speaker,
-            identity=Identity(router_id, opts.asn, underlay.address),
+            identity=Identity(router_id, settings.asn or opts.asn, underlay.address),
             registry=self.domains,
             journal=self.journal,
             pool=self.pool,
@@ -283,8 +303,29 @@ class Daemon:
             max_prefix=opts.max_prefix,
             max_prefix_action=opts.max_prefix_action,
             max_prefix_restart=opts.max_prefix_restart,
+            dup_max_moves=self.config.evpn.dup_max_moves,
+            dup_time=self.config.evpn.dup_time,
         )
         await nursery.start(evpn.run)
+        vtep = self._vtep(settings)
+        if vtep:
+            # before the peering: the speaker's first configuration already
+            # has the ipv4 unicast family and the VTEP route
+            ucfg = self.config.underlay
+            self.underlay = UnderlayController(
+                speaker=speaker,
+                policy=UnderlayPolicy(
+                    vtep=vtep,
+                    asn=settings.asn or opts.asn,
+                    accept_default=ucfg.accept_default,
+                    max_routes=ucfg.max_routes,
+                ),
+                metrics=self.metrics,
+                stale_timeout=opts.stale_timeout,
+                pod_prefixes=lambda: [str(d.network) for d in self.domains.all()],
+            )
+            await nursery.start(self.underlay.run)
+            self.startup.mark("underlay-routes")
         peering = Peering(
             speaker=speaker,
             node=self.node,
@@ -297,7 +338,7 @@ class Daemon:
             nodeconfig=member.nodeconfig if member else None,
         )
         await nursery.start(peering.run)
-        log.info("node %s: BGP router-id %s, AS %d", self.node, router_id, opts.asn)
+        log.info("node %s: BGP router-id %s, AS %d", self.node, router_id, evpn.identity.asn)
         return evpn
 
 

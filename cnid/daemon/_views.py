@@ -1,5 +1,5 @@
-"""The operator views behind ``cnictl bgp summary``, ``cnictl evpn routes``
-and ``cnictl vrf routes``: what ``vtysh`` showed for pyroute2-cni
+"""The operator views behind ``cnictl bgp summary``, ``cnictl evpn routes``,
+``cnictl evpn duplicates`` and ``cnictl vrf routes``: what ``vtysh`` showed for pyroute2-cni
 (``show bgp l2vpn evpn summary``, ``show bgp l2vpn evpn route type N``,
 ``show ip route vrf NAME``), as JSON-ready dicts."""
 
@@ -8,10 +8,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..bgp import EvpnPath, ImetRoute, MacIpRoute, route_type
+import trio
+
+from ..bgp import EvpnPath, ImetRoute, MacIpRoute, Neighbor, route_type
 from ..core._domains import Domain
 from ..dataplane import vrf_name
 from ..dataplane._tables import table_routes
+from ..evpn import importing_domains
 from ..evpn._controller import EvpnController
 from ..evpn._rib import MAX_PREFIX, STALE
 
@@ -37,7 +40,11 @@ def _vnis(path: EvpnPath) -> str:
     return str(r.vni)
 
 
-def _row(path: EvpnPath, source: str, state: str, originator: str = "") -> dict[str, Any]:
+def _row(
+    path: EvpnPath, source: str, state: str, originator: str = "", domains: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``domains``: the node's domains a received route's targets import it
+    into (none: ``no-route-target``)."""
     return {
         "type": route_type(path.route),
         "rd": path.route.rd,
@@ -49,6 +56,9 @@ def _row(path: EvpnPath, source: str, state: str, originator: str = "") -> dict[
         "from": source,
         "originator": originator,
         "state": state,
+        "domains": list(domains),
+        "mac_mobility_seq": path.mac_mobility_seq,
+        "sticky": path.sticky,
     }
 
 
@@ -70,7 +80,8 @@ def evpn_routes(
             state = f"refused: {refused}"
         else:
             state = "stale" if stale else "programmed"
-        rows.append(_row(rp.path, source.removeprefix(STALE), state, rp.originator))
+        domains = importing_domains(rp.path.route_targets, evpn.table.view)
+        rows.append(_row(rp.path, source.removeprefix(STALE), state, rp.originator, domains))
     for source, rp in evpn.table.held():
         rows.append(_row(rp.path, source, f"not programmed: {MAX_PREFIX}", rp.originator))
     rows = [
@@ -80,6 +91,31 @@ def evpn_routes(
         and (vni is None or str(vni) in r["vni"].split("/"))
     ]
     return sorted(rows, key=lambda r: (r["type"], r["rd"], r["route"], r["from"]))
+
+
+def evpn_duplicates(evpn: EvpnController) -> dict[str, Any]:
+    """The MACs flagged as duplicates (FRR's ``show evpn mac vni all
+    duplicate``), and the detection's settings."""
+    mobility = evpn.mobility
+    now = trio.current_time()
+    return {
+        "max_moves": mobility.max_moves,
+        "time": mobility.window,
+        "moves_held": mobility.held,
+        "duplicates": [
+            {
+                "vni": d.vni,
+                "mac": d.mac,
+                "moves": d.moves,
+                "vteps": list(d.vteps),
+                "local_seq": d.local_seq,
+                "seq": d.seq,
+                "detected_seconds_ago": round(now - d.detected, 1),
+                "last_move_seconds_ago": round(now - d.last_move, 1),
+            }
+            for d in mobility.duplicates()
+        ],
+    }
 
 
 def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
@@ -93,6 +129,9 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
         peers.append(
             {
                 "address": address,
+                "asn": peer.asn,
+                "type": "ebgp" if peer.ebgp else "ibgp",
+                "bfd": peer.bfd,
                 "role": peer.role,
                 "state": "established" if peer.state == "up" else peer.state,
                 "uptime_seconds": round(now - peer.since, 1) if peer.since else 0.0,
@@ -107,7 +146,7 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
         )
     return {
         "router_id": evpn.identity.router_id,
-        "asn": evpn.identity.asn,
+        "asn": config.asn if config else evpn.identity.asn,
         "local_address": evpn.identity.vtep,
         "speaker": {
             "running": speaker.running,
@@ -119,11 +158,21 @@ def bgp_summary(evpn: EvpnController) -> dict[str, Any]:
         "adopting": evpn.adopting,
         "problems": list(evpn.problems),
         "kernel_failures": [list(f) for f in evpn.kernel_failures],
-        "mode": "route-reflector"
-        if config and any(n.role == "route-reflector" for n in config.neighbors)
-        else "full-mesh",
+        "mode": _mode(config.neighbors if config else ()),
         "peers": peers,
     }
+
+
+def _mode(neighbors: tuple[Neighbor, ...]) -> str:
+    """How the node peers: explicit neighbours and/or route reflectors, or
+    the cluster's full mesh."""
+    roles = {n.role for n in neighbors}
+    parts = [
+        name
+        for role, name in (("neighbor", "neighbors"), ("route-reflector", "route-reflector"))
+        if role in roles
+    ]
+    return " + ".join(parts) or "full-mesh"
 
 
 async def vrf_routes(domain: Domain, evpn: EvpnController | None) -> dict[str, Any]:
@@ -145,4 +194,4 @@ async def vrf_routes(domain: Domain, evpn: EvpnController | None) -> dict[str, A
     }
 
 
-__all__ = ["bgp_summary", "evpn_routes", "nlri_text", "vrf_routes"]
+__all__ = ["bgp_summary", "evpn_duplicates", "evpn_routes", "nlri_text", "vrf_routes"]

@@ -1,5 +1,6 @@
 """The kernel dataplane: VRF domains, bridges, VXLAN devices and pod veths,
-and the state learned from EVPN (FDB, neighbour entries, type-5 routes).
+and the state learned from EVPN (FDB, neighbour entries, type-5 routes);
+the routed underlay's VTEP device and main-table routes (``_routed``).
 
 Every operation is a coroutine that runs its netlink work in a trio worker
 thread of its own (see docs/dataplane.md for why and what it costs).
@@ -35,6 +36,7 @@ from ._names import (
     LINK_ALIAS_PREFIX,
     ROUTE_PROTO,
     ROUTE_PROTO_EVPN,
+    ROUTE_PROTO_UNDERLAY,
     bridge_alias,
     bridge_mac,
     host_ifname,
@@ -47,6 +49,19 @@ from ._netns import NetnsFd, NetnsPoisoned, checked_netns, inside, is_netns_fd, 
 from ._nft import apply_table, flush_conntrack, list_table
 from ._pod import CheckFailed, PodLink, PodWiring, check_pod, list_pod_links, unwire_pod, wire_pod
 from ._podspec import PodSpec, plan_pod
+from ._routed import (
+    VTEP_ALIAS,
+    VTEP_DEVICE,
+    RouteChange,
+    RoutesApplied,
+    address_facing,
+    apply_underlay_routes,
+    connected_addresses,
+    dump_underlay_routes,
+    ensure_vtep,
+    plan_routes,
+    remove_vtep,
+)
 from ._rules import FR_ACT_UNREACHABLE, FibRule, apply_rules, dump_rules
 from ._tables import table_routes
 from ._underlay import Underlay, discover_underlay
@@ -60,6 +75,9 @@ __all__ = [
     "PRIO_REPLY",
     "ROUTE_PROTO",
     "ROUTE_PROTO_EVPN",
+    "ROUTE_PROTO_UNDERLAY",
+    "VTEP_ALIAS",
+    "VTEP_DEVICE",
     "ApplyResult",
     "CheckFailed",
     "EvpnRoute",
@@ -81,19 +99,26 @@ __all__ = [
     "PodSpec",
     "PodWiring",
     "PolicyMatch",
+    "RouteChange",
+    "RoutesApplied",
     "Underlay",
+    "address_facing",
     "apply_evpn",
     "apply_host",
     "apply_rules",
     "apply_table",
+    "apply_underlay_routes",
     "bridge_alias",
     "bridge_mac",
     "check_pod",
     "checked_netns",
+    "connected_addresses",
     "discover_underlay",
     "dump_evpn",
     "dump_rules",
+    "dump_underlay_routes",
     "ensure_domain",
+    "ensure_vtep",
     "flush_conntrack",
     "host_group",
     "host_ifname",
@@ -104,11 +129,13 @@ __all__ = [
     "list_table",
     "plan",
     "plan_pod",
+    "plan_routes",
     "pod_mac",
     "pod_mtu",
     "remove_attachments",
     "remove_domain",
     "remove_kernel_domain",
+    "remove_vtep",
     "set_node_netns",
     "table_routes",
     "unwire_pod",

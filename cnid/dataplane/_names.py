@@ -15,6 +15,12 @@ remote hosts in a VRF table) and the NDA_PROTOCOL of its EVPN neighbour
 entries. Apart from the pod routes (149) so that each owner finds exactly its
 own at start-up, and a domain's removal deletes both."""
 
+ROUTE_PROTO_UNDERLAY = 151
+"""rtm_protocol of the routes cnid learns from the routed underlay (the
+other nodes' VTEPs, main table, IPv4 unicast from the leaves). Its own
+number for the same reason as ROUTE_PROTO_EVPN: each owner adopts exactly
+its own routes at start-up and never touches another's."""
+
 LINK_ALIAS_PREFIX = "cnid:"
 """IFLA_IFALIAS prefix of every link cnid creates."""
 

@@ -4,19 +4,41 @@ controller that runs both (the work zebra does in FRR).
 * ``_local``: what this node announces (pure);
 * ``_remote``: what a received route asks of the kernel (pure);
 * ``_rib``: the received routes and the kernel entries they want (pure);
+* ``_mobility``: MAC mobility: sequences, selection, duplicates (pure);
 * ``_graceful``: which received paths outlive their session, and how long;
 * ``_max_prefix``: a per-peer maximum of received prefixes;
 * ``_installed``: what the kernel holds of ours, and what it refused;
 * ``_controller``: the service tying them to the speaker and the kernel;
+* ``_underlay``: the routed underlay (VTEPs in ipv4 unicast, ECMP routes);
 * ``_views``: what ``cnictl bgp summary`` and ``cnictl evpn routes`` show.
 """
 
 import ipaddress
 
 from ._controller import EvpnController, EvpnKernel, Identity
-from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
-from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries, node_view
+from ._local import (
+    LocalBlock,
+    LocalDomain,
+    LocalPod,
+    LocalState,
+    export_targets,
+    local_macs,
+    local_paths,
+    rd_indexes,
+)
+from ._mobility import Copy, Duplicate, Mobility
+from ._remote import (
+    DomainTarget,
+    KernelEntry,
+    NodeView,
+    Skip,
+    entry_key,
+    importing_domains,
+    kernel_entries,
+    node_view,
+)
 from ._rib import MAX_PREFIX, STALE, RouteTable
+from ._underlay import UnderlayController, UnderlayPolicy, UnderlayRib
 
 
 def router_id_for(configured: str, vtep: str) -> str:
@@ -33,6 +55,9 @@ def router_id_for(configured: str, vtep: str) -> str:
 __all__ = [
     "MAX_PREFIX",
     "STALE",
+    "Copy",
+    "DomainTarget",
+    "Duplicate",
     "EvpnController",
     "EvpnKernel",
     "Identity",
@@ -41,12 +66,20 @@ __all__ = [
     "LocalDomain",
     "LocalPod",
     "LocalState",
+    "Mobility",
     "NodeView",
     "RouteTable",
     "Skip",
+    "UnderlayController",
+    "UnderlayPolicy",
+    "UnderlayRib",
     "entry_key",
+    "export_targets",
+    "importing_domains",
     "kernel_entries",
+    "local_macs",
     "local_paths",
     "node_view",
+    "rd_indexes",
     "router_id_for",
 ]

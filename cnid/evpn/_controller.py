@@ -32,10 +32,11 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
+import msgspec
 import trio
 
 from .. import dataplane
-from ..bgp import Speaker, SpeakerDown, SpeakerEvent, StateEvent, UpdateEvent
+from ..bgp import SKIP_REASONS, Speaker, SpeakerDown, SpeakerEvent, StateEvent, UpdateEvent
 from ..core._errors import CnidError
 from ..core._journal import Journal
 from ..core._metrics import Metrics
@@ -47,8 +48,18 @@ from ..dataplane import EvpnRoute as KernelRoute
 from ..ipam import AddressPool
 from ._graceful import GracefulRestart
 from ._installed import Installed, Key, Refusal, Refusals, kernel_batch, route_failed
-from ._local import LocalBlock, LocalDomain, LocalPod, LocalState, local_paths
+from ._local import (
+    LocalBlock,
+    LocalDomain,
+    LocalPod,
+    LocalState,
+    RdOwner,
+    local_macs,
+    local_paths,
+    rd_indexes,
+)
 from ._max_prefix import MaxPrefix
+from ._mobility import Mobility
 from ._remote import KernelEntry, NodeView, entry_key, node_view
 from ._rib import RouteTable
 
@@ -102,6 +113,8 @@ class EvpnController:
         max_prefix: int = 0,
         max_prefix_action: str = "warning",
         max_prefix_restart: float = 60.0,
+        dup_max_moves: int = 5,
+        dup_time: float = 180.0,
         kernel: EvpnKernel = dataplane,
     ) -> None:
         self.speaker = speaker
@@ -120,6 +133,12 @@ class EvpnController:
         self.limits = MaxPrefix(
             self.table, metrics, max_prefix, max_prefix_action, max_prefix_restart
         )
+        #: MAC mobility: local sequences, moves, duplicates (``_mobility``).
+        self.mobility = Mobility(identity.vtep, identity.router_id, dup_max_moves, dup_time)
+        #: Bumped when a local MAC's sequence was raised (to announce it).
+        self._sequences = Notifier()
+        #: The pods' (L2VNI, MAC) -> IP, as last announced.
+        self._local_ips: dict[tuple[int, str], str] = {}
         #: What the kernel holds of ours, and the keys it refused.
         self.kernel_state = Installed()
         self.refusals = Refusals()
@@ -133,6 +152,9 @@ class EvpnController:
         self._received_at: list[float] = []
         self._blocks: tuple[LocalBlock, ...] = ()
         self._blocks_version = -1
+        #: The route distinguisher indexes handed out (kept while their VRF
+        #: or VNI exists).
+        self.rd_indexes: dict[RdOwner, int] = {}
         self._full_pass = True
         speaker.subscribe(self._on_event)
 
@@ -184,6 +206,7 @@ class EvpnController:
             self.identity.vtep,
             self.identity.router_id,
             list(by_name.values()),
+            asn=self.identity.asn,
             pods=pods,
             blocks=blocks,
             service_cidrs=self.service_cidrs,
@@ -245,6 +268,8 @@ class EvpnController:
             mac = next((i.mac for i in rec.result.interfaces if i.sandbox), "")
             if mac:
                 pods.append(LocalPod(rec.domain, mac.lower(), rec.address))
+        with contextlib.suppress(CnidError):  # local_paths reports it
+            self.rd_indexes = rd_indexes((ld.domain for ld in domains), self.rd_indexes)
         ident = self.identity
         return LocalState(
             router_id=ident.router_id,
@@ -253,6 +278,7 @@ class EvpnController:
             domains=tuple(domains),
             blocks=self._blocks,
             pods=tuple(pods),
+            rd_indexes=self.rd_indexes,
         )
 
     async def _announce_loop(self) -> None:
@@ -260,7 +286,12 @@ class EvpnController:
             self._announce,
             name="EVPN: local state",
             interval=self.local_interval,
-            changes=(self.journal.notifier, self.registry.notifier, self.pool.notifier),
+            changes=(
+                self.journal.notifier,
+                self.registry.notifier,
+                self.pool.notifier,
+                self._sequences,
+            ),
             backoff=Backoff(1.0, 30.0, jitter=False),
             logger=log,
         )
@@ -269,6 +300,14 @@ class EvpnController:
         """The node's paths to the speaker; the view of what the node owns
         (pods, blocks) to the route table."""
         state = await self.local_state()
+        mine = local_macs(state)
+        self._local_ips = mine
+        copies = {
+            key: self.mobility.copies(self.table.mac_paths(key), ip) for key, ip in mine.items()
+        }
+        self.mobility.set_local(mine, copies, trio.current_time())
+        self._count_mobility()
+        state = msgspec.structs.replace(state, mac_seqs=self.mobility.local_seqs())
         paths, problems = local_paths(state)
         if problems != self.problems:
             for problem in problems:
@@ -298,6 +337,7 @@ class EvpnController:
                     break
             for received_at, event in batch:
                 self._apply(received_at, event)
+            self._observe_macs()
             self._log_skips()
             for rtype, n in self.table.counts().items():
                 self.metrics.evpn_received.labels(type=str(rtype)).set(n)
@@ -338,8 +378,12 @@ class EvpnController:
     def _apply_update(self, received_at: float, event: UpdateEvent) -> None:
         table = self.table
         for reason, what in event.skipped:
-            self.metrics.evpn_skipped.labels(reason="malformed").inc()
-            log.warning("EVPN: from %s: %s skipped: %s", event.peer, what, reason)
+            # as-loop (the speaker's): expected (a node's own routes come
+            # back through the rack's other leaf), so not a warning
+            label = reason if reason in SKIP_REASONS else "malformed"
+            self.metrics.evpn_skipped.labels(reason=label).inc()
+            level = logging.DEBUG if label in SKIP_REASONS else logging.WARNING
+            log.log(level, "EVPN: from %s: %s skipped: %s", event.peer, what, reason)
         for rp in event.announced:
             table.announce(event.peer, rp)
         for route in event.withdrawn:
@@ -350,6 +394,29 @@ class EvpnController:
             self._received_at.append(received_at)
         if event.eor:
             self.graceful.end_of_rib(event.peer)
+
+    def _observe_macs(self) -> None:
+        """The MACs whose received copies changed, to ``_mobility``: a local
+        MAC outbid by another VTEP is announced again with a higher
+        sequence; moves and duplicates are counted."""
+        now = trio.current_time()
+        raised = False
+        for key in self.table.take_touched_macs():
+            paths = self.table.mac_paths(key)
+            raised |= self.mobility.observe(key, paths, self._local_ips.get(key, ""), now)
+        self._count_mobility()
+        if raised:
+            self._sequences.bump()
+
+    def _count_mobility(self) -> None:
+        mobility, metrics = self.mobility, self.metrics
+        if mobility.new_moves:
+            metrics.evpn_mac_moves.inc(mobility.new_moves)
+            mobility.new_moves = 0
+        if mobility.new_duplicates:
+            metrics.evpn_mac_duplicates.inc(len(mobility.new_duplicates))
+            mobility.new_duplicates = []
+        metrics.evpn_mac_duplicates_flagged.set(mobility.flagged_count)
 
     def _show_sessions(self) -> None:
         """The session gauge, from the speaker's peers (the one record of
@@ -377,6 +444,8 @@ class EvpnController:
         now = trio.current_time()
         config = self.speaker.config
         self.graceful.expire(config, now)
+        self.mobility.expire(now)
+        self._observe_macs()
         sweep = False
         if self.adopting and self.graceful.adoption_over(config, now):
             self.adopting = False

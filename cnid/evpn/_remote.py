@@ -1,20 +1,31 @@
 """What a received route asks of the kernel (pure): zebra's job in FRR.
 
-* type 5 (IP prefix, label = L3VNI, Router's MAC community): in the VRF of
-  the domain whose l3vni is that VNI, a route ``<prefix> via <VTEP> dev
-  br-<l3vni> onlink``, a neighbour entry VTEP -> router MAC on that bridge
-  and an FDB entry router MAC -> VTEP on vx-<l3vni>;
-* type 2 (MAC/IP, label = L2VNI): an FDB entry MAC -> VTEP on vx-<l2vni>
-  and, when it carries an IP, a neighbour entry IP -> MAC on br-<l2vni>;
-* type 3 (IMET, PMSI label = VNI): a flood entry 00:00:00:00:00:00 -> VTEP
-  on vx-<vni>.
+Routes are imported by route target (issue 14): a received route goes to
+every domain of this node one of whose import targets it carries (the
+domain's ``importRouteTargets``, else the targets derived from its VNIs:
+``Domain.targets``), whatever VNI it names; a route that matches no domain is
+skipped (``no-route-target``). In each such domain:
 
-A route that cannot be programmed is skipped with a reason (counted by the
-caller): a VNI no domain of this node has, a type-5 without a router MAC, a
-next-hop of the other address family than the node's VXLAN devices, one of
-the node's own routes. Routes are imported by VNI: the VNI is what names a
-tenant's segment on a VXLAN fabric, and the route targets cnid announces are
-derived from it.
+* type 5 (IP prefix, Router's MAC community), in a domain with an l3vni: in
+  the domain's table, a route ``<prefix> via <VTEP> dev br-<l3vni>
+  onlink``, a neighbour entry VTEP -> router MAC on that bridge and an FDB
+  entry router MAC -> VTEP on vx-<l3vni>;
+* type 2 (MAC/IP), in a domain with an l2vni: an FDB entry MAC -> VTEP on
+  vx-<l2vni> and, when it carries an IP, a neighbour entry IP -> MAC on
+  br-<l2vni>;
+* type 3 (IMET): a flood entry 00:00:00:00:00:00 -> VTEP on vx-<l2vni>.
+
+``<l3vni>`` and ``<l2vni>`` are the importing domain's own VNIs: a route
+naming another VNI is installed on the domain's own devices (the route's
+l2vni when it is one of the domain's, else the domain's pod attachment), so
+traffic to it is encapsulated with the domain's VNI (as FRR's zebra does:
+VXLAN VNIs are global in the fabric). A domain of the wrong kind for the
+route type (a type-5 for an l2vni-only domain) does not take it; none left:
+``wrong-vni-kind``.
+
+Other routes that cannot be programmed are skipped with a reason (counted
+by the caller): a type-5 without a router MAC, a next-hop of the other
+address family than the node's VXLAN devices, one of the node's own routes.
 
 The input policy: a received route never overrides what this node owns, and
 never points the kernel at an address or MAC that cannot be a VTEP:
@@ -39,6 +50,9 @@ import msgspec
 
 from ..bgp import ImetRoute, MacIpRoute, PrefixRoute, ReceivedPath
 from ..core._domains import Domain
+from ..core._errors import ConfigError
+from ..core._route_targets import RouteTarget, parse_route_target
+from ..core._rt_policy import SKIP_NO_ROUTE_TARGET, DomainTargets, import_domains
 from ..dataplane import EvpnRoute as KernelRoute
 from ..dataplane import FdbEntry, NeighEntry
 
@@ -47,10 +61,15 @@ ZERO_MAC = "00:00:00:00:00:00"
 KernelEntry = FdbEntry | NeighEntry | KernelRoute
 
 
-class VniTarget(msgspec.Struct, frozen=True):
-    domain: str
-    kind: str  # l2vni | l3vni
+class DomainTarget(msgspec.Struct, frozen=True):
+    """A domain of this node, as received routes see it."""
+
+    name: str
     table: int
+    #: Its l2vni attachments, the one pods are wired to first.
+    l2vnis: tuple[int, ...] = ()
+    #: Its l3vni (0: none).
+    l3vni: int = 0
     #: An l2vni domain's anycast gateway: a peer's route for it is ignored
     #: (every node holds that address itself).
     gateway: str = ""
@@ -61,7 +80,9 @@ class NodeView(msgspec.Struct, frozen=True):
 
     vtep: str
     router_id: str
-    vnis: dict[int, VniTarget] = {}
+    domains: dict[str, DomainTarget] = {}
+    #: The route targets each domain imports (and exports).
+    targets: tuple[DomainTargets, ...] = ()
     #: 4 or 6: the VTEP's (hence the VXLAN devices') address family.
     family: int = 4
     #: The node's own pods: (domain, IP) and (domain, MAC). A received
@@ -75,14 +96,10 @@ class NodeView(msgspec.Struct, frozen=True):
 
     def local_only(self, other: NodeView) -> bool:
         """Whether the two views differ only in what the node owns (its
-        pods and blocks), not in its VNIs or addresses."""
-        return (self.vtep, self.router_id, self.vnis, self.family, self.service_cidrs) == (
-            other.vtep,
-            other.router_id,
-            other.vnis,
-            other.family,
-            other.service_cidrs,
-        )
+        pods and blocks), not in its domains or addresses."""
+        mine = (self.vtep, self.router_id, self.domains, self.targets, self.family)
+        theirs = (other.vtep, other.router_id, other.domains, other.targets, other.family)
+        return mine == theirs and self.service_cidrs == other.service_cidrs
 
 
 def node_view(
@@ -90,31 +107,74 @@ def node_view(
     router_id: str,
     domains: list[Domain],
     *,
+    asn: int,
     pods: Iterable[tuple[str, str, str]] = (),
     blocks: Iterable[tuple[int, str]] = (),
     service_cidrs: Iterable[str] = (),
 ) -> NodeView:
-    """``pods``: (domain, MAC, IP) of the node's pods; ``blocks``: (VRF,
-    CIDR) of its address blocks."""
-    vnis: dict[int, VniTarget] = {}
+    """``asn``: the node's AS (derived route targets); ``pods``: (domain,
+    MAC, IP) of the node's pods; ``blocks``: (VRF, CIDR) of its address
+    blocks."""
+    targets: dict[str, DomainTarget] = {}
+    imports: list[DomainTargets] = []
     by_vrf: dict[int, str] = {}
     for d in domains:
         by_vrf[d.vrf] = d.name
-        for att in d.attachments:
-            gateway = str(d.anycast_gateway) if att.type == "l2vni" else ""
-            vnis[att.vni] = VniTarget(d.name, att.type, d.table, gateway)
+        l2 = [a.vni for a in d.attachments if a.type == "l2vni"]
+        if l2:
+            first = d.pod_attachment.vni
+            l2 = [first, *(v for v in l2 if v != first)]
+        l3 = next((a.vni for a in d.attachments if a.type == "l3vni"), 0)
+        gateway = str(d.anycast_gateway) if l2 else ""
+        targets[d.name] = DomainTarget(d.name, d.table, tuple(l2), l3, gateway)
+        try:
+            imports.append(d.targets(asn))
+        except ConfigError:
+            pass  # a domain whose targets cannot be derived imports nothing
     family = ipaddress.ip_address(vtep).version
     pods = tuple(pods)
     return NodeView(
         vtep=vtep,
         router_id=router_id,
-        vnis=vnis,
+        domains=targets,
+        targets=tuple(imports),
         family=family,
         local_ips=frozenset((d, _canonical_ip(ip)) for d, _, ip in pods if ip),
         local_macs=frozenset((d, mac.lower()) for d, mac, _ in pods if mac),
         own_blocks=frozenset((by_vrf[v], cidr) for v, cidr in blocks if v in by_vrf),
         service_cidrs=tuple(service_cidrs),
     )
+
+
+def importing_domains(route_targets: tuple[str, ...], view: NodeView) -> tuple[str, ...]:
+    """The domains of this node a route with these targets is imported
+    into (by route target alone; sorted). Memoised per view: a fabric's
+    routes carry few distinct sets of targets."""
+    memo = _MEMO.get(id(view.targets))
+    if memo is None or memo[0] is not view.targets:
+        _MEMO.clear()  # one view at a time (a new view replaces the old)
+        memo = _MEMO[id(view.targets)] = (view.targets, {})
+    found = memo[1].get(route_targets)
+    if found is None:
+        if len(memo[1]) >= _MEMO_MAX:
+            memo[1].clear()
+        found = import_domains(_parsed(route_targets), view.targets).domains
+        memo[1][route_targets] = found
+    return found
+
+
+_MEMO: dict[int, tuple[tuple[DomainTargets, ...], dict[tuple[str, ...], tuple[str, ...]]]] = {}
+_MEMO_MAX = 4096
+
+
+def _parsed(texts: tuple[str, ...]) -> list[RouteTarget]:
+    out = []
+    for text in texts:
+        try:
+            out.append(parse_route_target(text))
+        except ConfigError:
+            continue  # not a target we could match (a malformed one)
+    return out
 
 
 def _canonical_ip(ip: str) -> str:
@@ -149,54 +209,70 @@ def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
         raise Skip("next-hop-family", f"IPv{version} next-hop, our VTEP is IPv{view.family}")
     if unusable:
         raise Skip("bad-next-hop", f"{unusable} next-hop {vtep}")
-    target = view.vnis.get(route.vni)
-    if target is None:
-        raise Skip("unknown-vni", f"VNI {route.vni} is not a VNI of this node")
+    names = importing_domains(path.route_targets, view)
+    if not names:
+        rts = " ".join(path.route_targets) or "none"
+        why = f"{SKIP_NO_ROUTE_TARGET}: route targets {rts} imported by no domain of this node"
+        raise Skip(SKIP_NO_ROUTE_TARGET, why)
+    domains = [view.domains[n] for n in names if n in view.domains]
     if isinstance(route, PrefixRoute):
-        if target.kind != "l3vni":
-            raise Skip("wrong-vni-kind", f"type-5 route with VNI {route.vni}, an l2vni")
+        routed = [d for d in domains if d.l3vni]
+        if not routed:
+            raise Skip("wrong-vni-kind", f"type-5 route for {', '.join(names)}: no l3vni")
         if not path.router_mac or path.router_mac == ZERO_MAC:
             # GoBGP sends a zero router MAC for "none"
             raise Skip("no-router-mac", "type-5 route without a router MAC")
         if not _unicast(path.router_mac):
             raise Skip("bad-router-mac", f"router MAC {path.router_mac} is not a unicast MAC")
-        reserved = _reserved(route.prefix, target.domain, view)
-        if reserved:
-            raise Skip(*reserved)
+        for d in routed:
+            reserved = _reserved(route.prefix, d.name, view)
+            if reserved:
+                raise Skip(*reserved)
         if route.gateway:
             raise Skip(
                 "unsupported", "type-5 route with a gateway IP (overlay index) is not supported"
             )
-        entries: list[KernelEntry] = [
-            KernelRoute(table=target.table, prefix=route.prefix, vtep=vtep, vni=route.vni),
-            NeighEntry(vni=route.vni, ip=vtep, mac=path.router_mac),
-            FdbEntry(vni=route.vni, mac=path.router_mac, vtep=vtep),
-        ]
-        if version == 4 and ":" in route.prefix:
-            # an IPv6 prefix via an IPv4 VTEP is routed via ::ffff:<vtep>
-            entries.append(NeighEntry(vni=route.vni, ip=f"::ffff:{vtep}", mac=path.router_mac))
+        entries: list[KernelEntry] = []
+        for d in routed:
+            vni = d.l3vni
+            entries += [
+                KernelRoute(table=d.table, prefix=route.prefix, vtep=vtep, vni=vni),
+                NeighEntry(vni=vni, ip=vtep, mac=path.router_mac),
+                FdbEntry(vni=vni, mac=path.router_mac, vtep=vtep),
+            ]
+            if version == 4 and ":" in route.prefix:
+                # an IPv6 prefix via an IPv4 VTEP is routed via ::ffff:<vtep>
+                entries.append(NeighEntry(vni=vni, ip=f"::ffff:{vtep}", mac=path.router_mac))
         return tuple(entries)
-    if target.kind != "l2vni":
-        raise Skip(
-            "wrong-vni-kind",
-            f"type-{2 if isinstance(route, MacIpRoute) else 3} route with an l3vni",
-        )
+    bridging = [d for d in domains if d.l2vnis]
+    if not bridging:
+        rtype = 2 if isinstance(route, MacIpRoute) else 3
+        raise Skip("wrong-vni-kind", f"type-{rtype} route for {', '.join(names)}: no l2vni")
     if isinstance(route, ImetRoute):
-        return (FdbEntry(vni=route.vni, mac=ZERO_MAC, vtep=vtep),)
+        return tuple(FdbEntry(vni=_l2vni(d, route.vni), mac=ZERO_MAC, vtep=vtep) for d in bridging)
     if not _unicast(route.mac):
         raise Skip("bad-mac", f"MAC {route.mac} is not a unicast MAC")
     if path.router_mac not in ("", ZERO_MAC) and not _unicast(path.router_mac):
         raise Skip("bad-router-mac", f"router MAC {path.router_mac} is not a unicast MAC")
-    if (target.domain, route.mac.lower()) in view.local_macs:
-        raise Skip("local-mac", f"MAC {route.mac} is a pod of this node's")
-    bridged: list[KernelEntry] = [FdbEntry(vni=route.vni, mac=route.mac, vtep=vtep)]
-    if route.ip:
-        if route.ip == target.gateway:
-            raise Skip("gateway", f"{route.ip} is the anycast gateway every node holds")
-        if (target.domain, _canonical_ip(route.ip)) in view.local_ips:
-            raise Skip("local-ip", f"{route.ip} is a pod of this node's")
-        bridged.append(NeighEntry(vni=route.vni, ip=route.ip, mac=route.mac))
+    bridged: list[KernelEntry] = []
+    for d in bridging:
+        vni = _l2vni(d, route.vni)
+        if (d.name, route.mac.lower()) in view.local_macs:
+            raise Skip("local-mac", f"MAC {route.mac} is a pod of this node's")
+        bridged.append(FdbEntry(vni=vni, mac=route.mac, vtep=vtep))
+        if route.ip:
+            if route.ip == d.gateway:
+                raise Skip("gateway", f"{route.ip} is the anycast gateway every node holds")
+            if (d.name, _canonical_ip(route.ip)) in view.local_ips:
+                raise Skip("local-ip", f"{route.ip} is a pod of this node's")
+            bridged.append(NeighEntry(vni=vni, ip=route.ip, mac=route.mac))
     return tuple(bridged)
+
+
+def _l2vni(domain: DomainTarget, vni: int) -> int:
+    """The device a type-2/3 goes on in ``domain``: the route's VNI when it
+    is one of the domain's, else the domain's pod attachment."""
+    return vni if vni in domain.l2vnis else domain.l2vnis[0]
 
 
 @functools.lru_cache(maxsize=8192)

@@ -7,7 +7,11 @@ re-learns them. Each path is translated once into kernel entries
 (``_remote.kernel_entries``); the table keeps, per kernel key, the candidate
 entries that paths ask for with a use count and the sequence number of the
 latest request. The *chosen* entry of a key is the candidate requested most
-recently (a MAC that moved to another VTEP follows the newer route).
+recently (a MAC that moved to another VTEP follows the newer route), unless
+type-2 routes carry the MAC Mobility community: then the FDB and neighbour
+entries follow ``_mobility.rank`` (sticky, highest sequence, lowest VTEP).
+The received type-2 paths are indexed by (VNI, MAC) for ``_mobility``: the
+MACs whose copies changed are in ``take_touched_macs()``.
 
 The controller reads ``take_dirty()`` (the keys whose chosen entry may have
 changed) and programs only those: a burst of 50,000 routes costs work in
@@ -25,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from ..bgp import EvpnRoute, MacIpRoute, PrefixRoute, ReceivedPath, route_type
+from ._mobility import MacKey, rank
 from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries
 
 Source = str
@@ -32,20 +37,50 @@ PathId = tuple[Source, tuple[object, ...]]
 STALE = "stale:"
 
 
+_Rank = tuple[int, int, int, int]
+
+
 class _Candidates:
-    __slots__ = ("uses",)
+    __slots__ = ("ranks", "uses")
 
     def __init__(self) -> None:
         #: entry -> [use count, sequence number of the latest use]
         self.uses: dict[KernelEntry, list[int]] = {}
+        #: entry -> path -> its MAC mobility rank, for the entries of the
+        #: type-2 paths that carry the MAC Mobility community (None: none).
+        self.ranks: dict[KernelEntry, dict[PathId, _Rank]] | None = None
 
     def chosen(self) -> KernelEntry | None:
         best: KernelEntry | None = None
-        best_seq = -1
+        if self.ranks is None:
+            best_seq = -1
+            for entry, (count, seq) in self.uses.items():
+                if count > 0 and seq > best_seq:
+                    best, best_seq = entry, seq
+            return best
+        best_rank: _Rank | None = None
         for entry, (count, seq) in self.uses.items():
-            if count > 0 and seq > best_seq:
-                best, best_seq = entry, seq
+            if count <= 0:
+                continue
+            r: _Rank = (0, 0, 0, seq)
+            ranked = self.ranks.get(entry)
+            if ranked:
+                r = max(r, *ranked.values())
+            if best_rank is None or r > best_rank:
+                best, best_rank = entry, r
         return best
+
+    def rank(self, entry: KernelEntry, pid: PathId, r: _Rank | None) -> None:
+        if r is not None:
+            if self.ranks is None:
+                self.ranks = {}
+            self.ranks.setdefault(entry, {})[pid] = r
+        elif self.ranks is not None and entry in self.ranks:
+            self.ranks[entry].pop(pid, None)
+            if not self.ranks[entry]:
+                del self.ranks[entry]
+                if not self.ranks:
+                    self.ranks = None
 
 
 class RouteTable:
@@ -72,6 +107,10 @@ class RouteTable:
         self.max_paths = 0
         #: Paths beyond ``max_paths``, by source, in arrival order.
         self._held: dict[Source, dict[tuple[object, ...], ReceivedPath]] = {}
+        #: The type-2 paths of each (VNI, MAC), and the MACs whose paths
+        #: changed since ``take_touched_macs``.
+        self._macs: dict[MacKey, list[PathId]] = {}
+        self._touched_macs: set[MacKey] = set()
 
     # -- reading ---------------------------------------------------------
 
@@ -130,6 +169,14 @@ class RouteTable:
     def take_dirty(self) -> set[tuple[object, ...]]:
         dirty, self._dirty = self._dirty, set()
         return dirty
+
+    def mac_paths(self, key: MacKey) -> list[ReceivedPath]:
+        """The received type-2 paths (stale ones included) of a (VNI, MAC)."""
+        return [self._paths[pid] for pid in self._macs.get(key, ())]
+
+    def take_touched_macs(self) -> set[MacKey]:
+        touched, self._touched_macs = self._touched_macs, set()
+        return touched
 
     # -- changes ---------------------------------------------------------
 
@@ -245,6 +292,10 @@ class RouteTable:
             return reason
         self._skipped.pop(pid, None)
         self._seq += 1
+        path = rp.path
+        mobile = isinstance(path.route, MacIpRoute) and (
+            path.mac_mobility_seq is not None or path.sticky
+        )
         for entry in entries:
             key = entry_key(entry)
             cands = self._keys.get(key)
@@ -256,6 +307,8 @@ class RouteTable:
             else:
                 use[0] += 1
                 use[1] = self._seq
+            if mobile:
+                cands.rank(entry, pid, rank(rp, self._seq))
             self._dirty.add(key)
         self._entries[pid] = entries
         return ""
@@ -266,6 +319,8 @@ class RouteTable:
         for entry in self._entries.pop(pid, ()):
             key = entry_key(entry)
             cands = self._keys[key]
+            if cands.ranks is not None:
+                cands.rank(entry, pid, None)
             use = cands.uses[entry]
             use[0] -= 1
             if use[0] <= 0:
@@ -278,6 +333,11 @@ class RouteTable:
         self._paths[pid] = rp
         self._types[route_type(rp.path.route)] += 1
         self._per_source[pid[0]] += 1
+        route = rp.path.route
+        if isinstance(route, MacIpRoute):
+            mac = (route.vni, route.mac.lower())
+            self._macs.setdefault(mac, []).append(pid)
+            self._touched_macs.add(mac)
 
     def _drop(self, pid: PathId) -> None:
         rp = self._paths.pop(pid, None)
@@ -287,6 +347,15 @@ class RouteTable:
             if not self._per_source[pid[0]]:
                 del self._per_source[pid[0]]
             self._unuse(pid)
+            route = rp.path.route
+            if isinstance(route, MacIpRoute):
+                mac = (route.vni, route.mac.lower())
+                pids = self._macs.get(mac)
+                if pids is not None and pid in pids:
+                    pids.remove(pid)
+                    if not pids:
+                        del self._macs[mac]
+                self._touched_macs.add(mac)
 
 
 MAX_PREFIX = "held back: the peer's maximum number of prefixes is reached"

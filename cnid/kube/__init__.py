@@ -23,6 +23,7 @@ from ._errors import (
 )
 from ._models import (
     AttachmentSpec,
+    BgpNeighborSpec,
     Condition,
     DomainNodeStatus,
     IPBlock,
@@ -42,6 +43,7 @@ from ._models import (
     PodStatus,
     PolicyMatchSpec,
     Secret,
+    SecretKeyRef,
     VRFDomain,
     VRFDomainBinding,
     VRFDomainBindingSpec,
@@ -87,6 +89,7 @@ __all__ = [
     "ApiError",
     "ApiUnavailable",
     "AttachmentSpec",
+    "BgpNeighborSpec",
     "Condition",
     "Conflict",
     "DomainNodeStatus",
@@ -120,6 +123,7 @@ __all__ = [
     "Reflector",
     "ResourceType",
     "Secret",
+    "SecretKeyRef",
     "ServerError",
     "StatusCause",
     "TooManyRequests",

@@ -138,6 +138,11 @@ class VRFDomainSpec(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=
     prefixlen: int
     ipblocklen: int
     attachments: list[AttachmentSpec] = []
+    #: Route targets (issue 14): ``ASN:NN``, ``IPv4:NN`` (``*:NN`` for
+    #: import); empty: derived by ``routeTargetDerivation`` (frr | rfc8365).
+    import_route_targets: list[str] = []
+    export_route_targets: list[str] = []
+    route_target_derivation: str = "frr"
 
 
 class DomainNodeStatus(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
@@ -181,11 +186,42 @@ class NodeInterface(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=
     local: str = ""
 
 
+class SecretKeyRef(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """A key of a Secret in the daemon's namespace."""
+
+    name: str
+    key: str
+
+
+class BgpNeighborSpec(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """An explicit BGP neighbour of a node: eBGP when ``asn`` is not the
+    node's AS (a top-of-rack leaf), else an extra iBGP one."""
+
+    address: str
+    asn: int
+    password_secret_ref: SecretKeyRef | None = None
+    #: eBGP multihop TTL (2..255); 0/absent: directly connected.
+    multihop: int = 0
+    bfd: bool = False
+    allow_as_in: int = 0
+
+
+class UnderlaySpec(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
+    """The routed underlay (RFC 7938): the node's VTEP /32, announced to its
+    eBGP neighbours (owner: the underlay; docs/evpn.md)."""
+
+    vtep_address: str
+
+
 class VRFNodeConfigSpec(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
     node_ref: ObjectRef
     router_id: str = ""
     route_reflectors: list[str] = []
     interfaces: list[NodeInterface] = []
+    #: The node's own AS; 0/absent: server.ini's ``[bgp] asn``.
+    asn: int = 0
+    neighbors: list[BgpNeighborSpec] = []
+    underlay: UnderlaySpec | None = None
 
 
 class VRFNodeConfigStatus(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):

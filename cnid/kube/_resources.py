@@ -107,9 +107,9 @@ def _rt(
 NAMESPACES = _rt("", "namespaces", Namespace, namespaced=False, verbs="get list watch")
 NODES = _rt("", "nodes", Node, namespaced=False, verbs="get list watch")
 PODS = _rt("", "pods", Pod, namespaced=True, verbs="get list watch")
-#: Not in RESOURCE_TYPES: the daemon reads no Secret through the API (the
-#: BGP password is a Secret the kubelet mounts as a file), so its RBAC grants
-#: none; kept for the client's own tests of a namespaced type.
+#: Not in RESOURCE_TYPES (the ClusterRole): the daemon gets one Secret, in its
+#: own namespace (a VRFNodeConfig neighbour's MD5 password), which a Role of
+#: that namespace grants by name (kube/deploy/rbac.yaml).
 SECRETS = _rt("", "secrets", Secret, namespaced=True, verbs="get")
 VRF_DOMAINS = _rt(
     CNI_GROUP,

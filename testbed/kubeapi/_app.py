@@ -210,7 +210,9 @@ class App:
                 {},
             )
         if any(
-            r.allows(info.verb, info.group, info.resource, info.subresource, info.name)
+            r.allows(
+                info.verb, info.group, info.resource, info.subresource, info.name, info.namespace
+            )
             for r in self.rules
         ):
             return

@@ -1,5 +1,7 @@
-"""RBAC as the real authorizer evaluates a ClusterRole's rules
-(k8s.io/kubernetes/pkg/apis/rbac/v1/evaluation_helpers.go)."""
+"""RBAC as the real authorizer evaluates a ClusterRole's rules, and a
+Role's in its own namespace only
+(k8s.io/kubernetes/pkg/apis/rbac/v1/evaluation_helpers.go). Bindings are not
+read: every rule of the file is the service account's."""
 
 from __future__ import annotations
 
@@ -20,8 +22,20 @@ class Rule:
     resources: tuple[str, ...]
     resource_names: tuple[str, ...]
     non_resource_urls: tuple[str, ...]
+    #: A Role's namespace ("": a ClusterRole's rule, every namespace).
+    namespace: str = ""
 
-    def allows(self, verb: str, group: str, resource: str, subresource: str, name: str) -> bool:
+    def allows(
+        self,
+        verb: str,
+        group: str,
+        resource: str,
+        subresource: str,
+        name: str,
+        namespace: str = "",
+    ) -> bool:
+        if self.namespace and namespace != self.namespace:
+            return False
         if "*" not in self.verbs and verb not in self.verbs:
             return False
         if "*" not in self.api_groups and group not in self.api_groups:
@@ -35,6 +49,8 @@ class Rule:
         return not self.resource_names or name in self.resource_names
 
     def allows_path(self, verb: str, path: str) -> bool:
+        if self.namespace:
+            return False  # non-resource URLs are a ClusterRole's only
         if "*" not in self.verbs and verb not in self.verbs:
             return False
         return any(
@@ -48,12 +64,15 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 
 def load_rules(path: str | Path) -> list[Rule]:
-    """The rules of every ClusterRole in a (multi-document) YAML file."""
+    """The rules of every ClusterRole and Role in a (multi-document) YAML file."""
     rules: list[Rule] = []
     with open(path) as file:
         for doc in yaml.safe_load_all(file):
-            if not isinstance(doc, dict) or doc.get("kind") != "ClusterRole":
+            if not isinstance(doc, dict) or doc.get("kind") not in ("ClusterRole", "Role"):
                 continue
+            namespace = ""
+            if doc["kind"] == "Role":
+                namespace = str((doc.get("metadata") or {}).get("namespace") or "default")
             for rule in doc.get("rules") or []:
                 rules.append(
                     Rule(
@@ -62,6 +81,7 @@ def load_rules(path: str | Path) -> list[Rule]:
                         resources=_strings(rule.get("resources")),
                         resource_names=_strings(rule.get("resourceNames")),
                         non_resource_urls=_strings(rule.get("nonResourceURLs")),
+                        namespace=namespace,
                     )
                 )
     return rules

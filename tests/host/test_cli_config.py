@@ -66,6 +66,11 @@ CASES = [
     ("[logging]\nlevel = loud\n", "[logging] level = 'loud': allowed debug"),
     ("[bgp]\nlog_level = chatty\n", "[bgp] log_level = 'chatty': allowed FATAL"),
     ("[bgp]\npassword_file = /nonexistent/md5\n", "[bgp] password_file /nonexistent/md5"),
+    (
+        "[neighbor 10.1.1.0]\nasn = 65101\npassword_file = /nonexistent/leaf1\n",
+        "[neighbor 10.1.1.0] password_file /nonexistent/leaf1",
+    ),
+    ("[neighbor 10.1.1.0]\nasn = 65101\nmultihop = 1\n", "[neighbor 10.1.1.0]: multihop 1"),
     ("[network]\nstate_dir = /proc/cnid-state\n", "[network] state_dir = /proc/cnid-state"),
     (
         "[kubernetes]\nenabled = yes\nkubeconfig = /etc/passwd\n",

@@ -134,7 +134,7 @@ def our_routes(node: EvpnNode, p42: str, p300: str) -> list[dict[str, Any]]:
             "rt": [f"{ASN}:42"],
             "rmac": rmac,
             "nexthop": NODE,
-            "rd": f"{NODE}:42",
+            "rd": f"{NODE}:1",  # router-id:index, the node's first VRF
         },
         {"type": 3, "ip": NODE, "vni": 300, "rt": [f"{ASN}:300"], "nexthop": NODE},
         {"type": 2, "mac": pod.mac, "ip": pod.address, "vni": 300, "nexthop": NODE},
@@ -247,7 +247,7 @@ async def test_gobgp_routes_odd_routes_and_withdrawals(fabric: Fabric, node: Evp
         await async_wait_for(
             "the odd routes counted",
             skipped,
-            {"unknown-vni": 1.0, "no-router-mac": 1.0, "next-hop-family": 1.0, "bad-mac": 1.0},
+            {"no-route-target": 1.0, "no-router-mac": 1.0, "next-hop-family": 1.0, "bad-mac": 1.0},
             TIMEOUT,
         )
         kernel = node.kernel()
@@ -255,7 +255,7 @@ async def test_gobgp_routes_odd_routes_and_withdrawals(fabric: Fabric, node: Evp
             r["dst"].startswith(("10.61.", "10.62.", "10.63.")) for r in kernel["routes"]
         )
         rows = {r["route"]: r for r in evpn_routes(node.evpn)}
-        assert "not programmed: VNI 4711" in rows["[5]:[0]:[24]:[10.61.0.0]"]["state"]
+        assert "route targets 65000:4711" in rows["[5]:[0]:[24]:[10.61.0.0]"]["state"]
         # withdrawals remove exactly what the announcements added
         for route in good:
             gb.delete(route)

@@ -4,6 +4,7 @@ records RBAC-coverage checks read."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,28 @@ async def test_kubeconfig_loads_with_the_kubernetes_package(api: KubeApi) -> Non
 
     names = await trio.to_thread.run_sync(list_namespaces)
     assert "default" in names
+
+
+async def test_a_roles_rules_hold_in_its_namespace_only() -> None:
+    """cnid's own RBAC (kube/deploy/rbac.yaml): the Role cnid-bgp-secret lets
+    it get the Secret cnid-bgp of its namespace, and nothing else of secrets."""
+    deploy = Path(__file__).resolve().parents[2] / "kube" / "deploy" / "rbac.yaml"
+    user = "system:serviceaccount:pyroute2-cni:cnid"
+    async with open_kubeapi(crd_paths=[], rbac_path=deploy, rbac_user=user) as server:
+        async with make_client(server, server.token) as admin:
+            for ns in ("pyroute2-cni", "other"):
+                await admin.post("/api/v1/namespaces", json={"metadata": {"name": ns}})
+                for name in ("cnid-bgp", "else"):
+                    secret = {"metadata": {"name": name}, "data": {"k": "djE="}}
+                    created = await admin.post(f"/api/v1/namespaces/{ns}/secrets", json=secret)
+                    assert created.status_code == 201, created.text
+        async with make_client(server, server.sa_token) as cnid:
+            ours = "/api/v1/namespaces/pyroute2-cni/secrets"
+            assert (await cnid.get(f"{ours}/cnid-bgp")).status_code == 200
+            assert (await cnid.get(f"{ours}/else")).status_code == 403
+            assert (await cnid.get(ours)).status_code == 403  # no list
+            other = await cnid.get("/api/v1/namespaces/other/secrets/cnid-bgp")
+            assert other.status_code == 403
+            assert other.json()["message"].endswith('in the namespace "other"')
+            # the ClusterRole's rules still hold everywhere
+            assert (await cnid.get("/api/v1/nodes")).status_code == 200

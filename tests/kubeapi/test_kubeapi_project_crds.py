@@ -56,6 +56,36 @@ async def test_domain_rules_refuse_a_bad_domain(admin: httpx.AsyncClient) -> Non
     assert {"spec.table", "spec.prefix", "spec.ipblocklen"} <= fields
 
 
+async def test_route_targets_of_a_domain_are_checked_at_admission(
+    admin: httpx.AsyncClient,
+) -> None:
+    good = {**DOMAIN, "metadata": {"name": "hand-set"}}
+    good["spec"] = {
+        **DOMAIN["spec"],
+        "importRouteTargets": ["65000:42", "*:42"],
+        "exportRouteTargets": ["65000:42"],
+        "routeTargetDerivation": "rfc8365",
+    }
+    response = await admin.post(f"{CNI}/vrfdomains", json=good)
+    assert response.status_code == 201, response.text
+    assert response.json()["spec"] == good["spec"]
+    bad = {**DOMAIN, "metadata": {"name": "bad-targets"}}
+    bad["spec"] = {
+        **DOMAIN["spec"],
+        "importRouteTargets": ["target:65000:42"],
+        "exportRouteTargets": ["*:42"],
+        "routeTargetDerivation": "auto",
+    }
+    response = await admin.post(f"{CNI}/vrfdomains", json=bad)
+    assert response.status_code == 422
+    fields = {c["field"] for c in response.json()["details"]["causes"]}
+    assert {
+        "spec.importRouteTargets[0]",
+        "spec.exportRouteTargets[0]",
+        "spec.routeTargetDerivation",
+    } <= fields, fields
+
+
 async def test_ipblock_claim_in_two_writes(admin: httpx.AsyncClient) -> None:
     path = "/apis/ipam.pyroute2.org/v1alpha1/ipblocks"
     block = {

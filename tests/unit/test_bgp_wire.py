@@ -174,7 +174,7 @@ def test_one_odd_route_does_not_cost_the_others() -> None:
     data["neighbor"]["message"]["update"]["announce"]["l2vpn evpn"]["10.99.0.4"].insert(
         0, {"code": 9, "parsed": True, "rd": "1.1.1.1:1"}
     )
-    data["neighbor"]["message"]["update"]["announce"]["ipv4 unicast"] = {"1.1.1.1": []}
+    data["neighbor"]["message"]["update"]["announce"]["ipv6 unicast"] = {"::1": []}
     event = decode_line(json.dumps(data))
     assert isinstance(event, UpdateEvent)
     assert len(event.announced) == 1
@@ -286,6 +286,7 @@ class FakeConfiguration:
     def __init__(self) -> None:
         self.changes: list[tuple[list[str], Any]] = []
         self.eors: list[list[str]] = []
+        self.neighbors: dict[str, Any] = {}
 
     def inject_change(self, peers: list[str], change: Any) -> bool:
         self.changes.append((peers, change))

@@ -14,6 +14,7 @@ from cnid.ctl import ctl_request
         (["status"], ("status", {})),
         (["ipam", "--all", "--allocations"], ("ipam", {"all": "true", "allocations": "true"})),
         (["bgp", "summary"], ("bgp-summary", {})),
+        (["bgp"], ("bgp-summary", {})),
         (
             ["evpn", "routes", "--type", "2", "--vni", "300"],
             ("evpn-routes", {"type": "2", "vni": "300"}),

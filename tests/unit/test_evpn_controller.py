@@ -64,7 +64,11 @@ T5 = EvpnPath(
     route_targets=("65000:42",),
     router_mac="02:42:00:00:00:12",
 )
-T2 = EvpnPath(MacIpRoute(rd=f"{PEER}:300", mac="0a:00:00:00:01:01", ip="10.3.0.9", vni=300), PEER)
+T2 = EvpnPath(
+    MacIpRoute(rd=f"{PEER}:300", mac="0a:00:00:00:01:01", ip="10.3.0.9", vni=300),
+    PEER,
+    route_targets=("65000:300",),
+)
 T5_ROUTE = ("route", 42, "10.244.1.0/26", PEER)
 T2_FDB = ("fdb", 300, "0a:00:00:00:01:01")
 
@@ -269,8 +273,9 @@ async def test_the_local_state_is_announced_and_each_change_at_once(
     async with node.running():
         await until("the first announcement", lambda: bool(speaker.announcements))
         routes = {p.route for p in speaker.announced}
-        assert ImetRoute(rd=f"{ME}:300", ip=ME, vni=300) in routes
-        assert PrefixRoute(rd=f"{ME}:42", prefix="10.244.0.0/26", vni=42) in routes
+        # RDs router-id:index: the VRF first, then the l2vni
+        assert ImetRoute(rd=f"{ME}:2", ip=ME, vni=300) in routes
+        assert PrefixRoute(rd=f"{ME}:1", prefix="10.244.0.0/26", vni=42) in routes
         assert node.metric("cnid_evpn_routes_announced", type="5") == 1
         assert node.metric("cnid_evpn_routes_announced", type="2") == 0
 
@@ -299,7 +304,11 @@ async def test_a_local_pod_makes_a_received_route_for_it_not_programmed(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     node = Node(tmp_path)
-    hijack = EvpnPath(MacIpRoute(rd=f"{PEER}:300", mac=POD_MAC, ip="10.3.0.77", vni=300), PEER)
+    hijack = EvpnPath(
+        MacIpRoute(rd=f"{PEER}:300", mac=POD_MAC, ip="10.3.0.77", vni=300),
+        PEER,
+        route_targets=("65000:300",),
+    )
     async with node.running():
         node.speaker.send(update(hijack, eor=True))
         await until("the remote MAC", lambda: node.has(("fdb", 300, POD_MAC)))

@@ -19,6 +19,7 @@ import trio.testing
 
 from cnid.bgp import EvpnPath, MacIpRoute, PrefixRoute, ReceivedPath, StateEvent, UpdateEvent
 from cnid.core import Domain, Metrics
+from cnid.ctl import render
 from cnid.daemon import bgp_summary, evpn_routes
 from cnid.dataplane import ApplyResult, EvpnRoute, FdbEntry, KernelEvpn
 from cnid.evpn import EvpnController, Identity, RouteTable, Skip, kernel_entries, node_view
@@ -32,7 +33,7 @@ POD_MAC, POD_IP = "0a:00:00:00:00:03", "10.3.0.2"
 PODS = [("vrf-300", POD_MAC, POD_IP), ("vrf-42", "0a:00:00:00:00:01", "10.244.0.2")]
 BLOCKS = [(42, "10.244.0.0/26"), (300, "10.3.0.0/26")]
 SERVICES = ("10.96.0.0/12",)
-VIEW = node_view(ME, ME, [L3, L2], pods=PODS, blocks=BLOCKS, service_cidrs=SERVICES)
+VIEW = node_view(ME, ME, [L3, L2], asn=65000, pods=PODS, blocks=BLOCKS, service_cidrs=SERVICES)
 
 T5 = EvpnPath(
     PrefixRoute(rd=f"{PEER}:42", prefix="10.244.1.0/26", vni=42),
@@ -40,7 +41,11 @@ T5 = EvpnPath(
     route_targets=("65000:42",),
     router_mac="02:42:00:00:00:12",
 )
-T2 = EvpnPath(MacIpRoute(rd=f"{PEER}:300", mac="0a:00:00:00:01:01", ip="10.3.0.9", vni=300), PEER)
+T2 = EvpnPath(
+    MacIpRoute(rd=f"{PEER}:300", mac="0a:00:00:00:01:01", ip="10.3.0.9", vni=300),
+    PEER,
+    route_targets=("65000:300",),
+)
 
 
 def rx(path: EvpnPath, peer: str = PEER) -> ReceivedPath:
@@ -107,13 +112,13 @@ def test_what_the_policy_lets_through(path: EvpnPath) -> None:
 
 
 def test_without_pods_and_blocks_the_same_routes_are_programmed() -> None:
-    bare = node_view(ME, ME, [L3, L2])
+    bare = node_view(ME, ME, [L3, L2], asn=65000)
     assert kernel_entries(rx(t2(ip=POD_IP)), bare)
     assert kernel_entries(rx(t5("10.244.0.0/26")), bare)
 
 
 def test_a_local_pod_keeps_its_entries_and_the_conflict_is_logged_once() -> None:
-    table = RouteTable(node_view(ME, ME, [L3, L2]))
+    table = RouteTable(node_view(ME, ME, [L3, L2], asn=65000))
     hijack = rx(t2(mac=POD_MAC, ip=POD_IP))
     assert table.announce(PEER, hijack) == ""  # no pod yet: a remote MAC like any other
     assert FdbEntry(vni=300, mac=POD_MAC, vtep=PEER) in table.desired().values()
@@ -127,10 +132,10 @@ def test_a_local_pod_keeps_its_entries_and_the_conflict_is_logged_once() -> None
     # Sent again, identical or re-translated by an unrelated change: no new log entry.
     table.new_skips.clear()
     assert "pod" in table.announce(PEER, hijack)
-    table.set_view(node_view(ME, ME, [L3, L2], pods=PODS, blocks=BLOCKS[:1]))
+    table.set_view(node_view(ME, ME, [L3, L2], asn=65000, pods=PODS, blocks=BLOCKS[:1]))
     assert table.new_skips == []
     # The pod leaves: the route is programmed again.
-    table.set_view(node_view(ME, ME, [L3, L2]))
+    table.set_view(node_view(ME, ME, [L3, L2], asn=65000))
     assert FdbEntry(vni=300, mac=POD_MAC, vtep=PEER) in table.desired().values()
 
 
@@ -170,6 +175,7 @@ class FakeRegistry:
 class FakeConfig:
     def __init__(self, neighbors: list[str]) -> None:
         self.neighbors = [type("N", (), {"address": a, "role": "static"})() for a in neighbors]
+        self.asn = 65000
 
 
 class FakeSpeaker:
@@ -404,3 +410,33 @@ async def test_summary_shows_held_back_and_held_down(kernel: FakeKernel) -> None
     (peer,) = bgp_summary(evpn)["peers"]
     assert peer["held_back"] == 1 and peer["held_down"] is False
     assert peer["received"] == 1
+
+
+async def test_routes_of_no_domain_s_target_are_skipped_counted_and_shown(
+    kernel: FakeKernel,
+) -> None:
+    evpn = controller(FakeSpeaker())
+    stray = t5("10.9.0.0/24", route_targets=("65000:4711",))  # vrf-42's VNI, no one's target
+    bare = t2(mac="0a:00:00:00:01:02", ip="10.3.0.8", route_targets=())
+    # vrf-300's target and vrf-42's VNI: vrf-300's segment, not vrf-42's
+    crossed = msgspec.structs.replace(
+        t2(mac="0a:00:00:00:01:03", ip="10.3.0.7"),
+        route=MacIpRoute(rd=f"{PEER}:9", mac="0a:00:00:00:01:03", ip="10.3.0.7", vni=42),
+    )
+    evpn._apply(trio.current_time(), update(stray, bare, crossed))
+    await evpn._program(False)
+    assert metric(evpn, "cnid_evpn_routes_skipped_total", reason="no-route-target") == 2
+    assert set(evpn.installed) == {("fdb", 300, "0a:00:00:00:01:03"), ("neigh", 300, "10.3.0.7")}
+    rows = {r["route"]: r for r in evpn_routes(evpn)}
+    row = rows["[5]:[0]:[24]:[10.9.0.0]"]
+    assert row["state"] == (
+        "not programmed: no-route-target: route targets 65000:4711 imported by no domain "
+        "of this node"
+    )
+    assert row["domains"] == []
+    assert "route targets none" in rows["[2]:[0]:[48]:[0a:00:00:00:01:02]:[32]:[10.3.0.8]"]["state"]
+    done = rows["[2]:[0]:[48]:[0a:00:00:00:01:03]:[32]:[10.3.0.7]"]
+    assert (done["state"], done["domains"], done["vni"]) == ("programmed", ["vrf-300"], "42")
+    text = render("evpn-routes", list(rows.values()))
+    assert "DOMAINS" in text.splitlines()[0]
+    assert any("vrf-300" in line and "10.3.0.7" in line for line in text.splitlines())

@@ -141,6 +141,8 @@ def test_release_holds_the_seeds_install() -> None:
         ("ServiceAccount", NAMESPACE, "cnid"),
         ("ClusterRole", "", "cnid"),
         ("ClusterRoleBinding", "", "cnid"),
+        ("Role", NAMESPACE, "cnid-bgp-secret"),
+        ("RoleBinding", NAMESPACE, "cnid-bgp-secret"),
         ("ConfigMap", NAMESPACE, "server-config"),
         ("DaemonSet", NAMESPACE, "cnid"),
     } == set(objs)
@@ -206,6 +208,7 @@ CRD_TABLE = [
         [
             ("NODE", ".spec.nodeRef.name"),
             ("ROUTER-ID", ".spec.routerId"),
+            ("AS", ".spec.asn"),
             ("ACCEPTED", '.status.conditions[?(@.type=="Accepted")].status'),
         ],
     ),
@@ -389,11 +392,17 @@ VALID: list[tuple[str, str, dict[str, object]]] = [
     (VD, "table 252", {"spec.table": 252}),
     (VD, "table 256", {"spec.table": 256}),
     (VD, "max vrf and table", {"spec.vrf": 4294967295, "spec.table": 4294967295}),
+    (VD, "route targets", {
+        "spec.importRouteTargets": ["65000:42", "*:42", "192.0.2.1:7", "4200000001L:9"],
+        "spec.exportRouteTargets": ["65000:42", "10.0.0.1:42"],
+        "spec.routeTargetDerivation": "rfc8365"}),
+    (VD, "derived FRR route targets", {"spec.routeTargetDerivation": "frr"}),
     (VNC, "no routerId", {"spec.routerId": DROP}),
     (VNC, "only nodeRef", {"spec.routerId": DROP, "spec.routeReflectors": DROP,
                            "spec.interfaces": DROP}),
     (VNC, "ipv6 reflector", {"spec.routeReflectors": ["fd00::1", "10.0.0.1"]}),
     (VNC, "interface without local", {"spec.interfaces": [{"name": "bond0.100"}]}),
+    (VNC, "routed underlay", {"spec.underlay": {"vtepAddress": "10.255.0.11"}}),
     (IPB, "ipv6", {"spec.cidr": "fd00:10::100/120", "spec.gateway": "fd00:10::101"}),
     (VRP, "only oifname", {"spec.match": [{"oifname": "vrf-200"}]}),
     (VRP, "ipv6 dst and src", {"spec.match": [{"dst": "fd00:1::/64", "src": "fd00:2::/64"}]}),
@@ -423,6 +432,17 @@ INVALID: list[tuple[str, str, dict[str, object], str]] = [
     (VD, "attachment without vni", {"spec.attachments.0.vni": DROP}, "vni"),
     (VD, "no attachments", {"spec.attachments": []}, "attachments"),
     (VD, "attachments missing", {"spec.attachments": DROP}, "attachments"),
+    (VD, "import target in ExaBGP's text", {"spec.importRouteTargets": ["target:65000:42"]},
+     "importRouteTargets"),
+    (VD, "import target without number", {"spec.importRouteTargets": ["65000"]},
+     "importRouteTargets"),
+    (VD, "export target *:NN", {"spec.exportRouteTargets": ["*:42"]}, "exportRouteTargets"),
+    (VD, "export target a name", {"spec.exportRouteTargets": ["blue:42"]}, "exportRouteTargets"),
+    (VD, "route targets a string", {"spec.importRouteTargets": "65000:42"},
+     "importRouteTargets"),
+    (VD, "17 route targets", {"spec.exportRouteTargets": [f"65000:{n}" for n in range(17)]},
+     "exportRouteTargets"),
+    (VD, "derivation cisco", {"spec.routeTargetDerivation": "cisco"}, "routeTargetDerivation"),
     (VD, "vrf 0", {"spec.vrf": 0}, "vrf"),
     (VD, "vrf 2^32", {"spec.vrf": 2**32}, "vrf"),
     (VD, "vrf a string", {"spec.vrf": "200"}, "vrf"),
@@ -446,6 +466,10 @@ INVALID: list[tuple[str, str, dict[str, object], str]] = [
     (VNC, "interface named ..", {"spec.interfaces.0.name": ".."}, "name"),
     (VNC, "interface without name", {"spec.interfaces.0.name": DROP}, "name"),
     (VNC, "no nodeRef", {"spec.nodeRef": DROP}, "nodeRef"),
+    (VNC, "underlay vtep IPv6", {"spec.underlay": {"vtepAddress": "fd00::2"}}, "vtepAddress"),
+    (VNC, "underlay vtep 0.0.0.0", {"spec.underlay": {"vtepAddress": "0.0.0.0"}}, "vtepAddress"),
+    (VNC, "underlay vtep a name", {"spec.underlay": {"vtepAddress": "vtep1"}}, "vtepAddress"),
+    (VNC, "underlay without vtep", {"spec.underlay": {}}, "vtepAddress"),
     (VDB, "no namespaceRef", {"spec.namespaceRef": DROP}, "namespaceRef"),
     (VDB, "no vrfDomainRef", {"spec.vrfDomainRef": DROP}, "vrfDomainRef"),
     (VDB, "namespace not a DNS label", {"spec.namespaceRef.name": "Test_02"}, "name"),
@@ -711,24 +735,52 @@ def test_rbac_grants_exactly_what_cnid_kube_declares() -> None:
     assert granted(doc) == declared
 
 
-def test_no_cluster_role_grants_secrets() -> None:
+def test_secrets_are_granted_by_name_in_cnids_namespace_only() -> None:
+    """No ClusterRole grants secrets; one Role, in cnid's namespace, grants
+    get (no list, no watch) on the Secret cnid-bgp alone, to cnid."""
+    roles = []
     for directory in (CRDS, DEPLOY):
-        for (kind, _, name), obj in built(directory).items():
-            if kind in ("ClusterRole", "Role"):
+        for (kind, namespace, name), obj in built(directory).items():
+            if kind == "ClusterRole":
                 resources = {(g, r) for g, r, _ in granted(obj)}
                 assert not any(r.startswith("secrets") for _, r in resources), name
+            if kind == "Role":
+                roles.append((namespace, name, obj["rules"]))
+    assert roles == [
+        (
+            NAMESPACE,
+            "cnid-bgp-secret",
+            [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": ["cnid-bgp"],
+                    "verbs": ["get"],
+                }
+            ],
+        )
+    ]
+    binding = only(DEPLOY, "RoleBinding", "cnid-bgp-secret", NAMESPACE)
+    assert binding["roleRef"]["kind"] == "Role"
+    assert binding["roleRef"]["name"] == "cnid-bgp-secret"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "cnid", "namespace": NAMESPACE}
+    ]
+    from cnid.kube import SECRETS
+
+    assert SECRETS.verbs == {"get"}
 
 
-def test_no_production_code_reads_secrets_through_the_api() -> None:
-    """What would need RBAC on secrets: cnid.kube's SECRETS used outside
-    cnid/kube (the client's own declaration and tests aside)."""
+def test_only_the_nodeconfig_controller_reads_secrets_through_the_api() -> None:
+    """What needs RBAC on secrets: cnid.kube's SECRETS used outside cnid/kube
+    (the client's own declaration aside): a neighbour's password only."""
     users = []
     for path in (REPO / "cnid").rglob("*.py"):
         if path.is_relative_to(REPO / "cnid" / "kube"):
             continue
         if re.search(r"\bSECRETS\b|/secrets\b", path.read_text()):
             users.append(str(path.relative_to(REPO)))
-    assert users == []
+    assert users == ["cnid/cluster/_nodeconfig.py"]
 
 
 def test_cnid_runs_as_the_bound_service_account() -> None:
@@ -1057,3 +1109,20 @@ def test_containerfile_builds_plugin_then_runtime() -> None:
     (cmd,) = [json.loads(a) for w, a in runtime if w == "CMD"]
     (cnid,) = daemonset()["spec"]["template"]["spec"]["containers"]
     assert cmd == cnid["args"]
+
+
+def test_the_ebgp_nodeconfig_example_is_accepted_and_read_by_the_node() -> None:
+    from cnid.cluster import settings_from
+    from cnid.kube import VRFNodeConfig
+    from testbed.kubeapi import validate
+
+    obj = yaml.safe_load((KUBE / "examples" / "vrfnodeconfig-ebgp.yaml").read_text())
+    assert validate(crd("vrfnodeconfigs", "cni.pyroute2.org"), obj, strict=True) == []
+    config = msgspec.convert(obj, VRFNodeConfig)
+    passwords = {("cnid-bgp", "leaf1"): "one", ("cnid-bgp", "leaf2"): "two"}
+    settings = settings_from(config, passwords)
+    assert settings.asn == 65001
+    assert [(n.address, n.asn, n.allow_as_in, n.bfd, n.password) for n in settings.neighbors] == [
+        ("10.1.1.0", 65101, 1, True, "one"),
+        ("10.1.2.0", 65102, 1, True, "two"),
+    ]

@@ -195,7 +195,7 @@ def test_no_matching_target_is_skipped_with_the_reason() -> None:
     for carried in ([rt("65000:44")], [], [rt("65000L:42")], [rt("65001:42")]):
         decision = import_domains(carried, [RED, BLUE])
         assert decision == ImportDecision((), SKIP_NO_ROUTE_TARGET)
-        assert decision.skip_reason == "no matching route target"
+        assert decision.skip_reason == "no-route-target"  # a metric label, as the others
     assert import_domains([rt("65000:42")], []).skip_reason == SKIP_NO_ROUTE_TARGET
 
 
