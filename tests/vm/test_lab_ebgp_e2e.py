@@ -21,7 +21,8 @@ import by route target (rt): the leaves' route targets are 65000:<vni>
 whatever their AS.
 
 Kept cheap for CI: one bring-up, two tests, the second's matrix from the
-stopped leaf's rack only.
+stopped leaf's rack only (2026-12-06, on a loaded 2-core machine: 289 s of
+tests in a VM of 327 s).
 """
 
 from __future__ import annotations
@@ -198,8 +199,9 @@ def test_one_leaf_of_a_rack_stopped_the_racks_nodes_reach_everything_through_the
     print(f"pings while leaf1b stopped: {results}")
     for what, (sent, received) in results.items():
         # what was hashed onto leaf1b is lost until the nodes and spines
-        # drop it as next hop: a few seconds at most
-        assert sent > 10 and received >= sent - 25, (what, results)
+        # drop it as next hop (FRR's NOTIFICATION): 3 s at most (none was
+        # lost in the runs of 2026-12-06)
+        assert sent > 10 and received >= sent - 15, (what, results)
     lab.wait_sessions()
     lab.wait_underlay()
     assert kernel_nexthops(lab.namespaces["k8s02"], f"{VTEP['k8s04']}/32") == list(UPLINKS["k8s02"])
