@@ -50,7 +50,8 @@ bench-lab: build
 demo: build
     .venv/bin/python -m testbed.vm -- .venv/bin/python -m testbed.demo
 
-# ./just lab [up] | down | shell NODE | summary | run, and -t FILE for another topology.
+# ./just lab [up] | down | shell NODE | summary | run, and -t FILE for another topology
+# (-t containerlab/cnid-ebgp.clab.yml: two racks behind eBGP leaves, spines, a routed underlay).
 # Where the kernel has no VRF device the lab runs in the VM tier and ends with it
 # (containerlab/README.md, "Two ways to run it").
 # The lab (containerlab/cnid.clab.yml): up, demo CRs, pods on every node, the summary.

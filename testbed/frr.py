@@ -102,9 +102,11 @@ __all__ = [
     "Leaf",
     "Neighbor",
     "Reflector",
+    "Underlay",
     "evpn_leaf",
     "flatten_evpn",
     "route_reflector",
+    "spine",
 ]
 
 FRR_LIB = Path("/usr/lib/frr")
@@ -146,6 +148,30 @@ class Neighbor:
     rr_client: bool = False
     passive: bool = False
     ebgp_multihop: int | None = None
+    #: the routed underlay's IPv4 unicast too (needs ``FrrRouter.underlay``)
+    ipv4_unicast: bool = False
+    #: FRR's ``allowas-in N`` (both families): routes whose AS path holds
+    #: this router's AS up to N times are accepted
+    allowas_in: int = 0
+    #: ``attribute-unchanged next-hop`` for l2vpn evpn: a transit router
+    #: (an eBGP spine or leaf) passes EVPN routes on with the originating
+    #: VTEP as next hop
+    evpn_nexthop_unchanged: bool = False
+
+
+@dataclass
+class Underlay:
+    """A routed underlay (RFC 7938): ``announce`` (this router's loopback
+    /32s) in IPv4 unicast, ``maximum-paths`` ECMP with
+    ``as-path multipath-relax`` (paths through different leaves or spines
+    have different AS paths), and only the fabric's ``vteps`` (/32s)
+    announced to the ``ipv4_unicast`` neighbours (prefix list
+    ``UNDERLAY``): a leaf's tenant prefixes, in the same default VRF here,
+    stay type-5 routes."""
+
+    announce: list[str] = field(default_factory=list)
+    vteps: list[str] = field(default_factory=list)
+    maximum_paths: int = 4
 
 
 @dataclass
@@ -255,6 +281,7 @@ class FrrRouter:
     zebra: bool | None = None
     extra_bgpd: str = ""
     bfdd: str | None = None
+    underlay: Underlay | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnid-frr-")))
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
     _hosts_made: list[str] = field(default_factory=list, repr=False)
@@ -278,7 +305,8 @@ class FrrRouter:
     @property
     def pids(self) -> dict[str, int]:
         """The running daemons: name -> PID."""
-        return {d: p.pid for d, p in self._procs.items() if p.poll() is None}
+        procs = list(self._procs.items())  # a copy: the lab reads it while others start
+        return {d: p.pid for d, p in procs if p.poll() is None}
 
     @property
     def router_mac(self) -> str | None:
@@ -306,12 +334,33 @@ class FrrRouter:
             lines += ["vrf default", f" vni {self.leaf.l3vni.vni}", "exit-vrf", "!"]
         return "\n".join(lines) + "\n"
 
+    def _policy_lines(self) -> list[str]:
+        """Prefix lists and route maps of the routed underlay: what goes out
+        in IPv4 unicast (the VTEPs), what a leaf turns into type-5 routes
+        (its ``networks``, not the underlay's /32s)."""
+        u = self.underlay
+        if u is None:
+            return []
+        out = [f"ip prefix-list UNDERLAY seq {5 * i} permit {p}"
+               for i, p in enumerate(u.vteps, start=1)]  # fmt: skip
+        if not u.vteps:
+            out.append("ip prefix-list UNDERLAY seq 5 deny any")
+        if self.leaf is not None and self.leaf.l3vni is not None:
+            nets = self.networks()
+            out += [f"ip prefix-list TYPE5 seq {5 * i} permit {p}"
+                    for i, p in enumerate(nets, start=1)]  # fmt: skip
+            if not nets:
+                out.append("ip prefix-list TYPE5 seq 5 deny any")
+            out += ["route-map TYPE5 permit 10", " match ip address prefix-list TYPE5", "exit"]
+        return [*out, "!"]
+
     def bgpd_conf(self) -> str:
         keepalive, hold = self.timers
         out = [
             f"hostname {self.name}",
             "frr defaults traditional",
             "!",
+            *self._policy_lines(),
             f"router bgp {self.asn}",
             f" bgp router-id {self.router_id}",
             " no bgp default ipv4-unicast",
@@ -319,6 +368,9 @@ class FrrRouter:
             " bgp log-neighbor-changes",
             f" timers bgp {keepalive} {hold}",
         ]
+        u = self.underlay
+        if u is not None:
+            out.append(" bgp bestpath as-path multipath-relax")
         rr = self.reflector
         if rr is not None:
             if rr.cluster_id:
@@ -346,11 +398,23 @@ class FrrRouter:
             if n.ebgp_multihop:
                 out.append(f" neighbor {n.address} ebgp-multihop {n.ebgp_multihop}")
         nets = self.networks()
-        if nets or (self.leaf and self.leaf.redistribute_connected):
+        if u is not None:
+            nets = [*u.announce, *nets]
+        unicast = [n for n in self.neighbors if n.ipv4_unicast and u is not None]
+        if nets or unicast or (self.leaf and self.leaf.redistribute_connected):
             out.append(" address-family ipv4 unicast")
             out += [f"  network {p}" for p in nets]
             if self.leaf and self.leaf.redistribute_connected:
                 out.append("  redistribute connected")
+            for n in unicast:
+                out += [
+                    f"  neighbor {n.address} activate",
+                    f"  neighbor {n.address} prefix-list UNDERLAY out",
+                ]
+                if n.allowas_in:
+                    out.append(f"  neighbor {n.address} allowas-in {n.allowas_in}")
+            if u is not None:
+                out.append(f"  maximum-paths {u.maximum_paths}")
             out.append(" exit-address-family")
         out.append(" address-family l2vpn evpn")
         if rr is not None:
@@ -362,11 +426,19 @@ class FrrRouter:
             out.append(f"  neighbor {n.address} activate")
             if n.rr_client:
                 out.append(f"  neighbor {n.address} route-reflector-client")
+            if n.allowas_in:
+                out.append(f"  neighbor {n.address} allowas-in {n.allowas_in}")
+            if n.evpn_nexthop_unchanged:
+                out.append(f"  neighbor {n.address} attribute-unchanged next-hop")
         if self.leaf is not None:
             out.append("  advertise-all-vni")
             l3 = self.leaf.l3vni
             if l3 is not None:
-                out.append("  advertise ipv4 unicast")
+                out.append(
+                    "  advertise ipv4 unicast route-map TYPE5"
+                    if u is not None
+                    else "  advertise ipv4 unicast"
+                )
                 if l3.rd:
                     out.append(f"  rd {l3.rd}")
                 if l3.rt:
@@ -759,11 +831,14 @@ def evpn_leaf(
     networks: list[str] | None = None,
     timers: tuple[int, int] = (1, 3),
     serial_zapi: bool = True,
+    underlay: Underlay | None = None,
 ) -> FrrRouter:
     """zebra + bgpd: ``advertise-all-vni`` for the L2VNIs, the L3VNI on the
     default VRF with ``advertise ipv4 unicast``, the hosts' prefixes (and
     ``networks``) announced, hence type-5 routes. ``serial_zapi=False``
-    leaves out the FRR 8.4 router-MAC workaround (``ZEBRA_SERIAL_ZAPI``)."""
+    leaves out the FRR 8.4 router-MAC workaround (``ZEBRA_SERIAL_ZAPI``).
+    ``underlay``: an eBGP leaf of a routed fabric (its VTEP a loopback /32
+    announced in IPv4 unicast; only ``networks`` become type-5 routes)."""
     return FrrRouter(
         name=name,
         netns=netns,
@@ -779,6 +854,33 @@ def evpn_leaf(
             serial_zapi=serial_zapi,
         ),
         timers=timers,
+        underlay=underlay,
+    )
+
+
+def spine(
+    name: str,
+    netns: str,
+    asn: int,
+    router_id: str,
+    *,
+    neighbors: list[Neighbor],
+    underlay: Underlay,
+    timers: tuple[int, int] = (1, 3),
+) -> FrrRouter:
+    """An RFC 7938 spine: zebra + bgpd (it forwards the underlay: its
+    kernel needs the routes), IPv4 unicast with ECMP between the leaves,
+    l2vpn evpn passed on with next hops unchanged (``neighbors`` with
+    ``ipv4_unicast`` and ``evpn_nexthop_unchanged``); no VNI of its own."""
+    return FrrRouter(
+        name=name,
+        netns=netns,
+        asn=asn,
+        router_id=router_id,
+        neighbors=list(neighbors),
+        timers=timers,
+        zebra=True,
+        underlay=underlay,
     )
 
 

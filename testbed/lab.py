@@ -16,10 +16,15 @@ What each part of the file becomes:
 * a ``route-reflector``: FRR's bgpd alone (``-Z``) in namespace
   ``lab-N-<node>`` (testbed.frr);
 * a ``leaf``: FRR's zebra + bgpd, its L3VNI on the default VRF, its
-  ``cnid.networks`` announced as type-5 routes;
+  ``cnid.networks`` announced as type-5 routes; in a routed fabric
+  (``cnid.vtep`` on the nodes: containerlab/cnid-ebgp.clab.yml) eBGP with its
+  AS, its ``cnid.vtep`` on its loopback, the underlay in IPv4 unicast;
+* a ``spine``: FRR's zebra + bgpd, eBGP, IPv4 unicast with ECMP, EVPN passed
+  on with next hops unchanged;
 * a ``node``: cnid's daemon in ``lab-N-<node>`` with its own server.ini,
   sockets and state (testbed.node), a Node object and a VRFNodeConfig (its
-  interface, router ID and route reflectors, as in the seeds);
+  interface, router ID and route reflectors, as in the seeds; with a
+  ``cnid.vtep``: its AS, its leaves as eBGP neighbours, its VTEP);
 * a ``host``: a namespace with its addresses and default route;
 * a link: a veth pair named as its endpoints; into a bridge: enslaved to br0.
 
@@ -58,7 +63,7 @@ from cnid.ctl import ctl_request
 from cnid.ctl import query as ctl_query
 
 from .cluster import API_PORT, Cluster
-from .frr import FrrRouter, L3Vni, Neighbor, evpn_leaf, route_reflector
+from .frr import FrrRouter, L3Vni, Neighbor, Underlay, evpn_leaf, route_reflector, spine
 from .jsoncmp import wait_for
 from .kubectl import Kubectl
 from .labstate import TAG, LabFiles, ns_prefix, sweep
@@ -66,12 +71,15 @@ from .node import REPO, VENV_BIN, CnidNode, PluginRun, conflist_conf, netns_add,
 from .topology import Endpoint, Node, Topology, parse
 
 __all__ = [
+    "DEFAULT_DOMAIN",
     "DEFAULT_TOPOLOGY",
+    "FRR_ROLES",
     "ClusterLab",
     "LabError",
     "LabNode",
     "Pod",
     "Progress",
+    "kernel_nexthops",
     "ping",
     "vrf_available",
 ]
@@ -158,12 +166,17 @@ class LabNode(CnidNode):
 
     host_if: str = "eth1"
     address: str = ""
+    #: A routed underlay (its VTEP a /32 of its own, VRFNodeConfig
+    #: spec.underlay): no ``host_if``/``ipaddr`` in server.ini, whose
+    #: interface would otherwise be taken for the VTEP.
+    routed: bool = False
 
     def config_text(self) -> str:
+        underlay = "" if self.routed else f"host_if = {self.host_if}\nipaddr = {self.address}\n"
         return (
             f"[api]\nsocket_path_api = {self.socket}\nsocket_path_ctl = {self.ctl_socket}\n"
             f"[network]\nnode_name = {self.name}\nstate_dir = {self.state_dir}\n"
-            f"host_if = {self.host_if}\nipaddr = {self.address}\n"
+            f"{underlay}"
             f"[readiness]\nhost = 127.0.0.1\nport = 24800\n"
             f"[logging]\nlevel = info\n{self.ini_extra}"
         )
@@ -223,6 +236,34 @@ def _batch(ns: str, commands: list[str]) -> None:
         raise LabError(f"ip -n {ns} -batch: {out.stderr.strip()} (in {commands})")
 
 
+def pruned(sent: Any, stored: Any, path: str) -> list[str]:
+    """The paths of ``sent`` missing from ``stored`` (what an API server
+    pruned as unknown fields), map keys only."""
+    if not isinstance(sent, dict):
+        return []
+    if not isinstance(stored, dict):
+        return [path]
+    out: list[str] = []
+    for key, value in sent.items():
+        if key not in stored:
+            out.append(f"{path}.{key}")
+        else:
+            out += pruned(value, stored[key], f"{path}.{key}")
+    return out
+
+
+def kernel_nexthops(ns: str, prefix: str) -> list[str]:
+    """The gateways of the main table's route to ``prefix`` in namespace
+    ``ns``, sorted (several: ECMP; none: no such route)."""
+    out = sh("ip", "-j", "route", "show", "exact", prefix, ns=ns, check=False)
+    routes = json.loads(out.stdout or "[]") if out.returncode == 0 else []
+    gateways: list[str] = []
+    for route in routes:
+        hops = route.get("nexthops") or [route]
+        gateways += [str(h["gateway"]) for h in hops if h.get("gateway")]
+    return sorted(gateways)
+
+
 def ping(ns: str, address: str, count: int = 3, wait: int = 1) -> bool:
     """At least one echo reply of ``count`` (0.2 s apart, ``wait`` seconds
     for each) from namespace ``ns`` to ``address``."""
@@ -249,9 +290,53 @@ def _nodeconfig(node: str, address: str, ifname: str, reflectors: list[str]) -> 
     }
 
 
+#: The roles played by FRR.
+FRR_ROLES = ("route-reflector", "leaf", "spine")
+
+
+def shares_asn(topo: Topology, node: Node) -> bool:
+    """Whether another cnid node has this one's AS (one AS per rack): its
+    own AS then comes back in the paths of its rack mates' routes, which
+    it must accept (``allowas-in 1``)."""
+    return any(n.asn == node.asn for n in topo.role("node") if n is not node)
+
+
+def frr_neighbors(topo: Topology, node: Node) -> list[Neighbor]:
+    """A leaf's or spine's ``cnid.neighbors`` as FRR neighbours: iBGP with
+    reflectors of its AS; in a routed fabric eBGP (the peer's AS) with the
+    underlay's IPv4 unicast, EVPN next hops unchanged, and ``allowas-in``
+    towards cnid nodes that share an AS."""
+    out = []
+    for name in node.words("neighbors"):
+        other = topo.nodes[name]
+        address = topo.peer_address(node.name, name)
+        if other.asn == node.asn:
+            out.append(Neighbor(address))
+            continue
+        out.append(
+            Neighbor(
+                address,
+                remote_as=other.asn,
+                ipv4_unicast=topo.routed,
+                allowas_in=1 if other.role == "node" and shares_asn(topo, other) else 0,
+                evpn_nexthop_unchanged=True,
+            )
+        )
+    return out
+
+
+def underlay(topo: Topology, node: Node) -> Underlay | None:
+    """The routed underlay of a leaf or spine (None in a topology without
+    one): its loopback VTEP announced, the fabric's VTEPs let through."""
+    if not topo.routed:
+        return None
+    vteps = [n.label("vtep") for n in topo.nodes.values() if n.label("vtep")]
+    return Underlay(announce=[node.label("vtep")] if node.label("vtep") else [], vteps=vteps)
+
+
 def frr_router(topo: Topology, node: Node, netns: str, workdir: Path) -> FrrRouter:
-    """The FRR instance of a ``route-reflector`` or ``leaf`` node (testbed.frr),
-    in namespace ``netns``, its files in ``workdir``."""
+    """The FRR instance of a ``route-reflector``, ``leaf`` or ``spine`` node
+    (testbed.frr), in namespace ``netns``, its files in ``workdir``."""
     if node.role == "route-reflector":
         router = route_reflector(
             node.name,
@@ -268,11 +353,25 @@ def frr_router(topo: Topology, node: Node, netns: str, workdir: Path) -> FrrRout
             node.name,
             netns,
             node.asn,
-            node.address,
-            vtep=node.address,
-            neighbors=[Neighbor(a) for a in topo.addresses_of(node.words("neighbors"))],
+            node.vtep,
+            vtep=node.vtep,
+            neighbors=frr_neighbors(topo, node),
             l3vni=L3Vni(int(l3vni), rt=node.label("route-target") or None) if l3vni else None,
             networks=node.words("networks"),
+            timers=FRR_TIMERS,
+            underlay=underlay(topo, node),
+        )
+    elif node.role == "spine":
+        fabric = underlay(topo, node)
+        if fabric is None:
+            raise LabError(f"{node.name}: a spine needs a routed underlay (cnid.vtep on the nodes)")
+        router = spine(
+            node.name,
+            netns,
+            node.asn,
+            node.address,
+            neighbors=frr_neighbors(topo, node),
+            underlay=fabric,
             timers=FRR_TIMERS,
         )
     else:
@@ -281,10 +380,85 @@ def frr_router(topo: Topology, node: Node, netns: str, workdir: Path) -> FrrRout
     return router
 
 
-def nodeconfig(node: Node, reflectors: list[str]) -> dict[str, Any]:
-    """The seeds' VRFNodeConfig of a cnid node: its interface and address,
-    its router ID, its route reflectors (none: the full mesh)."""
-    return _nodeconfig(node.name, node.address, node.ifname, reflectors)
+def nodeconfig(node: Node, reflectors: list[str], topo: Topology | None = None) -> dict[str, Any]:
+    """The VRFNodeConfig of a cnid node. The seeds' kind: its interface and
+    address, its router ID, its route reflectors (none: the full mesh). A
+    node with ``cnid.vtep`` (a routed underlay, ``topo`` given): its AS, its
+    eBGP neighbours (each leaf of ``cnid.neighbors`` at its address on
+    their link, with ``allowAsIn: 1`` where another node shares the AS),
+    the VTEP as ``underlay.vtepAddress`` and router ID, no interfaces."""
+    vtep = node.label("vtep")
+    if not vtep or topo is None:
+        return _nodeconfig(node.name, node.address, node.ifname, reflectors)
+    neighbors: list[dict[str, Any]] = []
+    for name in node.words("neighbors"):
+        peer: dict[str, Any] = {
+            "address": topo.peer_address(node.name, name),
+            "asn": topo.nodes[name].asn,
+        }
+        if shares_asn(topo, node):
+            peer["allowAsIn"] = 1
+        neighbors.append(peer)
+    spec: dict[str, Any] = {
+        "nodeRef": {"name": node.name},
+        "routerId": node.vtep,
+        "asn": node.asn,
+        "neighbors": neighbors,
+        "underlay": {"vtepAddress": node.vtep},
+    }
+    if reflectors:
+        spec["routeReflectors"] = reflectors
+    return {
+        "apiVersion": "cni.pyroute2.org/v1alpha1",
+        "kind": "VRFNodeConfig",
+        "metadata": {"name": f"{node.name}-vrnc"},
+        "spec": spec,
+    }
+
+
+#: The default domain of server.ini ([default]: vrf 42, its table, its
+#: prefix, l3vni 42), as a VRFDomain: a topology with hand-set route targets
+#: creates it with them before any node starts (a node creates the default
+#: domain only where there is no VRFDomain at all).
+DEFAULT_DOMAIN: dict[str, Any] = {
+    "apiVersion": "cni.pyroute2.org/v1alpha1",
+    "kind": "VRFDomain",
+    "metadata": {"name": "vrf-42"},
+    "spec": {
+        "vrf": 42,
+        "table": 42,
+        "prefix": "10.244.0.0",
+        "prefixlen": 16,
+        "ipblocklen": 26,
+        "attachments": [{"type": "l3vni", "vni": 42, "port": 4789}],
+    },
+}
+
+
+def route_target_admin(topo: Topology) -> str:
+    """The administrator part of the hand-set route targets ("" where they
+    are derived): that of the route target of the routed fabric's leaf
+    (``cnid.route-target: 65000:42`` -> ``65000``)."""
+    if not topo.routed:
+        return ""
+    for leaf in topo.role("leaf"):
+        rt = leaf.label("route-target")
+        if rt:
+            return rt.rsplit(":", 1)[0]
+    return ""
+
+
+def with_route_targets(topo: Topology, doc: dict[str, Any]) -> dict[str, Any]:
+    """A VRFDomain with the topology's hand-set route targets,
+    ``<admin>:<vni>`` of its first attachment, in both lists (the document
+    as it is where the topology has none, or for another kind)."""
+    admin = route_target_admin(topo)
+    attachments = doc.get("spec", {}).get("attachments") or []
+    if doc.get("kind") != "VRFDomain" or not admin or not attachments:
+        return doc
+    rt = f"{admin}:{attachments[0]['vni']}"
+    spec = {**doc["spec"], "importRouteTargets": [rt], "exportRouteTargets": [rt]}
+    return {**doc, "spec": spec}
 
 
 def node_ini(node: Node, kubeconfig: Path, gc_grace: float = GC_GRACE) -> str:
@@ -384,6 +558,8 @@ class ClusterLab:
         self.check()
         os.environ[TAG] = self.name  # inherited by every process started from here on
         p = self.progress
+        if self.topo.routed and p.total:
+            p.total += 1  # the underlay's step
         try:
             with p.step(f"removing what is left of an earlier lab {self.name!r}", "cleanup"):
                 found = sweep(self.name)
@@ -396,7 +572,7 @@ class ClusterLab:
                 self._start_api()
             with p.step(self._wiring_text(), "wiring"):
                 self._wire()
-            routers = [n for n in self.topo.nodes.values() if n.role in ("route-reflector", "leaf")]
+            routers = [n for n in self.topo.nodes.values() if n.role in FRR_ROLES]
             with p.step("FRR: " + ", ".join(f"{n.name} ({n.role})" for n in routers), "frr"):
                 self._start_routers(routers)
             with p.step(self._objects_text(), "objects"):
@@ -406,6 +582,12 @@ class ClusterLab:
                 self._start_daemons(names)
             with p.step("BGP sessions: " + self._sessions_text(), "bgp"):
                 self.wait_sessions()
+            if self.topo.routed:
+                with p.step(
+                    "underlay: every node's VTEP in every kernel, ECMP over a rack's leaves",
+                    "underlay",
+                ):
+                    self.wait_underlay()
         except BaseException:
             self._save()
             raise
@@ -424,10 +606,18 @@ class ClusterLab:
         return f"namespaces for {len(linux)} nodes, {len(self.topo.links)} links (veth pairs)"
 
     def _objects_text(self) -> str:
+        if self.topo.routed:
+            admin = route_target_admin(self.topo)
+            return (
+                "Kubernetes objects: Nodes, VRFNodeConfigs (AS, eBGP neighbours, VTEP), "
+                f"VRFDomain vrf-42 (route targets {admin}:42)"
+            )
         mode = "full iBGP mesh" if self.mesh else "route reflectors from cnid.route-reflectors"
         return f"Kubernetes objects: Nodes, VRFNodeConfigs ({mode})"
 
     def _sessions_text(self) -> str:
+        if self.topo.routed:
+            return "every node with its leaves, every leaf with its spines (eBGP)"
         if self.mesh:
             return "every node with every other (full mesh)"
         rrs = ", ".join(n.name for n in self.topo.role("route-reflector"))
@@ -449,14 +639,38 @@ class ClusterLab:
         self.cluster.workdir.mkdir(parents=True, exist_ok=True)
         # testbed.cluster's segment (what Cluster.up makes), with a bound
         # for the API server's start that a loaded machine under TCG needs
-        netns_add(lan)
-        bridge = ["br0", "type", "bridge", "forward_delay", "0", "mcast_snooping", "0"]
-        sh("ip", "link", "add", *bridge, ns=lan)
-        sh("ip", "addr", "add", f"{subnet}.1/24", "dev", "br0", ns=lan)
-        sh("ip", "link", "set", "br0", "up", ns=lan)
+        self._make_segment()
         self.cluster.start_api(wait=START_TIMEOUT)
         self._kubectl = self.cluster.kubectl
         self._save()
+
+    def _make_segment(self) -> None:
+        """The segment's namespace and bridge, the API server's address on it."""
+        lan = self.ns(self.segment)
+        self._record(lan)
+        netns_add(lan)
+        bridge = ["br0", "type", "bridge", "forward_delay", "0", "mcast_snooping", "0"]
+        sh("ip", "link", "add", *bridge, ns=lan)
+        sh("ip", "addr", "add", self.api_node.addresses[self.api_node.ifname], "dev", "br0", ns=lan)
+        sh("ip", "link", "set", "br0", "up", ns=lan)
+
+    def up_fabric(self) -> ClusterLab:
+        """The fabric alone, for testing it without cnid (no VRF needed):
+        namespaces and links, the segment's bridge, every FRR router
+        started, the hosts; no API server, no daemon (the cnid nodes'
+        namespaces are there, wired and addressed, empty)."""
+        self.check()
+        os.environ[TAG] = self.name
+        try:
+            sweep(self.name)
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.workdir.chmod(0o755)
+            self._make_segment()
+            self._wire()
+            self._start_routers([n for n in self.topo.nodes.values() if n.role in FRR_ROLES])
+        finally:
+            self._save()
+        return self
 
     def _record(self, ns: str) -> None:
         if ns not in self._made:
@@ -486,7 +700,7 @@ class ClusterLab:
             ns = self.ns(node.name)
             self._record(ns)
             self.namespaces[node.name] = ns
-            if node.role == "node":
+            if node.role == "node" and self.cluster is not None:
                 self._make_node(node).create()
             else:
                 subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -512,11 +726,17 @@ class ClusterLab:
             later.setdefault(ns_b, []).append(
                 f"link set {b.ifname} master br0 up" if bridge else f"link set {b.ifname} up"
             )
+            far = self.topo.nodes[b.node]
+            if not bridge and b.node not in nodes and b.ifname in far.addresses:
+                # a node (re)joining: its link's other end is new too
+                later[ns_b].append(f"addr add {far.addresses[b.ifname]} dev {b.ifname}")
         for name in nodes:
             node = self.topo.nodes[name]
             ns = self.namespaces[name]
             for ifname, cidr in node.addresses.items():
                 later.setdefault(ns, []).append(f"addr add {cidr} dev {ifname}")
+            if node.role == "leaf" and node.label("vtep"):  # a node's: the daemon's device
+                later.setdefault(ns, []).append(f"addr add {node.label('vtep')} dev lo")
             gateway = node.label("gateway")
             if gateway:
                 later.setdefault(ns, []).append(f"route add default via {gateway}")
@@ -536,6 +756,7 @@ class ClusterLab:
             ini_extra=extra,
             host_if=node.ifname,
             address=node.address,
+            routed=bool(node.label("vtep")),
         )
         self.nodes[node.name] = lab_node
         assert self.cluster is not None
@@ -546,6 +767,8 @@ class ClusterLab:
         return frr_router(self.topo, node, self.namespaces[node.name], self.workdir / node.name)
 
     def _start_routers(self, nodes: list[Node]) -> None:
+        # one at a time: four at once was no quicker under TCG (the eBGP
+        # lab's ten routers: 25.4 s one by one, 23.8 and 29.1 s four at once)
         for node in nodes:
             router = self._router(node)
             self.routers[node.name] = router
@@ -555,9 +778,23 @@ class ClusterLab:
     def _kube_objects(self) -> None:
         kubectl = self.kubectl
         kubectl.add_namespace("default")
+        if route_target_admin(self.topo):
+            self._apply_whole(with_route_targets(self.topo, DEFAULT_DOMAIN))
         for node in self.topo.role("node"):
-            kubectl.apply(nodeconfig(node, self.reflectors_of(node)))
+            self._apply_whole(nodeconfig(node, self.reflectors_of(node), self.topo))
             kubectl.add_node(node.name, node.address)
+
+    def _apply_whole(self, doc: dict[str, Any]) -> None:
+        """Apply a resource; LabError if the API server pruned fields of its
+        spec (its CRD in kube/crds does not know them): a lab whose nodes
+        miss their settings would only time out later."""
+        stored = self.kubectl.apply(doc)
+        lost = pruned(doc.get("spec", {}), stored.get("spec", {}), "spec")
+        if lost:
+            raise LabError(
+                f"{doc['kind']} {doc['metadata']['name']}: the API server dropped "
+                f"{', '.join(lost)}: the CRD in kube/crds does not have these fields"
+            )
 
     def _start_daemons(self, names: list[str]) -> None:
         with concurrent.futures.ThreadPoolExecutor(len(names) or 1) as pool:
@@ -573,12 +810,14 @@ class ClusterLab:
         want: dict[str, dict[str, str]] = {}
         nodes = self.topo.role("node")
         for node in nodes:
-            peers = self.reflectors_of(node) or [n.address for n in nodes if n is not node]
+            peers = self.reflectors_of(node) + self.topo.neighbor_addresses(node.name)
+            peers = peers or [n.address for n in nodes if n is not node]
             want[node.name] = dict.fromkeys(peers, "established")
-        if not self.mesh:
-            for node in self.topo.role("leaf"):
-                peers = self.topo.addresses_of(node.words("neighbors"))
-                want[node.name] = dict.fromkeys(peers, "established")
+        for node in [*self.topo.role("leaf"), *self.topo.role("spine")]:
+            if self.mesh and not self.topo.routed:
+                continue  # its reflectors' clients are gone
+            peers = self.topo.neighbor_addresses(node.name)
+            want[node.name] = dict.fromkeys(peers, "established")
         return want
 
     def sessions(self, speaker: str) -> dict[str, str]:
@@ -592,6 +831,85 @@ class ClusterLab:
         wait_for(
             "every BGP session established",
             lambda: {s: self.sessions(s) for s in want},
+            want,
+            timeout,
+            1.0,
+        )
+
+    # -- the routed underlay ------------------------------------------------------
+
+    def running(self, name: str) -> bool:
+        """Whether a router's daemons or a node's daemon run (True for a
+        node the lab does not run itself: a test plays it)."""
+        if name in self.routers:
+            return bool(self.routers[name].pids)
+        if name in self.nodes:
+            return self.nodes[name].pid is not None
+        return True
+
+    def expected_underlay(self, speakers: list[str] | None = None) -> dict[str, dict[str, str]]:
+        """speaker -> {a cnid node's VTEP /32: its next hops in the speaker's
+        kernel, sorted, space separated} for every running leaf, spine and
+        node (or ``speakers``) of a routed fabric: a leaf or spine (FRR,
+        ECMP over equal AS paths) through the neighbours closest to the
+        VTEP's node, a cnid node through every neighbour that sends it
+        (testbed.topology: cnid nodes pass nothing on). Stopped routers and
+        nodes are not in the fabric."""
+        topo = self.topo
+        if not topo.routed:
+            return {}
+        up = {n.name for n in topo.nodes.values() if n.role in ("node", *FRR_ROLES)}
+        up = {n for n in up if self.running(n)}
+        want: dict[str, dict[str, str]] = {}
+        targets = [n for n in topo.role("node") if n.label("vtep") and n.name in up]
+        for target in targets:
+            hops = self._hops_to(target.name, up)
+            for name in speakers or sorted(up):
+                node = topo.nodes[name]
+                if name == target.name or node.role not in ("node", "leaf", "spine"):
+                    continue
+                peers = [p for p in node.words("neighbors") if p in hops]
+                if not peers:
+                    continue
+                if node.role != "node":
+                    best = min(hops[p] for p in peers)
+                    peers = [p for p in peers if hops[p] == best]
+                gateways = sorted(topo.peer_address(name, p) for p in peers)
+                want.setdefault(name, {})[f"{target.vtep}/32"] = " ".join(gateways)
+        return want
+
+    def _hops_to(self, target: str, up: set[str]) -> dict[str, int]:
+        """BGP hops from each running speaker to ``target``'s routes, over
+        ``cnid.neighbors`` (cnid nodes originate, never pass on)."""
+        hops = {target: 0}
+        frontier = [target]
+        while frontier:
+            nxt = []
+            for name in frontier:
+                if name != target and self.topo.nodes[name].role == "node":
+                    continue
+                for peer in self.topo.nodes[name].words("neighbors"):
+                    if peer in up and peer not in hops:
+                        hops[peer] = hops[name] + 1
+                        nxt.append(peer)
+            frontier = nxt
+        return hops
+
+    def underlay_view(self, speakers: list[str]) -> dict[str, dict[str, str]]:
+        """What ``expected_underlay`` says, as the kernels hold it."""
+        vteps = [f"{n.vtep}/32" for n in self.topo.role("node") if n.label("vtep")]
+        return {
+            s: {v: " ".join(kernel_nexthops(self.namespaces[s], v)) for v in vteps}
+            for s in speakers
+        }
+
+    def wait_underlay(self, timeout: float = TIMEOUT) -> None:
+        """Every running speaker's kernel routes every node's VTEP through
+        the expected next hops (ECMP over a rack's two leaves)."""
+        want = self.expected_underlay()
+        wait_for(
+            "the underlay: every node's VTEP in every kernel, ECMP",
+            lambda: self.underlay_view(sorted(want)),
             want,
             timeout,
             1.0,
@@ -815,6 +1133,7 @@ class ClusterLab:
                 lan=lab.ns(lab.segment),
                 host_if=node.ifname,
                 address=node.address,
+                routed=bool(node.label("vtep")),
             )
         for node in topo.nodes.values():
             if node.name in state["routers"]:

@@ -9,6 +9,11 @@ Tenants (namespace -> VRFDomain):
   10.1.0.0/16, l3vni 60200;
 * test03 -> vrf-201, the same prefix as vrf-200's, l3vni 60201;
 * l2 -> vrf-300, 10.30.0.0/16, l2vni 300 (bridged, anycast gateway).
+
+On a topology whose route targets are set by hand (the eBGP lab,
+containerlab/cnid-ebgp.clab.yml) each VRFDomain gets ``<admin>:<vni>`` as
+import and export route targets (``demo_documents``); the leaf with hosts is
+the one with an L3VNI (``served_leaf``), the next hops are VTEPs.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from . import seeds
 from .jsoncmp import wait_for
-from .lab import TIMEOUT, ClusterLab, Pod, apply_yaml, ping
+from .lab import TIMEOUT, ClusterLab, Pod, ping, with_route_targets
 from .node import sh
+from .topology import Node, Topology
 
 __all__ = [
     "DEMO_CRS",
@@ -35,8 +43,10 @@ __all__ = [
     "Tenant",
     "apply_demo",
     "converged_probe",
+    "demo_documents",
     "ping_matrix",
     "print_summary",
+    "served_leaf",
     "start_pods",
 ]
 
@@ -124,12 +134,21 @@ def _binding_resolved(lab: ClusterLab, name: str) -> str:
     return next((c["status"] for c in conds if c["type"] == "Resolved"), "")
 
 
+def demo_documents(topo: Topology | None) -> list[dict[str, Any]]:
+    """The demo's custom resources for a topology: ``DEMO_CRS``, each
+    VRFDomain with the fabric's hand-set route targets where it has some
+    (testbed.lab.with_route_targets: the eBGP lab)."""
+    docs = [d for d in yaml.safe_load_all(DEMO_CRS) if d]
+    return docs if topo is None else [with_route_targets(topo, d) for d in docs]
+
+
 def apply_demo(lab: ClusterLab, timeout: float = TIMEOUT) -> None:
     """The tenants' namespaces and CRs; returns once every node programmed
     every domain and every binding resolved."""
     for tenant in TENANTS:
         lab.kubectl.add_namespace(tenant.namespace)
-    apply_yaml(lab, DEMO_CRS)
+    for doc in demo_documents(lab.topo):
+        lab.kubectl.apply(doc)
     nodes = lab.node_names()
     wait_for(
         "every demo domain Ready on every node, every binding Resolved",
@@ -189,12 +208,17 @@ def l3_domains(lab: ClusterLab) -> dict[str, int]:
     return out
 
 
+def served_leaf(topo: Topology) -> Node | None:
+    """The leaf with an L3VNI (the one hosts sit behind), if any."""
+    return next((n for n in topo.role("leaf") if n.label("l3vni")), None)
+
+
 def leaf_domain(lab: ClusterLab) -> str | None:
-    """The domain whose l3vni the (first) leaf serves."""
-    leaves = lab.topo.role("leaf")
-    if not leaves or not leaves[0].label("l3vni"):
+    """The domain whose l3vni the leaf with hosts serves."""
+    leaf = served_leaf(lab.topo)
+    if leaf is None:
         return None
-    vni = int(leaves[0].label("l3vni"))
+    vni = int(leaf.label("l3vni"))
     for d in lab.kubectl.list("vrfdomains"):
         for a in d["spec"]["attachments"]:
             if a["type"] == "l3vni" and int(a["vni"]) == vni:
@@ -210,7 +234,7 @@ def converged_probe(lab: ClusterLab, pods: list[Pod]) -> tuple[Callable[[], Any]
     domains = l3_domains(lab)
     blocks = lab.kubectl.ipblocks()
     served = leaf_domain(lab)
-    leaf = lab.topo.role("leaf")[0] if lab.topo.role("leaf") else None
+    leaf = served_leaf(lab.topo)
     nodes = lab.node_names()
     want: dict[str, Any] = {}
     for node in nodes:
@@ -223,7 +247,7 @@ def converged_probe(lab: ClusterLab, pods: list[Pod]) -> tuple[Callable[[], Any]
             ]
             if leaf is not None and name == served:
                 routes += [
-                    {"prefix": p, "protocol": "evpn", "nexthops": [{"via": leaf.address}]}
+                    {"prefix": p, "protocol": "evpn", "nexthops": [{"via": leaf.vtep}]}
                     for p in leaf.words("networks")
                 ]
             if routes:
@@ -242,7 +266,7 @@ def converged_probe(lab: ClusterLab, pods: list[Pod]) -> tuple[Callable[[], Any]
         vni = int(leaf.label("l3vni"))
         served_blocks = [b for b in blocks if int(b["spec"]["vrf"]) == domains.get(served, -1)]
         leaf_want = [{"type": 5, "prefix": b["spec"]["cidr"], "vni": vni} for b in served_blocks]
-        addresses = {n.name: n.address for n in lab.topo.role("node")}
+        addresses = {n.name: n.vtep for n in lab.topo.role("node")}
         for b in served_blocks:
             vtep = addresses[b["spec"]["node"]]
             entry = kernel_want.setdefault(
@@ -292,9 +316,9 @@ def wait_converged(
     probe, expected = converged_probe(lab, pods)
     kernel = expected.pop("leaf kernel", None)
     wait_for("the EVPN routes of every block and pod, everywhere", probe, expected, timeout, 1.0)
-    if kernel is None:
+    leaf = served_leaf(lab.topo)
+    if kernel is None or leaf is None:
         return
-    leaf = lab.topo.role("leaf")[0]
     stream = out or sys.stdout
 
     def say(text: str) -> None:
@@ -355,7 +379,7 @@ class MatrixResult:
         return yes, len(self.reached) - yes
 
     def cell(self, i: int, j: int) -> str:
-        if i == j:
+        if i == j or (i, j) not in self.reached:  # not pinged (a partial matrix)
             return "  "
         src, dst = self.endpoints[i], self.endpoints[j]
         got, want = self.reached[(i, j)], self.expected(i, j)
@@ -414,10 +438,12 @@ def ping_matrix(
     workers: int = 4,
     retries: int = 3,
     retry_wait: float = 2.0,
+    sources: Callable[[Endpoint], bool] | None = None,
 ) -> MatrixResult:
     """Every endpoint pings every other (each source all its destinations at
     once, ``workers`` sources at a time); a pair not as expected says why
-    (``MatrixResult.why``)."""
+    (``MatrixResult.why``). ``sources``: only the rows it accepts (a
+    partial matrix: the other rows render empty)."""
     eps = endpoints(lab, pods)
 
     def from_source(i: int) -> dict[tuple[int, int], bool]:
@@ -425,9 +451,10 @@ def ping_matrix(
         got = ping_many(eps[i].netns, [eps[j].ip for j in others])
         return {(i, j): got[eps[j].ip] for j in others}
 
+    rows = [i for i, e in enumerate(eps) if sources is None or sources(e)]
     reached: dict[tuple[int, int], bool] = {}
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        for part in pool.map(from_source, range(len(eps))):
+        for part in pool.map(from_source, rows):
             reached.update(part)
     result = MatrixResult(eps, reached)
     # A reply missing where one is expected is asked again, a bounded number
@@ -453,14 +480,14 @@ def diagnose(lab: ClusterLab, src: Endpoint, dst: Endpoint) -> list[str]:
     end's route to the other (a node's in its tenant's VRF), and where a
     host behind the leaf is involved, the leaf's entries for the node."""
     lines: list[str] = []
-    leaves = lab.topo.role("leaf")
+    leaf = served_leaf(lab.topo)
     for a, b in ((src, dst), (dst, src)):
         if a.where == "fabric":
-            if leaves:
+            if leaf is not None:
                 node = next((n for n in lab.topo.role("node") if n.name == b.where), None)
-                kernel = lab.routers[leaves[0].name].l3vni_kernel(int(leaves[0].label("l3vni")))
-                view = kernel.get(node.address if node else "", "nothing")
-                lines.append(f"leaf {leaves[0].name}: for {b.where}'s VTEP: {view}")
+                kernel = lab.routers[leaf.name].l3vni_kernel(int(leaf.label("l3vni")))
+                view = kernel.get(node.vtep if node else "", "nothing")
+                lines.append(f"leaf {leaf.name}: for {b.where}'s VTEP: {view}")
             continue
         out = sh(
             "ip", "-j", "route", "get", b.ip, "vrf", a.tenant,
@@ -511,11 +538,20 @@ def nodes_table(lab: ClusterLab) -> str:
             ns = lab.namespaces.get(node.name, "")
         if node.role == "route-reflector":
             what = f"FRR bgpd, cluster-id {node.label('cluster-id') or node.address}"
-        elif node.role == "leaf":
+        elif node.role == "leaf" and not lab.topo.routed:
             what = (
                 f"FRR zebra+bgpd, L3VNI {node.label('l3vni')}, "
                 f"announces {', '.join(node.words('networks'))}"
             )
+        elif node.role == "leaf":
+            what = f"FRR zebra+bgpd, AS {node.asn}, VTEP {node.vtep}"
+            if node.label("l3vni"):
+                what += (
+                    f", L3VNI {node.label('l3vni')} (RT {node.label('route-target')}), "
+                    f"announces {', '.join(node.words('networks'))}"
+                )
+        elif node.role == "spine":
+            what = f"FRR zebra+bgpd, AS {node.asn}, EVPN next hops unchanged"
         elif node.role == "host":
             what = f"behind the leaf, default via {node.label('gateway')}"
         elif node.role == "node":
@@ -527,12 +563,16 @@ def nodes_table(lab: ClusterLab) -> str:
                 )
             except RuntimeError as exc:
                 what = f"daemon not answering: {exc}"
+            if node.label("vtep"):
+                what = f"AS {node.asn}, VTEP {node.vtep}; {what}"
         rows.append([node.name, node.role, node.address, ns, what])
     return _table(["NODE", "ROLE", "ADDRESS", "NAMESPACE", "WHAT"], rows)
 
 
 def sessions_table(lab: ClusterLab) -> str:
-    by_address = {n.address: n.name for n in lab.topo.nodes.values() if n.address}
+    by_address = {
+        cidr.split("/")[0]: n.name for n in lab.topo.nodes.values() for cidr in n.addresses.values()
+    }
     rows = []
     for name in lab.node_names():
         try:

@@ -19,7 +19,8 @@ network namespace a name (``ip netns attach``: testbed's pieces run
 commands with ``ip netns exec NAME``), then by role:
 
 * ``kube-api``: the API server emulation on its address, port 6443;
-* ``route-reflector``, ``leaf``: FRR (testbed.frr, the lab's very configs);
+* ``route-reflector``, ``leaf``, ``spine``: FRR (testbed.frr, the lab's very
+  configs; a leaf's ``cnid.vtep`` on its loopback);
 * ``node``: registers the Node and its VRFNodeConfig (what kubelet and the
   operator would do), then runs cnid with the sockets at their defaults
   (/run/cnid/cni.sock, /run/cnid/ctl.sock: ``cnictl`` works as is);
@@ -44,7 +45,18 @@ from typing import Any
 import yaml
 
 from .kubectl import Kubectl
-from .lab import GC_GRACE, LabError, LabNode, frr_router, node_ini, nodeconfig
+from .lab import (
+    DEFAULT_DOMAIN,
+    FRR_ROLES,
+    GC_GRACE,
+    LabError,
+    LabNode,
+    frr_router,
+    node_ini,
+    nodeconfig,
+    route_target_admin,
+    with_route_targets,
+)
 from .node import REPO, VENV_BIN, conflist_conf, sh
 from .topology import Node, Topology, load
 
@@ -99,6 +111,8 @@ def configure(node: Node) -> None:
     for ifname, cidr in node.addresses.items():
         sh("ip", "addr", "replace", cidr, "dev", ifname)
         sh("ip", "link", "set", ifname, "up")
+    if node.role == "leaf" and node.label("vtep"):  # a cnid node's: the daemon's device
+        sh("ip", "addr", "replace", node.label("vtep"), "dev", "lo")
     gateway = node.label("gateway")
     if gateway:
         sh("ip", "route", "replace", "default", "via", gateway)
@@ -175,7 +189,9 @@ def run_node(topo: Topology, node: Node, ns: str) -> int:
     kubectl = admin()
     reflectors = topo.addresses_of(node.words("route-reflectors"))
     kubectl.add_namespace("default")
-    kubectl.apply(nodeconfig(node, reflectors))
+    if route_target_admin(topo):  # before a node would create the default domain
+        kubectl.apply(with_route_targets(topo, DEFAULT_DOMAIN))
+    kubectl.apply(nodeconfig(node, reflectors, topo))
     kubectl.add_node(node.name, node.address)
     kubectl.close()
     lab_node = LabNode(
@@ -185,6 +201,7 @@ def run_node(topo: Topology, node: Node, ns: str) -> int:
         ini_extra=node_ini(node, wait_file(API_DIR / "sa-kubeconfig"), GC_GRACE),
         host_if=node.ifname,
         address=node.address,
+        routed=bool(node.label("vtep")),
     )
     NODE_DIR.mkdir(parents=True, exist_ok=True)
     (NODE_DIR / "server.ini").write_text(lab_node.config_text())
@@ -209,7 +226,7 @@ def entrypoint() -> int:
     if node.role == "kube-api":
         return run_kube_api(node)
     ns = own_netns(name)
-    if node.role in ("route-reflector", "leaf"):
+    if node.role in FRR_ROLES:
         return run_router(topo, node, ns)
     if node.role == "node":
         return run_node(topo, node, ns)
@@ -256,20 +273,21 @@ def pod(verb: str, namespace: str, name: str) -> int:
 
 
 def apply(what: str) -> int:
-    from .labdemo import DEMO_CRS, TENANTS
+    from .labdemo import TENANTS, demo_documents
 
     kubectl = admin()
     try:
         if what == "demo":
             for tenant in TENANTS:
                 kubectl.add_namespace(tenant.namespace)
-            text = DEMO_CRS
+            # the topology's route targets, if it sets some (and is there:
+            # ``apply`` may run where the file is not bound in)
+            docs = demo_documents(load(TOPOLOGY) if TOPOLOGY.exists() else None)
         else:
-            text = Path(what).read_text()
-        for doc in yaml.safe_load_all(text):
-            if doc:
-                kubectl.apply(doc)
-                say(f"applied {doc['kind']} {doc['metadata']['name']}")
+            docs = [d for d in yaml.safe_load_all(Path(what).read_text()) if d]
+        for doc in docs:
+            kubectl.apply(doc)
+            say(f"applied {doc['kind']} {doc['metadata']['name']}")
     finally:
         kubectl.close()
     return 0

@@ -13,11 +13,17 @@ containerlab merges them (defaults, then its kind's, then its own; ``labels``
 and ``env`` key by key). cnid's settings are node labels ``cnid.*`` (see the
 comment at the top of containerlab/cnid.clab.yml):
 
-    cnid.role             kube-api | route-reflector | leaf | node | host
+    cnid.role             kube-api | route-reflector | leaf | spine | node | host
     cnid.<ifname>         an address of that interface (CIDR)
     cnid.asn, cnid.cluster-id, cnid.listen-range, cnid.neighbors,
     cnid.route-reflectors, cnid.l3vni, cnid.route-target, cnid.networks,
-    cnid.gateway
+    cnid.gateway, cnid.vtep
+
+An eBGP fabric (containerlab/cnid-ebgp.clab.yml) adds spines, a ``cnid.asn``
+per node, ``cnid.neighbors`` on leaves, spines and cnid nodes, and
+``cnid.vtep`` (a /32: a leaf's loopback VTEP, a cnid node's routed
+underlay). Two neighbours with a link between them peer over it
+(``Topology.peer_address``); the routed underlay is point-to-point links.
 
 ``load`` checks both: what containerlab itself would refuse (unknown keys,
 endpoints that are not ``node:interface``, links to nodes that do not exist,
@@ -37,6 +43,7 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "NEIGHBOR_ROLES",
     "ROLES",
     "Endpoint",
     "Link",
@@ -48,7 +55,13 @@ __all__ = [
 ]
 
 #: The roles the lab realises.
-ROLES = ("kube-api", "route-reflector", "leaf", "node", "host")
+ROLES = ("kube-api", "route-reflector", "leaf", "spine", "node", "host")
+#: Which roles a role may name in ``cnid.neighbors`` (a BGP session each).
+NEIGHBOR_ROLES = {
+    "leaf": ("route-reflector", "spine", "node"),
+    "spine": ("leaf",),
+    "node": ("leaf",),
+}
 #: Node kinds without Docker: a linux node is a namespace, a bridge is a
 #: namespace holding a bridge.
 KINDS = ("linux", "bridge", "ovs-bridge")
@@ -182,6 +195,13 @@ class Node:
     def asn(self) -> int:
         return int(self.label("asn", "65000"))
 
+    @property
+    def vtep(self) -> str:
+        """Its VTEP address: ``cnid.vtep`` (a /32, no prefix length here),
+        else ``address`` (a VTEP on the segment, as in the default lab)."""
+        vtep = self.label("vtep")
+        return vtep.split("/")[0] if vtep else self.address
+
 
 @dataclass
 class Topology:
@@ -215,6 +235,35 @@ class Topology:
 
     def addresses_of(self, names: list[str]) -> list[str]:
         return [self.nodes[n].address for n in names]
+
+    @property
+    def routed(self) -> bool:
+        """A routed underlay: some cnid node has its own VTEP (``cnid.vtep``)."""
+        return any(n.label("vtep") for n in self.role("node"))
+
+    def link_between(self, a: str, b: str) -> tuple[Endpoint, Endpoint] | None:
+        """(a's end, b's end) of a direct link between two nodes, if any."""
+        for mine, other in self.links_of(a):
+            if other.node == b:
+                return mine, other
+        return None
+
+    def peer_address(self, me: str, other: str) -> str:
+        """The address ``me`` peers with ``other`` at: other's address on a
+        link between them, else on a bridge both are on, else "" (none)."""
+        direct = self.link_between(me, other)
+        peer = self.nodes[other]
+        if direct is not None:
+            return peer.addresses.get(direct[1].ifname, "").split("/")[0]
+        mine = {self.bridge_of(me, e.ifname) for e, _ in self.links_of(me)} - {None}
+        for end, _ in self.links_of(other):
+            if self.bridge_of(other, end.ifname) in mine and end.ifname in peer.addresses:
+                return peer.addresses[end.ifname].split("/")[0]
+        return ""
+
+    def neighbor_addresses(self, node: str) -> list[str]:
+        """The peer addresses of a node's ``cnid.neighbors``, in its order."""
+        return [self.peer_address(node, n) for n in self.nodes[node].words("neighbors")]
 
 
 def load(path: str | Path) -> Topology:
@@ -392,6 +441,9 @@ def _check(topo: Topology, problems: list[str]) -> None:
         problems.append(f"bridge port {port!r} used twice (they share the host's namespace)")
     for node in topo.nodes.values():
         _check_node(topo, node, seen.get(node.name, set()), problems)
+    for node in topo.nodes.values():  # once every node's addresses are known
+        if not node.is_bridge and node.role in ROLES:
+            _check_neighbors(topo, node, problems)
     apis = topo.role("kube-api")
     if topo.role("node") and len(apis) != 1:
         problems.append(f"a cluster needs exactly one kube-api node, not {len(apis)}")
@@ -443,13 +495,28 @@ def _check_node(topo: Topology, node: Node, ifnames: set[str], problems: list[st
                 ipaddress.ip_network(value)
             except ValueError:
                 problems.append(f"{where}: cnid.{key}: {value!r} is not a prefix")
-    for key, want in (("neighbors", "route-reflector"), ("route-reflectors", "route-reflector")):
-        for peer in node.words(key):
-            other = topo.nodes.get(peer)
-            if other is None:
-                problems.append(f"{where}: cnid.{key}: no node {peer!r}")
-            elif other.role != want:
-                problems.append(f"{where}: cnid.{key}: {peer} is a {other.role or other.kind}")
+    for peer in node.words("route-reflectors"):
+        other = topo.nodes.get(peer)
+        if other is None:
+            problems.append(f"{where}: cnid.route-reflectors: no node {peer!r}")
+        elif other.role != "route-reflector":
+            what = other.role or other.kind
+            problems.append(f"{where}: cnid.route-reflectors: {peer} is a {what}")
+    vtep = node.label("vtep")
+    if vtep:
+        try:
+            iface = ipaddress.ip_interface(vtep)
+        except ValueError:
+            problems.append(f"{where}: cnid.vtep: {vtep!r} is not an address")
+        else:
+            if iface.network.prefixlen != iface.max_prefixlen:
+                problems.append(f"{where}: cnid.vtep: {vtep!r} is a /32 of its own")
+        if role not in ("leaf", "node"):
+            problems.append(f"{where}: cnid.vtep is for a leaf or a cnid node, not a {role}")
+    if role == "spine" and not node.words("neighbors"):
+        problems.append(f"{where}: a spine needs cnid.neighbors (its leaves)")
+    if role == "node" and node.words("neighbors") and not node.label("vtep"):
+        problems.append(f"{where}: a node peering with leaves needs cnid.vtep (routed underlay)")
     if role == "route-reflector" and not node.label("listen-range"):
         problems.append(f"{where}: a route reflector needs cnid.listen-range")
     if role == "leaf":
@@ -458,6 +525,27 @@ def _check_node(topo: Topology, node: Node, ifnames: set[str], problems: list[st
         l3vni = node.label("l3vni")
         if l3vni and not (l3vni.isdigit() and 0 < int(l3vni) < 2**24):
             problems.append(f"{where}: cnid.l3vni {l3vni!r} is not a VNI")
+
+
+def _check_neighbors(topo: Topology, node: Node, problems: list[str]) -> None:
+    """``cnid.neighbors``: nodes of a role this one may peer with, reachable
+    (a link or a shared bridge), naming this one back (except reflectors,
+    which accept whoever connects from their listen range)."""
+    where = f"node {node.name}: cnid.neighbors"
+    allowed = NEIGHBOR_ROLES.get(node.role, ())
+    for peer in node.words("neighbors"):
+        other = topo.nodes.get(peer)
+        if other is None:
+            problems.append(f"{where}: no node {peer!r}")
+            continue
+        if other.role not in allowed:
+            what = other.role or other.kind
+            problems.append(f"{where}: a {node.role} does not peer with a {what} ({peer})")
+            continue
+        if not topo.peer_address(node.name, peer):
+            problems.append(f"{where}: {peer} has no address on a link or bridge shared with it")
+        if other.role != "route-reflector" and node.name not in other.words("neighbors"):
+            problems.append(f"{where}: {peer} does not name {node.name} in its cnid.neighbors")
 
 
 def _address(value: str, where: str, problems: list[str]) -> None:

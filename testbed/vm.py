@@ -52,15 +52,13 @@ def python_dirs() -> list[str]:
 #: with ``cache=loose``; a failure leaves the path as the root export shows it.
 _LOOSE = (
     "awk '$1 ~ /^virtme.initmount/ {print $1, $2}' /proc/mounts | "
-    "while read -r tag dir; do umount \"$dir\" && mount -t 9p -o "
-    "trans=virtio,version=9p2000.L,access=any,msize=512000,cache=loose,ro \"$tag\" \"$dir\"; done; "
+    'while read -r tag dir; do umount "$dir" && mount -t 9p -o '
+    'trans=virtio,version=9p2000.L,access=any,msize=512000,cache=loose,ro "$tag" "$dir"; done; '
 )
 
 
 def vng_command(command: list[str], memory: str, cpus: int, kernel: str) -> list[str]:
-    script = (
-        f"{_LOOSE}modprobe vrf && cd {shlex.quote(str(REPO))} && exec {shlex.join(command)}"
-    )
+    script = f"{_LOOSE}modprobe vrf && cd {shlex.quote(str(REPO))} && exec {shlex.join(command)}"
     rodirs = [arg for d in python_dirs() for arg in ("--rodir", d)]
     return [
         str(VENV_BIN / "vng"),
