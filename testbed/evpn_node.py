@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,3 +289,17 @@ class EvpnNode:
         self.pods.clear()
         self.ns.close()
         subprocess.run(["rm", "-rf", str(self.workdir)], check=False)
+
+
+@contextmanager
+def on_lan(
+    lan: Any, name: str, address: str, workdir: Path, domains: Sequence[Domain], **kwargs: Any
+) -> Iterator[EvpnNode]:
+    """An ``EvpnNode`` plugged into ``lan`` at ``address`` (``kwargs``: its
+    own, e.g. ``stale_timeout``), closed and unplugged afterwards."""
+    node = EvpnNode(name, address, workdir, list(domains), lan, **kwargs)
+    try:
+        yield node
+    finally:
+        node.close()
+        lan.unplug(node.ns.name)

@@ -18,13 +18,27 @@ with its peer placed directly into the other one.
 from __future__ import annotations
 
 import ipaddress
+import re
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from .node import netns_add, netns_del, sh
 
-__all__ = ["Lab", "Lan", "namespaces", "netns_add", "netns_del", "plug", "sh", "veth"]
+__all__ = [
+    "Lab",
+    "Lan",
+    "Pinger",
+    "namespaces",
+    "netns_add",
+    "netns_del",
+    "plug",
+    "sh",
+    "silence",
+    "unsilence",
+    "veth",
+]
 
 BRIDGE = "br0"
 
@@ -178,3 +192,40 @@ class Lab:
         self.lans.clear()
         if errors:
             raise errors[0]
+
+
+def silence(ns: str, table: str = "silent") -> None:
+    """Everything in and out of namespace ``ns`` dropped (an nftables table
+    ``table``): its processes fall silent, with no link event on either side."""
+    ruleset = (
+        f"table inet {table} {{\n"
+        "  chain in { type filter hook input priority -10; policy drop; }\n"
+        "  chain out { type filter hook output priority -10; policy drop; }\n"
+        "}\n"
+    )
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=ruleset, text=True,
+                   check=True)  # fmt: skip
+
+
+def unsilence(ns: str, table: str = "silent") -> None:
+    """``silence(ns, table)`` undone: ``ns`` speaks again."""
+    sh("nft", "delete", "table", "inet", table, ns=ns)
+
+
+class Pinger:
+    """A continuous ``ping`` from a namespace; ``stop()`` returns (sent, received)."""
+
+    def __init__(self, ns: str, address: str, interval: float = 0.2) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "ping", "-n", "-i", f"{interval:g}", "-W", "1", address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def stop(self) -> tuple[int, int]:
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        found = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        assert found, out[-500:]
+        return int(found.group(1)), int(found.group(2))

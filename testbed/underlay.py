@@ -15,12 +15,31 @@ the node's does. Every router runs zebra and bgpd (``FrrRouter``), with
 
     fabric = underlay_fabric(lab, node_ns)    # routers started
     fabric.node_routes()                      # {"10.255.0.99": ["10.1.1.0", "10.1.2.0"]}
+
+The node's side, as the host tests run it (the real ``Speaker`` and
+``UnderlayController`` on the node's namespace, AS ``NODE_AS``, VTEP
+``NODE_VTEP`` on ``lo``: ``LoopbackVtep``, this kernel has no dummy driver):
+
+    with node_dataplane(node_ns) as fd:       # the dataplane's node namespace
+        speaker = node_speaker(node_ns, run_dir)
+        underlay = node_underlay(speaker, node_ns, metrics)
+        speaker.configure(SpeakerConfig(NODE_VTEP, NODE_VTEP, NODE_AS, leaf_neighbors(), ...))
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnid import dataplane
+from cnid.bgp import Neighbor, Speaker
+from cnid.core import Metrics
+from cnid.evpn import UnderlayController, UnderlayPolicy
 
 from .frr import FrrRouter
 from .netlab import Lab, sh, veth
@@ -29,6 +48,8 @@ FAR_VTEP = "10.255.0.99"
 #: leaf index -> (the leaf's address, the node's address on that link, its AS)
 LEAVES = {1: ("10.1.1.0", "10.1.1.1", 65101), 2: ("10.1.2.0", "10.1.2.1", 65102)}
 SPINE_AS = 65000
+#: the node's AS and VTEP
+NODE_AS, NODE_VTEP = 65011, "10.255.0.11"
 
 
 @dataclass
@@ -119,3 +140,55 @@ def underlay_fabric(lab: Lab, node: str, *, bfd: bool = False, hold: int = 3) ->
     for router in (spine, *leaves.values()):
         router.start()
     return UnderlayFabric(node, spine, leaves)
+
+
+# -- the node's side ------------------------------------------------------------------
+
+
+@contextmanager
+def node_dataplane(node: str) -> Iterator[int]:
+    """The dataplane's node namespace is ``node`` (``set_node_netns``) while
+    this lasts; yields the namespace's file descriptor."""
+    fd = os.open(f"/run/netns/{node}", os.O_RDONLY | os.O_CLOEXEC)
+    dataplane.set_node_netns(fd)
+    try:
+        yield fd
+    finally:
+        dataplane.set_node_netns(None)
+        os.close(fd)
+
+
+class LoopbackVtep:
+    """The dataplane, with the VTEP /32 on ``lo``: no dummy driver here."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+
+    async def ensure_vtep(self, address: str) -> int:
+        sh("ip", "addr", "replace", f"{address}/32", "dev", "lo", ns=self.ns)
+        return 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(dataplane, name)
+
+
+def node_speaker(node: str, run_dir: Path) -> Speaker:
+    """cnid's speaker, its ExaBGP in namespace ``node``."""
+    return Speaker(run_dir=run_dir, launcher=("ip", "netns", "exec", node), log_level="INFO")
+
+
+def node_underlay(speaker: Speaker, node: str, metrics: Metrics) -> UnderlayController:
+    """The underlay controller as the daemon makes it (VTEP ``NODE_VTEP`` on
+    the node's ``lo``, AS ``NODE_AS``)."""
+    return UnderlayController(
+        speaker=speaker,
+        policy=UnderlayPolicy(vtep=NODE_VTEP, asn=NODE_AS),
+        metrics=metrics,
+        kernel=LoopbackVtep(node),
+        stale_timeout=60,
+    )
+
+
+def leaf_neighbors(*, bfd: bool = False) -> tuple[Neighbor, ...]:
+    """The node's eBGP neighbours: each leaf at its end of the link."""
+    return tuple(Neighbor(a, asn=asn, bfd=bfd) for a, _, asn in LEAVES.values())

@@ -36,24 +36,17 @@ from cnid.bgp import Neighbor, SpeakerConfig
 from cnid.ctl import render
 from cnid.daemon import bfd_peers, bgp_summary, evpn_routes
 from testbed.domains import VRF42, VRF300
-from testbed.evpn_node import EvpnNode
+from testbed.evpn_node import EvpnNode, on_lan
 from testbed.frr import FrrRouter, Host, L2Vni, L3Vni, evpn_leaf
 from testbed.frr import Neighbor as FrrNeighbor
 from testbed.jsoncmp import async_wait_for
-from testbed.netlab import Lab, Lan
+from testbed.netlab import Lab, Lan, silence, unsilence
 
 NET = "192.168.93"
 NODE, NODE_AS = f"{NET}.11", 65001
 RT = 65000
 HOLD = 30  # BGP's hold time, both sides: what BFD must beat
 TIMEOUT = 60.0
-
-CUT = """\
-table inet bfdsilent {
-  chain in { type filter hook input priority -10; policy drop; }
-  chain out { type filter hook output priority -10; policy drop; }
-}
-"""
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/lib/frr/bfdd").exists() or os.geteuid() != 0,
@@ -132,12 +125,10 @@ def fabric() -> Iterator[Fabric]:
 
 @pytest.fixture
 async def node(fabric: Fabric, tmp_path: Path) -> AsyncIterator[EvpnNode]:
-    n = EvpnNode(f"f{os.getpid() % 100000}", NODE, tmp_path / "node", [VRF42, VRF300], fabric.lan)
-    try:
+    with on_lan(
+        fabric.lan, f"f{os.getpid() % 100000}", NODE, tmp_path / "node", [VRF42, VRF300]
+    ) as n:
         yield n
-    finally:
-        n.close()
-        fabric.lan.unplug(n.ns.name)
 
 
 def config(spec: LeafSpec, bfd: bool = True) -> SpeakerConfig:
@@ -171,11 +162,6 @@ def ours(node: EvpnNode, spec: LeafSpec) -> dict[str, Any]:
 
 def established(node: EvpnNode) -> dict[str, str]:
     return {a: p.state for a, p in node.speaker.peers.items()}
-
-
-def nft(netns: str, *args: str, input: str | None = None) -> None:
-    subprocess.run(["ip", "netns", "exec", netns, "nft", *args], input=input, text=True,
-                   check=True)  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", list(LEAVES))
@@ -229,7 +215,7 @@ async def test_a_silent_leaf_costs_its_session_and_routes_within_a_second(
 
         # the leaf falls silent: nothing in or out of its namespace
         leaf_ns = fabric.lab.name(spec.name)
-        nft(leaf_ns, "-f", "-", input=CUT)
+        silence(leaf_ns)
         cut = time.monotonic()
         await async_wait_for(
             "the leaf's routes gone from the kernel",
@@ -262,7 +248,7 @@ async def test_a_silent_leaf_costs_its_session_and_routes_within_a_second(
         assert node.speaker.peers[peer].state != "up"
 
         # the leaf speaks again: BFD, then BGP, then the routes come back
-        nft(leaf_ns, "delete", "table", "inet", "bfdsilent")
+        unsilence(leaf_ns)
         back = time.monotonic()
         await async_wait_for(
             "BFD Up again",
@@ -304,9 +290,10 @@ async def test_a_silent_leaf_costs_its_session_and_routes_within_a_second(
         assert bfd_peers(node.evpn)["peers"] == []
         await trio.sleep(3.0)
         assert node.evpn.bfd is not None and not node.evpn.bfd.holds_down(peer)
-        assert node.metrics.registry.get_sample_value(
-            "cnid_bfd_bgp_teardowns_total", {"peer": peer}
-        ) == teardowns  # none for AdminDown
+        assert (
+            node.metrics.registry.get_sample_value("cnid_bfd_bgp_teardowns_total", {"peer": peer})
+            == teardowns
+        )  # none for AdminDown
         await async_wait_for(
             "the session without BFD", lambda: established(node), {peer: "up"}, TIMEOUT
         )

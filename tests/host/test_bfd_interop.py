@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from testbed.frr import FrrRouter
+from testbed.netlab import silence, unsilence
 from testbed.netns import Netns
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,13 +48,6 @@ bfd
   detect-multiplier 3
  exit
 exit
-"""
-
-CUT = """\
-table inet bfdcut {
-  chain in { type filter hook input priority -10; policy drop; }
-  chain out { type filter hook output priority -10; policy drop; }
-}
 """
 
 pytestmark = pytest.mark.skipif(
@@ -158,7 +152,7 @@ def test_bfd_with_frr_bfdd(pair: Pair) -> None:
     # the peer falls silent: both sides go Down within their detection time
     # (750 ms for cnid, 1.2 s for FRR; margin for a shared, noisy machine)
     changes_before = len(pair.cnid()["changes"])
-    _nft(pair.cnid_ns, CUT)
+    silence(pair.cnid_ns.name)
     cut = time.time()
     both_down = {SINGLE: ("down", "down"), MULTI: ("down", "down")}
     frr_elapsed = wait_until(lambda: pair.states() == both_down, 10, "both Down", pair.states)
@@ -172,7 +166,7 @@ def test_bfd_with_frr_bfdd(pair: Pair) -> None:
     assert frr[SINGLE]["diagnostic"] == "control detection time expired", frr[SINGLE]
 
     # the link back: Up again, one flap each
-    pair.cnid_ns.run("nft", "delete", "table", "inet", "bfdcut")
+    unsilence(pair.cnid_ns.name)
     wait_until(lambda: pair.states() == both_up, 15, "both Up again", pair.states)
     assert all(p["flaps"] == 1 for p in pair.cnid()["peers"])
 
@@ -188,8 +182,3 @@ def test_bfd_with_frr_bfdd(pair: Pair) -> None:
     assert pair.states()[MULTI] == ("up", "up")
     pair.frr.vtysh("configure terminal", "bfd", peer_cmd, "no shutdown")
     wait_until(lambda: pair.states() == both_up, 15, "Up after no shutdown", pair.states)
-
-
-def _nft(ns: Netns, ruleset: str) -> None:
-    subprocess.run(["ip", "netns", "exec", ns.name, "nft", "-f", "-"], input=ruleset,
-                   text=True, check=True)  # fmt: skip

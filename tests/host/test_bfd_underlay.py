@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -30,24 +29,28 @@ import trio
 
 from cnid import dataplane
 from cnid.bfd import BfdService, StateChange
-from cnid.bgp import Neighbor, Speaker, SpeakerConfig, SpeakerDown, SpeakerUp, StateEvent
+from cnid.bgp import Speaker, SpeakerConfig, SpeakerDown, SpeakerUp, StateEvent
 from cnid.core import Metrics
-from cnid.evpn import BfdGuard, UnderlayController, UnderlayPolicy
+from cnid.evpn import BfdGuard, UnderlayController
 from testbed.jsoncmp import async_wait_for
-from testbed.netlab import Lab, sh
-from testbed.underlay import FAR_VTEP, LEAVES, UnderlayFabric, underlay_fabric
+from testbed.netlab import Lab, silence, unsilence
+from testbed.underlay import (
+    FAR_VTEP,
+    LEAVES,
+    NODE_AS,
+    NODE_VTEP,
+    UnderlayFabric,
+    leaf_neighbors,
+    node_dataplane,
+    node_speaker,
+    node_underlay,
+    underlay_fabric,
+)
 
-NODE_AS, VTEP = 65011, "10.255.0.11"
+VTEP = NODE_VTEP
 HOLD = 30
 TIMEOUT = 40.0
 BOTH = {FAR_VTEP: [LEAVES[1][0], LEAVES[2][0]]}
-
-CUT = """\
-table inet bfdsilent {
-  chain in { type filter hook input priority -10; policy drop; }
-  chain out { type filter hook output priority -10; policy drop; }
-}
-"""
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/lib/frr/bfdd").exists() or os.geteuid() != 0,
@@ -69,30 +72,11 @@ def fabric() -> Iterator[Fabric]:
     try:
         node = lab.netns("node")
         underlay = underlay_fabric(lab, node, bfd=True, hold=HOLD)
-        fd = os.open(f"/run/netns/{node}", os.O_RDONLY | os.O_CLOEXEC)
-        dataplane.set_node_netns(fd)
-        try:
+        with node_dataplane(node) as fd:
             yield Fabric(lab, node, underlay, fd)
-        finally:
-            dataplane.set_node_netns(None)
-            os.close(fd)
     finally:
         lab.stop()
         assert not lab.leftovers()
-
-
-class LoopbackVtep:
-    """The dataplane, with the VTEP /32 on ``lo``: no dummy driver here."""
-
-    def __init__(self, ns: str) -> None:
-        self.ns = ns
-
-    async def ensure_vtep(self, address: str) -> int:
-        sh("ip", "addr", "replace", f"{address}/32", "dev", "lo", ns=self.ns)
-        return 1
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(dataplane, name)
 
 
 @dataclass
@@ -107,14 +91,8 @@ class Node:
 @asynccontextmanager
 async def cnid_node(fabric: Fabric, tmp: Path) -> AsyncIterator[Node]:
     metrics = Metrics()
-    speaker = Speaker(run_dir=tmp, launcher=("ip", "netns", "exec", fabric.node), log_level="INFO")
-    underlay = UnderlayController(
-        speaker=speaker,
-        policy=UnderlayPolicy(vtep=VTEP, asn=NODE_AS),
-        metrics=metrics,
-        kernel=LoopbackVtep(fabric.node),
-        stale_timeout=60,
-    )
+    speaker = node_speaker(fabric.node, tmp)
+    underlay = node_underlay(speaker, fabric.node, metrics)
 
     async def udp_socket() -> trio.socket.SocketType:
         def open_inside() -> socket.socket:
@@ -143,7 +121,7 @@ async def cnid_node(fabric: Fabric, tmp: Path) -> AsyncIterator[Node]:
         await nursery.start(speaker.run)
         await nursery.start(bfd.run)
         await nursery.start(underlay.run)
-        neighbors = tuple(Neighbor(a, asn=asn, bfd=True) for a, _, asn in LEAVES.values())
+        neighbors = leaf_neighbors(bfd=True)
         speaker.configure(SpeakerConfig(VTEP, VTEP, NODE_AS, neighbors, hold_time=HOLD))
         speaker.announce(frozenset())
         await nursery.start(guard.run)
@@ -182,8 +160,7 @@ async def test_a_silent_leaf_leaves_the_ecmp_route_within_bfds_detection_time(
             )
 
         leaf_ns = fabric.underlay.leaves[1].netns
-        subprocess.run(["ip", "netns", "exec", leaf_ns, "nft", "-f", "-"], input=CUT,
-                       text=True, check=True)  # fmt: skip
+        silence(leaf_ns)
         cut = time.monotonic()
         try:
             await async_wait_for(
@@ -202,8 +179,7 @@ async def test_a_silent_leaf_leaves_the_ecmp_route_within_bfds_detection_time(
             )
             assert node.speaker.peers[l2].state == "up"
         finally:
-            subprocess.run(["ip", "netns", "exec", leaf_ns, "nft", "delete", "table", "inet",
-                            "bfdsilent"], check=True)  # fmt: skip
+            unsilence(leaf_ns)
         back = time.monotonic()
         await async_wait_for("both next hops again", lambda: routes(fabric), BOTH, TIMEOUT,
                              exact_lists=True)  # fmt: skip

@@ -36,7 +36,7 @@ import trio
 from cnid.bgp import EvpnPath, ImetRoute, MacIpRoute, Neighbor, Speaker, SpeakerConfig
 from cnid.daemon import bgp_summary, evpn_routes
 from testbed.domains import VRF42, VRF300
-from testbed.evpn_node import EvpnNode
+from testbed.evpn_node import EvpnNode, on_lan
 from testbed.frr import FrrRouter, Host, L2Vni, L3Vni, evpn_leaf
 from testbed.frr import Neighbor as FrrNeighbor
 from testbed.gobgp import GoBgp, GoBgpNeighbor, MacAdv
@@ -127,12 +127,10 @@ def fabric() -> Iterator[Fabric]:
 
 @pytest.fixture
 async def node(fabric: Fabric, tmp_path: Path) -> AsyncIterator[EvpnNode]:
-    n = EvpnNode(f"b{os.getpid() % 100000}", NODE, tmp_path / "node", [VRF42, VRF300], fabric.lan)
-    try:
+    with on_lan(
+        fabric.lan, f"b{os.getpid() % 100000}", NODE, tmp_path / "node", [VRF42, VRF300]
+    ) as n:
         yield n
-    finally:
-        n.close()
-        fabric.lan.unplug(n.ns.name)
 
 
 def ebgp(*neighbors: Neighbor, address: str = NODE) -> SpeakerConfig:

@@ -18,7 +18,6 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,97 +27,39 @@ import trio
 from cnid.daemon import bgp_summary, evpn_routes
 from cnid.dataplane import EvpnRoute, FdbEntry, NeighEntry
 from testbed.domains import VRF42, VRF300
+from testbed.evpn_fabric import ASN, EvpnFabric, addresses, evpn_fabric, up_with_reflector
 from testbed.evpn_node import EvpnNode
-from testbed.frr import FrrRouter, Host, L2Vni, L3Vni, Neighbor, evpn_leaf, route_reflector
-from testbed.gobgp import GoBgp, GoBgpNeighbor, MacAdv, Multicast, Prefix
+from testbed.frr import L2Vni, L3Vni
+from testbed.gobgp import MacAdv, Multicast, Prefix
 from testbed.jsoncmp import async_wait_for, wait_for
-from testbed.netlab import Lab, Lan
 
-ASN = 65000
 NET = "192.168.83"
-RR, LEAF, GB, NODE = f"{NET}.1", f"{NET}.4", f"{NET}.20", f"{NET}.11"
+RR, LEAF, GB, NODE = addresses(NET)
 TIMEOUT = 30.0
 
 
-@dataclass
-class Fabric:
-    lab: Lab
-    lan: Lan
-    rr: FrrRouter
-    leaf: FrrRouter
-    gb: GoBgp
-
-    @property
-    def host(self) -> Host:
-        assert self.leaf.leaf is not None
-        return self.leaf.leaf.hosts[0]
-
-
 @pytest.fixture(scope="module")
-def fabric() -> Iterator[Fabric]:
-    lab = Lab(f"ei{os.getpid() % 100000}")
-    try:
-        lan = lab.lan("lan", f"{NET}.0/24")
-        rr = lab.add(
-            route_reflector(
-                "rr",
-                lab.netns("rr", lan=lan, index=1),
-                ASN,
-                RR,
-                listen_range=f"{NET}.0/24",
-                neighbors=[Neighbor(GB, rr_client=True)],
-            )
-        )
-        leaf = lab.add(
-            evpn_leaf(
-                "leaf",
-                lab.netns("leaf", lan=lan, index=4),
-                ASN,
-                LEAF,
-                vtep=LEAF,
-                neighbors=[Neighbor(RR)],
-                l2vnis=[L2Vni(300)],  # FRR's auto RT 65000:300, what cnid sends for type-2/3
-                l3vni=L3Vni(42, rt=f"{ASN}:42"),
-                hosts=[
-                    Host(
-                        lab.name("h1"),
-                        routed=("10.50.0.1/24", "10.50.0.2/24"),
-                        bridged={300: "10.3.0.250/16"},
-                    )
-                ],
-            )
-        )
-        gb = lab.add(
-            GoBgp("gb", lab.netns("gb", lan=lan, index=20), ASN, GB,
-                  neighbors=[GoBgpNeighbor(RR, ASN, passive=True)])
-        )  # fmt: skip
-        rr.start()
-        leaf.start()
-        gb.start()
-        wait_for("the leaf's session", leaf.peers, {RR: "Established"}, TIMEOUT)
-        wait_for("GoBGP's session", gb.peers, {RR: "established"}, TIMEOUT)
-        yield Fabric(lab, lan, rr, leaf, gb)
-    finally:
-        lab.stop()
-        assert not lab.leftovers()
+def fabric() -> Iterator[EvpnFabric]:
+    with evpn_fabric(
+        "ei",
+        NET,
+        l2vnis=[L2Vni(300)],  # FRR's auto RT 65000:300, what cnid sends for type-2/3
+        l3vni=L3Vni(42, rt=f"{ASN}:42"),
+        routed=("10.50.0.1/24", "10.50.0.2/24"),
+        bridged={300: "10.3.0.250/16"},
+        timeout=TIMEOUT,
+    ) as fab:
+        yield fab
 
 
 @pytest.fixture
-async def node(fabric: Fabric, tmp_path: Path) -> AsyncIterator[EvpnNode]:
-    n = EvpnNode("node", NODE, tmp_path / "node", [VRF42, VRF300], fabric.lan, stale_timeout=60)
-    try:
+async def node(fabric: EvpnFabric, tmp_path: Path) -> AsyncIterator[EvpnNode]:
+    with fabric.node("node", tmp_path, [VRF42, VRF300], stale_timeout=60) as n:
         yield n
-    finally:
-        n.close()
-        fabric.lan.unplug(n.ns.name)
 
 
 async def up(node: EvpnNode, nursery: trio.Nursery) -> None:
-    await nursery.start(node.run)
-    node.speaker.configure(node.reflectors(RR))
-    await async_wait_for(
-        "the session to the RR", lambda: {RR: node.speaker.peers[RR].state}, {RR: "up"}, TIMEOUT
-    )
+    await up_with_reflector(node, nursery, RR, TIMEOUT)
 
 
 def our_routes(node: EvpnNode, p42: str, p300: str) -> list[dict[str, Any]]:
@@ -141,7 +82,7 @@ def our_routes(node: EvpnNode, p42: str, p300: str) -> list[dict[str, Any]]:
     ]
 
 
-def leaf_kernel(fabric: Fabric) -> dict[str, Any]:
+def leaf_kernel(fabric: EvpnFabric) -> dict[str, Any]:
     import json
 
     route = json.loads(fabric.leaf.ip("-j", "route", "show", "10.244.0.0/26") or "[]")
@@ -149,7 +90,7 @@ def leaf_kernel(fabric: Fabric) -> dict[str, Any]:
     return {"route": route, "neigh": fdb}
 
 
-async def test_routes_both_ways_and_traffic_over_vxlan(fabric: Fabric, node: EvpnNode) -> None:
+async def test_routes_both_ways_and_traffic_over_vxlan(fabric: EvpnFabric, node: EvpnNode) -> None:
     async with trio.open_nursery() as nursery:
         await node.add_pod("p1", VRF42)
         await node.add_pod("p2", VRF300)
@@ -204,7 +145,7 @@ async def test_routes_both_ways_and_traffic_over_vxlan(fabric: Fabric, node: Evp
         nursery.cancel_scope.cancel()
 
 
-async def test_gobgp_routes_odd_routes_and_withdrawals(fabric: Fabric, node: EvpnNode) -> None:
+async def test_gobgp_routes_odd_routes_and_withdrawals(fabric: EvpnFabric, node: EvpnNode) -> None:
     gb = fabric.gb
     good = [
         Prefix("10.60.0.0/24", 42, f"{GB}:42", f"{ASN}:42", "02:00:00:00:00:20", GB),
@@ -279,7 +220,7 @@ async def test_gobgp_routes_odd_routes_and_withdrawals(fabric: Fabric, node: Evp
         nursery.cancel_scope.cancel()
 
 
-async def test_pod_and_block_withdrawals(fabric: Fabric, node: EvpnNode) -> None:
+async def test_pod_and_block_withdrawals(fabric: EvpnFabric, node: EvpnNode) -> None:
     async with trio.open_nursery() as nursery:
         await node.add_pod("p1", VRF42)
         pod = await node.add_pod("p2", VRF300)
@@ -312,7 +253,9 @@ def entries(node: EvpnNode) -> set[object]:
     return set(node.evpn.installed.values())
 
 
-async def test_exabgp_killed_kernel_kept_nothing_duplicated(fabric: Fabric, node: EvpnNode) -> None:
+async def test_exabgp_killed_kernel_kept_nothing_duplicated(
+    fabric: EvpnFabric, node: EvpnNode
+) -> None:
     async with trio.open_nursery() as nursery:
         await node.add_pod("p1", VRF42)
         await up(node, nursery)
@@ -344,7 +287,7 @@ async def test_exabgp_killed_kernel_kept_nothing_duplicated(fabric: Fabric, node
         nursery.cancel_scope.cancel()
 
 
-async def test_a_restarted_node_adopts_then_sweeps(fabric: Fabric, node: EvpnNode) -> None:
+async def test_a_restarted_node_adopts_then_sweeps(fabric: EvpnFabric, node: EvpnNode) -> None:
     gb = fabric.gb
     extra = Prefix("10.70.0.0/24", 42, f"{GB}:42", f"{ASN}:42", "02:00:00:00:00:20", GB)
     gb.add(extra)
@@ -389,7 +332,7 @@ async def test_a_restarted_node_adopts_then_sweeps(fabric: Fabric, node: EvpnNod
 
 
 async def test_a_peer_that_restarts_keeps_its_routes_in_the_kernel(
-    fabric: Fabric, node: EvpnNode
+    fabric: EvpnFabric, node: EvpnNode
 ) -> None:
     """The route reflector stops (FRR's NOTIFICATION) and comes back: its
     paths stay as stale copies and the kernel is untouched until its
@@ -452,7 +395,9 @@ async def test_a_peer_that_restarts_keeps_its_routes_in_the_kernel(
     wait_for("GoBGP back", fabric.gb.peers, {RR: "established"}, TIMEOUT)
 
 
-async def test_a_peer_gone_is_removed_after_the_hold_time(fabric: Fabric, node: EvpnNode) -> None:
+async def test_a_peer_gone_is_removed_after_the_hold_time(
+    fabric: EvpnFabric, node: EvpnNode
+) -> None:
     async with trio.open_nursery() as nursery:
         await up(node, nursery)
         await async_wait_for(

@@ -22,7 +22,6 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,91 +32,35 @@ from cnid.daemon import evpn_duplicates, evpn_routes
 from cnid.dataplane import pod_mac
 from cnid.ipam import Owner
 from testbed.domains import VRF300
+from testbed.evpn_fabric import ASN, EvpnFabric, addresses, evpn_fabric, up_with_reflector
 from testbed.evpn_node import EvpnNode
-from testbed.frr import FrrRouter, Host, L2Vni, Neighbor, evpn_leaf, route_reflector
-from testbed.gobgp import GoBgp, GoBgpNeighbor, MacAdv
-from testbed.jsoncmp import async_wait_for, wait_for
-from testbed.netlab import Lab, Lan, sh
+from testbed.frr import L2Vni
+from testbed.gobgp import MacAdv
+from testbed.jsoncmp import async_wait_for
+from testbed.netlab import sh
 
-ASN = 65000
 NET = "192.168.84"
-RR, LEAF, GB, NODE = f"{NET}.1", f"{NET}.4", f"{NET}.20", f"{NET}.11"
+RR, LEAF, GB, NODE = addresses(NET)
 TIMEOUT = 30.0
 RT = f"{ASN}:300"
 
 
-@dataclass
-class Fabric:
-    lab: Lab
-    lan: Lan
-    rr: FrrRouter
-    leaf: FrrRouter
-    gb: GoBgp
-
-    @property
-    def host(self) -> Host:
-        assert self.leaf.leaf is not None
-        return self.leaf.leaf.hosts[0]
-
-
 @pytest.fixture(scope="module")
-def fabric() -> Iterator[Fabric]:
-    lab = Lab(f"em{os.getpid() % 100000}")
-    try:
-        lan = lab.lan("lan", f"{NET}.0/24")
-        rr = lab.add(
-            route_reflector(
-                "rr",
-                lab.netns("rr", lan=lan, index=1),
-                ASN,
-                RR,
-                listen_range=f"{NET}.0/24",
-                neighbors=[Neighbor(GB, rr_client=True)],
-            )
-        )
-        leaf = lab.add(
-            evpn_leaf(
-                "leaf",
-                lab.netns("leaf", lan=lan, index=4),
-                ASN,
-                LEAF,
-                vtep=LEAF,
-                neighbors=[Neighbor(RR)],
-                l2vnis=[L2Vni(300)],
-                hosts=[Host(lab.name("h1"), bridged={300: "10.3.0.250/16"})],
-            )
-        )
-        gb = lab.add(
-            GoBgp("gb", lab.netns("gb", lan=lan, index=20), ASN, GB,
-                  neighbors=[GoBgpNeighbor(RR, ASN, passive=True)])
-        )  # fmt: skip
-        rr.start()
-        leaf.start()
-        gb.start()
-        wait_for("the leaf's session", leaf.peers, {RR: "Established"}, TIMEOUT)
-        wait_for("GoBGP's session", gb.peers, {RR: "established"}, TIMEOUT)
-        yield Fabric(lab, lan, rr, leaf, gb)
-    finally:
-        lab.stop()
-        assert not lab.leftovers()
+def fabric() -> Iterator[EvpnFabric]:
+    with evpn_fabric(
+        "em", NET, l2vnis=[L2Vni(300)], bridged={300: "10.3.0.250/16"}, timeout=TIMEOUT
+    ) as fab:
+        yield fab
 
 
 @pytest.fixture
-async def node(fabric: Fabric, tmp_path: Path) -> AsyncIterator[EvpnNode]:
-    n = EvpnNode("node", NODE, tmp_path / "node", [VRF300], fabric.lan, stale_timeout=60)
-    try:
+async def node(fabric: EvpnFabric, tmp_path: Path) -> AsyncIterator[EvpnNode]:
+    with fabric.node("node", tmp_path, [VRF300], stale_timeout=60) as n:
         yield n
-    finally:
-        n.close()
-        fabric.lan.unplug(n.ns.name)
 
 
 async def up(node: EvpnNode, nursery: trio.Nursery) -> None:
-    await nursery.start(node.run)
-    node.speaker.configure(node.reflectors(RR))
-    await async_wait_for(
-        "the session to the RR", lambda: {RR: node.speaker.peers[RR].state}, {RR: "up"}, TIMEOUT
-    )
+    await up_with_reflector(node, nursery, RR, TIMEOUT)
 
 
 async def next_address(node: EvpnNode) -> str:
@@ -127,14 +70,14 @@ async def next_address(node: EvpnNode) -> str:
     return str(lease.address)
 
 
-def leaf_mac(fabric: Fabric, mac: str) -> dict[str, Any]:
+def leaf_mac(fabric: EvpnFabric, mac: str) -> dict[str, Any]:
     """FRR's ``show evpn mac vni 300 mac MAC json`` (type, remoteVtep,
     localSequence, remoteSequence, detectionCount, isDuplicate)."""
     out = fabric.leaf.vtysh_json(f"show evpn mac vni 300 mac {mac} json")
     return dict(out.get(mac, out)) if isinstance(out, dict) else {}
 
 
-def leaf_fdb(fabric: Fabric, mac: str) -> dict[str, Any]:
+def leaf_fdb(fabric: EvpnFabric, mac: str) -> dict[str, Any]:
     """The leaf kernel's FDB entry of ``mac`` on vxlan300 ({} if none)."""
     import json
 
@@ -147,11 +90,11 @@ def cnid_fdb(node: EvpnNode, mac: str) -> str:
     return next((e["dst"] for e in node.kernel()["fdb"] if e["mac"] == mac), "")
 
 
-def set_host_mac(fabric: Fabric, mac: str) -> None:
+def set_host_mac(fabric: EvpnFabric, mac: str) -> None:
     sh("ip", "link", "set", "eth1", "address", mac, ns=fabric.host.netns)
 
 
-def host_mac(fabric: Fabric) -> str:
+def host_mac(fabric: EvpnFabric) -> str:
     import json
 
     out = subprocess.run(
@@ -161,7 +104,7 @@ def host_mac(fabric: Fabric) -> str:
     return str(json.loads(out)[0]["address"])
 
 
-def host_speaks(fabric: Fabric) -> None:
+def host_speaks(fabric: EvpnFabric) -> None:
     """A few frames from the host (ARP for an absent address): the leaf
     learns its MAC on the host's port."""
     subprocess.run(
@@ -171,7 +114,7 @@ def host_speaks(fabric: Fabric) -> None:
 
 
 @contextmanager
-def node1_cut_off(fabric: Fabric) -> Iterator[None]:
+def node1_cut_off(fabric: EvpnFabric) -> Iterator[None]:
     """The reflector sends GoBGP nothing (and withdraws what it sent): node
     1 hears of no move, so its copy stays announced, as a node whose
     withdrawal is late. GoBGP does MAC mobility itself: hearing a higher
@@ -195,7 +138,7 @@ def node1_cut_off(fabric: Fabric) -> Iterator[None]:
         out(f"no neighbor {GB} route-map CUT out")
 
 
-def gb_has(fabric: Fabric, mac: str) -> dict[str, Any]:
+def gb_has(fabric: EvpnFabric, mac: str) -> dict[str, Any]:
     """GoBGP's own (local) copies of ``mac``: their next hops."""
     return {
         "own": sorted(
@@ -205,7 +148,7 @@ def gb_has(fabric: Fabric, mac: str) -> dict[str, Any]:
 
 
 async def test_an_address_reused_on_another_node_moves_its_mac_there(
-    fabric: Fabric, node: EvpnNode
+    fabric: EvpnFabric, node: EvpnNode
 ) -> None:
     """The issue's scenario: the pod at address A (MAC 0a:58:A) left node 1
     (GoBGP) whose withdrawal has not arrived; A is reused by a pod on cnid:
@@ -275,7 +218,7 @@ async def test_an_address_reused_on_another_node_moves_its_mac_there(
 
 
 async def test_a_mac_moved_to_an_frr_leaf_then_back_moves_cnids_fdb(
-    fabric: Fabric, node: EvpnNode
+    fabric: EvpnFabric, node: EvpnNode
 ) -> None:
     """cnid is the third node. The MAC moves from node 1 (GoBGP) to the FRR
     leaf (a host behind it takes it over: FRR announces sequence 1), GoBGP's
@@ -346,7 +289,7 @@ async def test_a_mac_moved_to_an_frr_leaf_then_back_moves_cnids_fdb(
 
 
 async def test_a_mac_on_two_vteps_at_once_is_flagged_a_duplicate_on_both(
-    fabric: Fabric, node: EvpnNode
+    fabric: EvpnFabric, node: EvpnNode
 ) -> None:
     """A real duplicate: cnid's pod and the host behind the FRR leaf hold the
     same MAC (the host keeps talking, so FRR learns it back after each
@@ -400,7 +343,7 @@ def announced_seq(node: EvpnNode) -> int | None:
 
 
 async def test_a_mac_flapping_between_two_other_vteps_is_flagged_by_cnid(
-    fabric: Fabric, node: EvpnNode
+    fabric: EvpnFabric, node: EvpnNode
 ) -> None:
     """cnid only watches: GoBGP (node 1) and a host behind the FRR leaf take
     a MAC from each other, each with the other's sequence + 1 (FRR learning

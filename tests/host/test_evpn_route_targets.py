@@ -23,9 +23,7 @@ the leaf (65000:42) would take none of its routes nor give it any.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +32,15 @@ import trio
 
 from cnid.core import Domain, VniAttachment
 from cnid.daemon import evpn_routes
+from testbed.evpn_fabric import EvpnFabric, addresses, evpn_fabric, up_with_reflector
 from testbed.evpn_node import EvpnNode
-from testbed.frr import FrrRouter, Host, L2Vni, L3Vni, Neighbor, evpn_leaf, route_reflector
-from testbed.gobgp import GoBgp, GoBgpNeighbor, MacAdv, Multicast, Prefix
-from testbed.jsoncmp import async_wait_for, wait_for
-from testbed.netlab import Lab, Lan, sh
+from testbed.frr import L2Vni, L3Vni
+from testbed.gobgp import MacAdv, Multicast, Prefix
+from testbed.jsoncmp import async_wait_for
+from testbed.netlab import sh
 
-ASN = 65000
 NET = "192.168.93"
-RR, LEAF, GB, NODE = f"{NET}.1", f"{NET}.4", f"{NET}.20", f"{NET}.11"
+RR, LEAF, GB, NODE = addresses(NET)
 GB_RMAC = "02:00:00:00:00:20"
 TIMEOUT = 30.0
 
@@ -67,80 +65,28 @@ RED = domain("red", 4300, "10.8.0.0", "l3vni")
 YELLOW = domain("yellow", 200, "10.9.0.0", "l2vni")
 
 
-@dataclass
-class Fabric:
-    lab: Lab
-    lan: Lan
-    rr: FrrRouter
-    leaf: FrrRouter
-    gb: GoBgp
-
-
 @pytest.fixture(scope="module")
-def fabric() -> Iterator[Fabric]:
-    lab = Lab(f"rt{os.getpid() % 100000}")
-    try:
-        lan = lab.lan("lan", f"{NET}.0/24")
-        rr = lab.add(
-            route_reflector(
-                "rr",
-                lab.netns("rr", lan=lan, index=1),
-                ASN,
-                RR,
-                listen_range=f"{NET}.0/24",
-                neighbors=[Neighbor(GB, rr_client=True)],
-            )
-        )
-        leaf = lab.add(
-            evpn_leaf(
-                "leaf",
-                lab.netns("leaf", lan=lan, index=4),
-                ASN,
-                LEAF,
-                vtep=LEAF,
-                neighbors=[Neighbor(RR)],
-                l2vnis=[L2Vni(100, rt="65000:7100")],
-                l3vni=L3Vni(4242, rt="65000:42"),
-                hosts=[
-                    Host(
-                        lab.name("h1"),
-                        routed=("10.50.0.1/24", "10.50.0.2/24"),
-                        bridged={100: "10.7.0.250/16"},
-                    )
-                ],
-            )
-        )
-        gb = lab.add(
-            GoBgp("gb", lab.netns("gb", lan=lan, index=20), ASN, GB,
-                  neighbors=[GoBgpNeighbor(RR, ASN, passive=True)])
-        )  # fmt: skip
-        rr.start()
-        leaf.start()
-        gb.start()
-        wait_for("the leaf's session", leaf.peers, {RR: "Established"}, TIMEOUT)
-        wait_for("GoBGP's session", gb.peers, {RR: "established"}, TIMEOUT)
-        yield Fabric(lab, lan, rr, leaf, gb)
-    finally:
-        lab.stop()
-        assert not lab.leftovers()
+def fabric() -> Iterator[EvpnFabric]:
+    with evpn_fabric(
+        "rt",
+        NET,
+        l2vnis=[L2Vni(100, rt="65000:7100")],
+        l3vni=L3Vni(4242, rt="65000:42"),
+        routed=("10.50.0.1/24", "10.50.0.2/24"),
+        bridged={100: "10.7.0.250/16"},
+        timeout=TIMEOUT,
+    ) as fab:
+        yield fab
 
 
 @pytest.fixture
-async def node(fabric: Fabric, tmp_path: Path) -> AsyncIterator[EvpnNode]:
-    n = EvpnNode("rtn", NODE, tmp_path / "node", [BLUE, GREEN, RED, YELLOW], fabric.lan)
-    try:
+async def node(fabric: EvpnFabric, tmp_path: Path) -> AsyncIterator[EvpnNode]:
+    with fabric.node("rtn", tmp_path, [BLUE, GREEN, RED, YELLOW]) as n:
         yield n
-    finally:
-        n.close()
-        fabric.lan.unplug(n.ns.name)
 
 
 async def up(node: EvpnNode, nursery: trio.Nursery) -> None:
-    await nursery.start(node.run)
-    node.speaker.configure(node.reflectors(RR))
-    await async_wait_for(
-        "the session to the RR", lambda: {RR: node.speaker.peers[RR].state}, {RR: "up"}, TIMEOUT
-    )
+    await up_with_reflector(node, nursery, RR, TIMEOUT)
 
 
 def skipped(node: EvpnNode) -> dict[str, float]:
@@ -152,14 +98,14 @@ def skipped(node: EvpnNode) -> dict[str, float]:
     return out
 
 
-def leaf_kernel(fabric: Fabric) -> dict[str, Any]:
+def leaf_kernel(fabric: EvpnFabric) -> dict[str, Any]:
     route = json.loads(fabric.leaf.ip("-j", "route", "show", "10.244.0.0/26") or "[]")
     fdb = json.loads(fabric.leaf.run("bridge", "-j", "fdb", "show", "dev", "vxlan100") or "[]")
     return {"route": route, "fdb": fdb}
 
 
 async def test_hand_set_route_targets_interoperate_with_an_frr_leaf(
-    fabric: Fabric, node: EvpnNode
+    fabric: EvpnFabric, node: EvpnNode
 ) -> None:
     async with trio.open_nursery() as nursery:
         blue_pod = await node.add_pod("rb1", BLUE)
@@ -223,7 +169,7 @@ async def test_hand_set_route_targets_interoperate_with_an_frr_leaf(
 
 
 async def test_a_route_lands_in_the_domain_of_its_target_or_nowhere(
-    fabric: Fabric, node: EvpnNode
+    fabric: EvpnFabric, node: EvpnNode
 ) -> None:
     gb = fabric.gb
     routes = {

@@ -33,16 +33,27 @@ from typing import Any
 import pytest
 import trio
 
-from cnid import dataplane
-from cnid.bgp import Neighbor, Speaker, SpeakerConfig
+from cnid.bgp import Speaker, SpeakerConfig
 from cnid.core import Metrics
-from cnid.evpn import UnderlayController, UnderlayPolicy
+from cnid.evpn import UnderlayController
 from testbed.frr import FrrRouter
 from testbed.jsoncmp import async_wait_for
 from testbed.netlab import Lab, sh
-from testbed.underlay import FAR_VTEP, LEAVES, Router, UnderlayFabric, underlay_fabric
+from testbed.underlay import (
+    FAR_VTEP,
+    LEAVES,
+    NODE_AS,
+    NODE_VTEP,
+    Router,
+    UnderlayFabric,
+    leaf_neighbors,
+    node_dataplane,
+    node_speaker,
+    node_underlay,
+    underlay_fabric,
+)
 
-NODE_AS, VTEP = 65011, "10.255.0.11"
+VTEP = NODE_VTEP
 TIMEOUT = 12.0
 
 
@@ -63,29 +74,10 @@ def fabric() -> Iterator[Fabric]:
     try:
         node = lab.netns("node")
         underlay = underlay_fabric(lab, node)
-        fd = os.open(f"/run/netns/{node}", os.O_RDONLY | os.O_CLOEXEC)
-        dataplane.set_node_netns(fd)  # the dataplane's node is the node namespace
-        try:
+        with node_dataplane(node):  # the dataplane's node is the node namespace
             yield Fabric(lab, node, underlay)
-        finally:
-            dataplane.set_node_netns(None)
-            os.close(fd)
     finally:
         lab.stop()
-
-
-class LoopbackVtep:
-    """The dataplane, with the VTEP /32 on ``lo``: no dummy driver here."""
-
-    def __init__(self, ns: str) -> None:
-        self.ns = ns
-
-    async def ensure_vtep(self, address: str) -> int:
-        sh("ip", "addr", "replace", f"{address}/32", "dev", "lo", ns=self.ns)
-        return 1
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(dataplane, name)
 
 
 @asynccontextmanager
@@ -93,19 +85,12 @@ async def cnid_node(
     fabric: Fabric, tmp: Path, metrics: Metrics
 ) -> AsyncIterator[tuple[Speaker, UnderlayController]]:
     """The node's speaker and underlay controller, as the daemon starts them."""
-    speaker = Speaker(run_dir=tmp, launcher=("ip", "netns", "exec", fabric.node), log_level="INFO")
-    underlay = UnderlayController(
-        speaker=speaker,
-        policy=UnderlayPolicy(vtep=VTEP, asn=NODE_AS),
-        metrics=metrics,
-        kernel=LoopbackVtep(fabric.node),
-        stale_timeout=60,
-    )
+    speaker = node_speaker(fabric.node, tmp)
+    underlay = node_underlay(speaker, fabric.node, metrics)
     async with trio.open_nursery() as nursery:
         await nursery.start(speaker.run)
         await nursery.start(underlay.run)
-        neighbors = tuple(Neighbor(a, asn=asn) for a, _, asn in LEAVES.values())
-        speaker.configure(SpeakerConfig(VTEP, VTEP, NODE_AS, neighbors, hold_time=3))
+        speaker.configure(SpeakerConfig(VTEP, VTEP, NODE_AS, leaf_neighbors(), hold_time=3))
         speaker.announce(frozenset())  # what the EVPN controller says: nothing, then End-of-RIB
         yield speaker, underlay
         nursery.cancel_scope.cancel()

@@ -25,9 +25,6 @@ import concurrent.futures
 import ipaddress
 import json
 import os
-import re
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +43,7 @@ from testbed.labdemo import (
     start_pods,
     wait_converged,
 )
+from testbed.netlab import Pinger
 from testbed.node import REPO, sh
 from testbed.topology import load
 
@@ -106,25 +104,6 @@ def icmp_in_echos(ns: str) -> int:
 def fdb(lab: ClusterLab, node: str, dev: str) -> list[dict[str, Any]]:
     out = lab.run(node, "bridge", "-j", "fdb", "show", "dev", dev)
     return list(json.loads(out.stdout or "[]")) if out.returncode == 0 else []
-
-
-class Pinger:
-    """A continuous ``ping`` from a namespace; ``stop()`` returns (sent, received)."""
-
-    def __init__(self, ns: str, address: str, interval: float = 0.2) -> None:
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "ping", "-n", "-i", f"{interval:g}", "-W", "1", address],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def stop(self) -> tuple[int, int]:
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
-        found = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-        assert found, out[-500:]
-        return int(found.group(1)), int(found.group(2))
 
 
 # -- pod to pod --

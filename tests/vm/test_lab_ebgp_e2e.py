@@ -28,9 +28,6 @@ tests in a VM of 327 s).
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +36,7 @@ import pytest
 from testbed.jsoncmp import wait_for
 from testbed.lab import TIMEOUT, ClusterLab, Pod, Progress, kernel_nexthops
 from testbed.labdemo import apply_demo, ping_matrix, start_pods, wait_converged
+from testbed.netlab import Pinger
 from testbed.node import REPO
 from testbed.topology import load
 
@@ -75,25 +73,6 @@ def demo(lab: ClusterLab) -> dict[str, Pod]:
 
 def block_of(lab: ClusterLab, node: str, vrf: int) -> str:
     return str(next(b["cidr"] for b in lab.ctl(node, "ipam") if b["vrf"] == vrf))
-
-
-class Pinger:
-    """A continuous ``ping`` from a namespace; ``stop()`` returns (sent, received)."""
-
-    def __init__(self, ns: str, address: str, interval: float = 0.2) -> None:
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "ping", "-n", "-i", f"{interval:g}", "-W", "1", address],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def stop(self) -> tuple[int, int]:
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=30)
-        found = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-        assert found, out[-500:]
-        return int(found.group(1)), int(found.group(2))
 
 
 def test_the_matrix_is_green_over_ebgp_a_routed_underlay_and_hand_set_route_targets(
