@@ -138,3 +138,15 @@ def test_names_used_through_a_package_exist() -> None:
             ):
                 missing.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
     assert missing == []
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """The test folders have no ``__init__.py``: pytest imports each module
+    by its basename, so two of one name stop the whole collection."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(REPO)} and {path.relative_to(REPO)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, clashes
