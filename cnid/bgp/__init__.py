@@ -8,7 +8,8 @@
 * ``_api``: the daemon's end of the API connection;
 * ``_config``: server.ini's [bgp] section, neighbours, ExaBGP's config;
 * ``_aspath``: AS_PATH loop detection (ExaBGP has none);
-* ``_speaker``: the supervised ExaBGP process and announcement sync.
+* ``_supervisor``: the speaker process (``cnid speaker``): ExaBGP kept running;
+* ``_speaker``: the daemon's side: attach, resync, announcement sync.
 """
 
 from typing import TYPE_CHECKING
@@ -47,7 +48,7 @@ from ._routes import (
     check_path,
     route_type,
 )
-from ._wire import Ack, Command, ack_line, decode_command, encode_command
+from ._wire import Ack, Command, SpeakerState, ack_line, decode_command, encode_command
 
 if TYPE_CHECKING:
     from ._speaker import (
@@ -55,16 +56,28 @@ if TYPE_CHECKING:
         Speaker,
         SpeakerDown,
         SpeakerEvent,
+        SpeakerResync,
         SpeakerUp,
         write_private,
     )
+    from ._supervisor import Supervisor, running_pid
+    from ._supervisor import main as speaker_main
 
 #: Imported when first asked for: ExaBGP's own process imports this package
 #: for the extension's routes and wire format and needs none of the speaker
 #: (trio, the supervision), which is most of the package's import time.
 _SPEAKER_NAMES = frozenset(
-    {"PeerStatus", "Speaker", "SpeakerDown", "SpeakerEvent", "SpeakerUp", "write_private"}
+    {
+        "PeerStatus",
+        "Speaker",
+        "SpeakerDown",
+        "SpeakerEvent",
+        "SpeakerResync",
+        "SpeakerUp",
+        "write_private",
+    }
 )
+_SUPERVISOR_NAMES = frozenset({"Supervisor", "running_pid", "speaker_main"})
 
 
 def __getattr__(name: str) -> object:
@@ -72,6 +85,10 @@ def __getattr__(name: str) -> object:
         from . import _speaker
 
         return getattr(_speaker, name)
+    if name in _SUPERVISOR_NAMES:
+        from . import _supervisor
+
+        return getattr(_supervisor, "main" if name == "speaker_main" else name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -98,8 +115,11 @@ __all__ = [
     "SpeakerConfig",
     "SpeakerDown",
     "SpeakerEvent",
+    "SpeakerResync",
+    "SpeakerState",
     "SpeakerUp",
     "StateEvent",
+    "Supervisor",
     "Undecodable",
     "UpdateEvent",
     "ack_line",
@@ -117,6 +137,8 @@ __all__ = [
     "reflector_neighbors",
     "render",
     "route_type",
+    "running_pid",
+    "speaker_main",
     "static_neighbors",
     "write_private",
 ]

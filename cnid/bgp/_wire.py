@@ -26,14 +26,30 @@ class Command(msgspec.Struct, frozen=True):
     means every configured neighbour (for ``eor``: every established one).
     ``teardown``: a NOTIFICATION (Cease, subcode ``code``) to the peers,
     then no session with them for ``hold`` seconds (FRR's ``maximum-prefix
-    N restart M``)."""
+    N restart M``). ``state``: what ExaBGP holds (answered with
+    ``Ack.state``). ``replay``: every route received from the established
+    peers (ExaBGP's adj-rib-in), as the update lines ExaBGP wrote when it
+    received them, then an End-of-RIB line per peer, then the ack: what a
+    daemon that (re)attaches missed."""
 
     id: int
-    op: Literal["announce", "withdraw", "eor", "teardown", "refresh"]
+    op: Literal["announce", "withdraw", "eor", "teardown", "refresh", "state", "replay"]
     peers: tuple[str, ...] = ()
     paths: tuple[EvpnPath, ...] = ()
     hold: float = 0.0
     code: int = 0
+
+
+class SpeakerState(msgspec.Struct, frozen=True):
+    """What a running ExaBGP holds, as the extension knows it: its process
+    (``pid``, ``started``: time.time()), the established sessions (peer
+    address, established since: time.time()) and the paths announced to
+    every neighbour."""
+
+    pid: int
+    started: float
+    established: tuple[tuple[str, float], ...] = ()
+    paths: tuple[EvpnPath, ...] = ()
 
 
 class Ack(msgspec.Struct, frozen=True):
@@ -41,6 +57,7 @@ class Ack(msgspec.Struct, frozen=True):
     ok: bool
     done: int = 0
     errors: tuple[str, ...] = ()
+    state: SpeakerState | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -267,6 +267,7 @@ class Daemon:
             log_level=opts.log_level,
             on_restart=self.metrics.exabgp_restarts.inc,
             startup=self.startup,
+            mode=opts.speaker,
         )
         await nursery.start(speaker.run)
         self.startup.mark("speaker")

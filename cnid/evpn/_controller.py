@@ -36,7 +36,15 @@ import msgspec
 import trio
 
 from .. import dataplane
-from ..bgp import SKIP_REASONS, Speaker, SpeakerDown, SpeakerEvent, StateEvent, UpdateEvent
+from ..bgp import (
+    SKIP_REASONS,
+    Speaker,
+    SpeakerDown,
+    SpeakerEvent,
+    SpeakerResync,
+    StateEvent,
+    UpdateEvent,
+)
 from ..core._errors import CnidError
 from ..core._journal import Journal
 from ..core._metrics import Metrics
@@ -367,6 +375,9 @@ class EvpnController:
                 self.graceful.session_down(event.peer, self.speaker.config, now)
         elif isinstance(event, SpeakerDown):
             self._show_sessions()
+            self.graceful.speaker_down(event.reason, now)
+        elif isinstance(event, SpeakerResync):
+            # updates may have been missed: what is not replayed goes
             self.graceful.speaker_down(event.reason, now)
         self._count_skips()
 
