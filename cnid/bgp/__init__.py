@@ -60,7 +60,7 @@ if TYPE_CHECKING:
         SpeakerUp,
         write_private,
     )
-    from ._supervisor import Supervisor, running_pid
+    from ._supervisor import Supervisor, read_wanted, running_pid
     from ._supervisor import main as speaker_main
 
 #: Imported when first asked for: ExaBGP's own process imports this package
@@ -77,7 +77,7 @@ _SPEAKER_NAMES = frozenset(
         "write_private",
     }
 )
-_SUPERVISOR_NAMES = frozenset({"Supervisor", "running_pid", "speaker_main"})
+_SUPERVISOR_NAMES = frozenset({"Supervisor", "read_wanted", "running_pid", "speaker_main"})
 
 
 def __getattr__(name: str) -> object:
@@ -134,6 +134,7 @@ __all__ = [
     "loops",
     "mesh_neighbors",
     "password_problem",
+    "read_wanted",
     "reflector_neighbors",
     "render",
     "route_type",
