@@ -20,8 +20,12 @@ Only one node per test process: the dataplane's node namespace is global
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,12 @@ class EvpnNode:
     lan: Any  # testbed.netlab.Lan
     hold_time: int = 9
     stale_timeout: float = 60.0
+    #: ``external``: the speaker is a process of its own (``cnid speaker``,
+    #: as the pod's speaker container runs it), started by
+    #: ``start_speaker_process`` and outliving ``new_controller``'s restarts;
+    #: ``child``: it ends with the node's controller.
+    speaker_mode: str = "child"
+    speaker_proc: subprocess.Popen[bytes] | None = None
     ns: Netns = field(init=False)
     registry: DomainRegistry = field(init=False)
     journal: Journal = field(init=False)
@@ -101,6 +111,7 @@ class EvpnNode:
             run_dir=self.workdir / "bgp",
             launcher=("ip", "netns", "exec", self.ns.name),
             log_level="INFO",
+            mode=self.speaker_mode,
         )
         self.evpn = EvpnController(
             speaker=self.speaker,
@@ -264,7 +275,37 @@ class EvpnNode:
             "neigh": [n for n in neigh if str(n.get("dev", "")).startswith("br-")],
         }
 
+    def start_speaker_process(self) -> int:
+        """``cnid speaker`` in the node's namespace, as the pod runs it (its
+        own container): the test kills it (``stop_speaker_process``)."""
+        run_dir = self.workdir / "bgp"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / "speaker.log", "ab")
+        self.speaker_proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns.name, sys.executable, "-m", "cnid", "speaker",
+             "--run-dir", str(run_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        return self.speaker_proc.pid
+
+    def stop_speaker_process(self, sig: int = signal.SIGTERM) -> None:
+        proc, self.speaker_proc = self.speaker_proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
     def close(self) -> None:
+        self.stop_speaker_process()
         dataplane.set_node_netns(None)
         for pod in self.pods.values():
             pod.netns.close()
