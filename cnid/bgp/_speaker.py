@@ -131,6 +131,7 @@ class Speaker:
         launcher: tuple[str, ...] = (),
         startup: Startup | None = None,
         mode: str = "child",
+        journal: Path | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"speaker mode {mode!r}: one of {', '.join(MODES)}")
@@ -161,6 +162,12 @@ class Speaker:
         self._sync_wanted = trio.Event()
         self._supervisor: Supervisor | None = None
         self._spawned = False
+        #: Where the neighbours and the paths announced are kept for the next
+        #: start (``restore``); None: nowhere.
+        self.journal = journal
+        #: Events while nobody listens (the daemon attaches before its EVPN
+        #: controller exists): handed to the first subscriber.
+        self._unheard: list[SpeakerEvent] = []
 
     # -- what the daemon tells the speaker ------------------------------------
 
@@ -188,6 +195,7 @@ class Speaker:
             peer.ebgp = n.ebgp(config.asn)
             peer.bfd = n.bfd
         self._write_files(config)
+        self._save()
         self._config_changed.set()
 
     def _write_files(self, config: SpeakerConfig | None) -> None:
@@ -214,8 +222,12 @@ class Speaker:
 
     def subscribe(self, listener: Listener) -> None:
         """Have ``listener`` called with every event from now on (called
-        synchronously, in order: it must not block)."""
+        synchronously, in order: it must not block); the first one also
+        hears what came before anyone listened."""
         self._listeners.append(listener)
+        unheard, self._unheard = self._unheard, []
+        for event in unheard:
+            listener(event)
 
     def announce(self, paths: frozenset[EvpnPath]) -> None:
         """The whole set of paths to announce (replaces the previous one)."""
@@ -223,7 +235,49 @@ class Speaker:
             return
         self._desired = paths
         self._desired_by_type = _by_type(paths)
+        self._save()
         self._sync_wanted.set()
+
+    # -- the journal: what the next start announces first ---------------------
+
+    def _save(self) -> None:
+        if self.journal is None:
+            return
+        saved = SavedSpeaker(self.config, tuple(sorted(self._desired or (), key=_path_key)))
+        try:
+            write_private(self.journal, msgspec.json.encode(saved).decode())
+        except OSError as exc:
+            log.warning("BGP: cannot save %s: %s", self.journal, exc.strerror)
+
+    def restore(self) -> int:
+        """At start, before anything else: the neighbours and the paths of
+        the previous run, from the journal. The speaker is configured with
+        them (ExaBGP starts now if it is not running) and they are announced
+        as soon as it is attached, End-of-RIB after them, without waiting
+        for the node's state to be rebuilt (the API server's lists): a
+        restarted speaker's peers get back what they held before its
+        restart, in seconds, within the restart time they keep it for. The
+        first ``announce()`` replaces them. The number of paths restored."""
+        if self.journal is None:
+            return 0
+        try:
+            saved = msgspec.json.decode(self.journal.read_bytes(), type=SavedSpeaker)
+        except FileNotFoundError:
+            return 0
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("BGP: %s unreadable, ignored: %s", self.journal, exc)
+            return 0
+        if saved.config is not None:
+            self.configure(saved.config)
+        if saved.paths:
+            self.announce(frozenset(saved.paths))
+        log.info(
+            "BGP: restored from %s: %d neighbours, %d paths to announce first",
+            self.journal,
+            len(saved.config.neighbors) if saved.config else 0,
+            len(saved.paths),
+        )
+        return len(saved.paths)
 
     async def teardown(self, peer: str, hold: float, code: int = 1) -> bool:
         """End the session to ``peer`` with a NOTIFICATION (Cease, subcode
@@ -401,6 +455,8 @@ class Speaker:
     # -- events -----------------------------------------------------------------
 
     def _emit(self, event: SpeakerEvent) -> None:
+        if not self._listeners:
+            self._unheard.append(event)
         for listener in self._listeners:
             listener(event)
 
@@ -515,6 +571,17 @@ class Speaker:
     def announced_by_type(self) -> dict[int, int]:
         """The paths announced, by route type (2, 3 and 5)."""
         return dict(self._desired_by_type)
+
+
+class SavedSpeaker(msgspec.Struct, frozen=True):
+    """The speaker's journal (``bgp.json`` in the state directory)."""
+
+    config: SpeakerConfig | None
+    paths: tuple[EvpnPath, ...] = ()
+
+
+def _path_key(path: EvpnPath) -> tuple[object, ...]:
+    return path.route.key
 
 
 def _by_type(paths: frozenset[EvpnPath]) -> dict[int, int]:

@@ -149,3 +149,34 @@ def test_the_announced_paths_are_counted_by_type(tmp_path: Path) -> None:
     speaker.announced_by_type()[2] = 99  # a copy: the caller cannot change the count
     speaker.announce(frozenset(p for p in paths if not isinstance(p.route, MacIpRoute)))
     assert speaker.announced_by_type() == {2: 0, 3: 1, 5: 1}
+
+
+def test_the_next_start_restores_the_neighbours_and_paths_from_the_journal(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "state" / "bgp.json"
+    journal.parent.mkdir()
+    paths = frozenset({EvpnPath(ImetRoute(rd=f"{ME}:300", ip=ME, vni=300), ME)})
+    before = Speaker(run_dir=tmp_path / "run1", journal=journal)
+    before.configure(CONFIG)
+    before.announce(paths)
+    assert journal.stat().st_mode & 0o777 == 0o600  # it may hold an MD5 password
+    after = Speaker(run_dir=tmp_path / "run2", journal=journal)
+    assert after.restore() == 1
+    assert after.config == CONFIG and after.announced == paths
+    assert read_wanted(tmp_path / "run2") is not None  # ExaBGP can start at once
+    journal.write_text("{not json")
+    assert Speaker(run_dir=tmp_path / "run3", journal=journal).restore() == 0
+
+
+def test_events_before_anyone_listens_go_to_the_first_subscriber(tmp_path: Path) -> None:
+    speaker = Speaker(run_dir=tmp_path)
+    speaker.configure(CONFIG)
+    speaker._event(StateEvent(PEER, "up"))
+    heard: list[SpeakerEvent] = []
+    later: list[SpeakerEvent] = []
+    speaker.subscribe(heard.append)
+    speaker.subscribe(later.append)
+    speaker._event(StateEvent(PEER, "down"))
+    assert heard == [StateEvent(PEER, "up"), StateEvent(PEER, "down")]
+    assert later == [StateEvent(PEER, "down")]
