@@ -137,7 +137,7 @@ class Supervisor:
                 str(env_file),
                 str(self.run_dir / CONFIG_FILE),
             ],
-            env={**os.environ, **env},
+            env={**os.environ, **env, "CNID_SPEAKER_PID": str(os.getpid())},
             cwd=str(self.run_dir),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -1,0 +1,107 @@
+"""A real daemon process and its speaker process, as the pod runs them (two
+containers sharing the speaker's directory), with GoBGP as the peer in the
+fabric namespace:
+
+    node  cdsp<pid>      192.168.77.2  cnid daemon + cnid speaker (ExaBGP)
+    fabric cdsp<pid>-fab 192.168.77.1  GoBGP (graceful restart helper)
+
+SIGKILL to the daemon, then a new daemon: the BGP session never goes down
+(GoBGP's uptime unchanged), the new daemon attaches to the same ExaBGP.
+SIGKILL to the speaker: ExaBGP ends with it (parent-death signal), the
+session too; a new speaker starts (the container restarted) and the daemon
+re-attaches to the new ExaBGP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cnid.bgp import running_pid
+from testbed.gobgp import GoBgp, GoBgpNeighbor
+from testbed.jsoncmp import wait_for
+from testbed.node import CnidNode
+
+NODE, PEER = "192.168.77.2", "192.168.77.1"
+
+
+@pytest.fixture
+def node(cnid_plugin: Path) -> Iterator[tuple[CnidNode, GoBgp]]:
+    n = CnidNode(name=f"cdsp{os.getpid()}", ini_extra=f"[bgp]\npeers = {PEER}\nhold_time = 9\n")
+    n.create()
+    helper = GoBgpNeighbor(NODE, 65000, passive=True, graceful_restart=True)
+    gb = GoBgp("gb", n.fabric, 65000, PEER, neighbors=[helper])
+    try:
+        gb.start()
+        yield n, gb
+    finally:
+        gb.stop()
+        n.stop()
+        assert n.speaker_pid is None
+
+
+def session(gb: GoBgp) -> tuple[Any, Any]:
+    peer = next(p for p in gb.neighbor_json() if p["conf"]["neighbor_address"] == NODE)
+    return peer["state"].get("session_state"), peer.get("timers", {}).get("state", {}).get("uptime")
+
+
+def bgp_view(n: CnidNode) -> dict[str, Any]:
+    out = n.cnictl("--json", "bgp", "summary")
+    if out.returncode != 0:
+        return {}
+    import json
+
+    data = json.loads(out.stdout)
+    return {
+        "peers": {p["address"]: p["state"] for p in data.get("peers", [])},
+        "pid": data.get("speaker", {}).get("pid"),
+    }
+
+
+def test_a_killed_daemon_leaves_the_session_up_and_the_next_one_attaches(
+    node: tuple[CnidNode, GoBgp],
+) -> None:
+    n, gb = node
+    n.start_unready()
+    wait_for("GoBGP's session", gb.peers, {NODE: "established"}, 60)
+    wait_for("the daemon's view", lambda: bgp_view(n).get("peers"), {PEER: "established"}, 60)
+    exabgp = bgp_view(n)["pid"]
+    speaker = running_pid(n.speaker_dir)
+    assert exabgp and speaker == n.speaker_pid
+    before = session(gb)
+    time.sleep(1.5)  # GoBGP's uptime has a resolution of a second
+
+    n.kill(signal.SIGKILL)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:  # no daemon: the session stays
+        assert session(gb) == before
+        time.sleep(0.2)
+    n.start_unready()
+    wait_for("the new daemon's view", lambda: bgp_view(n).get("peers"), {PEER: "established"}, 60)
+    assert bgp_view(n)["pid"] == exabgp  # the same ExaBGP
+    assert session(gb) == before, "the session went down"
+    assert running_pid(n.speaker_dir) == speaker
+    assert "attached to ExaBGP" in n.log_tail(400)
+
+
+def test_a_killed_speaker_is_a_new_exabgp_and_the_daemon_reattaches(
+    node: tuple[CnidNode, GoBgp],
+) -> None:
+    n, gb = node
+    n.start_unready()
+    wait_for("the daemon's view", lambda: bgp_view(n).get("peers"), {PEER: "established"}, 60)
+    exabgp = bgp_view(n)["pid"]
+    before = session(gb)
+    n.kill_speaker(signal.SIGKILL)  # the speaker's container dies: ExaBGP goes with it
+    wait_for("ExaBGP's end", lambda: os.path.exists(f"/proc/{exabgp}"), False, 10)
+    n.start_speaker()
+    wait_for("GoBGP's new session", gb.peers, {NODE: "established"}, 60)
+    wait_for("the daemon re-attached", lambda: bgp_view(n).get("peers"), {PEER: "established"}, 60)
+    assert bgp_view(n)["pid"] not in (None, exabgp)
+    assert session(gb) != before
