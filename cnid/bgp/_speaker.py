@@ -366,6 +366,7 @@ class Speaker:
                 await trio.sleep(CONNECT_RETRY)
                 continue
             await self._serve(ApiConnection(sock, self._event))
+            log.warning("BGP: the speaker's API connection ended; attaching again")
             await trio.sleep(CONNECT_RETRY)
 
     async def _serve(self, conn: ApiConnection) -> None:
@@ -387,7 +388,6 @@ class Speaker:
             for peer in self.peers.values():
                 if peer.state == "up":
                     peer.state = "unknown"  # until the next attach says
-            log.warning("BGP: the speaker's API connection ended; attaching again")
 
     async def _attach(self, conn: ApiConnection) -> None:
         """Learn what the running ExaBGP holds and what it received."""
