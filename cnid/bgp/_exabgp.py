@@ -1,6 +1,6 @@
 """ExaBGP with cnid's extension: ``python -m cnid.bgp._exabgp [--env-file F] CONFIG``.
 
-The daemon runs this as its supervised child instead of the ``exabgp``
+The speaker process (``_supervisor.py``) runs this instead of the ``exabgp``
 script: it loads :mod:`cnid.bgp._extension` (the EVPN announce command, the
 Router's MAC community, IPv6 EVPN next-hops), then hands over to ExaBGP's
 own entry point.
@@ -8,27 +8,32 @@ own entry point.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
+import threading
+import time
 
-_PR_SET_PDEATHSIG = 1
 
-
-def die_with_the_speaker() -> None:
-    """SIGTERM when the speaker process that started us ends, however it
-    ends (SIGKILL included): a new speaker never finds an orphan ExaBGP
-    holding the BGP port and the API socket. ``CNID_SPEAKER_PID``: the
-    speaker's pid (it may have ended before this ran)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
+def die_with_the_speaker(interval: float = 1.0) -> None:
+    """SIGTERM to ourselves when the speaker process that started us ends,
+    however it ends (SIGKILL included): a new speaker never finds an orphan
+    ExaBGP holding the BGP port and the API socket. ``CNID_SPEAKER_PID``:
+    the speaker's pid. A thread watching our parent, not PR_SET_PDEATHSIG:
+    that one fires when the parent's *thread* that forked us ends, and trio
+    starts processes from worker threads that come and go."""
     expected = os.environ.get("CNID_SPEAKER_PID", "")
-    if expected.isdigit() and os.getppid() != int(expected):
+    if not expected.isdigit():
+        return
+    if os.getppid() != int(expected):
         sys.exit("cnid: the speaker that started ExaBGP is gone")
+
+    def watch() -> None:
+        while os.getppid() == int(expected):
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="cnid-parent-watch", daemon=True).start()
 
 
 def main() -> None:
