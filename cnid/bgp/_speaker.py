@@ -168,6 +168,8 @@ class Speaker:
         #: Events while nobody listens (the daemon attaches before its EVPN
         #: controller exists): handed to the first subscriber.
         self._unheard: list[SpeakerEvent] = []
+        #: Peers whose session changed (an event) while the state was asked.
+        self._changed_while_attaching: set[str] = set()
 
     # -- what the daemon tells the speaker ------------------------------------
 
@@ -391,6 +393,7 @@ class Speaker:
 
     async def _attach(self, conn: ApiConnection) -> None:
         """Learn what the running ExaBGP holds and what it received."""
+        self._changed_while_attaching = set()
         ack = await conn.call(Command(conn.next_id(), "state"))
         state = ack.state
         if state is None:
@@ -428,6 +431,8 @@ class Speaker:
     def _learn_sessions(self, state: SpeakerState) -> None:
         up = dict(state.established)
         for address, peer in self.peers.items():
+            if address in self._changed_while_attaching:
+                continue  # its own event (read before the answer) is newer
             if address in up:
                 if peer.state != "up":
                     peer.state = "up"
@@ -439,7 +444,8 @@ class Speaker:
                 peer.state = "idle"
                 peer.since = self.clock()
         for address in up:
-            self._emit(StateEvent(address, "up"))
+            if address not in self._changed_while_attaching:
+                self._emit(StateEvent(address, "up"))
 
     def _stopped(self, reason: str) -> None:
         self._held.clear()
@@ -462,6 +468,7 @@ class Speaker:
 
     def _event(self, event: BgpEvent) -> None:
         if isinstance(event, StateEvent):
+            self._changed_while_attaching.add(event.peer)
             peer = self.peers.get(event.peer)
             if peer is not None and peer.state != event.state:
                 if peer.state == "up":

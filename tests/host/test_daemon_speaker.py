@@ -64,13 +64,21 @@ def bgp_view(n: CnidNode) -> dict[str, Any]:
     }
 
 
+def view_up(n: CnidNode, what: str) -> None:
+    try:
+        wait_for(what, lambda: bgp_view(n).get("peers"), {PEER: "established"}, 60)
+    except AssertionError as exc:
+        speaker_log = (n.workdir / "speaker.log").read_text()[-3000:]
+        raise AssertionError(f"{exc}\n{n.log_tail(60)}\n--- speaker:\n{speaker_log}") from None
+
+
 def test_a_killed_daemon_leaves_the_session_up_and_the_next_one_attaches(
     node: tuple[CnidNode, GoBgp],
 ) -> None:
     n, gb = node
     n.start_unready()
     wait_for("GoBGP's session", gb.peers, {NODE: "established"}, 60)
-    wait_for("the daemon's view", lambda: bgp_view(n).get("peers"), {PEER: "established"}, 60)
+    view_up(n, "the daemon's view")
     exabgp = bgp_view(n)["pid"]
     speaker = running_pid(n.speaker_dir)
     assert exabgp and speaker == n.speaker_pid
@@ -83,7 +91,7 @@ def test_a_killed_daemon_leaves_the_session_up_and_the_next_one_attaches(
         assert session(gb) == before
         time.sleep(0.2)
     n.start_unready()
-    wait_for("the new daemon's view", lambda: bgp_view(n).get("peers"), {PEER: "established"}, 60)
+    view_up(n, "the new daemon's view")
     assert bgp_view(n)["pid"] == exabgp  # the same ExaBGP
     assert session(gb) == before, "the session went down"
     assert running_pid(n.speaker_dir) == speaker
@@ -95,13 +103,13 @@ def test_a_killed_speaker_is_a_new_exabgp_and_the_daemon_reattaches(
 ) -> None:
     n, gb = node
     n.start_unready()
-    wait_for("the daemon's view", lambda: bgp_view(n).get("peers"), {PEER: "established"}, 60)
+    view_up(n, "the daemon's view")
     exabgp = bgp_view(n)["pid"]
     before = session(gb)
     n.kill_speaker(signal.SIGKILL)  # the speaker's container dies: ExaBGP goes with it
     wait_for("ExaBGP's end", lambda: os.path.exists(f"/proc/{exabgp}"), False, 10)
     n.start_speaker()
     wait_for("GoBGP's new session", gb.peers, {NODE: "established"}, 60)
-    wait_for("the daemon re-attached", lambda: bgp_view(n).get("peers"), {PEER: "established"}, 60)
+    view_up(n, "the daemon re-attached")
     assert bgp_view(n)["pid"] not in (None, exabgp)
     assert session(gb) != before
