@@ -113,3 +113,45 @@ def test_a_killed_speaker_is_a_new_exabgp_and_the_daemon_reattaches(
     view_up(n, "the daemon re-attached")
     assert bgp_view(n)["pid"] not in (None, exabgp)
     assert session(gb) != before
+
+
+async def test_a_detached_speaker_is_started_once_and_left_running(tmp_path: Path) -> None:
+    """Standalone (``[bgp] speaker = detached``): the daemon starts ``cnid
+    speaker --detach`` when none runs for its directory, and leaves it
+    running when it ends; the next daemon attaches to it. The neighbour is
+    on loopback (nothing leaves the machine); the test kills the speaker."""
+    import trio
+
+    from cnid.bgp import Neighbor, Speaker, SpeakerConfig
+
+    config = SpeakerConfig(
+        router_id="127.0.0.1",
+        local_address="127.0.0.1",
+        asn=65000,
+        neighbors=(Neighbor("127.0.0.2"),),
+        port=17900 + os.getpid() % 1000,
+    )
+    run_dir = tmp_path / "bgp"
+    pids: list[int] = []
+    try:
+        for _ in range(2):
+            speaker = Speaker(run_dir=run_dir, mode="detached")
+            speaker.configure(config)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(speaker.run)
+                with trio.fail_after(60):
+                    while not speaker.running:
+                        await trio.sleep(0.1)
+                nursery.cancel_scope.cancel()
+            pids.append(running_pid(run_dir))
+            assert pids[-1] > 0 and os.path.exists(f"/proc/{pids[-1]}")  # left running
+        assert pids[0] == pids[1]  # started once
+        assert speaker.stats.attaches == 1
+    finally:
+        pid = running_pid(run_dir)
+        if pid > 0:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not os.path.exists(f"/proc/{pid}")
