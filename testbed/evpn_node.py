@@ -78,6 +78,9 @@ class EvpnNode:
     #: ``child``: it ends with the node's controller.
     speaker_mode: str = "child"
     speaker_proc: subprocess.Popen[bytes] | None = None
+    #: Restore the speaker's journal (``bgp.json``) at ``run()``, as the
+    #: daemon does: the previous neighbours and paths before anything else.
+    restore: bool = False
     ns: Netns = field(init=False)
     registry: DomainRegistry = field(init=False)
     journal: Journal = field(init=False)
@@ -112,6 +115,7 @@ class EvpnNode:
             launcher=("ip", "netns", "exec", self.ns.name),
             log_level="INFO",
             mode=self.speaker_mode,
+            journal=self.workdir / "state" / "bgp.json",
         )
         self.evpn = EvpnController(
             speaker=self.speaker,
@@ -240,8 +244,11 @@ class EvpnNode:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Speaker and controller, as the daemon starts them."""
+        """Speaker and controller, as the daemon starts them (the speaker's
+        journal restored first)."""
         dataplane.set_node_netns(self.ns.fd)
+        if self.restore:
+            self.speaker.restore()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.speaker.run)
             await nursery.start(self.evpn.run)

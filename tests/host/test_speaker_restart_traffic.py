@@ -14,6 +14,7 @@ and started afresh while a pod pings a host behind the leaf every 100 ms.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -120,6 +121,70 @@ async def test_no_packet_lost_while_the_daemon_restarts(
             after = rr.vtysh_json("show bgp neighbors json")[NODE]["connectionsEstablished"]
             assert after == established, "the session to the reflector went down"
             assert node.speaker.stats.attaches == 1 and node.speaker.stats.restarts == 0
+            nursery.cancel_scope.cancel()
+    finally:
+        if ping is not None:
+            ping.kill()
+            ping.wait()
+        node.close()
+        lan.unplug(node.ns.name)
+
+
+async def test_the_pod_replaced_the_gap_through_frr_is_seconds(
+    fabric: tuple[Lab, Lan, FrrRouter, FrrRouter], tmp_path: Path
+) -> None:
+    """The speaker goes too (a pod replaced): FRR 8.4 drops the node's EVPN
+    routes with the session, so h1's replies have no way back until the new
+    speaker's session is up and the journal's paths are announced again
+    (before anything else: no waiting for the node's state). Measured, and
+    bounded."""
+    lan = fabric[1]
+    node = EvpnNode(
+        "node", NODE, tmp_path / "node", [VRF42], lan, speaker_mode="external", restore=True
+    )
+    ping: subprocess.Popen[str] | None = None
+    try:
+        node.start_speaker_process()
+        await node.add_pod("p1", VRF42)
+        config = node.reflectors(RR)
+        first = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+
+            async def daemon(scope: trio.CancelScope) -> None:
+                with scope:
+                    await node.run()
+
+            nursery.start_soon(daemon, first)
+            await trio.sleep(0)
+            node.speaker.configure(config)
+            await async_wait_for(
+                "p1 -> h1", lambda: {"ok": node.ping("p1", H1)}, {"ok": True}, TIMEOUT
+            )
+            ping = subprocess.Popen(
+                ["ip", "netns", "exec", node.pods["p1"].netns.name,
+                 "ping", "-D", "-i", "0.1", "-c", "100", "-W", "1", H1],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+            await trio.sleep(2.0)
+            # the pod goes: the daemon and the speaker (SIGTERM, as the kubelet)
+            first.cancel()
+            node.stop_speaker_process()
+            await trio.sleep(0.5)
+            # the new pod: the speaker's container and the daemon's
+            node.start_speaker_process()
+            node.new_controller()
+            await nursery.start(node.run)  # restores the journal first
+            node.speaker.configure(config)
+            out, _ = await trio.to_thread.run_sync(ping.communicate)
+            ping = None
+            stamps = [float(t) for t in re.findall(r"^\[(\d+\.\d+)\]", out, re.M)]
+            gap = max(b - a for a, b in itertools.pairwise(stamps))
+            sent, received = lost(out)
+            print(f"pod replaced: {sent - received} of {sent} pings lost, longest gap {gap:.2f} s")
+            assert received > 0 and node.speaker.stats.restarts == 0
+            # the speaker's own start (Python, ExaBGP's imports), the session,
+            # the journal's paths: seconds, not the stale timer
+            assert gap < 6.0, out
             nursery.cancel_scope.cancel()
     finally:
         if ping is not None:
