@@ -16,6 +16,8 @@ import trio
 import trio.testing
 
 from cnid.bgp import (
+    AckEvent,
+    Command,
     EvpnPath,
     ImetRoute,
     MacIpRoute,
@@ -25,6 +27,9 @@ from cnid.bgp import (
     SpeakerConfig,
     SpeakerDown,
     SpeakerEvent,
+    SpeakerResync,
+    SpeakerState,
+    SpeakerUp,
     StateEvent,
     Supervisor,
     read_wanted,
@@ -180,3 +185,48 @@ def test_events_before_anyone_listens_go_to_the_first_subscriber(tmp_path: Path)
     speaker._event(StateEvent(PEER, "down"))
     assert heard == [StateEvent(PEER, "up"), StateEvent(PEER, "down")]
     assert later == [StateEvent(PEER, "down")]
+
+
+class FakeConn:
+    """The daemon's end of the API connection, answering ``state`` with the
+    ExaBGP it stands for and ``replay`` with nothing."""
+
+    def __init__(
+        self, pid: int, established: tuple[tuple[str, float], ...], paths: tuple[EvpnPath, ...]
+    ) -> None:
+        self.state = SpeakerState(pid, 1000.0, established, paths)
+        self.ops: list[str] = []
+
+    def next_id(self) -> int:
+        return len(self.ops) + 1
+
+    async def call(self, command: Command) -> AckEvent:
+        self.ops.append(command.op)
+        state = self.state if command.op == "state" else None
+        return AckEvent(command.id, True, 0, (), state)
+
+
+async def test_attaching_learns_what_exabgp_holds_and_tells_a_restart_from_a_lost_connection(
+    tmp_path: Path,
+) -> None:
+    heard: list[SpeakerEvent] = []
+    held = (EvpnPath(ImetRoute(rd=f"{ME}:300", ip=ME, vni=300), ME),)
+    speaker = Speaker(run_dir=tmp_path, listener=heard.append, mode="external")
+    speaker.configure(CONFIG)
+    conn = FakeConn(41, ((PEER, 900.0),), held)
+    await speaker._attach(conn)  # type: ignore[arg-type]
+    assert conn.ops == ["state", "replay"]
+    assert heard == [SpeakerUp(41), StateEvent(PEER, "up")]
+    assert speaker.peers[PEER].state == "up" and speaker.peers[PEER].since == 900.0
+    assert speaker._held == set(held) and speaker._to_refresh == {PEER}
+    assert speaker.stats.restarts == 0 and speaker.running
+    # the same ExaBGP again (the connection was lost): what was received is re-learned
+    heard.clear()
+    await speaker._attach(FakeConn(41, ((PEER, 900.0),), held))  # type: ignore[arg-type]
+    assert isinstance(heard[0], SpeakerResync) and speaker.stats.restarts == 0
+    # another ExaBGP: every session ended with the old one, it holds nothing
+    heard.clear()
+    await speaker._attach(FakeConn(42, (), ()))  # type: ignore[arg-type]
+    assert isinstance(heard[0], SpeakerDown) and heard[1] == SpeakerUp(42)
+    assert speaker.stats.restarts == 1 and speaker._held == set()
+    assert speaker.peers[PEER].state == "idle"
