@@ -289,7 +289,7 @@ class EvpnNode:
         run_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / "speaker.log", "ab")
         self.speaker_proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns.name, sys.executable, "-m", "cnid", "speaker",
+            ["ip", "netns", "exec", self.ns.name, sys.executable, "-m", "cnid.bgp",
              "--run-dir", str(run_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -162,13 +162,14 @@ class CnidNode:
         return self.start(wait, require_ready=False)
 
     def start_speaker(self) -> int:
-        """``cnid speaker`` in the node's namespace, unless it runs."""
+        """The speaker (``python -m cnid.bgp``, as the pod's speaker
+        container runs it) in the node's namespace, unless it runs."""
         if self.speaker_pid is not None and self._speaker.poll() is None:
             return self.speaker_pid
         self.speaker_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / "speaker.log", "ab")
         self._speaker = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, str(VENV_BIN / "cnid"), "speaker",
+            ["ip", "netns", "exec", self.netns, str(VENV_BIN / "python"), "-m", "cnid.bgp",
              "--run-dir", str(self.speaker_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -337,7 +337,7 @@ class Speaker:
             *self.launcher,
             sys.executable,
             "-m",
-            "cnid.bgp._supervisor",
+            "cnid.bgp",
             "--run-dir",
             str(self.run_dir),
             "--detach",

@@ -888,7 +888,8 @@ def test_the_speaker_is_a_container_of_its_own_sharing_its_directory_with_the_da
     config = parse_config(server_ini())
     assert config.bgp.speaker == "external"
     run_dir = os.path.join(os.path.dirname(config.api.socket_path_ctl), "bgp")
-    assert speaker["args"] == ["speaker", "--run-dir", run_dir]
+    assert speaker["command"][1:] == ["-m", "cnid.bgp"]
+    assert speaker["args"] == ["--run-dir", run_dir]
     volumes = {v["name"]: v for v in pod["volumes"]}
     daemon_side, speaker_side = mounts(cnid)[run_dir], mounts(speaker)[run_dir]
     assert daemon_side["name"] == speaker_side["name"]
@@ -1126,8 +1127,9 @@ def test_containerfile_builds_plugin_then_runtime() -> None:
     (cmd,) = [json.loads(a) for w, a in runtime if w == "CMD"]
     cnid, speaker = daemonset()["spec"]["template"]["spec"]["containers"]
     assert cmd == cnid["args"]
-    # the speaker container: the same image, the entry point's other command
-    assert speaker["image"] == cnid["image"] and speaker["args"][0] == "speaker"
+    # the speaker container: the same image, the venv's python running cnid.bgp
+    assert speaker["image"] == cnid["image"]
+    assert Path(speaker["command"][0]).parent == Path(entrypoint[0]).parent
 
 
 def test_the_ebgp_nodeconfig_example_is_accepted_and_read_by_the_node() -> None:
