@@ -66,6 +66,9 @@ def restart_once(lab: ClusterLab, src: str, dst: str, event: str = "daemon") -> 
     recovered = time.monotonic() - t0
     time.sleep(3)
     sent, received, replies = pinger.stop()
+    if event == "pod":  # where the time went: the node's BGP lines
+        lines = [ln for ln in node.log_tail(400).splitlines() if "cnid.bgp" in ln or " ready" in ln]
+        print("\n".join(lines[-25:]), flush=True)
     return {
         "sent": sent,
         "received": received,
