@@ -38,7 +38,7 @@ from struct import pack
 from typing import Any
 
 import msgspec
-from exabgp.bgp.message import EOR, Action
+from exabgp.bgp.message import Action
 from exabgp.bgp.message.refresh import RouteRefresh
 from exabgp.bgp.message.update import Update
 from exabgp.bgp.message.update.attribute import Attributes, NextHop
@@ -72,7 +72,6 @@ from exabgp.protocol.ip import IP
 from exabgp.reactor import delay as exa_delay
 from exabgp.reactor import listener as exa_listener
 from exabgp.reactor import peer as exa_peer
-from exabgp.reactor.api import processes as exa_processes
 from exabgp.reactor.api.command.command import Command as ExaCommand
 from exabgp.reactor.api.command.limit import match_neighbors
 from exabgp.reactor.network import tcp as exa_tcp
@@ -190,47 +189,10 @@ def hold_down_after_teardown() -> None:
     exa_peer.Peer.handle_connection = handle_connection
 
 
-#: The peers whose EVPN End-of-RIB ExaBGP received in their current
-#: session: only their adj-rib-in is complete, so only they get an
-#: End-of-RIB line at a ``replay`` (a session that came up moments before an
-#: attach may still be sending its table: a made-up End-of-RIB would sweep
-#: the daemon's stale routes before the real ones arrive).
-EOR_RECEIVED: set[str] = set()
-
-
-def record_received_eor() -> None:
-    """Note each peer's received EVPN End-of-RIB; forget it when its
-    session comes up again or goes down."""
-    processes = exa_processes.Processes
-    message, up, down = processes.message, processes.up, processes.down
-
-    def _message(
-        self: Any, message_id: int, neighbor: Any, direction: str, msg: Any, *rest: Any
-    ) -> Any:
-        if direction == "receive" and isinstance(msg, EOR):
-            for nlri in msg.nlris:
-                if (nlri.afi, nlri.safi) == _EVPN:
-                    EOR_RECEIVED.add(str(neighbor["peer-address"]))
-        return message(self, message_id, neighbor, direction, msg, *rest)
-
-    def _up(self: Any, neighbor: Any) -> Any:
-        EOR_RECEIVED.discard(str(neighbor["peer-address"]))
-        return up(self, neighbor)
-
-    def _down(self: Any, neighbor: Any, reason: Any) -> Any:
-        EOR_RECEIVED.discard(str(neighbor["peer-address"]))
-        return down(self, neighbor, reason)
-
-    processes.message, processes.up, processes.down = _message, _up, _down
-
-
-_EVPN = (AFI.l2vpn, SAFI.evpn)
-
 allow_ipv6_nexthops()
 gtsm_on_passive_sessions()
 reconnect_within_seconds()
 hold_down_after_teardown()
-record_received_eor()
 
 
 # ------------------------------------------------------------------- building
@@ -362,6 +324,7 @@ def _unicast_eor(reactor: Any, peers: list[str]) -> None:
 ANNOUNCED: set[EvpnPath] = set()
 #: When this ExaBGP started (time.time()).
 STARTED = time.time()
+_EVPN = (AFI.l2vpn, SAFI.evpn)
 
 
 def speaker_state(reactor: Any) -> SpeakerState:
@@ -405,8 +368,7 @@ def replay(reactor: Any, service: str, peers: tuple[str, ...]) -> int:
                 )
                 count += len(nlris[i : i + 500])
         address = str(neighbor["peer-address"])
-        if address in EOR_RECEIVED:  # else its own End-of-RIB is still to come
-            reactor.processes.write(service, _eor_line(address))
+        reactor.processes.write(service, _eor_line(address))
     return count
 
 
