@@ -17,12 +17,7 @@ ExaBGP decodes EVPN but has no syntax to announce it, so this module:
 * accepts 16-byte (IPv6) EVPN next-hops: stock 5.0.15 allows only 4 and
   answers a 16-byte one with a NOTIFICATION;
 * applies GTSM to the sessions peers open (:func:`gtsm_on_passive_sessions`);
-* retries connections every few seconds at most (:func:`reconnect_within_seconds`);
-* keeps what a daemon attaching to a running ExaBGP must learn: the paths
-  announced to every neighbour (:data:`ANNOUNCED`), answered by ``state``
-  with the established sessions; ``replay`` writes every route of the
-  established peers' adj-rib-in (``adj-rib-in true``) as the update lines
-  ExaBGP wrote when it received them, and an End-of-RIB line per peer.
+* retries connections every few seconds at most (:func:`reconnect_within_seconds`).
 
 ExaBGP is pinned (pyproject.toml): the names used here are its internals.
 tests/unit/test_bgp_extension.py encodes routes with this module and checks
@@ -40,7 +35,6 @@ from typing import Any
 import msgspec
 from exabgp.bgp.message import Action
 from exabgp.bgp.message.refresh import RouteRefresh
-from exabgp.bgp.message.update import Update
 from exabgp.bgp.message.update.attribute import Attributes, NextHop
 from exabgp.bgp.message.update.attribute.community.extended import (
     ExtendedCommunities,
@@ -58,7 +52,6 @@ from exabgp.bgp.message.update.attribute.origin import Origin
 from exabgp.bgp.message.update.attribute.pmsi import PMSIIngressReplication
 from exabgp.bgp.message.update.nlri.evpn.mac import MAC as EvpnMac
 from exabgp.bgp.message.update.nlri.evpn.multicast import Multicast as EvpnMulticast
-from exabgp.bgp.message.update.nlri.evpn.nlri import EVPN
 from exabgp.bgp.message.update.nlri.evpn.prefix import Prefix as EvpnPrefix
 from exabgp.bgp.message.update.nlri.qualifier import (
     ESI,
@@ -78,7 +71,7 @@ from exabgp.reactor.network import tcp as exa_tcp
 from exabgp.rib.change import Change
 
 from ._routes import EvpnPath, ImetRoute, MacIpRoute
-from ._wire import COMMAND, Ack, Command, SpeakerState, ack_line, decode_command
+from ._wire import COMMAND, Ack, Command, ack_line, decode_command
 
 # ------------------------------------------------------- ExaBGP's gaps, filled
 
@@ -319,86 +312,7 @@ def _unicast_eor(reactor: Any, peers: list[str]) -> None:
         reactor.configuration.inject_eor(with_unicast, Family(*unicast))
 
 
-#: The paths announced to every neighbour (commands without ``peers``):
-#: what ExaBGP's adj-rib-out holds of ours, for a daemon that attaches.
-ANNOUNCED: set[EvpnPath] = set()
-#: When this ExaBGP started (time.time()).
-STARTED = time.time()
-_EVPN = (AFI.l2vpn, SAFI.evpn)
-
-
-def speaker_state(reactor: Any) -> SpeakerState:
-    established = []
-    for key in sorted(reactor.established_peers()):
-        peer = reactor._peers.get(key)
-        if peer is not None:
-            since = float(peer.stats.get("complete") or 0.0)
-            established.append((str(peer.neighbor["peer-address"]), since))
-    return SpeakerState(
-        pid=os.getpid(),
-        started=STARTED,
-        established=tuple(established),
-        paths=tuple(sorted(ANNOUNCED, key=lambda p: p.route.key)),
-    )
-
-
-def replay(reactor: Any, service: str, peers: tuple[str, ...]) -> int:
-    """The EVPN routes in the adj-rib-in of each established peer (all, or
-    those of ``peers``), written to ``service`` as ExaBGP writes a received
-    update (grouped by attributes), each peer's followed by an End-of-RIB
-    line; the number of routes."""
-    encoder = reactor.processes._encoder[service]
-    count = 0
-    for key in _peers(reactor, service, peers, established=True):
-        peer = reactor._peers.get(key)
-        if peer is None:
-            continue
-        neighbor = peer.neighbor
-        groups: dict[Any, tuple[Any, list[Any]]] = {}
-        for change in neighbor.rib.incoming.cached_changes([_EVPN]):
-            if not isinstance(change.nlri, EVPN):
-                continue
-            index = change.attributes.index()
-            groups.setdefault(index, (change.attributes, []))[1].append(change.nlri)
-        for attributes, nlris in groups.values():
-            for i in range(0, len(nlris), 500):
-                update = Update(nlris[i : i + 500], attributes)
-                reactor.processes.write(
-                    service, encoder.update(neighbor, "receive", update, None, b"", b"")
-                )
-                count += len(nlris[i : i + 500])
-        address = str(neighbor["peer-address"])
-        reactor.processes.write(service, _eor_line(address))
-    return count
-
-
-def _eor_line(peer: str) -> str:
-    return msgspec.json.encode(
-        {
-            "type": "update",
-            "cnid-replay": True,
-            "neighbor": {
-                "address": {"peer": peer},
-                "message": {"eor": {"afi": "l2vpn", "safi": "evpn"}},
-            },
-        }
-    ).decode()
-
-
-def _track(command: Command, done: list[EvpnPath]) -> None:
-    if command.peers:
-        return  # one peer's (a session that came up): the set is the same
-    if command.op == "announce":
-        ANNOUNCED.update(done)
-    elif command.op == "withdraw":
-        ANNOUNCED.difference_update(done)
-
-
 def execute(reactor: Any, service: str, command: Command) -> Ack:
-    if command.op == "state":
-        return Ack(command.id, True, state=speaker_state(reactor))
-    if command.op == "replay":
-        return Ack(command.id, True, done=replay(reactor, service, command.peers))
     if command.op == "teardown":
         keys = _peers(reactor, service, command.peers, established=False)
         for address in command.peers:
@@ -435,7 +349,7 @@ def execute(reactor: Any, service: str, command: Command) -> Ack:
         return Ack(command.id, False, errors=(f"no neighbour matches {list(command.peers)}",))
     action = Action.ANNOUNCE if command.op == "announce" else Action.WITHDRAW
     errors: list[str] = []
-    done: list[EvpnPath] = []
+    done = 0
     for path in command.paths:
         try:
             change = build_change(path, action)
@@ -443,11 +357,10 @@ def execute(reactor: Any, service: str, command: Command) -> Ack:
             errors.append(f"{path.route}: {type(exc).__name__}: {exc}")
             continue
         if reactor.configuration.inject_change(peers, change) or action == Action.WITHDRAW:
-            done.append(path)
+            done += 1
         else:
             errors.append(f"{path.route}: the neighbours do not have the l2vpn evpn family")
-    _track(command, done)
-    return Ack(command.id, not errors, done=len(done), errors=tuple(errors))
+    return Ack(command.id, not errors, done=done, errors=tuple(errors))
 
 
 def _handle(self: Any, reactor: Any, service: str, line: str, use_json: bool) -> bool:
