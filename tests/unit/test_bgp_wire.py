@@ -5,6 +5,8 @@ byte for byte against what the real peers sent."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +308,7 @@ class FakeReactor:
     def __init__(self) -> None:
         self.processes = FakeProcesses()
         self.configuration = FakeConfiguration()
+        self._peers: dict[str, object] = {}
 
     def peers(self, service: str = "") -> list[str]:
         return list(self.PEERS)
@@ -320,7 +323,7 @@ def test_exabgps_command_table_dispatches_to_the_extension() -> None:
     line = encode_command(Command(9, "announce", ("10.0.0.3",), tuple(PATHS[:3])))
     assert api.process(reactor, "cnid", formated(line))
     ack = json.loads(reactor.processes.written[-1])["cnid-ack"]
-    assert ack == {"id": 9, "ok": True, "done": 3, "errors": []}
+    assert ack == {"id": 9, "ok": True, "done": 3, "errors": [], "state": None}
     peers, change = reactor.configuration.changes[0]
     assert peers == [FakeReactor.PEERS[1]]
     assert ext.packed_nlri(PATHS[0])[2:] == change.nlri._packed
@@ -334,6 +337,24 @@ def test_exabgps_command_table_dispatches_to_the_extension() -> None:
     assert json.loads(reactor.processes.written[-1])["cnid-ack"]["ok"] is False
     api.process(reactor, "cnid", "cnid !!!notbase64")
     assert json.loads(reactor.processes.written[-1])["cnid-ack"]["id"] == -1
+
+
+def test_the_extension_keeps_what_is_announced_to_every_neighbour_for_a_daemon_that_attaches() -> (
+    None
+):
+    reactor = FakeReactor()
+    api = API(reactor)
+    ext.ANNOUNCED.clear()
+    api.process(reactor, "cnid", encode_command(Command(1, "announce", (), tuple(PATHS[:3]))))
+    api.process(reactor, "cnid", encode_command(Command(2, "withdraw", (), (PATHS[1],))))
+    # one peer's refresh (a session that came up) changes nothing
+    api.process(reactor, "cnid", encode_command(Command(3, "announce", ("10.0.0.3",), (PATHS[3],))))
+    api.process(reactor, "cnid", encode_command(Command(4, "state")))
+    event = decode_line(reactor.processes.written[-1])
+    assert isinstance(event, AckEvent) and event.id == 4 and event.state is not None
+    assert set(event.state.paths) == {PATHS[0], PATHS[2]}
+    assert event.state.pid == os.getpid() and event.state.started <= time.time()
+    ext.ANNOUNCED.clear()
 
 
 def test_a_bad_path_fails_alone() -> None:
