@@ -77,6 +77,7 @@ from exabgp.reactor.api.command.command import Command as ExaCommand
 from exabgp.reactor.api.command.limit import match_neighbors
 from exabgp.reactor.network import tcp as exa_tcp
 from exabgp.rib.change import Change
+from exabgp.rib.incoming import IncomingRIB
 
 from ._routes import EvpnPath, ImetRoute, MacIpRoute
 from ._wire import COMMAND, Ack, Command, SpeakerState, ack_line, decode_command
@@ -224,6 +225,44 @@ def record_received_eor() -> None:
     processes.message, processes.up, processes.down = _message, _up, _down
 
 
+def evpn_route_key(code: int, packed: bytes) -> bytes:
+    """An EVPN route's key: the fields RFC 7432 (7.1-7.4) and RFC 9136 (3.1)
+    make it of, without the labels, the ESI of types 2 and 5 and the gateway
+    address, which a withdrawal need not repeat: FRR withdraws a type-2 or
+    type-5 route with label 0 (``evpn-samples/withdraw_from_frr.jsonl``)."""
+    if code == 1 and len(packed) >= 22:  # RD, ESI, Ethernet tag; the label is not
+        return b"\x01" + packed[:22]
+    if code == 2 and len(packed) >= 30:  # RD, Ethernet tag, MAC, IP
+        end = 30 + (packed[29] + 7) // 8
+        return b"\x02" + packed[:8] + packed[18:end]
+    if code == 5 and len(packed) in (34, 58):  # RD, Ethernet tag, prefix
+        size = 4 if len(packed) == 34 else 16
+        return b"\x05" + packed[:8] + packed[18 : 23 + size]
+    return bytes((code,)) + packed  # types 3 and 4: no label in them
+
+
+def adj_rib_in_by_route_key() -> None:
+    """ExaBGP keys its adj-rib-in by the NLRI's bytes, labels included: a
+    withdrawal with other labels (FRR's, label 0) left the route in it, and
+    the ``replay`` at the next attach brought it back to a restarted daemon,
+    for good. EVPN routes are keyed by :func:`evpn_route_key` instead."""
+    update_cache = IncomingRIB.update_cache
+
+    def _update_cache(self: Any, change: Any) -> None:
+        nlri = change.nlri
+        if not self.cache or not isinstance(nlri, EVPN):
+            update_cache(self, change)
+            return
+        family = nlri.family().afi_safi()
+        key = evpn_route_key(nlri.CODE, nlri.pack_nlri()[2:])
+        if nlri.action == Action.ANNOUNCE:
+            self._seen.setdefault(family, {})[key] = change
+        elif family in self._seen:
+            self._seen[family].pop(key, None)
+
+    IncomingRIB.update_cache = _update_cache
+
+
 _EVPN = (AFI.l2vpn, SAFI.evpn)
 
 allow_ipv6_nexthops()
@@ -231,6 +270,7 @@ gtsm_on_passive_sessions()
 reconnect_within_seconds()
 hold_down_after_teardown()
 record_received_eor()
+adj_rib_in_by_route_key()
 
 
 # ------------------------------------------------------------------- building
