@@ -21,9 +21,7 @@ Only one node per test process: the dataplane's node namespace is global
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -55,6 +53,7 @@ from cnid.dataplane import bridge_alias, vxlan_alias
 from cnid.evpn import EvpnController, Identity, entry_key
 from cnid.ipam import AddressPool, MemoryStore, Owner
 from testbed.netns import Netns
+from testbed.node import end_process, spawn_speaker
 
 ASN = 65000
 
@@ -303,31 +302,16 @@ class EvpnNode:
     def start_speaker_process(self) -> int:
         """``cnid speaker`` in the node's namespace, as the pod runs it (its
         own container): the test kills it (``stop_speaker_process``)."""
-        run_dir = self.workdir / "bgp"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / "speaker.log", "ab")
-        self.speaker_proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns.name, sys.executable, "-m", "cnid.bgp",
-             "--run-dir", str(run_dir)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        log.close()
+        self.speaker_proc = spawn_speaker(
+            self.ns.name, sys.executable, self.workdir / "bgp", self.workdir / "speaker.log"
+        )
         return self.speaker_proc.pid
 
     def stop_speaker_process(self, sig: int = signal.SIGTERM) -> None:
         proc, self.speaker_proc = self.speaker_proc, None
         if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, sig, 15)
 
     def close(self) -> None:
         self.stop_speaker_process()

@@ -57,6 +57,31 @@ def with_external_speaker(ini: str) -> str:
     return ini + ("" if ini.endswith("\n") or not ini else "\n") + "[bgp]\nspeaker = external\n"
 
 
+def spawn_speaker(netns: str, python: str, run_dir: Path, log_path: Path) -> subprocess.Popen[Any]:
+    """``python -m cnid.bgp --run-dir RUN_DIR`` in ``netns``, as the pod's
+    speaker container runs it, its output appended to ``log_path``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", netns, python, "-m", "cnid.bgp", "--run-dir", str(run_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def end_process(proc: subprocess.Popen[Any], sig: int, wait: float) -> int:
+    """Send ``sig`` to ``proc`` and reap it; SIGKILL if it lingers ``wait`` s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+    try:
+        return proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 def conflist_conf(name: str = "cnid", version: str = "1.1.0", **extra: Any) -> dict[str, Any]:
     """The network configuration the runtime hands our plugin."""
     return {"cniVersion": version, "name": name, "type": "cnid-plugin", **extra}
@@ -166,17 +191,9 @@ class CnidNode:
         container runs it) in the node's namespace, unless it runs."""
         if self.speaker_pid is not None and self._speaker.poll() is None:
             return self.speaker_pid
-        self.speaker_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / "speaker.log", "ab")
-        self._speaker = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, str(VENV_BIN / "python"), "-m", "cnid.bgp",
-             "--run-dir", str(self.speaker_dir)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        log.close()
+        self._speaker = spawn_speaker(
+            self.netns, str(VENV_BIN / "python"), self.speaker_dir, self.workdir / "speaker.log"
+        )
         self.speaker_pid = self._speaker.pid
         return self.speaker_pid
 
@@ -185,14 +202,7 @@ class CnidNode:
         lingers): its BGP sessions end (graceful restart applies)."""
         if self.speaker_pid is None:
             return None
-        proc = self._speaker
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
-        try:
-            rc = proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
+        rc = end_process(self._speaker, sig, wait)
         self.speaker_pid = None
         return rc
 
@@ -236,16 +246,7 @@ class CnidNode:
         The speaker process runs on (``kill_speaker``, ``stop``)."""
         if self.pid is None:
             return None
-        proc = self._proc
-        try:
-            os.kill(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            rc = proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
+        rc = end_process(self._proc, sig, wait)
         self.pid = None
         return rc
 

@@ -5,7 +5,7 @@ the node's route is that the session never ends. The node's speaker is a
 process of its own (as the pod runs it); its daemon side is ended abruptly
 and started afresh while a pod pings a host behind the leaf every 100 ms.
 
-    lan st<pid>-lan: br0, 192.168.88.0/24
+    testbed.evpn_fabric on 192.168.88.0/24 (GoBGP at .20 idle here):
      |-- rr    .1   FRR route reflector (listen range)
      |-- leaf  .4   FRR EVPN leaf: L3VNI 42 on its default VRF
      |      `-- h1  10.50.0.2/24 routed (type-5 10.50.0.0/24)
@@ -14,23 +14,22 @@ and started afresh while a pod pings a host behind the leaf every 100 ms.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
 from testbed.domains import VRF42
+from testbed.evpn_fabric import ASN, EvpnFabric, evpn_fabric
 from testbed.evpn_node import EvpnNode
-from testbed.frr import FrrRouter, Host, L3Vni, Neighbor, evpn_leaf, route_reflector
-from testbed.jsoncmp import async_wait_for, wait_for
-from testbed.netlab import Lab, Lan
+from testbed.frr import L3Vni
+from testbed.jsoncmp import async_wait_for
 
-ASN = 65000
 NET = "192.168.88"
 RR, LEAF, NODE = f"{NET}.1", f"{NET}.4", f"{NET}.11"
 H1 = "10.50.0.2"
@@ -38,34 +37,11 @@ TIMEOUT = 30.0
 
 
 @pytest.fixture
-def fabric() -> Iterator[tuple[Lab, Lan, FrrRouter, FrrRouter]]:
-    lab = Lab(f"st{os.getpid() % 100000}")
-    try:
-        lan = lab.lan("lan", f"{NET}.0/24")
-        rr = lab.add(
-            route_reflector(
-                "rr", lab.netns("rr", lan=lan, index=1), ASN, RR, listen_range=f"{NET}.0/24"
-            )
-        )
-        leaf = lab.add(
-            evpn_leaf(
-                "leaf",
-                lab.netns("leaf", lan=lan, index=4),
-                ASN,
-                LEAF,
-                vtep=LEAF,
-                neighbors=[Neighbor(RR)],
-                l3vni=L3Vni(42, rt=f"{ASN}:42"),
-                hosts=[Host(lab.name("h1"), routed=("10.50.0.1/24", "10.50.0.2/24"))],
-            )
-        )
-        rr.start()
-        leaf.start()
-        wait_for("the leaf's session", leaf.peers, {RR: "Established"}, TIMEOUT)
-        yield lab, lan, rr, leaf
-    finally:
-        lab.stop()
-        assert not lab.leftovers()
+def fabric() -> Iterator[EvpnFabric]:
+    with evpn_fabric(
+        "st", NET, l2vnis=[], l3vni=L3Vni(42, rt=f"{ASN}:42"), routed=("10.50.0.1/24", f"{H1}/24")
+    ) as fabric:
+        yield fabric
 
 
 def lost(output: str) -> tuple[int, int]:
@@ -74,44 +50,54 @@ def lost(output: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-async def test_no_packet_lost_while_the_daemon_restarts(
-    fabric: tuple[Lab, Lan, FrrRouter, FrrRouter], tmp_path: Path
-) -> None:
-    _, lan, rr, _ = fabric
-    node = EvpnNode("node", NODE, tmp_path / "node", [VRF42], lan, speaker_mode="external")
-    ping: subprocess.Popen[str] | None = None
+@contextlib.asynccontextmanager
+async def pinging(
+    node: EvpnNode, nursery: trio.Nursery, first: trio.CancelScope, count: int
+) -> AsyncIterator[subprocess.Popen[str]]:
+    """The node's daemon (cancelled through ``first``) and its speaker
+    process up, the pod p1 reaching h1; then ``count`` pings every 100 ms
+    (``ping -D``), killed if the test ends before them."""
+
+    async def daemon(scope: trio.CancelScope) -> None:
+        with scope:
+            await node.run()
+
+    nursery.start_soon(daemon, first)
+    await trio.sleep(0)
+    node.speaker.configure(node.reflectors(RR))
+    await async_wait_for("p1 -> h1", lambda: {"ok": node.ping("p1", H1)}, {"ok": True}, TIMEOUT)
+    ping = subprocess.Popen(
+        ["ip", "netns", "exec", node.pods["p1"].netns.name,
+         "ping", "-D", "-i", "0.1", "-c", str(count), "-W", "1", H1],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
     try:
+        yield ping
+    finally:
+        if ping.returncode is None:
+            ping.kill()
+            ping.wait()
+
+
+async def test_no_packet_lost_while_the_daemon_restarts(fabric: EvpnFabric, tmp_path: Path) -> None:
+    rr = fabric.rr
+    with fabric.node("node", tmp_path, [VRF42], speaker_mode="external") as node:
         node.start_speaker_process()
         await node.add_pod("p1", VRF42)
-        config = node.reflectors(RR)
         first = trio.CancelScope()
         async with trio.open_nursery() as nursery:
-
-            async def daemon(scope: trio.CancelScope) -> None:
-                with scope:
-                    await node.run()
-
-            nursery.start_soon(daemon, first)
-            await trio.sleep(0)
-            node.speaker.configure(config)
-            await async_wait_for(
-                "p1 -> h1", lambda: {"ok": node.ping("p1", H1)}, {"ok": True}, TIMEOUT
-            )
-            established = rr.vtysh_json("show bgp neighbors json")[NODE]["connectionsEstablished"]
             # 100 ms pings for 8 s: 80 packets, the restart in the middle
-            ping = subprocess.Popen(
-                ["ip", "netns", "exec", node.pods["p1"].netns.name,
-                 "ping", "-i", "0.1", "-c", "80", "-W", "1", H1],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
-            await trio.sleep(2.0)
-            first.cancel()  # the daemon dies
-            await trio.sleep(2.0)  # ... and stays away for 2 s
-            node.new_controller()
-            await nursery.start(node.run)
-            node.speaker.configure(config)
-            out, _ = await trio.to_thread.run_sync(ping.communicate)
-            ping = None
+            async with pinging(node, nursery, first, 80) as ping:
+                established = rr.vtysh_json("show bgp neighbors json")[NODE][
+                    "connectionsEstablished"
+                ]
+                await trio.sleep(2.0)
+                first.cancel()  # the daemon dies
+                await trio.sleep(2.0)  # ... and stays away for 2 s
+                node.new_controller()
+                await nursery.start(node.run)
+                node.speaker.configure(node.reflectors(RR))
+                out, _ = await trio.to_thread.run_sync(ping.communicate)
             sent, received = lost(out)
             seqs = {int(x) for x in re.findall(r"icmp_seq=(\d+)", out)}
             missing = sorted(set(range(1, sent + 1)) - seqs)
@@ -122,61 +108,33 @@ async def test_no_packet_lost_while_the_daemon_restarts(
             assert after == established, "the session to the reflector went down"
             assert node.speaker.stats.attaches == 1 and node.speaker.stats.restarts == 0
             nursery.cancel_scope.cancel()
-    finally:
-        if ping is not None:
-            ping.kill()
-            ping.wait()
-        node.close()
-        lan.unplug(node.ns.name)
 
 
 async def test_the_pod_replaced_the_gap_through_frr_is_seconds(
-    fabric: tuple[Lab, Lan, FrrRouter, FrrRouter], tmp_path: Path
+    fabric: EvpnFabric, tmp_path: Path
 ) -> None:
     """The speaker goes too (a pod replaced): FRR 8.4 drops the node's EVPN
     routes with the session, so h1's replies have no way back until the new
     speaker's session is up and the journal's paths are announced again
     (before anything else: no waiting for the node's state). Measured, and
     bounded."""
-    lan = fabric[1]
-    node = EvpnNode(
-        "node", NODE, tmp_path / "node", [VRF42], lan, speaker_mode="external", restore=True
-    )
-    ping: subprocess.Popen[str] | None = None
-    try:
+    with fabric.node("node", tmp_path, [VRF42], speaker_mode="external", restore=True) as node:
         node.start_speaker_process()
         await node.add_pod("p1", VRF42)
-        config = node.reflectors(RR)
         first = trio.CancelScope()
         async with trio.open_nursery() as nursery:
-
-            async def daemon(scope: trio.CancelScope) -> None:
-                with scope:
-                    await node.run()
-
-            nursery.start_soon(daemon, first)
-            await trio.sleep(0)
-            node.speaker.configure(config)
-            await async_wait_for(
-                "p1 -> h1", lambda: {"ok": node.ping("p1", H1)}, {"ok": True}, TIMEOUT
-            )
-            ping = subprocess.Popen(
-                ["ip", "netns", "exec", node.pods["p1"].netns.name,
-                 "ping", "-D", "-i", "0.1", "-c", "100", "-W", "1", H1],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
-            await trio.sleep(2.0)
-            # the pod goes: the daemon and the speaker (SIGTERM, as the kubelet)
-            first.cancel()
-            node.stop_speaker_process()
-            await trio.sleep(0.5)
-            # the new pod: the speaker's container and the daemon's
-            node.start_speaker_process()
-            node.new_controller()
-            await nursery.start(node.run)  # restores the journal first
-            node.speaker.configure(config)
-            out, _ = await trio.to_thread.run_sync(ping.communicate)
-            ping = None
+            async with pinging(node, nursery, first, 100) as ping:
+                await trio.sleep(2.0)
+                # the pod goes: the daemon and the speaker (SIGTERM, as the kubelet)
+                first.cancel()
+                node.stop_speaker_process()
+                await trio.sleep(0.5)
+                # the new pod: the speaker's container and the daemon's
+                node.start_speaker_process()
+                node.new_controller()
+                await nursery.start(node.run)  # restores the journal first
+                node.speaker.configure(node.reflectors(RR))
+                out, _ = await trio.to_thread.run_sync(ping.communicate)
             stamps = [float(t) for t in re.findall(r"^\[(\d+\.\d+)\]", out, re.M)]
             gap = max(b - a for a, b in itertools.pairwise(stamps))
             sent, received = lost(out)
@@ -186,9 +144,3 @@ async def test_the_pod_replaced_the_gap_through_frr_is_seconds(
             # the journal's paths: seconds, not the stale timer
             assert gap < 6.0, out
             nursery.cancel_scope.cancel()
-    finally:
-        if ping is not None:
-            ping.kill()
-            ping.wait()
-        node.close()
-        lan.unplug(node.ns.name)
