@@ -16,6 +16,9 @@ the CNI latency benchmark (what ``./just bench`` runs in the VM tier).
   start-up timeline), against interpreter starts (host; VM tier: to ready)
 * ``netlink_read``: reading FDB, neighbour and route entries back, and
   creating veths: cnid's netlink code against pyroute2 and ``ip -j`` (host)
+* ``speaker_replay``: a daemon attaching to a running speaker with N
+  received routes: the attach, the replay of ExaBGP's adj-rib-in, and what
+  the adj-rib-in costs in memory (host)
 * ``fuzz``: a million seeded inputs each to the CNI frame decoder, the
   control protocol and CNI stdin parsing (host, no privileges)
 """
@@ -33,6 +36,7 @@ from . import (
     lab_convergence,
     lab_restart,
     netlink_read,
+    speaker_replay,
 )
 
 BENCHMARKS = {
@@ -45,6 +49,7 @@ BENCHMARKS = {
     "lab_restart": lab_restart.main,
     "daemon_start": daemon_start.main,
     "netlink_read": netlink_read.main,
+    "speaker_replay": speaker_replay.main,
     "fuzz": fuzz.main,
 }
 

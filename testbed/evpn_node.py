@@ -22,8 +22,10 @@ Only one node per test process: the dataplane's node namespace is global
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +53,7 @@ from cnid.dataplane import bridge_alias, vxlan_alias
 from cnid.evpn import EvpnController, Identity, entry_key
 from cnid.ipam import AddressPool, MemoryStore, Owner
 from testbed.netns import Netns
+from testbed.node import end_process, spawn_speaker
 
 ASN = 65000
 
@@ -73,6 +76,15 @@ class EvpnNode:
     lan: Any  # testbed.netlab.Lan
     hold_time: int = 9
     stale_timeout: float = 60.0
+    #: ``external``: the speaker is a process of its own (``cnid speaker``,
+    #: as the pod's speaker container runs it), started by
+    #: ``start_speaker_process`` and outliving ``new_controller``'s restarts;
+    #: ``child``: it ends with the node's controller.
+    speaker_mode: str = "child"
+    speaker_proc: subprocess.Popen[bytes] | None = None
+    #: Restore the speaker's journal (``bgp.json``) at ``run()``, as the
+    #: daemon does: the previous neighbours and paths before anything else.
+    restore: bool = False
     ns: Netns = field(init=False)
     registry: DomainRegistry = field(init=False)
     journal: Journal = field(init=False)
@@ -107,6 +119,8 @@ class EvpnNode:
             run_dir=self.workdir / "bgp",
             launcher=("ip", "netns", "exec", self.ns.name),
             log_level="INFO",
+            mode=self.speaker_mode,
+            journal=self.workdir / "state" / "bgp.json",
         )
         self.bfd = BfdService(socket_factory=self._udp_socket)
         self.evpn = EvpnController(
@@ -246,8 +260,11 @@ class EvpnNode:
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Speaker and controller, as the daemon starts them."""
+        """Speaker and controller, as the daemon starts them (the speaker's
+        journal restored first)."""
         dataplane.set_node_netns(self.ns.fd)
+        if self.restore:
+            self.speaker.restore()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.speaker.run)
             await nursery.start(self.bfd.run)
@@ -282,7 +299,22 @@ class EvpnNode:
             "neigh": [n for n in neigh if str(n.get("dev", "")).startswith("br-")],
         }
 
+    def start_speaker_process(self) -> int:
+        """``cnid speaker`` in the node's namespace, as the pod runs it (its
+        own container): the test kills it (``stop_speaker_process``)."""
+        self.speaker_proc = spawn_speaker(
+            self.ns.name, sys.executable, self.workdir / "bgp", self.workdir / "speaker.log"
+        )
+        return self.speaker_proc.pid
+
+    def stop_speaker_process(self, sig: int = signal.SIGTERM) -> None:
+        proc, self.speaker_proc = self.speaker_proc, None
+        if proc is None:
+            return
+        end_process(proc, sig, 15)
+
     def close(self) -> None:
+        self.stop_speaker_process()
         dataplane.set_node_netns(None)
         for pod in self.pods.values():
             pod.netns.close()

@@ -221,6 +221,9 @@ class GoBgpNeighbor:
     peer_as: int
     passive: bool = False
     rr_client: bool = False
+    #: Graceful restart (RFC 4724) with this neighbour for l2vpn-evpn: GoBGP
+    #: keeps its routes as stale while it restarts.
+    graceful_restart: bool = False
 
 
 def _toml(value: Any) -> str:
@@ -288,12 +291,23 @@ class GoBgp:
                     "    route-reflector-client = true",
                     f"    route-reflector-cluster-id = {_toml(self.cluster_id or self.router_id)}",
                 ]
+            if n.graceful_restart:
+                out += [
+                    "  [neighbors.graceful-restart.config]",
+                    "    enabled = true",
+                    "    restart-time = 120",
+                ]
             out += [
                 "  [[neighbors.afi-safis]]",
                 "    [neighbors.afi-safis.config]",
                 '      afi-safi-name = "l2vpn-evpn"',
-                "",
             ]
+            if n.graceful_restart:
+                out += [
+                    "    [neighbors.afi-safis.mp-graceful-restart.config]",
+                    "      enabled = true",
+                ]
+            out.append("")
         return "\n".join(out) + "\n"
 
     # -- lifecycle ---------------------------------------------------------------

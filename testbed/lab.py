@@ -67,7 +67,17 @@ from .frr import FrrRouter, L3Vni, Neighbor, Underlay, evpn_leaf, route_reflecto
 from .jsoncmp import wait_for
 from .kubectl import Kubectl
 from .labstate import TAG, LabFiles, ns_prefix, sweep
-from .node import REPO, VENV_BIN, CnidNode, PluginRun, conflist_conf, netns_add, netns_del, sh
+from .node import (
+    REPO,
+    VENV_BIN,
+    CnidNode,
+    PluginRun,
+    conflist_conf,
+    netns_add,
+    netns_del,
+    sh,
+    with_external_speaker,
+)
 from .topology import Endpoint, Node, Topology, parse
 
 __all__ = [
@@ -173,7 +183,7 @@ class LabNode(CnidNode):
 
     def config_text(self) -> str:
         underlay = "" if self.routed else f"host_if = {self.host_if}\nipaddr = {self.address}\n"
-        return (
+        return with_external_speaker(
             f"[api]\nsocket_path_api = {self.socket}\nsocket_path_ctl = {self.ctl_socket}\n"
             f"[network]\nnode_name = {self.name}\nstate_dir = {self.state_dir}\n"
             f"{underlay}"
@@ -189,6 +199,7 @@ class LabNode(CnidNode):
 
     def stop(self) -> None:
         self.kill()
+        self.kill_speaker()
         for pod in list(self.pods):
             netns_del(pod)
         self.pods.clear()
@@ -1050,6 +1061,7 @@ class ClusterLab:
         for node in self.nodes.values():
             try:
                 node.kill()
+                node.kill_speaker()
             except Exception as exc:
                 errors.append(exc)
         for router in reversed(list(self.routers.values())):

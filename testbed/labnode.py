@@ -211,6 +211,7 @@ def run_node(topo: Topology, node: Node, ns: str) -> int:
         _until_terminated()
     finally:
         lab_node.kill()
+        lab_node.kill_speaker()
     return 0
 
 

@@ -10,6 +10,7 @@ on ``stop()``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,6 +43,43 @@ def netns_add(name: str) -> str:
 
 def netns_del(name: str) -> None:
     sh("ip", "netns", "del", name, check=False)
+
+
+def with_external_speaker(ini: str) -> str:
+    """server.ini with ``[bgp] speaker = external``: the node's speaker is a
+    process the test bed starts (``CnidNode.start_speaker``), as the pod's
+    speaker container runs it."""
+    lines = ini.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() == "[bgp]":
+            lines.insert(i + 1, "speaker = external")
+            return "\n".join(lines) + "\n"
+    return ini + ("" if ini.endswith("\n") or not ini else "\n") + "[bgp]\nspeaker = external\n"
+
+
+def spawn_speaker(netns: str, python: str, run_dir: Path, log_path: Path) -> subprocess.Popen[Any]:
+    """``python -m cnid.bgp --run-dir RUN_DIR`` in ``netns``, as the pod's
+    speaker container runs it, its output appended to ``log_path``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", netns, python, "-m", "cnid.bgp", "--run-dir", str(run_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def end_process(proc: subprocess.Popen[Any], sig: int, wait: float) -> int:
+    """Send ``sig`` to ``proc`` and reap it; SIGKILL if it lingers ``wait`` s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+    try:
+        return proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def conflist_conf(name: str = "cnid", version: str = "1.1.0", **extra: Any) -> dict[str, Any]:
@@ -77,6 +115,9 @@ class CnidNode:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cnid-node-")))
     pid: int | None = None
     pods: list[str] = field(default_factory=list)
+    #: The speaker process (``cnid speaker``), as the pod's speaker container:
+    #: it outlives the daemon's ``kill()``; ``stop()`` ends it.
+    speaker_pid: int | None = None
 
     @property
     def netns(self) -> str:
@@ -102,8 +143,14 @@ class CnidNode:
     def log_path(self) -> Path:
         return self.workdir / "cnid.log"
 
+    @property
+    def speaker_dir(self) -> Path:
+        """The speaker's run directory (the pod's shared volume): the
+        daemon's is the control socket's directory + ``bgp``."""
+        return self.workdir / "bgp"
+
     def config_text(self) -> str:
-        return (
+        return with_external_speaker(
             f"[api]\nsocket_path_api = {self.socket}\nsocket_path_ctl = {self.ctl_socket}\n"
             f"[network]\nnode_name = {self.name}\nstate_dir = {self.state_dir}\n"
             f"[readiness]\nhost = 127.0.0.1\nport = 24800\n"
@@ -139,7 +186,28 @@ class CnidNode:
         kernel lacks a VRF device never becomes ready)."""
         return self.start(wait, require_ready=False)
 
+    def start_speaker(self) -> int:
+        """The speaker (``python -m cnid.bgp``, as the pod's speaker
+        container runs it) in the node's namespace, unless it runs."""
+        if self.speaker_pid is not None and self._speaker.poll() is None:
+            return self.speaker_pid
+        self._speaker = spawn_speaker(
+            self.netns, str(VENV_BIN / "python"), self.speaker_dir, self.workdir / "speaker.log"
+        )
+        self.speaker_pid = self._speaker.pid
+        return self.speaker_pid
+
+    def kill_speaker(self, sig: int = signal.SIGTERM, wait: float = 20.0) -> int | None:
+        """Send ``sig`` to the speaker process and reap it (SIGKILL if it
+        lingers): its BGP sessions end (graceful restart applies)."""
+        if self.speaker_pid is None:
+            return None
+        rc = end_process(self._speaker, sig, wait)
+        self.speaker_pid = None
+        return rc
+
     def start(self, wait: float = 180.0, require_ready: bool = True) -> CnidNode:
+        self.start_speaker()
         log = open(self.log_path, "ab")
         proc = subprocess.Popen(
             [
@@ -174,24 +242,17 @@ class CnidNode:
         raise TimeoutError(f"cnid on {self.name} not ready in {wait}s:\n{self.log_tail()}")
 
     def kill(self, sig: int = signal.SIGTERM, wait: float = 20.0) -> int | None:
-        """Send ``sig`` to the daemon and reap it; SIGKILL if it lingers."""
+        """Send ``sig`` to the daemon and reap it; SIGKILL if it lingers.
+        The speaker process runs on (``kill_speaker``, ``stop``)."""
         if self.pid is None:
             return None
-        proc = self._proc
-        try:
-            os.kill(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            rc = proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
+        rc = end_process(self._proc, sig, wait)
         self.pid = None
         return rc
 
     def stop(self) -> None:
         self.kill()
+        self.kill_speaker()
         for pod in list(self.pods):
             netns_del(pod)
         self.pods.clear()

@@ -9,7 +9,8 @@
 * ``_api``: the daemon's end of the API connection;
 * ``_config``: server.ini's [bgp] section, neighbours, ExaBGP's config;
 * ``_aspath``: AS_PATH loop detection (ExaBGP has none);
-* ``_speaker``: the supervised ExaBGP process and announcement sync.
+* ``_supervisor``: the speaker process (``cnid speaker``): ExaBGP kept running;
+* ``_speaker``: the daemon's side: attach, resync, announcement sync.
 """
 
 from typing import TYPE_CHECKING
@@ -52,7 +53,7 @@ from ._routes import (
     route_type,
 )
 from ._unicast import UnicastPath, UnicastUpdate
-from ._wire import Ack, Command, ack_line, decode_command, encode_command
+from ._wire import Ack, Command, SpeakerState, ack_line, decode_command, encode_command
 
 if TYPE_CHECKING:
     from ._speaker import (
@@ -60,16 +61,28 @@ if TYPE_CHECKING:
         Speaker,
         SpeakerDown,
         SpeakerEvent,
+        SpeakerResync,
         SpeakerUp,
         write_private,
     )
+    from ._supervisor import Supervisor, read_wanted, running_pid
+    from ._supervisor import main as speaker_main
 
 #: Imported when first asked for: ExaBGP's own process imports this package
 #: for the extension's routes and wire format and needs none of the speaker
 #: (trio, the supervision), which is most of the package's import time.
 _SPEAKER_NAMES = frozenset(
-    {"PeerStatus", "Speaker", "SpeakerDown", "SpeakerEvent", "SpeakerUp", "write_private"}
+    {
+        "PeerStatus",
+        "Speaker",
+        "SpeakerDown",
+        "SpeakerEvent",
+        "SpeakerResync",
+        "SpeakerUp",
+        "write_private",
+    }
 )
+_SUPERVISOR_NAMES = frozenset({"Supervisor", "read_wanted", "running_pid", "speaker_main"})
 
 
 def __getattr__(name: str) -> object:
@@ -77,6 +90,10 @@ def __getattr__(name: str) -> object:
         from . import _speaker
 
         return getattr(_speaker, name)
+    if name in _SUPERVISOR_NAMES:
+        from . import _supervisor
+
+        return getattr(_supervisor, "main" if name == "speaker_main" else name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -105,8 +122,11 @@ __all__ = [
     "SpeakerConfig",
     "SpeakerDown",
     "SpeakerEvent",
+    "SpeakerResync",
+    "SpeakerState",
     "SpeakerUp",
     "StateEvent",
+    "Supervisor",
     "Undecodable",
     "UnicastPath",
     "UnicastUpdate",
@@ -123,9 +143,12 @@ __all__ = [
     "loops",
     "mesh_neighbors",
     "password_problem",
+    "read_wanted",
     "reflector_neighbors",
     "render",
     "route_type",
+    "running_pid",
+    "speaker_main",
     "static_neighbors",
     "with_underlay",
     "write_private",

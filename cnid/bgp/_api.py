@@ -1,8 +1,8 @@
 """The daemon's end of ExaBGP's API pipe: commands out, events in.
 
-ExaBGP's API program (``_relay.py``) connects to a UNIX socket the daemon
-serves; one connection at a time is the live one (ExaBGP respawns its
-helper, and a new connection replaces the old). Lines from ExaBGP are read
+ExaBGP's API program (``_relay.py``) serves a UNIX socket the daemon
+connects to; one connection at a time is the live one (a new connection
+replaces the old). Lines from ExaBGP are read
 by one task, always, so ExaBGP never blocks on a full pipe: acks of our
 commands complete the command that waits for them (matched by id), every
 other event goes to ``on_event``.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 from collections.abc import Callable
 
 import trio
@@ -38,7 +39,9 @@ class ApiConnection:
     def __init__(self, sock: trio.socket.SocketType, on_event: Callable[[BgpEvent], None]) -> None:
         self._sock = sock
         self._on_event = on_event
-        self._ids = itertools.count(1)
+        # Not from 1: an answer to the previous daemon's last command (it
+        # died waiting) must not be taken for an answer to one of ours.
+        self._ids = itertools.count(random.randrange(1, 1 << 48))
         self._waiting: dict[int, tuple[trio.Event, list[AckEvent]]] = {}
         self._send_lock = trio.Lock()
         self.closed = trio.Event()
@@ -116,6 +119,9 @@ class ApiConnection:
             return answers[0]
         finally:
             del self._waiting[command.id]
+
+    def close(self) -> None:
+        self._sock.close()
 
     def next_id(self) -> int:
         return next(self._ids)

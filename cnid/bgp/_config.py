@@ -67,6 +67,11 @@ class BgpOptions(msgspec.Struct, frozen=True):
     #: seconds: FRR's ``maximum-prefix N restart M``, in seconds).
     max_prefix_action: str = "warning"
     max_prefix_restart: int = 60
+    #: Who runs the speaker process (ExaBGP): ``detached`` (the daemon starts
+    #: it once and leaves it running: a restart of the daemon keeps every
+    #: session), ``external`` (someone else: the pod's ``speaker`` container,
+    #: a systemd unit), ``child`` (it ends with the daemon: its sessions too).
+    speaker: str = "detached"
     #: The ``[neighbor ADDRESS]`` sections (address, settings), sorted.
     neighbor_sections: tuple[tuple[str, NeighborOptions], ...] = ()
 
@@ -97,6 +102,10 @@ class BgpOptions(msgspec.Struct, frozen=True):
             raise ConfigError(f"[bgp] max_prefix_action must be warning or restart, not {action!r}")
         if not 1 <= self.max_prefix_restart <= 65535:
             raise ConfigError("[bgp] max_prefix_restart must be 1..65535 seconds")
+        if self.speaker not in ("detached", "external", "child"):
+            raise ConfigError(
+                f"[bgp] speaker = {self.speaker!r}: allowed detached, external, child"
+            )
         self.reflectors  # noqa: B018 - raises ConfigError on a bad address
         self.static_peers  # noqa: B018
         return self
@@ -353,6 +362,9 @@ def render(config: SpeakerConfig, api_socket: str) -> str:
             f"    connect {config.port};",
             "    group-updates true;",
             "    adj-rib-out true;",
+            # what a daemon that attaches to a running ExaBGP asks for again
+            # (the extension's ``replay``)
+            "    adj-rib-in true;",
             "    manual-eor true;",
         ]
         password = n.password or config.password

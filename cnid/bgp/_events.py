@@ -41,6 +41,7 @@ from ._routes import (
     ReceivedPath,
 )
 from ._unicast import UNICAST, UnicastUpdate, decode_unicast, is_unicast_eor
+from ._wire import SpeakerState
 
 FAMILY = "l2vpn evpn"
 _ROUTER_MAC_TYPE = 0x0603
@@ -79,6 +80,7 @@ class AckEvent(msgspec.Struct, frozen=True):
     ok: bool
     done: int
     errors: tuple[str, ...]
+    state: SpeakerState | None = None
 
 
 BgpEvent = StateEvent | NotificationEvent | UpdateEvent | AckEvent
@@ -99,11 +101,16 @@ def decode_line(line: bytes | str) -> BgpEvent | None:
         raise Undecodable("not a JSON object")
     if "cnid-ack" in data:
         ack = data["cnid-ack"]
+        try:
+            state = msgspec.convert(ack.get("state"), SpeakerState | None)
+        except msgspec.ValidationError as exc:
+            raise Undecodable(f"speaker state: {exc}") from None
         return AckEvent(
             id=int(ack.get("id", -1)),
             ok=bool(ack.get("ok")),
             done=int(ack.get("done", 0)),
             errors=tuple(str(e) for e in ack.get("errors", ())),
+            state=state,
         )
     kind = data.get("type")
     neighbor = data.get("neighbor") or {}

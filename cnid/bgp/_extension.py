@@ -17,7 +17,12 @@ ExaBGP decodes EVPN but has no syntax to announce it, so this module:
 * accepts 16-byte (IPv6) EVPN next-hops: stock 5.0.15 allows only 4 and
   answers a 16-byte one with a NOTIFICATION;
 * applies GTSM to the sessions peers open (:func:`gtsm_on_passive_sessions`);
-* retries connections every few seconds at most (:func:`reconnect_within_seconds`).
+* retries connections every few seconds at most (:func:`reconnect_within_seconds`);
+* keeps what a daemon attaching to a running ExaBGP must learn: the paths
+  announced to every neighbour (:data:`ANNOUNCED`), answered by ``state``
+  with the established sessions; ``replay`` writes every route of the
+  established peers' adj-rib-in (``adj-rib-in true``) as the update lines
+  ExaBGP wrote when it received them, and an End-of-RIB line per peer.
 
 ExaBGP is pinned (pyproject.toml): the names used here are its internals.
 tests/unit/test_bgp_extension.py encodes routes with this module and checks
@@ -33,8 +38,9 @@ from struct import pack
 from typing import Any
 
 import msgspec
-from exabgp.bgp.message import Action
+from exabgp.bgp.message import EOR, Action
 from exabgp.bgp.message.refresh import RouteRefresh
+from exabgp.bgp.message.update import Update
 from exabgp.bgp.message.update.attribute import Attributes, NextHop
 from exabgp.bgp.message.update.attribute.community.extended import (
     ExtendedCommunities,
@@ -52,6 +58,7 @@ from exabgp.bgp.message.update.attribute.origin import Origin
 from exabgp.bgp.message.update.attribute.pmsi import PMSIIngressReplication
 from exabgp.bgp.message.update.nlri.evpn.mac import MAC as EvpnMac
 from exabgp.bgp.message.update.nlri.evpn.multicast import Multicast as EvpnMulticast
+from exabgp.bgp.message.update.nlri.evpn.nlri import EVPN
 from exabgp.bgp.message.update.nlri.evpn.prefix import Prefix as EvpnPrefix
 from exabgp.bgp.message.update.nlri.qualifier import (
     ESI,
@@ -65,13 +72,15 @@ from exabgp.protocol.ip import IP
 from exabgp.reactor import delay as exa_delay
 from exabgp.reactor import listener as exa_listener
 from exabgp.reactor import peer as exa_peer
+from exabgp.reactor.api import processes as exa_processes
 from exabgp.reactor.api.command.command import Command as ExaCommand
 from exabgp.reactor.api.command.limit import match_neighbors
 from exabgp.reactor.network import tcp as exa_tcp
 from exabgp.rib.change import Change
+from exabgp.rib.incoming import IncomingRIB
 
 from ._routes import EvpnPath, ImetRoute, MacIpRoute
-from ._wire import COMMAND, Ack, Command, ack_line, decode_command
+from ._wire import COMMAND, Ack, Command, SpeakerState, ack_line, decode_command
 
 # ------------------------------------------------------- ExaBGP's gaps, filled
 
@@ -182,10 +191,86 @@ def hold_down_after_teardown() -> None:
     exa_peer.Peer.handle_connection = handle_connection
 
 
+#: The peers whose EVPN End-of-RIB ExaBGP received in their current
+#: session: only their adj-rib-in is complete, so only they get an
+#: End-of-RIB line at a ``replay`` (a session that came up moments before an
+#: attach may still be sending its table: a made-up End-of-RIB would sweep
+#: the daemon's stale routes before the real ones arrive).
+EOR_RECEIVED: set[str] = set()
+
+
+def record_received_eor() -> None:
+    """Note each peer's received EVPN End-of-RIB; forget it when its
+    session comes up again or goes down."""
+    processes = exa_processes.Processes
+    message, up, down = processes.message, processes.up, processes.down
+
+    def _message(
+        self: Any, message_id: int, neighbor: Any, direction: str, msg: Any, *rest: Any
+    ) -> Any:
+        if direction == "receive" and isinstance(msg, EOR):
+            for nlri in msg.nlris:
+                if (nlri.afi, nlri.safi) == _EVPN:
+                    EOR_RECEIVED.add(str(neighbor["peer-address"]))
+        return message(self, message_id, neighbor, direction, msg, *rest)
+
+    def _up(self: Any, neighbor: Any) -> Any:
+        EOR_RECEIVED.discard(str(neighbor["peer-address"]))
+        return up(self, neighbor)
+
+    def _down(self: Any, neighbor: Any, reason: Any) -> Any:
+        EOR_RECEIVED.discard(str(neighbor["peer-address"]))
+        return down(self, neighbor, reason)
+
+    processes.message, processes.up, processes.down = _message, _up, _down
+
+
+def evpn_route_key(code: int, packed: bytes) -> bytes:
+    """An EVPN route's key: the fields RFC 7432 (7.1-7.4) and RFC 9136 (3.1)
+    make it of, without the labels, the ESI of types 2 and 5 and the gateway
+    address, which a withdrawal need not repeat: FRR withdraws a type-2 or
+    type-5 route with label 0 (``evpn-samples/withdraw_from_frr.jsonl``)."""
+    if code == 1 and len(packed) >= 22:  # RD, ESI, Ethernet tag; the label is not
+        return b"\x01" + packed[:22]
+    if code == 2 and len(packed) >= 30:  # RD, Ethernet tag, MAC, IP
+        end = 30 + (packed[29] + 7) // 8
+        return b"\x02" + packed[:8] + packed[18:end]
+    if code == 5 and len(packed) in (34, 58):  # RD, Ethernet tag, prefix
+        size = 4 if len(packed) == 34 else 16
+        return b"\x05" + packed[:8] + packed[18 : 23 + size]
+    return bytes((code,)) + packed  # types 3 and 4: no label in them
+
+
+def adj_rib_in_by_route_key() -> None:
+    """ExaBGP keys its adj-rib-in by the NLRI's bytes, labels included: a
+    withdrawal with other labels (FRR's, label 0) left the route in it, and
+    the ``replay`` at the next attach brought it back to a restarted daemon,
+    for good. EVPN routes are keyed by :func:`evpn_route_key` instead."""
+    update_cache = IncomingRIB.update_cache
+
+    def _update_cache(self: Any, change: Any) -> None:
+        nlri = change.nlri
+        if not self.cache or not isinstance(nlri, EVPN):
+            update_cache(self, change)
+            return
+        family = nlri.family().afi_safi()
+        key = evpn_route_key(nlri.CODE, nlri.pack_nlri()[2:])
+        if nlri.action == Action.ANNOUNCE:
+            self._seen.setdefault(family, {})[key] = change
+        elif family in self._seen:
+            self._seen[family].pop(key, None)
+
+    IncomingRIB.update_cache = _update_cache
+
+
+_EVPN = (AFI.l2vpn, SAFI.evpn)
+
 allow_ipv6_nexthops()
 gtsm_on_passive_sessions()
 reconnect_within_seconds()
 hold_down_after_teardown()
+record_received_eor()
+adj_rib_in_by_route_key()
 
 
 # ------------------------------------------------------------------- building
@@ -312,7 +397,86 @@ def _unicast_eor(reactor: Any, peers: list[str]) -> None:
         reactor.configuration.inject_eor(with_unicast, Family(*unicast))
 
 
+#: The paths announced to every neighbour (commands without ``peers``):
+#: what ExaBGP's adj-rib-out holds of ours, for a daemon that attaches.
+ANNOUNCED: set[EvpnPath] = set()
+#: When this ExaBGP started (time.time()).
+STARTED = time.time()
+
+
+def speaker_state(reactor: Any) -> SpeakerState:
+    established = []
+    for key in sorted(reactor.established_peers()):
+        peer = reactor._peers.get(key)
+        if peer is not None:
+            since = float(peer.stats.get("complete") or 0.0)
+            established.append((str(peer.neighbor["peer-address"]), since))
+    return SpeakerState(
+        pid=os.getpid(),
+        started=STARTED,
+        established=tuple(established),
+        paths=tuple(sorted(ANNOUNCED, key=lambda p: p.route.key)),
+    )
+
+
+def replay(reactor: Any, service: str, peers: tuple[str, ...]) -> int:
+    """The EVPN routes in the adj-rib-in of each established peer (all, or
+    those of ``peers``), written to ``service`` as ExaBGP writes a received
+    update (grouped by attributes), each peer's followed by an End-of-RIB
+    line; the number of routes."""
+    encoder = reactor.processes._encoder[service]
+    count = 0
+    for key in _peers(reactor, service, peers, established=True):
+        peer = reactor._peers.get(key)
+        if peer is None:
+            continue
+        neighbor = peer.neighbor
+        groups: dict[Any, tuple[Any, list[Any]]] = {}
+        for change in neighbor.rib.incoming.cached_changes([_EVPN]):
+            if not isinstance(change.nlri, EVPN):
+                continue
+            index = change.attributes.index()
+            groups.setdefault(index, (change.attributes, []))[1].append(change.nlri)
+        for attributes, nlris in groups.values():
+            for i in range(0, len(nlris), 500):
+                update = Update(nlris[i : i + 500], attributes)
+                reactor.processes.write(
+                    service, encoder.update(neighbor, "receive", update, None, b"", b"")
+                )
+                count += len(nlris[i : i + 500])
+        address = str(neighbor["peer-address"])
+        if address in EOR_RECEIVED:  # else its own End-of-RIB is still to come
+            reactor.processes.write(service, _eor_line(address))
+    return count
+
+
+def _eor_line(peer: str) -> str:
+    return msgspec.json.encode(
+        {
+            "type": "update",
+            "cnid-replay": True,
+            "neighbor": {
+                "address": {"peer": peer},
+                "message": {"eor": {"afi": "l2vpn", "safi": "evpn"}},
+            },
+        }
+    ).decode()
+
+
+def _track(command: Command, done: list[EvpnPath]) -> None:
+    if command.peers:
+        return  # one peer's (a session that came up): the set is the same
+    if command.op == "announce":
+        ANNOUNCED.update(done)
+    elif command.op == "withdraw":
+        ANNOUNCED.difference_update(done)
+
+
 def execute(reactor: Any, service: str, command: Command) -> Ack:
+    if command.op == "state":
+        return Ack(command.id, True, state=speaker_state(reactor))
+    if command.op == "replay":
+        return Ack(command.id, True, done=replay(reactor, service, command.peers))
     if command.op == "teardown":
         keys = _peers(reactor, service, command.peers, established=False)
         for address in command.peers:
@@ -349,7 +513,7 @@ def execute(reactor: Any, service: str, command: Command) -> Ack:
         return Ack(command.id, False, errors=(f"no neighbour matches {list(command.peers)}",))
     action = Action.ANNOUNCE if command.op == "announce" else Action.WITHDRAW
     errors: list[str] = []
-    done = 0
+    done: list[EvpnPath] = []
     for path in command.paths:
         try:
             change = build_change(path, action)
@@ -357,10 +521,11 @@ def execute(reactor: Any, service: str, command: Command) -> Ack:
             errors.append(f"{path.route}: {type(exc).__name__}: {exc}")
             continue
         if reactor.configuration.inject_change(peers, change) or action == Action.WITHDRAW:
-            done += 1
+            done.append(path)
         else:
             errors.append(f"{path.route}: the neighbours do not have the l2vpn evpn family")
-    return Ack(command.id, not errors, done=done, errors=tuple(errors))
+    _track(command, done)
+    return Ack(command.id, not errors, done=len(done), errors=tuple(errors))
 
 
 def _handle(self: Any, reactor: Any, service: str, line: str, use_json: bool) -> bool:

@@ -1,26 +1,38 @@
-"""ExaBGP as the daemon's supervised child: the node's BGP speaker.
+"""The daemon's side of the node's BGP speaker (ExaBGP, a process of its own).
 
-``Speaker.run`` serves the API socket, and whenever the node has neighbours
-it keeps one ExaBGP process running (``python -m cnid.bgp._exabgp``),
-restarting it with backoff when it dies and ending it with the daemon
-(SIGTERM, a grace period, SIGKILL, reaped: the trio model for children).
+ExaBGP runs in the speaker process (``_supervisor.py``: ``cnid speaker``),
+which outlives the daemon: a daemon crash, restart, reload or upgrade leaves
+every BGP session up. ``Speaker.run`` attaches to it over the API socket its
+relay serves (``_relay.py``), and re-attaches whenever the connection ends:
 
-* ``configure()``: the neighbours and session settings. A change of the
-  neighbour set rewrites the configuration and sends SIGUSR1 (ExaBGP
-  reloads; the other sessions and their routes stay up). A change of what
-  ExaBGP reads only at start (its environment: the listening address) is a
-  restart.
+* **attach**: ``state`` (ExaBGP's pid, the established sessions, the paths
+  announced to every neighbour), then ``replay`` (every route the established
+  peers sent, from ExaBGP's adj-rib-in, each peer's followed by End-of-RIB),
+  so a daemon that starts, or comes back, learns what it missed without any
+  session going down. Another pid than at the last attach: ExaBGP restarted
+  (``SpeakerDown``, every session ended with it); the same pid after a lost
+  connection: ``SpeakerResync`` (what was received is re-learned).
+* **mode**: ``child``: the speaker process's supervision runs inside the
+  daemon and ends with it (unit and bench harnesses); ``detached``: the
+  daemon starts ``cnid speaker --detach`` once (none running for the
+  directory) and leaves it running; ``external``: someone else runs it (the
+  pod's ``speaker`` container, a systemd unit).
+* ``configure()``: the neighbours and session settings, written to the run
+  directory (``exabgp.conf``, ``speaker.env``) where the speaker process
+  reads them: a new configuration is a reload (SIGUSR1: the other sessions
+  and their routes stay up), a new environment (what ExaBGP reads only at
+  start: its listening address) a restart.
 * ``announce()``: the complete set of paths the node wants announced. The
-  speaker sends ExaBGP the difference with what it holds; a restarted ExaBGP
-  holds nothing and gets everything again. When a session comes up the
-  speaker announces every path to that peer and then sends End-of-RIB
+  speaker sends ExaBGP the difference with what it holds (learned at
+  attach: a restarted daemon announces what is missing and withdraws what
+  is no longer true). When a session comes up (or is found up at attach)
+  the speaker announces every path to that peer and then sends End-of-RIB
   (graceful restart with a manual End-of-RIB: ``manual-eor``), but only once
   the daemon has said what it announces, so a restarting node never tells a
   peer "that was all" before it re-announced its routes.
 * events (session changes, received updates) go to each listener: the one
   given to the constructor and those that ``subscribe()`` (the EVPN
-  controller, as it is built); a ``SpeakerDown`` when ExaBGP ended (every
-  session ended with it).
+  controller, as it is built).
 
 The speaker is the one record of the sessions (``peers``: state, since when,
 flaps, updates, last error) and of what is announced (``announced``, and
@@ -30,10 +42,9 @@ flaps, updates, last error) and of what is announced (``announced``, and
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,20 +54,20 @@ import msgspec
 import trio
 
 from ..core._notify import Notifier
-from ..core._reconcile import Backoff
-from ..core._sockets import serve_unix
 from ..core._startup import Startup
 from ._api import CHUNK, ApiConnection, SpeakerUnavailable
 from ._aspath import drop_loops
 from ._config import SpeakerConfig, environment, render
 from ._events import BgpEvent, NotificationEvent, StateEvent, UpdateEvent
 from ._routes import EvpnPath, route_type
-from ._wire import Command
+from ._supervisor import API_SOCKET, CONFIG_FILE, ENV_FILE, Supervisor, running_pid
+from ._wire import Command, SpeakerState
 
 log = logging.getLogger("cnid.bgp")
 
-STOP_GRACE = 5.0
-_BACKOFF_MIN, _BACKOFF_MAX, _STABLE = 1.0, 30.0, 60.0
+MODES = ("detached", "external", "child")
+#: How often the daemon tries to reach the speaker's socket while it is not there.
+CONNECT_RETRY = 0.2
 
 
 class SpeakerDown(msgspec.Struct, frozen=True):
@@ -69,7 +80,15 @@ class SpeakerUp(msgspec.Struct, frozen=True):
     pid: int
 
 
-SpeakerEvent = BgpEvent | SpeakerDown | SpeakerUp
+class SpeakerResync(msgspec.Struct, frozen=True):
+    """The daemon re-attached to the same ExaBGP: the sessions stayed up, but
+    updates may have been missed; what is received is replayed now (each
+    established peer's routes, then its End-of-RIB)."""
+
+    reason: str
+
+
+SpeakerEvent = BgpEvent | SpeakerDown | SpeakerUp | SpeakerResync
 Listener = Callable[[SpeakerEvent], None]
 
 
@@ -94,6 +113,11 @@ class SpeakerStats(msgspec.Struct):
     started: float = 0.0
     commands: int = 0
     command_errors: int = 0
+    #: Attachments to a running ExaBGP (the first one included).
+    attaches: int = 0
+    #: Routes replayed at the last attach, and how long it took (s).
+    replayed: int = 0
+    replay_seconds: float = 0.0
 
 
 class Speaker:
@@ -107,19 +131,24 @@ class Speaker:
         clock: Callable[[], float] = time.time,
         launcher: tuple[str, ...] = (),
         startup: Startup | None = None,
+        mode: str = "child",
+        journal: Path | None = None,
     ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"speaker mode {mode!r}: one of {', '.join(MODES)}")
         self.run_dir = run_dir
-        self.api_socket = str(run_dir / "api.sock")
-        self.config_path = run_dir / "exabgp.conf"
-        self.env_path = run_dir / "exabgp.env"
+        self.api_socket = str(run_dir / API_SOCKET)
+        self.config_path = run_dir / CONFIG_FILE
+        self.env_path = run_dir / ENV_FILE
         self.log_level = log_level
+        self.mode = mode
         self._listeners: list[Listener] = [listener] if listener is not None else []
         self.on_restart = on_restart
         self.clock = clock
-        #: A command prefix for ExaBGP (test beds: ``ip netns exec NS``).
+        #: A command prefix for the speaker process (test beds: ``ip netns exec NS``).
         self.launcher = launcher
-        #: The daemon's start-up timeline: ExaBGP's start, its API
-        #: connection, the first session and the first announcement.
+        #: The daemon's start-up timeline: the speaker's attachment, the
+        #: first session and the first announcement.
         self.startup = startup or Startup()
         self.config: SpeakerConfig | None = None
         #: Applied to every configuration given to ``configure`` (the
@@ -134,13 +163,20 @@ class Speaker:
         self._to_refresh: set[str] = set()
         self._to_ask_again: set[str] = set()
         self._conn: ApiConnection | None = None
-        self._process: trio.Process | None = None
         self._config_changed = trio.Event()
         #: Bumped on each change of ``config`` (the BFD sessions follow it).
         self.configured = Notifier()
         self._sync_wanted = trio.Event()
-        self._running_env: dict[str, str] | None = None
-        self._running_text = ""
+        self._supervisor: Supervisor | None = None
+        self._spawned = False
+        #: Where the neighbours and the paths announced are kept for the next
+        #: start (``restore``); None: nowhere.
+        self.journal = journal
+        #: Events while nobody listens (the daemon attaches before its EVPN
+        #: controller exists): handed to the first subscriber.
+        self._unheard: list[SpeakerEvent] = []
+        #: Peers whose session changed (an event) while the state was asked.
+        self._changed_while_attaching: set[str] = set()
 
     # -- what the daemon tells the speaker ------------------------------------
 
@@ -170,6 +206,8 @@ class Speaker:
             peer.asn = n.peer_as(config.asn)
             peer.ebgp = n.ebgp(config.asn)
             peer.bfd = n.bfd
+        self._write_files(config)
+        self._save()
         self._config_changed.set()
         self.configured.bump()
 
@@ -178,10 +216,36 @@ class Speaker:
         change of what ``adjust`` adds)."""
         self.configure(self._source)
 
+    def _write_files(self, config: SpeakerConfig | None) -> None:
+        """What the speaker process runs ExaBGP from: no neighbours, no files
+        (ExaBGP is stopped)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if config is None or not config.neighbors:
+            for path in (self.config_path, self.env_path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        else:
+            env = json.dumps(environment(config, self.log_level), sort_keys=True)
+            # the environment first: the configuration is what starts ExaBGP
+            write_private(self.env_path, env)
+            write_private(self.config_path, render(config, self.api_socket))
+            log.info(
+                "BGP: router-id %s, AS %d, neighbours %s",
+                config.router_id,
+                config.asn,
+                ", ".join(n.address + (" (passive)" * n.passive) for n in config.neighbors),
+            )
+        if self._supervisor is not None:
+            self._supervisor.poke()
+
     def subscribe(self, listener: Listener) -> None:
         """Have ``listener`` called with every event from now on (called
-        synchronously, in order: it must not block)."""
+        synchronously, in order: it must not block); the first one also
+        hears what came before anyone listened."""
         self._listeners.append(listener)
+        unheard, self._unheard = self._unheard, []
+        for event in unheard:
+            listener(event)
 
     def announce(self, paths: frozenset[EvpnPath]) -> None:
         """The whole set of paths to announce (replaces the previous one)."""
@@ -189,7 +253,49 @@ class Speaker:
             return
         self._desired = paths
         self._desired_by_type = _by_type(paths)
+        self._save()
         self._sync_wanted.set()
+
+    # -- the journal: what the next start announces first ---------------------
+
+    def _save(self) -> None:
+        if self.journal is None:
+            return
+        saved = SavedSpeaker(self.config, tuple(sorted(self._desired or (), key=_path_key)))
+        try:
+            write_private(self.journal, msgspec.json.encode(saved).decode())
+        except OSError as exc:
+            log.warning("BGP: cannot save %s: %s", self.journal, exc.strerror)
+
+    def restore(self) -> int:
+        """At start, before anything else: the neighbours and the paths of
+        the previous run, from the journal. The speaker is configured with
+        them (ExaBGP starts now if it is not running) and they are announced
+        as soon as it is attached, End-of-RIB after them, without waiting
+        for the node's state to be rebuilt (the API server's lists): a
+        restarted speaker's peers get back what they held before its
+        restart, in seconds, within the restart time they keep it for. The
+        first ``announce()`` replaces them. The number of paths restored."""
+        if self.journal is None:
+            return 0
+        try:
+            saved = msgspec.json.decode(self.journal.read_bytes(), type=SavedSpeaker)
+        except FileNotFoundError:
+            return 0
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("BGP: %s unreadable, ignored: %s", self.journal, exc)
+            return 0
+        if saved.config is not None:
+            self.configure(saved.config)
+        if saved.paths:
+            self.announce(frozenset(saved.paths))
+        log.info(
+            "BGP: restored from %s: %d neighbours, %d paths to announce first",
+            self.journal,
+            len(saved.config.neighbors) if saved.config else 0,
+            len(saved.paths),
+        )
+        return len(saved.paths)
 
     async def teardown(self, peer: str, hold: float, code: int = 1) -> bool:
         """End the session to ``peer`` with a NOTIFICATION (Cease, subcode
@@ -230,159 +336,152 @@ class Speaker:
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._conn is not None
+        return self._conn is not None
 
     # -- the service -----------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_unix, self.api_socket, self._serve_api)
+            if self.mode == "child":
+                self._supervisor = Supervisor(
+                    self.run_dir, launcher=self.launcher, on_exit=self._exabgp_exited
+                )
+                await nursery.start(self._supervisor.run)
             nursery.start_soon(self._sync_loop)
-            nursery.start_soon(self._supervise)
+            nursery.start_soon(self._attach_loop)
             task_status.started()
 
-    async def _serve_api(self, sock: trio.socket.SocketType) -> None:
-        conn = ApiConnection(sock, self._event)
-        if self._conn is not None and not self._conn.closed.is_set():
-            log.warning("ExaBGP API: a second connection replaces the first")
-        self._conn = conn
-        self.startup.mark("exabgp-api")
-        self._sync_wanted.set()
-        try:
-            await conn.read_forever()
-        finally:
-            if self._conn is conn:
-                self._conn = None
+    def _exabgp_exited(self, reason: str) -> None:
+        """Child mode: ExaBGP's end is known at once (elsewhere at the next
+        attach, by its pid)."""
+        if self.stats.pid:
+            self._stopped(reason)
+            self.stats.pid = 0
 
-    # -- supervision ------------------------------------------------------------
+    async def _spawn_detached(self) -> None:
+        """``cnid speaker --detach`` for the run directory, unless one runs."""
+        if running_pid(self.run_dir):
+            return
+        argv = [
+            *self.launcher,
+            sys.executable,
+            "-m",
+            "cnid.bgp",
+            "--run-dir",
+            str(self.run_dir),
+            "--detach",
+        ]
+        log.info("BGP: starting the speaker process (detached): %s", " ".join(argv))
+        await trio.run_process(argv, check=False)
+        self._spawned = True
 
-    async def _supervise(self) -> None:
-        # No jitter: one ExaBGP per node, nothing to spread, and the log
-        # says the delay it waits.
-        backoff = Backoff(_BACKOFF_MIN, _BACKOFF_MAX, jitter=False)
+    async def _attach_loop(self) -> None:
+        """Connect to the speaker's socket, attach, serve the connection;
+        again when it ends."""
         while True:
             config = self.config
             if config is None or not config.neighbors:
                 self._config_changed = trio.Event()
                 await self._config_changed.wait()
                 continue
-            started = trio.current_time()
-            reason = await self._run_once(config)
-            ran = trio.current_time() - started
-            self._stopped(reason)
-            if reason == "restart" or ran > _STABLE:
-                backoff.reset()  # asked for, or it had run well: no penalty
-            if reason == "restart":
+            if self.mode == "detached":
+                await self._spawn_detached()
+            try:
+                sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+                try:
+                    await sock.connect(self.api_socket)
+                except OSError:
+                    sock.close()
+                    raise
+            except OSError:
+                await trio.sleep(CONNECT_RETRY)
                 continue
-            delay = backoff.next_delay()
-            log.error("ExaBGP %s; starting it again in %.0fs", reason, delay)
-            await trio.sleep(delay)
+            await self._serve(ApiConnection(sock, self._event))
+            log.warning("BGP: the speaker's API connection ended; attaching again")
+            await trio.sleep(CONNECT_RETRY)
 
-    def _write_config(self, config: SpeakerConfig) -> str:
-        text = render(config, self.api_socket)
-        write_private(self.config_path, text)
-        return text
-
-    async def _run_once(self, config: SpeakerConfig) -> str:
-        """Run ExaBGP until it ends ("exited ...") or needs a restart."""
-        env = environment(config, self.log_level)
-        self._running_text = self._write_config(config)
-        self._running_env = env
-        self._held.clear()
-        # Every setting travels in the environment; an empty file keeps
-        # ExaBGP from looking for (and complaining about) one of its own.
-        self.env_path.touch()
-        proc = await trio.lowlevel.open_process(
-            [
-                *self.launcher,
-                sys.executable,
-                "-m",
-                "cnid.bgp._exabgp",
-                "--env-file",
-                str(self.env_path),
-                str(self.config_path),
-            ],
-            env={**os.environ, **env},
-            cwd=str(self.run_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self._process = proc
-        self.startup.mark("exabgp")
-        self.stats.pid = proc.pid
-        self.stats.started = self.clock()
-        log.info(
-            "ExaBGP started (pid %d): router-id %s, AS %d, neighbours %s",
-            proc.pid,
-            config.router_id,
-            config.asn,
-            ", ".join(f"{n.address}{' (passive)' if n.passive else ''}" for n in config.neighbors),
-        )
-        self._emit(SpeakerUp(proc.pid))
-        outcome = "exited"
+    async def _serve(self, conn: ApiConnection) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                assert proc.stdout is not None
-                nursery.start_soon(self._pump_log, proc.stdout)
-
-                async def watch_exit() -> None:
-                    nonlocal outcome
-                    code = await proc.wait()
-                    outcome = f"exited with status {code}"
+                nursery.start_soon(conn.read_forever)
+                try:
+                    await self._attach(conn)
+                except SpeakerUnavailable as exc:
+                    log.warning("BGP: attaching to the speaker: %s", exc.msg)
                     nursery.cancel_scope.cancel()
-
-                async def watch_config() -> None:
-                    nonlocal outcome
-                    outcome = await self._follow_config(proc)
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(watch_exit)
-                nursery.start_soon(watch_config)
+                    return
+                await conn.closed.wait()
+                nursery.cancel_scope.cancel()
         finally:
-            with trio.CancelScope(shield=True):
-                await _stop(proc)
-            self._process = None
-        return outcome
+            if self._conn is conn:
+                self._conn = None
+            conn.close()
+            for peer in self.peers.values():
+                if peer.state == "up":
+                    peer.state = "unknown"  # until the next attach says
 
-    async def _follow_config(self, proc: trio.Process) -> str:
-        """Reload ExaBGP (SIGUSR1) on each change of its neighbours, until a
-        change needs a restart (returns "restart")."""
-        while True:
-            self._config_changed = trio.Event()
-            await self._config_changed.wait()
-            new = self.config
-            if new is None or not new.neighbors:
-                return "restart"
-            if environment(new, self.log_level) != self._running_env:
-                log.info("BGP settings changed: restarting ExaBGP")
-                return "restart"
-            text = self._write_config(new)
-            if text != self._running_text:
-                self._running_text = text
-                log.info(
-                    "BGP neighbours now %s: reloading ExaBGP",
-                    ", ".join(n.address for n in new.neighbors),
-                )
-                proc.send_signal(signal.SIGUSR1)
+    async def _attach(self, conn: ApiConnection) -> None:
+        """Learn what the running ExaBGP holds and what it received."""
+        self._changed_while_attaching = set()
+        ack = await conn.call(Command(conn.next_id(), "state"))
+        state = ack.state
+        if state is None:
+            raise SpeakerUnavailable("the speaker answered no state (an older extension?)")
+        previous = self.stats.pid
+        if previous and previous != state.pid:
+            self._stopped(f"restarted (pid {previous} -> {state.pid})")
+        self.stats.attaches += 1
+        self.stats.pid = state.pid
+        self.stats.started = state.started
+        if previous != state.pid:
+            self.startup.mark("exabgp")
+            self._emit(SpeakerUp(state.pid))
+        elif previous:
+            self._emit(SpeakerResync("the speaker's API connection was lost"))
+        self._held = set(state.paths)
+        self._learn_sessions(state)
+        log.info(
+            "BGP: attached to ExaBGP (pid %d, up %.0f s): %d sessions established, "
+            "%d paths announced",
+            state.pid,
+            max(0.0, time.time() - state.started),
+            len(state.established),
+            len(state.paths),
+        )
+        began = trio.current_time()
+        ack = await conn.call(Command(conn.next_id(), "replay"))
+        self.stats.replayed = ack.done
+        self.stats.replay_seconds = trio.current_time() - began
+        log.info("BGP: %d received routes replayed in %.3f s", ack.done, self.stats.replay_seconds)
+        self._conn = conn
+        self.startup.mark("exabgp-api")
+        self._sync_wanted.set()
 
-    async def _pump_log(self, stream: trio.abc.ReceiveStream) -> None:
-        buf = b""
-        async for chunk in stream:
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                text = line.decode(errors="replace").rstrip()
-                if text:
-                    log.info("exabgp: %s", text)
+    def _learn_sessions(self, state: SpeakerState) -> None:
+        up = dict(state.established)
+        for address, peer in self.peers.items():
+            if address in self._changed_while_attaching:
+                continue  # its own event (read before the answer) is newer
+            if address in up:
+                if peer.state != "up":
+                    peer.state = "up"
+                    peer.since = up[address]
+                # everything to it again, then End-of-RIB (announcing what
+                # ExaBGP holds already sends nothing: its adj-rib-out)
+                self._to_refresh.add(address)
+            elif peer.state in ("up", "unknown"):
+                peer.state = "idle"
+                peer.since = self.clock()
+        for address in up:
+            if address not in self._changed_while_attaching:
+                self._emit(StateEvent(address, "up"))
 
     def _stopped(self, reason: str) -> None:
         self._held.clear()
-        if reason != "restart":
-            self.stats.restarts += 1
-            if self.on_restart is not None:
-                self.on_restart()
+        self.stats.restarts += 1
+        if self.on_restart is not None:
+            self.on_restart()
         for peer in self.peers.values():
             if peer.state != "idle":
                 peer.state = "idle"
@@ -392,11 +491,14 @@ class Speaker:
     # -- events -----------------------------------------------------------------
 
     def _emit(self, event: SpeakerEvent) -> None:
+        if not self._listeners:
+            self._unheard.append(event)
         for listener in self._listeners:
             listener(event)
 
     def _event(self, event: BgpEvent) -> None:
         if isinstance(event, StateEvent):
+            self._changed_while_attaching.add(event.peer)
             peer = self.peers.get(event.peer)
             if peer is not None and peer.state != event.state:
                 if peer.state == "up":
@@ -508,6 +610,17 @@ class Speaker:
         return dict(self._desired_by_type)
 
 
+class SavedSpeaker(msgspec.Struct, frozen=True):
+    """The speaker's journal (``bgp.json`` in the state directory)."""
+
+    config: SpeakerConfig | None
+    paths: tuple[EvpnPath, ...] = ()
+
+
+def _path_key(path: EvpnPath) -> tuple[object, ...]:
+    return path.route.key
+
+
 def _by_type(paths: frozenset[EvpnPath]) -> dict[int, int]:
     out = {2: 0, 3: 0, 5: 0}
     for path in paths:
@@ -532,22 +645,3 @@ def write_private(path: Path, text: str) -> None:
         if fd >= 0:
             os.close(fd)
     tmp.replace(path)
-
-
-async def _stop(proc: trio.Process) -> None:
-    """SIGTERM, a grace period, SIGKILL; reaped either way."""
-    if proc.returncode is not None:
-        return
-    try:
-        proc.terminate()
-    except ProcessLookupError:
-        pass
-    with trio.move_on_after(STOP_GRACE):
-        await proc.wait()
-        return
-    log.warning("ExaBGP (pid %d) ignored SIGTERM for %.0fs: killing it", proc.pid, STOP_GRACE)
-    try:
-        proc.kill()
-    except ProcessLookupError:
-        pass
-    await proc.wait()

@@ -27,14 +27,33 @@ class Command(msgspec.Struct, frozen=True):
     ``teardown``: a NOTIFICATION (Cease, subcode ``code``) to the peers,
     then no session with them for ``hold`` seconds (FRR's ``maximum-prefix
     N restart M``; BFD's hold-down while it is down). ``release``: the end
-    of a teardown's hold, the session made again at once (BFD back Up)."""
+    of a teardown's hold, the session made again at once (BFD back Up).
+    ``state``: what ExaBGP holds (answered with ``Ack.state``). ``replay``:
+    every route received from the established peers (ExaBGP's adj-rib-in),
+    as the update lines ExaBGP wrote when it received them, then an
+    End-of-RIB line per peer, then the ack: what a daemon that (re)attaches
+    missed."""
 
     id: int
-    op: Literal["announce", "withdraw", "eor", "teardown", "refresh", "release"]
+    op: Literal[
+        "announce", "withdraw", "eor", "teardown", "refresh", "release", "state", "replay"
+    ]
     peers: tuple[str, ...] = ()
     paths: tuple[EvpnPath, ...] = ()
     hold: float = 0.0
     code: int = 0
+
+
+class SpeakerState(msgspec.Struct, frozen=True):
+    """What a running ExaBGP holds, as the extension knows it: its process
+    (``pid``, ``started``: time.time()), the established sessions (peer
+    address, established since: time.time()) and the paths announced to
+    every neighbour."""
+
+    pid: int
+    started: float
+    established: tuple[tuple[str, float], ...] = ()
+    paths: tuple[EvpnPath, ...] = ()
 
 
 class Ack(msgspec.Struct, frozen=True):
@@ -42,6 +61,7 @@ class Ack(msgspec.Struct, frozen=True):
     ok: bool
     done: int = 0
     errors: tuple[str, ...] = ()
+    state: SpeakerState | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -22,17 +22,17 @@ from collections.abc import Callable
 MILESTONES = (
     "main",  # cnid.daemon._cli.main entered: interpreter and imports before it
     "config",  # server.ini loaded and checked
+    "speaker",  # the speaker service started (its journal restored)
+    "exabgp",  # attached to an ExaBGP process (a new one, or one that ran on)
+    "exabgp-api",  # the attachment done: state learned, received routes replayed
+    "underlay-routes",  # the routed underlay's controller started (VTEP routes adopted)
     "api",  # the Kubernetes watches synced (with an API)
     "underlay",
     "domains",
     "recovery",
     "host-integration",
-    "speaker",  # the speaker service started
-    "underlay-routes",  # the routed underlay's controller started (VTEP routes adopted)
-    "exabgp",  # the ExaBGP process spawned
     "cni-socket",
     "ready",  # readiness true for the first time
-    "exabgp-api",  # ExaBGP's relay connected to the API socket
     "first-session",  # the first BGP session established
     "first-announcement",  # the first EVPN route acknowledged by ExaBGP
 )

@@ -1,4 +1,5 @@
-"""``cnid run --config server.ini``: the node daemon's command line.
+"""``cnid run --config server.ini``: the node daemon's command line
+(``cnid speaker --run-dir DIR``: the BGP speaker's, ``cnid.bgp._supervisor``).
 
 A configuration or environment problem (a bad value, a missing file, a
 state directory that cannot be written, another daemon on the same
@@ -113,6 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run the node daemon")
     run.add_argument("--config", "-c", help="server.ini (default: built-in defaults)")
+    sub.add_parser(
+        "speaker",
+        help="run the BGP speaker (ExaBGP), which outlives the daemon",
+        add_help=False,
+    )
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["speaker"]:
+        from ..bgp import speaker_main
+
+        return speaker_main(argv[1:])
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)

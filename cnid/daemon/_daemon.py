@@ -1,8 +1,9 @@
 """The node daemon: every service started from one nursery, in order.
 
 health (liveness from the first moment) -> node state (journal, address
-store) -> [with the Kubernetes API: the watches, this node's VRFNodeConfig]
--> underlay -> domains (kernel objects of every tenant; with the API, the
+store) -> the BGP speaker (attached, or restored from its journal) ->
+[with the Kubernetes API: the watches, this node's VRFNodeConfig] ->
+underlay -> domains (kernel objects of every tenant; with the API, the
 VRFDomain and VRFDomainBinding controllers) -> recovery of what a previous
 run left -> host integration -> BGP (the speaker, BFD, the EVPN controller,
 the peering) -> the CNI socket -> the control socket [-> garbage collection].
@@ -98,6 +99,7 @@ class Daemon:
         """The service graph, group by group, in dependency order."""
         async with trio.open_nursery() as nursery:
             await self._start_health(nursery)
+            speaker = await self._start_speaker(nursery)
             member, settings = await self._start_cluster_view(nursery, client)
             underlay = await self._discover_underlay(settings, member)
             service = CniService(
@@ -111,7 +113,7 @@ class Daemon:
             )
             await self._start_domains(nursery, underlay, settings, member, service)
             self.host = await self._start_host_integration(nursery, client, member)
-            self.evpn = await self._start_evpn(nursery, underlay, settings, member)
+            self.evpn = await self._start_evpn(nursery, speaker, underlay, settings, member)
             await self._start_sockets(nursery, service)
             if member is not None:
                 await member.start_gc(nursery, service)
@@ -124,6 +126,26 @@ class Daemon:
         self.health_port = await nursery.start(health.run, cfg.host, cfg.port)
         for problem in self.journal.load():
             log.error("state: unreadable attachment record moved aside: %s", problem)
+
+    async def _start_speaker(self, nursery: trio.Nursery) -> Speaker:
+        """The BGP speaker first, from its journal: when the speaker process
+        restarted with the daemon (a pod replaced), the previous run's
+        neighbours and paths are announced again, End-of-RIB after them,
+        before anything waits on the API server; when it kept running, the
+        daemon attaches to it and nothing changes on the wire."""
+        opts = self.config.bgp
+        speaker = Speaker(
+            run_dir=Path(self.config.api.socket_path_ctl).parent / "bgp",
+            log_level=opts.log_level,
+            on_restart=self.metrics.exabgp_restarts.inc,
+            startup=self.startup,
+            mode=opts.speaker,
+            journal=Path(self.config.network.state_dir) / "bgp.json",
+        )
+        speaker.restore()
+        await nursery.start(speaker.run)
+        self.startup.mark("speaker")
+        return speaker
 
     async def _start_cluster_view(
         self, nursery: trio.Nursery, client: KubeClient | None
@@ -275,24 +297,17 @@ class Daemon:
     async def _start_evpn(
         self,
         nursery: trio.Nursery,
+        speaker: Speaker,
         underlay: dataplane.Underlay,
         settings: NodeSettings,
         member: ClusterMember | None,
     ) -> EvpnController:
-        """The BGP speaker, BFD, the EVPN controller (with the BFD sessions
-        of the neighbours that ask for them), and the peering that gives the
-        speaker its neighbours (in that order: the controller listens before
-        the first session can come up)."""
+        """BFD, the EVPN controller (with the BFD sessions of the neighbours
+        that ask for them), and the peering that gives the speaker its
+        neighbours (the speaker hands the controller what it heard before the
+        controller listened)."""
         opts = self.config.bgp
         router_id = router_id_for(settings.router_id, underlay.address)
-        speaker = Speaker(
-            run_dir=Path(self.config.api.socket_path_ctl).parent / "bgp",
-            log_level=opts.log_level,
-            on_restart=self.metrics.exabgp_restarts.inc,
-            startup=self.startup,
-        )
-        await nursery.start(speaker.run)
-        self.startup.mark("speaker")
         bfd = BfdService()  # no socket until a neighbour asks for BFD
         await nursery.start(bfd.run)
         evpn = EvpnController(

@@ -46,6 +46,7 @@ from ..bgp import (
     Speaker,
     SpeakerDown,
     SpeakerEvent,
+    SpeakerResync,
     SpeakerUp,
     StateEvent,
     UpdateEvent,
@@ -401,6 +402,9 @@ class EvpnController:
                 self.graceful.speaker_down(event.reason, now)
             if bfd is not None:
                 bfd.speaker_restarted()
+        elif isinstance(event, SpeakerResync):
+            # updates may have been missed: what is not replayed goes
+            self.graceful.speaker_down(event.reason, now)
         elif isinstance(event, StateChange) and bfd is not None:
             self._bfd_changed(event, now)
         self._count_skips()

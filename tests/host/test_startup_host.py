@@ -1,7 +1,7 @@
 """A real daemon's start-up timeline, read with ``cnictl status``. On this
 host the kernel has no VRF device, so the node never becomes ready: the
 milestones up to the CNI socket are there, in order; with a BGP peer (that
-never answers) ExaBGP starts and its relay connects."""
+never answers) the speaker process runs ExaBGP and the daemon attaches."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from testbed.node import CnidNode
 UP_TO_CNI_SOCKET = [
     "main",
     "config",
+    "speaker",
     "underlay",
     "domains",
     "recovery",
     "host-integration",
-    "speaker",
     "cni-socket",
 ]
 
@@ -43,7 +43,8 @@ def test_timeline_up_to_the_cni_socket(cnid_plugin: Path) -> None:
         assert times == sorted(times)
         assert all(m in MILESTONES for m in timeline)
         assert "api" not in timeline and "ready" not in timeline, timeline
-        # ExaBGP is spawned once the speaker runs; its relay connects later
+        # the speaker first; then the daemon attaches to ExaBGP (the speaker
+        # process runs it) and learns its state
         assert timeline["speaker"] <= timeline["exabgp"], timeline
         assert timeline["exabgp-api"] >= timeline["exabgp"], (timeline, n.log_tail())
         # measured from the process's start: the imports take some time

@@ -840,7 +840,7 @@ def test_daemonset_runs_on_every_node_with_host_network() -> None:
     assert pod["priorityClassName"] == "system-node-critical"
     assert {"operator": "Exists"} in pod["tolerations"]
     assert pod["terminationGracePeriodSeconds"] == 30
-    (cnid,) = pod["containers"]
+    cnid, _ = pod["containers"]
     assert cnid["securityContext"]["privileged"] is False
     assert cnid["args"] == ["run", "--config", "/etc/cnid/server.ini"]
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in cnid[
@@ -850,7 +850,7 @@ def test_daemonset_runs_on_every_node_with_host_network() -> None:
 
 
 def test_daemonset_probes_the_health_port_of_server_ini() -> None:
-    (cnid,) = daemonset()["spec"]["template"]["spec"]["containers"]
+    cnid, _ = daemonset()["spec"]["template"]["spec"]["containers"]
     port = parse_config(server_ini()).readiness.port
     assert port == 24800
     assert cnid["livenessProbe"]["httpGet"] == {"path": "/livez", "port": port}
@@ -859,7 +859,7 @@ def test_daemonset_probes_the_health_port_of_server_ini() -> None:
 
 def test_daemonset_mounts_what_server_ini_names() -> None:
     pod = daemonset()["spec"]["template"]["spec"]
-    (cnid,) = pod["containers"]
+    cnid, _ = pod["containers"]
     by_path = mounts(cnid)
     hosts = host_paths(pod)
     config = parse_config(server_ini())
@@ -882,10 +882,31 @@ def test_daemonset_mounts_what_server_ini_names() -> None:
     assert by_path["/lib/modules"]["readOnly"] is True
 
 
+def test_the_speaker_is_a_container_of_its_own_sharing_its_directory_with_the_daemon() -> None:
+    """The speaker outlives the daemon's container: the two share the
+    speaker's directory (where the daemon writes ExaBGP's configuration and
+    the relay serves the API socket) through an emptyDir, which lives as
+    long as the pod; the daemon does not start a speaker of its own."""
+    pod = daemonset()["spec"]["template"]["spec"]
+    cnid, speaker = pod["containers"]
+    assert (cnid["name"], speaker["name"]) == ("cnid", "speaker")
+    config = parse_config(server_ini())
+    assert config.bgp.speaker == "external"
+    run_dir = os.path.join(os.path.dirname(config.api.socket_path_ctl), "bgp")
+    assert speaker["command"][1:] == ["-m", "cnid.bgp"]
+    assert speaker["args"] == ["--run-dir", run_dir]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    daemon_side, speaker_side = mounts(cnid)[run_dir], mounts(speaker)[run_dir]
+    assert daemon_side["name"] == speaker_side["name"]
+    assert "emptyDir" in volumes[daemon_side["name"]]
+    assert not daemon_side.get("readOnly") and not speaker_side.get("readOnly")
+    assert "livenessProbe" not in speaker  # nothing to restart it for: it exits on failure
+
+
 def test_init_container_installs_the_plugin_into_the_host_cni_dirs() -> None:
     pod = daemonset()["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
-    (cnid,) = pod["containers"]
+    cnid, _ = pod["containers"]
     assert init["image"] == cnid["image"]
     assert init["command"] == ["/opt/cnid/install-cni.sh"]
     env = {e["name"]: e["value"] for e in init["env"]}
@@ -920,7 +941,7 @@ def test_root_filesystems_are_read_only_with_writable_mounts_for_what_cnid_write
     pod = daemonset()["spec"]["template"]["spec"]
     for c in containers(pod):
         assert c["securityContext"]["readOnlyRootFilesystem"] is True, c["name"]
-    (cnid,) = pod["containers"]
+    cnid, _ = pod["containers"]
     config = parse_config(server_ini())
     by_path = mounts(cnid)
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -947,7 +968,7 @@ def test_the_daemon_has_exactly_the_capabilities_it_uses() -> None:
     """NET_ADMIN (netlink, nftables), NET_RAW (raw sockets), SYS_ADMIN
     (setns into a pod's netns), NET_BIND_SERVICE (BGP's port 179); no
     SYS_MODULE, no SYS_PTRACE. kube/README.md says why for each."""
-    (cnid,) = daemonset()["spec"]["template"]["spec"]["containers"]
+    cnid, speaker = daemonset()["spec"]["template"]["spec"]["containers"]
     added = set(cnid["securityContext"]["capabilities"]["add"])
     assert added == {"NET_ADMIN", "NET_RAW", "SYS_ADMIN", "NET_BIND_SERVICE"}
     readme = (KUBE / "README.md").read_text()
@@ -955,6 +976,8 @@ def test_the_daemon_has_exactly_the_capabilities_it_uses() -> None:
         assert cap in readme, cap
     (init,) = daemonset()["spec"]["template"]["spec"]["initContainers"]
     assert "add" not in init["securityContext"]["capabilities"]
+    # the speaker: ExaBGP's port 179, nothing else
+    assert speaker["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
 
 
 # -- install-cni.sh ----------------------------------------------------------
@@ -1107,8 +1130,11 @@ def test_containerfile_builds_plugin_then_runtime() -> None:
     assert Path(entrypoint[0]).name == "cnid" and len(entrypoint) == 1
     # Run without args, the image does what the DaemonSet asks of it.
     (cmd,) = [json.loads(a) for w, a in runtime if w == "CMD"]
-    (cnid,) = daemonset()["spec"]["template"]["spec"]["containers"]
+    cnid, speaker = daemonset()["spec"]["template"]["spec"]["containers"]
     assert cmd == cnid["args"]
+    # the speaker container: the same image, the venv's python running cnid.bgp
+    assert speaker["image"] == cnid["image"]
+    assert Path(speaker["command"][0]).parent == Path(entrypoint[0]).parent
 
 
 def test_the_ebgp_nodeconfig_example_is_accepted_and_read_by_the_node() -> None:

@@ -485,10 +485,11 @@ def test_the_daemon_restarted_during_a_continuous_ping_the_fabric_recovers(
     (REPORT / "daemon-restart.json").write_text(json.dumps(report, indent=2))
     print(f"daemon restart on k8s02 during a ping k8s01 -> k8s02: {report}")
     # the fabric recovered: sessions, routes, the pods on the restarted node
-    # kept their addresses and answer, the last seconds lost nothing
+    # kept their addresses and answer; the speaker outlived the daemon (its
+    # sessions to the FRR reflectors stayed up, issue 15): nothing was lost
     assert lab.ctl("k8s02", "status")["ready"]
     assert ping(b.netns, a.ip) and ping(demo["l2/web-2"].netns, demo["l2/web-1"].ip)
-    assert received > 0 and lost < sent
+    assert received > 0 and lost == 0, report
 
 
 # -- a node goes --
