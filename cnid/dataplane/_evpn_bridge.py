@@ -122,7 +122,11 @@ def _plan_fdb(
         plan.additions.append(_Op(Request(new, _REPLACE, master, "fdb bridge entry"), names))
         replacing[key] = names
 
-    states: dict[int, tuple[dict[str, set[str]], set[str]]] = {}
+    # Removals are checked entry by entry (a GET of the driver's and the
+    # bridge's entry of each MAC), not against a dump of the VNI's whole
+    # table per call: withdrawing a large table took tens of calls, each
+    # dumping every entry still left (half of the node's time).
+    unicast_removals: list[tuple[FdbEntry, nl.Link, bytes, bytes]] = []
     for e in remove:
         try:
             mac = _mac(e.mac)
@@ -135,19 +139,57 @@ def _plan_fdb(
             # the MAC moves to another VTEP: the replace does it atomically
             replacing[(e.vni, e.mac)].append(("remove", e))
             continue
-        if e.vni not in states:
-            states[e.vni] = _fdb_state(sock, vx, devs.vxlan_group.get(e.vni))
-        remotes, bridged = states[e.vni]
         h = heads.get(vx.index) or heads.setdefault(vx.index, _FdbHeads(vx))
-        dsts = remotes.get(e.mac, set())
         lladdr = _LLADDR + mac + _PAD2
-        if e.vtep in dsts:
-            req = Request(delete, 0, h.self_del + lladdr + dst_attr(dst), "fdb")
+        if mac == _ZERO:
+            # every flood remote is ours but the kernel's default one; one
+            # that is not there (ENOENT) is gone already
+            if e.vtep != devs.vxlan_group.get(e.vni):
+                req = Request(delete, 0, h.self_del + lladdr + dst_attr(dst), "fdb")
+                plan.removals.append(_Op(req, [("remove", e)], gone_ok=True))
+            continue
+        unicast_removals.append((e, vx, lladdr, dst_attr(dst)))
+    if not unicast_removals:
+        return
+    gets: list[nl.Request] = []
+    for _e, vx, lladdr, _dst in unicast_removals:
+        gets.append(Request(nl.RTM_GETNEIGH, 0, _fdb_get(vx.index, nl.NTF_SELF) + lladdr, "fdb"))
+        master = _fdb_get(vx.index, nl.NTF_MASTER) + lladdr
+        gets.append(Request(nl.RTM_GETNEIGH, 0, master, "fdb bridge entry"))
+    found = sock.neighbours_get(gets)
+    for i, (e, vx, lladdr, dst_nla) in enumerate(unicast_removals):
+        h = heads[vx.index]
+        driver, bridge = found[2 * i], found[2 * i + 1]
+        # the driver's entry, if ours: its remote (one: ours are replaced, never appended)
+        ours = _driver_remote(driver, vx)
+        if ours == e.vtep:
+            req = Request(delete, 0, h.self_del + lladdr + dst_nla, "fdb")
             plan.removals.append(_Op(req, [("remove", e)]))
-        if mac != _ZERO and e.mac in bridged and dsts <= {e.vtep}:
+        if _bridged(bridge, vx) and ours in (None, e.vtep):
             req = Request(delete, 0, h.master_del + lladdr, "fdb bridge entry")
             plan.removals.append(_Op(req, [("remove", e)]))
-        # neither: already gone, nothing to do
+        # neither: already gone (or no longer ours), nothing to do
+
+
+def _fdb_get(port: int, flags: int) -> bytes:
+    return nl.ndmsg(nl.AF_BRIDGE, port, 0, flags)
+
+
+def _driver_remote(n: nl.Neigh | None, vx: nl.Link) -> str | None:
+    """The remote of a MAC's VXLAN driver entry (a GET's answer) if the
+    entry is ours (as ``_fdb_state`` reads a dump), else None."""
+    if n is None or n.ifindex != vx.index or n.master is not None or n.dst is None:
+        return None
+    if not n.flags & nl.NTF_SELF or not n.flags & nl.NTF_EXT_LEARNED:
+        return None
+    return n.dst
+
+
+def _bridged(n: nl.Neigh | None, vx: nl.Link) -> bool:
+    """Whether a bridge's FDB entry (a GET's answer) is ours, on ``vx``."""
+    if n is None or n.ifindex != vx.index or n.master is None:
+        return False
+    return bool(n.flags & nl.NTF_EXT_LEARNED)
 
 
 # ---------------------------------------------------------------- neighbours
@@ -202,7 +244,8 @@ def _plan_neigh(
         plan.additions.append(_Op(nl.Request(nl.RTM_NEWNEIGH, _REPLACE, body, "neigh"), names))
         replacing[key] = names
 
-    states: dict[int, set[tuple[str, str]]] = {}
+    checks: list[tuple[NeighEntry, int, bytes]] = []  # entry, bridge, request body
+    gets: list[nl.Request] = []
     for e in remove:
         try:
             family, raw = _parse_ip(e.ip)
@@ -214,9 +257,15 @@ def _plan_neigh(
         if (e.vni, e.ip) in replacing:
             replacing[(e.vni, e.ip)].append(("remove", e))
             continue
-        if e.vni not in states:
-            states[e.vni] = _neigh_state(sock, br)
-        if (e.ip, e.mac) not in states[e.vni]:
-            continue  # gone, or no longer ours / another MAC: not touched
         body = nl.ndmsg(family, br.index) + _attr(nl.NDA_DST, raw)
+        checks.append((e, br.index, body))
+        gets.append(nl.Request(nl.RTM_GETNEIGH, 0, body, "neigh"))
+    if not gets:
+        return
+    # each entry checked with a GET (ours, this MAC), not a dump per bridge
+    for (e, index, body), n in zip(checks, sock.neighbours_get(gets), strict=True):
+        if n is None:
+            continue  # gone
+        if n.ifindex != index or not _neigh_ours(n) or n.lladdr != e.mac:
+            continue  # no longer ours / another MAC: not touched
         plan.removals.append(_Op(nl.Request(nl.RTM_DELNEIGH, 0, body, "neigh"), [("remove", e)]))
