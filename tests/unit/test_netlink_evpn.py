@@ -414,3 +414,11 @@ def test_removals_look_up_their_entries_and_dump_nothing() -> None:
     flood = frozenset({dp.FdbEntry(100, ZERO, "192.0.2.7")})
     _evpn_bridge._plan_fdb(kernel, devs, frozenset(), flood, plan)  # type: ignore[arg-type]
     assert plan.removals == [] and plan.failed == {}
+
+
+def test_many_removals_on_one_device_read_its_dump_with_the_same_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_evpn_bridge, "DUMP_AT", 1)
+    test_a_moving_mac_is_one_replace_and_a_stale_removal_nothing()
+    test_neighbours_are_removed_only_when_ours_with_that_mac()
