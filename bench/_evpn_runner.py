@@ -49,6 +49,7 @@ from typing import Any
 import trio
 
 from cnid import dataplane
+from cnid.bfd import BfdService
 from cnid.bgp import Speaker, SpeakerConfig, UpdateEvent, mesh_neighbors
 from cnid.core import Domain, VniAttachment
 from cnid.evpn import EvpnController, Identity
@@ -87,6 +88,7 @@ class DaemonNode(EvpnNode):
             launcher=("ip", "netns", "exec", self.ns.name),
             log_level="WARNING",
         )
+        self.bfd = BfdService(socket_factory=self._udp_socket)
         self.evpn = EvpnController(
             speaker=self.speaker,
             identity=Identity(self.address, ASN, self.address),
@@ -96,6 +98,7 @@ class DaemonNode(EvpnNode):
             node=self.name,
             metrics=self.metrics,
             stale_timeout=self.stale_timeout,
+            bfd=self.bfd,
         )
 
 

@@ -355,12 +355,17 @@ Receiver = Ours | Frr
 
 class Sampler:
     """``py-spy record`` (``--py-spy``: its path) of our node's process and
-    of its ExaBGP, all threads, while a phase runs (folded stacks)."""
+    of its ExaBGP, all threads, while a phase runs (folded stacks; the
+    withdrawal's are tagged ``w``)."""
 
     def __init__(self, args: argparse.Namespace, rx: Receiver, tag: str, memory: Memory) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
         if not args.py_spy or not isinstance(rx, Ours):
             return
+        deadline = time.monotonic() + 10.0
+        while "exabgp" not in memory and time.monotonic() < deadline:
+            time.sleep(0.05)  # the speaker starts ExaBGP after the node
+            memory = rx.memory()
         for name in ("node", "exabgp"):
             if name not in memory:
                 continue
@@ -524,9 +529,11 @@ def table_run(
         settled = rx.memory()
         if isinstance(rx, Ours):
             rx.node.send("watch", installed=0, timeout=args.timeout)
+        sampler = Sampler(args, rx, f"table{args.rep}w", settled)
         t0 = time.monotonic()
         inj.gb.gobgp("neighbor", RR, "disable")
         t_kernel, _, polls = wait_counts(rx.counter, zero(delta), args.timeout, args.poll)
+        sampler.stop()
         withdraw: dict[str, Any] = {"kernel": t_kernel - t0, "polls": polls}
         if isinstance(rx, Ours):
             withdraw["node"] = node_times(rx, rx.node.receive(args.timeout + 30), t0)

@@ -196,7 +196,14 @@ def _communities(attrs: dict[str, Any]) -> Iterator[tuple[int, str]]:
 def _route_targets(attrs: dict[str, Any]) -> tuple[str, ...]:
     """The route targets as ``core.RouteTarget`` prints them (from the
     value: ExaBGP's text drops the 4-octet mark of ``65000L:42``)."""
-    return tuple(str(rt) for rt in route_targets_in(v for v, _ in _communities(attrs)))
+    return _targets_of(tuple(v for v, _ in _communities(attrs)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _targets_of(values: tuple[int, ...]) -> tuple[str, ...]:
+    """Cached: a fabric's UPDATEs carry few distinct sets of communities
+    (a peer streaming one route per UPDATE made this 9% of the node's time)."""
+    return tuple(str(rt) for rt in route_targets_in(values))
 
 
 def _router_mac(attrs: dict[str, Any]) -> str:

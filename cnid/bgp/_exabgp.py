@@ -41,7 +41,7 @@ def main() -> None:
 
     die_with_the_speaker()
 
-    from . import _extension  # noqa: F401  (registers the command)
+    from . import _exabgp_fast, _extension  # noqa: F401  (registers the command)
 
     sys.argv = ["exabgp", *sys.argv[1:]]
     exabgp_main()

@@ -20,6 +20,7 @@ milliseconds.
 """
 
 import contextlib
+import fcntl
 import os
 import select
 import socket
@@ -29,6 +30,17 @@ import sys
 SEND_SECONDS = 10.0
 #: A line longer than this (from either side) is dropped.
 MAX_LINE = 8 << 20
+#: The pipe from ExaBGP (the kernel's default, 64 KiB, is a few UPDATEs of
+#: JSON: ExaBGP blocked in its write whenever the daemon was busy for a
+#: moment); 1 MiB is what an unprivileged process may ask for.
+PIPE_BUFFER = 1 << 20
+
+
+def widen_pipe(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BUFFER)
+    except (OSError, AttributeError):
+        pass  # not a pipe, or the system's limit is lower: the default
 
 
 def listen(path: str) -> socket.socket:
@@ -129,6 +141,7 @@ def main() -> int:
     except OSError as exc:
         print(f"cnid relay: cannot listen on {sys.argv[1]}: {exc}", file=sys.stderr)
         return 1
+    widen_pipe(sys.stdin.fileno())
     try:
         relay(server, sys.stdin.fileno(), sys.stdout.fileno())
     except OSError as exc:

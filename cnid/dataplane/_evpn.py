@@ -106,7 +106,7 @@ def _apply(
         ops = plan.removals + plan.additions
         errors = sock.batch_errors([op.request for op in ops])
     for op, error in zip(ops, errors, strict=True):
-        if error is not None:
+        if error is not None and not (op.gone_ok and error.errno == errno_mod.ENOENT):
             for name, e in op.entries:
                 plan.fail(name, e, error.msg, _errno_name(error.errno))
     failed = tuple(sorted(plan.failed.items()))

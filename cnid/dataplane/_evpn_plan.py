@@ -25,6 +25,8 @@ class _Op(NamedTuple):
 
     request: nl.Request
     entries: list[tuple[str, _Entry]]
+    #: A removal whose ENOENT means "already gone" (done, not refused).
+    gone_ok: bool = False
 
 
 class _Plan:

@@ -374,10 +374,13 @@ class Netlink:
         self._seq += 1
         return self._seq, _HDR.pack(_HDR.size, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, self._seq, 0)
 
-    def get_many(self, requests: list[Request]) -> list[bytes | None]:
+    def get_many(
+        self, requests: list[Request], refused_missing: bool = False
+    ) -> list[bytes | None]:
         """Several single-object GETs in one send(); None for each object
-        the kernel says does not exist. Chunked so that the answers fit the
-        receive buffer."""
+        the kernel says does not exist (``refused_missing``: for each GET the
+        kernel refuses, whatever the reason). Chunked so that the answers fit
+        the receive buffer."""
         out: list[bytes | None] = [None] * len(requests)
         per_chunk = max(self.rcvbuf // 8192, 4)
         for start in range(0, len(requests), per_chunk):
@@ -396,11 +399,19 @@ class Netlink:
                         if error is None:
                             pending += 1  # an ACK, the answer is still to come
                             continue
-                        if error.errno not in (errno_mod.ENODEV, errno_mod.ENOENT, errno_mod.ESRCH):
+                        missing = (errno_mod.ENODEV, errno_mod.ENOENT, errno_mod.ESRCH)
+                        if error.errno not in missing and not refused_missing:
                             raise error
                         continue
                     out[start + index] = body
         return out
+
+    def neighbours_get(self, requests: list[Request]) -> list[Neigh | None]:
+        """Neighbour or FDB entries looked up one by one (RTM_GETNEIGH, in
+        one send()): None for each the kernel does not hold, or refuses to
+        look up (an FDB GET of a port without a bridge)."""
+        bodies = self.get_many(requests, refused_missing=True)
+        return [None if body is None else decode_neigh(body) for body in bodies]
 
     # ------------------------------------------------------------ helpers
 

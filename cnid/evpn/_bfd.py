@@ -266,4 +266,3 @@ class BfdGuard:
                 self.metrics.bfd_packets.labels(direction=name).inc(delta)
             else:
                 self.metrics.bfd_errors.labels(reason=name.removeprefix("discard:")).inc(delta)
-

@@ -86,6 +86,9 @@ POLICY_SKIPS = frozenset(
 
 log = logging.getLogger("cnid.evpn")
 
+#: The shortest time between two kernel passes (``_program_pass``).
+PASS_INTERVAL = 0.05
+
 
 class EvpnKernel(Protocol):
     """The kernel's EVPN state, as the controller uses it: the
@@ -174,6 +177,9 @@ class EvpnController:
         #: or VNI exists).
         self.rd_indexes: dict[RdOwner, int] = {}
         self._full_pass = True
+        #: The shortest time between the starts of two kernel passes.
+        self.pass_interval = PASS_INTERVAL
+        self._last_pass = -math.inf
         speaker.subscribe(self._on_event)
         #: BFD for the neighbours that ask for it (``_bfd``).
         self.bfd: BfdGuard | None = None
@@ -493,6 +499,15 @@ class EvpnController:
         )
 
     async def _program_pass(self) -> None:
+        # In a burst of updates (a session coming up with a full table) the
+        # passes are at least PASS_INTERVAL apart, so that each takes in
+        # what arrived meanwhile (hundreds of entries, not tens: the kernel
+        # call's fixed cost is paid a few times a second, not per UPDATE);
+        # a lone update, after a quiet spell, is programmed at once.
+        wait = self._last_pass + self.pass_interval - trio.current_time()
+        if wait > 0:
+            await trio.sleep(wait)
+        self._last_pass = trio.current_time()
         now = trio.current_time()
         config = self.speaker.config
         self.graceful.expire(config, now)

@@ -27,6 +27,8 @@ Key = tuple[object, ...]
 
 #: A refused entry's first retry, and the longest wait between two.
 RETRY_MIN, RETRY_MAX = 1.0, 300.0
+#: The kinds of kernel keys (``entry_key``'s first element).
+_KINDS = ("fdb", "flood", "neigh", "route")
 #: Refusals logged one by one per pass; the rest in one line.
 _LOGGED = 10
 
@@ -37,11 +39,15 @@ class Installed:
     def __init__(self) -> None:
         self.entries: dict[Key, KernelEntry] = {}
         self._routes: dict[tuple[int, str], set[KernelRoute]] = {}
+        #: Entries by kind, kept as they come and go: ``kinds()`` is asked
+        #: after every kernel pass (a scan made a burst quadratic).
+        self._kinds: dict[str, int] = dict.fromkeys(_KINDS, 0)
 
     def replace(self, entries: dict[Key, KernelEntry]) -> None:
         """Start from what the kernel was read to hold."""
         self.entries = {}
         self._routes = {}
+        self._kinds = dict.fromkeys(_KINDS, 0)
         for entry in entries.values():
             self.add(entry)
 
@@ -54,6 +60,7 @@ class Installed:
         if old is not None:
             self.remove(old)
         self.entries[key] = entry
+        self._kinds[str(key[0])] += 1
         if isinstance(entry, KernelRoute):
             self._routes.setdefault((entry.table, entry.prefix), set()).add(entry)
 
@@ -61,6 +68,7 @@ class Installed:
         key = entry_key(entry)
         if self.entries.get(key) == entry:
             del self.entries[key]
+            self._kinds[str(key[0])] -= 1
         if isinstance(entry, KernelRoute):
             routes = self._routes.get((entry.table, entry.prefix))
             if routes is not None:
@@ -77,10 +85,7 @@ class Installed:
 
     def kinds(self) -> dict[str, int]:
         """Entries by kind (fdb, flood, neigh, route)."""
-        out = {"fdb": 0, "flood": 0, "neigh": 0, "route": 0}
-        for key in self.entries:
-            out[str(key[0])] += 1
-        return out
+        return dict(self._kinds)
 
 
 class Refusal:
@@ -131,6 +136,8 @@ class Refusals:
         """After a batch: forget the keys now programmed, keep each refused
         key with its reason and next retry; log a refusal once, and again
         only when it changes."""
+        if not refused and not self.by_key:
+            return  # the usual batch: nothing refused, nothing to forget
         by_key: dict[Key, tuple[KernelEntry | None, str, str]] = {}
         for (op, entry), why in refused.items():
             by_key[entry_key(entry)] = (entry if op == "add" else None, why, op)

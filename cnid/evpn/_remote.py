@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import socket
 from collections.abc import Iterable
 
 import msgspec
@@ -198,33 +199,11 @@ def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
     path = rp.path
     route = path.route
     vtep = path.nexthop
-    if rp.originator and rp.originator == view.router_id:
-        raise Skip("own-route", "our own route, reflected back")
-    text, version, unusable = _nexthop(vtep)
-    if not version:
-        raise Skip("bad-next-hop", f"bad next-hop {vtep!r}")
-    if text == view.vtep:
-        raise Skip("own-route", "our own route (next-hop is our VTEP)")
-    if version != view.family:
-        raise Skip("next-hop-family", f"IPv{version} next-hop, our VTEP is IPv{view.family}")
-    if unusable:
-        raise Skip("bad-next-hop", f"{unusable} next-hop {vtep}")
-    names = importing_domains(path.route_targets, view)
-    if not names:
-        rts = " ".join(path.route_targets) or "none"
-        why = f"{SKIP_NO_ROUTE_TARGET}: route targets {rts} imported by no domain of this node"
-        raise Skip(SKIP_NO_ROUTE_TARGET, why)
-    domains = [view.domains[n] for n in names if n in view.domains]
     if isinstance(route, PrefixRoute):
-        routed = [d for d in domains if d.l3vni]
-        if not routed:
-            raise Skip("wrong-vni-kind", f"type-5 route for {', '.join(names)}: no l3vni")
-        if not path.router_mac or path.router_mac == ZERO_MAC:
-            # GoBGP sends a zero router MAC for "none"
-            raise Skip("no-router-mac", "type-5 route without a router MAC")
-        if not _unicast(path.router_mac):
-            raise Skip("bad-router-mac", f"router MAC {path.router_mac} is not a unicast MAC")
-        for d in routed:
+        routed = _routed(rp.originator, vtep, path.route_targets, path.router_mac, view)
+        if isinstance(routed, Skip):
+            raise Skip(routed.kind, str(routed))
+        for d, _shared, _mapped in routed:
             reserved = _reserved(route.prefix, d.name, view)
             if reserved:
                 raise Skip(*reserved)
@@ -233,17 +212,18 @@ def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
                 "unsupported", "type-5 route with a gateway IP (overlay index) is not supported"
             )
         entries: list[KernelEntry] = []
-        for d in routed:
-            vni = d.l3vni
-            entries += [
-                KernelRoute(table=d.table, prefix=route.prefix, vtep=vtep, vni=vni),
-                NeighEntry(vni=vni, ip=vtep, mac=path.router_mac),
-                FdbEntry(vni=vni, mac=path.router_mac, vtep=vtep),
-            ]
-            if version == 4 and ":" in route.prefix:
+        v6_via_v4 = ":" in route.prefix
+        for d, shared, mapped in routed:
+            entries.append(KernelRoute(table=d.table, prefix=route.prefix, vtep=vtep, vni=d.l3vni))
+            entries += shared
+            if v6_via_v4 and mapped is not None:
                 # an IPv6 prefix via an IPv4 VTEP is routed via ::ffff:<vtep>
-                entries.append(NeighEntry(vni=vni, ip=f"::ffff:{vtep}", mac=path.router_mac))
+                entries.append(mapped)
         return tuple(entries)
+    found = _context(rp.originator, vtep, path.route_targets, view)
+    if isinstance(found, Skip):
+        raise Skip(found.kind, str(found))
+    names, domains, _version = found
     bridging = [d for d in domains if d.l2vnis]
     if not bridging:
         rtype = 2 if isinstance(route, MacIpRoute) else 3
@@ -267,6 +247,112 @@ def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
                 raise Skip("local-ip", f"{route.ip} is a pod of this node's")
             bridged.append(NeighEntry(vni=vni, ip=route.ip, mac=route.mac))
     return tuple(bridged)
+
+
+_Context = tuple[tuple[str, ...], list[DomainTarget], int]
+#: Per (domain, its shared entries, the IPv4-mapped next hop's neighbour).
+_Routed = list[tuple[DomainTarget, tuple[KernelEntry, ...], NeighEntry | None]]
+
+
+def _memo(view: NodeView) -> dict[tuple[object, ...], object]:
+    """What the routes of one VTEP (next hop, originator, route targets,
+    router MAC) share, computed once per view: a fabric's 50,000 routes come
+    from a few hundred VTEPs, each checked and matched to the node's
+    domains once, not once per route (bulk planning, per VTEP)."""
+    memo = _CONTEXTS.get(id(view))
+    if memo is None or memo[0] is not view:
+        _CONTEXTS.clear()  # one view at a time (a new view replaces the old)
+        memo = _CONTEXTS[id(view)] = (view, {})
+    if len(memo[1]) >= _MEMO_MAX:
+        memo[1].clear()
+    return memo[1]
+
+
+_CONTEXTS: dict[int, tuple[NodeView, dict[tuple[object, ...], object]]] = {}
+
+
+def _context(
+    originator: str, vtep: str, route_targets: tuple[str, ...], view: NodeView
+) -> _Context | Skip:
+    """The checks of a path that do not depend on its route: the next hop,
+    the originator, the importing domains (or the Skip)."""
+    memo = _memo(view)
+    key = ("ctx", originator, vtep, route_targets)
+    found = memo.get(key)
+    if found is None:
+        try:
+            found = _check_context(originator, vtep, route_targets, view)
+        except Skip as exc:
+            found = exc
+        memo[key] = found
+    return found  # type: ignore[return-value]
+
+
+def _check_context(
+    originator: str, vtep: str, route_targets: tuple[str, ...], view: NodeView
+) -> _Context:
+    if originator and originator == view.router_id:
+        raise Skip("own-route", "our own route, reflected back")
+    text, version, unusable = _nexthop(vtep)
+    if not version:
+        raise Skip("bad-next-hop", f"bad next-hop {vtep!r}")
+    if text == view.vtep:
+        raise Skip("own-route", "our own route (next-hop is our VTEP)")
+    if version != view.family:
+        raise Skip("next-hop-family", f"IPv{version} next-hop, our VTEP is IPv{view.family}")
+    if unusable:
+        raise Skip("bad-next-hop", f"{unusable} next-hop {vtep}")
+    names = importing_domains(route_targets, view)
+    if not names:
+        rts = " ".join(route_targets) or "none"
+        why = f"{SKIP_NO_ROUTE_TARGET}: route targets {rts} imported by no domain of this node"
+        raise Skip(SKIP_NO_ROUTE_TARGET, why)
+    return names, [view.domains[n] for n in names if n in view.domains], version
+
+
+def _routed(
+    originator: str, vtep: str, route_targets: tuple[str, ...], router_mac: str, view: NodeView
+) -> _Routed | Skip:
+    """A type-5 path's checks that do not depend on its prefix, and the
+    entries its VTEP needs in each routed domain (neighbour and FDB entry of
+    the router MAC): shared by all the prefixes of the VTEP."""
+    memo = _memo(view)
+    key = ("routed", originator, vtep, route_targets, router_mac)
+    found = memo.get(key)
+    if found is None:
+        try:
+            found = _check_routed(originator, vtep, route_targets, router_mac, view)
+        except Skip as exc:
+            found = exc
+        memo[key] = found
+    return found  # type: ignore[return-value]
+
+
+def _check_routed(
+    originator: str, vtep: str, route_targets: tuple[str, ...], router_mac: str, view: NodeView
+) -> _Routed:
+    context = _context(originator, vtep, route_targets, view)
+    if isinstance(context, Skip):
+        raise Skip(context.kind, str(context))
+    names, domains, version = context
+    routed = [d for d in domains if d.l3vni]
+    if not routed:
+        raise Skip("wrong-vni-kind", f"type-5 route for {', '.join(names)}: no l3vni")
+    if not router_mac or router_mac == ZERO_MAC:
+        # GoBGP sends a zero router MAC for "none"
+        raise Skip("no-router-mac", "type-5 route without a router MAC")
+    if not _unicast(router_mac):
+        raise Skip("bad-router-mac", f"router MAC {router_mac} is not a unicast MAC")
+    out: _Routed = []
+    for d in routed:
+        vni = d.l3vni
+        shared = (
+            NeighEntry(vni=vni, ip=vtep, mac=router_mac),
+            FdbEntry(vni=vni, mac=router_mac, vtep=vtep),
+        )
+        mapped = NeighEntry(vni=vni, ip=f"::ffff:{vtep}", mac=router_mac) if version == 4 else None
+        out.append((d, shared, mapped))
+    return out
 
 
 def _l2vni(domain: DomainTarget, vni: int) -> int:
@@ -311,28 +397,55 @@ def _unicast(mac: str) -> bool:
     return mac != ZERO_MAC and not first & 1
 
 
-@functools.lru_cache(maxsize=4096)
-def _network(prefix: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+_Net = tuple[int, int, int]  # (IP version, network as an integer, prefix length)
+
+
+def _net(prefix: str) -> _Net | None:
+    """A prefix as (version, network, length), host bits cleared; None if it
+    is not one. ``inet_pton`` in C: a type-5 route's prefix is checked
+    against the node's blocks and Service CIDRs, 40,000 distinct ones in a
+    large fabric (``ipaddress`` objects cost about 10 us each)."""
+    address, _, length = prefix.partition("/")
+    family, version, bits = (socket.AF_INET6, 6, 128) if ":" in address else (socket.AF_INET, 4, 32)
     try:
-        return ipaddress.ip_network(prefix, strict=False)
-    except ValueError:
+        raw = socket.inet_pton(family, address)
+        plen = int(length) if length else bits
+    except (OSError, ValueError):
         return None
+    if not 0 <= plen <= bits:
+        return None
+    mask = ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)
+    return version, int.from_bytes(raw, "big") & mask, plen
+
+
+@functools.lru_cache(maxsize=4096)
+def _outer(cidr: str) -> _Net | None:
+    """A Service CIDR or block (few, each asked for every route): cached."""
+    return _net(cidr)
 
 
 def _inside(prefix: str, outer: str) -> bool:
-    net, out = _network(prefix), _network(outer)
-    if net is None or out is None or net.version != out.version:
+    return _contains(_net(prefix), _outer(outer))
+
+
+def _contains(net: _Net | None, out: _Net | None) -> bool:
+    if net is None or out is None or net[0] != out[0] or net[2] < out[2]:
         return False
-    return net.subnet_of(out)  # type: ignore[arg-type]
+    bits = 32 if out[0] == 4 else 128
+    mask = ((1 << bits) - 1) ^ ((1 << (bits - out[2])) - 1)
+    return net[1] & mask == out[1]
 
 
 def _reserved(prefix: str, domain: str, view: NodeView) -> tuple[str, str] | None:
     """(kind, why) when a received prefix falls inside what the node owns."""
+    if not view.service_cidrs and not view.own_blocks:
+        return None
+    net = _net(prefix)
     for cidr in view.service_cidrs:
-        if _inside(prefix, cidr):
+        if _contains(net, _outer(cidr)):
             return "service-cidr", f"{prefix} is inside the Service CIDR {cidr}"
     for dom, cidr in view.own_blocks:
-        if dom == domain and _inside(prefix, cidr):
+        if dom == domain and _contains(net, _outer(cidr)):
             return "own-block", f"{prefix} is inside this node's block {cidr}"
     return None
 
@@ -341,6 +454,11 @@ def entry_key(entry: KernelEntry) -> tuple[object, ...]:
     """What the kernel holds one of: an FDB entry per (device, MAC), but a
     flood entry per (device, VTEP); a neighbour per (bridge, IP); a route per
     (table, prefix, next-hop) (several next-hops: one ECMP route)."""
+    # type() first (exact classes): called several times per route
+    if type(entry) is KernelRoute:
+        return ("route", entry.table, entry.prefix, entry.vtep)
+    if type(entry) is NeighEntry:
+        return ("neigh", entry.vni, entry.ip)
     if isinstance(entry, FdbEntry):
         if entry.mac == ZERO_MAC:
             return ("flood", entry.vni, entry.vtep)

@@ -253,6 +253,21 @@ def entries(node: EvpnNode) -> set[object]:
     return set(node.evpn.installed.values())
 
 
+async def settled(node: EvpnNode) -> None:
+    """The reflector's whole table received (its End-of-RIB) and in the
+    kernel: what a test then takes as "the kernel before" is complete (the
+    leaf's routes come in several UPDATEs, programmed in as many passes)."""
+    await async_wait_for(
+        "the reflector's table in the kernel",
+        lambda: {
+            "eor": RR in node.evpn.graceful.eor,
+            "programmed": node.evpn.installed == node.evpn.table.desired(),
+        },
+        {"eor": True, "programmed": True},
+        TIMEOUT,
+    )
+
+
 async def test_exabgp_killed_kernel_kept_nothing_duplicated(
     fabric: EvpnFabric, node: EvpnNode
 ) -> None:
@@ -262,6 +277,7 @@ async def test_exabgp_killed_kernel_kept_nothing_duplicated(
         await async_wait_for(
             "p1 -> h1", lambda: {"ok": node.ping("p1", "10.50.0.2")}, {"ok": True}, TIMEOUT
         )
+        await settled(node)
         before = await node.dump()
         installed = entries(node)
         pid = node.speaker.stats.pid
@@ -360,6 +376,7 @@ async def test_a_peer_that_restarts_keeps_its_routes_in_the_kernel(
     async with trio.open_nursery() as nursery:
         await up(node, nursery)
         await async_wait_for("the leaf's type-5 in our kernel", node.kernel, leaf_route, TIMEOUT)
+        await settled(node)
         kept = entries(node)
         node.evpn.stale_timeout = 300.0
         fabric.rr.stop()

@@ -6,10 +6,13 @@ ExaBGP, and a new daemon replaces the old one."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +62,17 @@ def read_line(sock: socket.socket) -> bytes:
     return buf
 
 
+def wait_drained(fd: int, timeout: float = 10.0) -> None:
+    """Until the pipe behind ``fd`` is empty (FIONREAD on either end)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        if left == 0:
+            return
+        assert time.monotonic() < deadline, f"{left} bytes still in the pipe"
+        time.sleep(0.01)
+
+
 def test_a_daemon_comes_and_goes_and_exabgp_never_notices(
     relay: tuple[subprocess.Popen[bytes], str],
 ) -> None:
@@ -67,6 +81,9 @@ def test_a_daemon_comes_and_goes_and_exabgp_never_notices(
     # No daemon: a megabyte of ExaBGP's output is read and dropped.
     proc.stdin.write(b'{"type": "update"}\n' * 60_000)
     proc.stdin.flush()
+    # the relay widens the pipe to 1 MiB: the write returns before it read
+    # the lines; they are all dropped before a daemon comes
+    wait_drained(proc.stdin.fileno())
     first = connect(path)
     first.sendall(b"cnid AAAA\ncnid half-a-comm")  # dies mid-command
     assert proc.stdout.readline() == b"cnid AAAA\n"

@@ -250,6 +250,29 @@ class _FakeSock:
     def neighbours(self, family: int, index: int = 0) -> list[nl.Neigh]:
         return [n for n in self._neigh if n.family == family]
 
+    def neighbours_get(self, requests: list[nl.Request]) -> list[nl.Neigh | None]:
+        """GETs of single entries, as the kernel answers them: an FDB GET
+        (NTF_SELF: the driver's entry, NTF_MASTER: the bridge's) by MAC, a
+        neighbour GET by device and address."""
+        out: list[nl.Neigh | None] = []
+        for req in requests:
+            assert req.type == nl.RTM_GETNEIGH
+            family, index, _state, flags, _type = struct.unpack_from("=BxxxiHBB", req.body)
+            attrs = nl.parse_attrs(req.body, 12)
+            if family == nl.AF_BRIDGE:
+                mac = attrs[nl.NDA_LLADDR].hex(":")
+                master = bool(flags & nl.NTF_MASTER)
+                found = [
+                    n for n in self._fdb if n.lladdr == mac and (n.master is not None) == master
+                ]
+            else:
+                dst = socket.inet_ntop(family, attrs[nl.NDA_DST])
+                found = [
+                    n for n in self._neigh if (n.family, n.ifindex, n.dst) == (family, index, dst)
+                ]
+            out.append(found[0] if found else None)
+        return out
+
 
 class _FakeDevices(_evpn_devices._Devices):
     def __init__(self) -> None:
@@ -345,3 +368,57 @@ def test_neighbours_are_removed_only_when_ours_with_that_mac() -> None:
         dp.KernelEvpn(neigh=frozenset({dp.NeighEntry(100, "10.0.0.1", mac)})),
     )
     assert [op.request.type for op in plan.removals] == [nl.RTM_DELNEIGH]
+
+
+class _NoDumps(_FakeSock):
+    def fdb(self, port: int = 0) -> list[nl.Neigh]:
+        raise AssertionError("a removal dumped the FDB")
+
+    def neighbours(self, family: int, index: int = 0) -> list[nl.Neigh]:
+        raise AssertionError("a removal dumped the neighbours")
+
+
+def test_removals_look_up_their_entries_and_dump_nothing() -> None:
+    mac = "02:00:00:00:09:01"
+    tag = nl.NTF_EXT_LEARNED
+    kernel = _NoDumps(
+        fdb=[
+            nl.Neigh(nl.AF_BRIDGE, 8, 0x80, nl.NTF_SELF | tag, "192.0.2.2", mac, None, None),
+            nl.Neigh(nl.AF_BRIDGE, 8, nl.NUD_REACHABLE, tag, None, mac, 7, None),
+        ],
+        neigh=[nl.Neigh(socket.AF_INET, 7, nl.NUD_NOARP, tag, "10.0.0.1", mac, None, 150)],
+    )
+    remove = dp.KernelEvpn(
+        fdb=frozenset(
+            {
+                dp.FdbEntry(100, mac, "192.0.2.2"),
+                dp.FdbEntry(100, ZERO, "192.0.2.7"),  # a flood remote, there or not
+                dp.FdbEntry(100, "02:00:00:00:09:09", "192.0.2.2"),  # not there
+            }
+        ),
+        neigh=frozenset({dp.NeighEntry(100, "10.0.0.1", mac)}),
+    )
+    plan = _plan(kernel, EMPTY, remove)
+    assert plan.failed == {}
+    ops = sorted((op.request.type, op.request.what, op.gone_ok) for op in plan.removals)
+    assert ops == [
+        (nl.RTM_DELNEIGH, "fdb", False),
+        (nl.RTM_DELNEIGH, "fdb", True),  # the flood remote: ENOENT is "gone already"
+        (nl.RTM_DELNEIGH, "fdb bridge entry", False),
+        (nl.RTM_DELNEIGH, "neigh", False),
+    ]
+    # the kernel's own default remote of a device made with `remote` is never removed
+    devs = _FakeDevices()
+    devs.vxlan_group[100] = "192.0.2.7"
+    plan = _evpn_plan._Plan()
+    flood = frozenset({dp.FdbEntry(100, ZERO, "192.0.2.7")})
+    _evpn_bridge._plan_fdb(kernel, devs, frozenset(), flood, plan)  # type: ignore[arg-type]
+    assert plan.removals == [] and plan.failed == {}
+
+
+def test_many_removals_on_one_device_read_its_dump_with_the_same_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_evpn_bridge, "DUMP_AT", 1)
+    test_a_moving_mac_is_one_replace_and_a_stale_removal_nothing()
+    test_neighbours_are_removed_only_when_ours_with_that_mac()
