@@ -367,15 +367,25 @@ async def test_a_mac_flapping_between_two_other_vteps_is_flagged_by_cnid(
             gb.add(route)
             await async_wait_for("node 1's MAC at cnid", at_cnid, {"vtep": GB}, TIMEOUT)
             set_host_mac(fabric, mac)
-            talker = subprocess.Popen(
-                ["ip", "netns", "exec", fabric.host.netns, "ping", "-i", "0.3", "-W", "1",
-                 "10.3.99.99"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+
+            def talk() -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    ["ip", "netns", "exec", fabric.host.netns, "ping", "-i", "0.3", "-W", "1",
+                     "10.3.99.99"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+
+            talker = talk()
             await async_wait_for("to the leaf", at_cnid, {"vtep": LEAF}, TIMEOUT)
             for n in range(3):
+                # the host silent while node 1 holds the MAC (each frame of
+                # it is FRR's learning it back: the kernel's stay at node 1
+                # would be too short to see)
+                os.kill(talker.pid, signal.SIGTERM)
+                talker.wait(5)
                 gb.add(route)  # node 1 takes it back: the leaf's sequence + 1
                 await async_wait_for(f"to node 1 ({n})", at_cnid, {"vtep": GB}, TIMEOUT)
-                # the host talks on: FRR learns it back with GoBGP's + 1
+                # the host talks again: FRR learns it back with GoBGP's + 1
+                talker = talk()
                 await async_wait_for(f"to the leaf ({n})", at_cnid, {"vtep": LEAF}, TIMEOUT)
             (dup,) = evpn_duplicates(node.evpn)["duplicates"]
             assert (dup["mac"], dup["vni"]) == (mac, 300)
@@ -390,7 +400,7 @@ async def test_a_mac_flapping_between_two_other_vteps_is_flagged_by_cnid(
             assert cnid_fdb(node, mac) == LEAF
             nursery.cancel_scope.cancel()
     finally:
-        if talker is not None:
+        if talker is not None and talker.poll() is None:
             os.kill(talker.pid, signal.SIGTERM)
             talker.wait(5)
         gb.delete(route)
