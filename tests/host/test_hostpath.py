@@ -175,15 +175,19 @@ serve(ports[0])
 CONNECT = r"""
 import socket, sys
 try:
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
     print(s.recv(100).decode().strip())
 except OSError as exc:
     print(f"FAIL {exc}")
 """
 
 
-def _ask(ns: Netns, host: str, port: int) -> str:
-    return ns.run(sys.executable, "-I", "-S", "-c", CONNECT, host, str(port)).stdout.strip()
+def _ask(ns: Netns, host: str, port: int, timeout: float = 10.0) -> str:
+    """The listener's answer, or FAIL and why. An answer may take seconds
+    on a loaded machine; a probe meant to be dropped passes ``timeout=1``."""
+    return ns.run(
+        sys.executable, "-I", "-S", "-c", CONNECT, host, str(port), str(timeout)
+    ).stdout.strip()
 
 
 def _wait_listening(ns: Netns, port: int) -> None:
@@ -217,13 +221,14 @@ async def test_tenants_reach_only_what_the_node_allows_them(node: Netns) -> None
                      "{ type nat hook prerouting priority dstnat; }")  # fmt: skip
             node.run("nft", "add", "rule", "ip", "kp", "pre", "ip", "daddr", "10.96.0.1",
                      "tcp", "dport", "443", "dnat", "to", "10.244.0.1:6443")  # fmt: skip
-            _wait_listening(node, 6443)
+            for port in (7000, 5353, 6443):
+                _wait_listening(node, port)
             _wait_listening(pod, 8080)
             # before any plan: the node's listeners answer the pod
             assert _ask(pod, "10.244.0.1", 7000) == "7000 10.244.0.2"
             settings = HostSettings(node_allow=(NodePorts("tcp", 5353, 5353),))
             await apply_table(plan([V42], [], settings).nft)
-            assert _ask(pod, "10.244.0.1", 7000).startswith("FAIL")  # dropped: a timeout
+            assert _ask(pod, "10.244.0.1", 7000, timeout=1).startswith("FAIL")  # dropped: a timeout
             assert _ask(pod, "10.244.0.1", 5353) == "5353 10.244.0.2"  # node_allow
             assert _ask(pod, "10.96.0.1", 443) == "6443 10.244.0.2"  # DNATed to the node
             assert pod.run("ping", "-c1", "-W2", "10.244.0.1", check=False).returncode == 0
@@ -233,7 +238,7 @@ async def test_tenants_reach_only_what_the_node_allows_them(node: Netns) -> None
             node.ip("link", "set", "pv0", "group", "default")
             assert _ask(pod, "10.244.0.1", 7000) == "7000 10.244.0.2"
             node.ip("link", "set", "pv0", "group", str(0x0C1D002A))
-            assert _ask(pod, "10.244.0.1", 7000).startswith("FAIL")
+            assert _ask(pod, "10.244.0.1", 7000, timeout=1).startswith("FAIL")
             # node_protect = no
             await apply_table(plan([V42], [], HostSettings(node_protect=False)).nft)
             assert _ask(pod, "10.244.0.1", 7000) == "7000 10.244.0.2"
