@@ -62,6 +62,16 @@ class StateChange(msgspec.Struct, frozen=True):
     remote_cpi: bool
     remote_state: State = State.DOWN
 
+    @property
+    def failed(self) -> bool:
+        """A session that was Up and is not any more, not administratively
+        (ours or the peer's: RFC 5882 3.2): a path failure."""
+        return (
+            self.old is State.UP
+            and self.new not in (State.UP, State.ADMIN_DOWN)
+            and self.remote_state is not State.ADMIN_DOWN
+        )
+
 
 class Counters(msgspec.Struct):
     packets_in: int = 0
