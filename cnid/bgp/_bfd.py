@@ -336,6 +336,8 @@ class BfdLink:
         self._reported: dict[PeerKey, State] = {}
         #: The peers whose session failed and is not Up again (as reported).
         self.failing: set[str] = set()
+        #: The last change reported of each session (``replay``).
+        self._last: dict[PeerKey, StateChange] = {}
 
     @property
     def sessions(self) -> dict[PeerKey, PeerConfig]:
@@ -433,8 +435,17 @@ class BfdLink:
             else:
                 self._reported[key] = state
 
+    def replay(self, key: PeerKey) -> None:
+        """The last change of session ``key`` to the subscribers again: for a
+        session the daemon starts following after the host reported it (the
+        attach's catch-up comes before the daemon knows its neighbours)."""
+        change = self._last.get(key)
+        if change is not None:
+            self._report(change)
+
     def _report(self, change: StateChange) -> None:
         self._reported[change.key] = change.new
+        self._last[change.key] = change
         if change.failed:
             self.failing.add(change.key.peer)
         elif change.new in (State.UP, State.ADMIN_DOWN):

@@ -212,13 +212,17 @@ class BfdGuard:
                     self._torn.discard(peer)
                     self._to_release.add(peer)
                     self._work.bump()
+        new: list[PeerKey] = []
         for peer, (key, settings) in wanted.items():
             if peer not in self.sessions:
                 self.metrics.bfd_session_state.labels(peer=peer).set(int(State.DOWN))
+                new.append(key)
             # (new timers: applied by a Poll Sequence)
             self.sessions[peer] = key
             self._settings[peer] = settings
         self.bfd.configure({self.sessions[p]: s for p, s in self._settings.items()})
+        for key in new:  # what the speaker said of it before it was followed
+            self.bfd.replay(key)
 
     async def _send(self) -> None:
         """The teardowns and releases ExaBGP has not taken yet (what it

@@ -429,3 +429,26 @@ async def test_a_bfd_failure_takes_the_underlays_ecmp_member_out(
         await trio.sleep(0.01)
         assert kernel.routes == {FAR: frozenset({L2})}
         nursery.cancel_scope.cancel()
+
+
+async def test_a_failure_from_before_the_daemon_attached_is_acted_on(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The speaker tore the session down while no daemon was attached; the
+    new daemon's link hears of it before its guard follows the neighbours
+    (the peering configures the speaker later): the guard acts on it then."""
+    node = Node(tmp_path, LEAF, PLAIN)
+    speaker, bfd = node.speaker, node.bfd
+    key = PeerKey(PEER, ME)
+    down = msgspec.structs.replace(_status(key, PeerConfig(min_ttl=255)), state="down")
+    failed = StateChange(key, State.UP, State.DOWN, Diag.CONTROL_DETECTION_TIME_EXPIRED,
+                         Diag.NONE, False, State.DOWN)  # fmt: skip
+    bfd.deliver(BfdSnapshot(peers=(down,), failed=(failed,), pid=4242))  # a speaker's catch-up
+    assert bfd.failing == {PEER}
+    async with node.running():
+        await until("torn down", lambda: speaker.torn_down == [(PEER, BFD_HOLD, CEASE_BFD_DOWN)])
+        assert node.guard.holds_down(PEER)
+        await trio.sleep(2)
+        assert speaker.released == []  # not the attach's release of old holds
+        bfd.change(PEER, State.DOWN, State.UP, diag=Diag.NONE)
+        await until("released", lambda: speaker.released == [PEER])
