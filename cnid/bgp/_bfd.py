@@ -326,8 +326,8 @@ class BfdLink:
         self.run_dir = run_dir
         self._wanted: dict[PeerKey, PeerConfig] | None = None
         self._subscribers: list[Callable[[StateChange], None]] = []
-        self._peers: tuple[PeerStatus, ...] = ()
-        self._at = 0.0
+        #: Each session as the host last said, and when (trio's clock).
+        self._peers: dict[PeerKey, tuple[PeerStatus, float]] = {}
         self.counters = Counters()
         #: A snapshot came on the current connection: the states are known.
         self.synced = False
@@ -363,12 +363,11 @@ class BfdLink:
 
     def peers(self) -> list[PeerStatus]:
         """The sessions asked for, as the host last said (uptimes now)."""
-        wanted = self._wanted or {}
-        age = trio.current_time() - self._at
+        wanted, now = self._wanted or {}, trio.current_time()
         return [
-            p if p.uptime_s is None else msgspec.structs.replace(p, uptime_s=p.uptime_s + age)
-            for p in self._peers
-            if key_of(p) in wanted
+            p if p.uptime_s is None else msgspec.structs.replace(p, uptime_s=p.uptime_s + now - at)
+            for key, (p, at) in self._peers.items()
+            if key in wanted
         ]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -398,15 +397,40 @@ class BfdLink:
         """One message from the host."""
         if isinstance(message, BfdChanged):
             change = message.change
+            self._changed_status(change)
             if self._reported.get(change.key) is change.new:
                 return  # already told (by the snapshot that came first)
             self._report(change)
             return
-        self._peers, self.counters = message.peers, message.counters
-        self._at = trio.current_time()
+        now = trio.current_time()
+        self._peers = {key_of(p): (p, now) for p in message.peers}
+        self.counters = message.counters
         if not self.synced or message.pid != self.host_pid:
             self.synced, self.host_pid = True, message.pid
             self._catch_up(message)
+
+    def _changed_status(self, change: StateChange) -> None:
+        """A session's view follows its changes at once (not a second later,
+        with the next snapshot)."""
+        known = self._peers.get(change.key)
+        if known is None:
+            return
+        status, at = known
+        up = change.new is State.UP
+        was_up = change.old is State.UP
+        self._peers[change.key] = (
+            msgspec.structs.replace(
+                status,
+                state=change.new.name.lower(),
+                remote_state=change.remote_state.name.lower(),
+                local_diag=change.diag.name.lower(),
+                remote_diag=change.remote_diag.name.lower(),
+                remote_cpi=change.remote_cpi,
+                flaps=status.flaps + (was_up and not up),
+                uptime_s=(status.uptime_s if was_up else 0.0) if up else None,
+            ),
+            at if up and was_up else trio.current_time(),
+        )
 
     def _catch_up(self, snapshot: BfdSnapshot) -> None:
         """What happened while nobody listened: failures still down, and
