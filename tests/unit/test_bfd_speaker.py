@@ -25,6 +25,7 @@ from cnid.bgp import (
     ack_line,
     decode_command,
 )
+from cnid.core import serve_unix
 from tests.unit.test_bfd_service import free_udp_port, wait_for
 
 LOOP = PeerKey("127.0.0.1", "127.0.0.1")
@@ -40,15 +41,7 @@ class FakeRelay:
         self.commands: list[Command] = []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-        with listener:
-            await listener.bind(self.path)
-            listener.listen(4)
-            task_status.started()
-            async with trio.open_nursery() as nursery:
-                while True:
-                    conn, _ = await listener.accept()
-                    nursery.start_soon(self._serve, conn)
+        await serve_unix(self.path, self._serve, task_status=task_status)
 
     async def _serve(self, conn: trio.socket.SocketType) -> None:
         buf = b""
