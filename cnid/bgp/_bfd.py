@@ -12,9 +12,10 @@ in the speaker process (``_supervisor.serve``; inside the daemon with
   without disturbing the others. It serves ``bfd.sock``: to each daemon
   that connects, a ``BfdSnapshot`` (every session's status, the counters,
   the failures still down), then every ``BfdChanged`` as it happens, and a
-  snapshot again every ``SNAPSHOT_EVERY`` seconds and after each change of
-  the file. Frames as the CNI socket's (``cnid.core._protocol.frame``: a
-  length, then MessagePack). While no daemon is connected, the host acts on
+  snapshot again every ``SNAPSHOT_EVERY`` seconds, after each change of the
+  file and soon after any other change of a session's status. Frames as
+  the CNI socket's (``cnid.core._protocol.frame``: a length, then
+  MessagePack). While no daemon is connected, the host acts on
   a failure itself: it tears the BGP session down through ExaBGP's API
   (the relay's socket, as the daemon does: Cease "BFD Down", held down) and
   releases it when BFD is Up again. The speaker's end (SIGTERM) ends the
@@ -63,6 +64,7 @@ BFD_FILE = "bfd.json"
 BFD_SOCKET = "bfd.sock"
 POLL = 0.25
 SNAPSHOT_EVERY = 1.0
+STATUS_EVERY = 0.05
 #: How often a daemon tries to reach the host's socket while it is not there.
 CONNECT_RETRY = 0.2
 #: Cease subcode "BFD Down" (RFC 9384).
@@ -103,6 +105,11 @@ _decoder = msgspec.msgpack.Decoder(BfdMessage)
 
 def decode_message(payload: bytes) -> BfdMessage:
     return _decoder.decode(payload)
+
+
+def _shown(status: PeerStatus) -> PeerStatus:
+    """A session's status without what changes all the time."""
+    return msgspec.structs.replace(status, uptime_s=None, packets_in=0, packets_out=0)
 
 
 def key_of(status: PeerStatus) -> PeerKey:
@@ -233,10 +240,21 @@ class BfdHost:
                 channel.close()
 
     async def _snapshots(self) -> None:
+        """A snapshot every SNAPSHOT_EVERY seconds (uptimes, counters), and
+        within STATUS_EVERY of a change of what a session shows otherwise
+        (the intervals a Poll Sequence agreed, the remote's)."""
+        last: tuple[PeerStatus, ...] = ()
+        sent = trio.current_time()
         while True:
-            await trio.sleep(SNAPSHOT_EVERY)
-            if self._clients:
-                self._broadcast(frame(self.snapshot()))
+            await trio.sleep(STATUS_EVERY)
+            if not self._clients:
+                continue
+            snapshot = self.snapshot()
+            shown = tuple(_shown(p) for p in snapshot.peers)
+            now = trio.current_time()
+            if shown != last or now - sent >= SNAPSHOT_EVERY:
+                self._broadcast(frame(snapshot))
+                last, sent = shown, now
 
     async def _serve(self, sock: trio.socket.SocketType) -> None:
         send, receive = trio.open_memory_channel[bytes](256)
