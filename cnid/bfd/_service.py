@@ -251,9 +251,9 @@ class BfdService:
                 await self._last_words(entry)
 
     async def _last_words(self, entry: _Peer) -> None:
-        """The service ends (the daemon stops): one AdminDown packet, so the
-        peer takes no action on its BGP session (RFC 5882 3.2) while the
-        daemon restarts and the BGP speaker, which outlives it, stays up."""
+        """The service ends (the speaker process stops, with its BGP
+        sessions): one AdminDown packet, so a peer that honours RFC 5882 3.2
+        takes it for no path failure."""
         if entry.runner.session.admin_down() is None:
             return  # already AdminDown: removed, and said so
         with trio.CancelScope(shield=True), trio.move_on_after(0.5):
