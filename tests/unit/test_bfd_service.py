@@ -77,9 +77,8 @@ async def test_loopback_session_and_discards() -> None:
 
 
 async def test_the_service_ending_says_admin_down_to_its_peers() -> None:
-    """The daemon stops: each Up session sends AdminDown (RFC 5882 3.2: the
-    peer keeps its BGP session, which the speaker outliving the daemon
-    keeps up)."""
+    """The speaker process stops: each Up session sends AdminDown (RFC 5882
+    3.2: no path failure to a peer that honours it)."""
     from cnid.bfd import Diag, decode
 
     # the peer on 127.0.0.2 (a more specific bind than the service's listener
