@@ -93,6 +93,8 @@ class BfdSnapshot(msgspec.Struct, frozen=True, tag="snapshot"):
     counters: Counters = msgspec.field(default_factory=Counters)
     failed: tuple[StateChange, ...] = ()
     pid: int = 0
+    #: The peers whose BGP session ExaBGP holds down for BFD.
+    held: tuple[str, ...] = ()
 
 
 class BfdChanged(msgspec.Struct, frozen=True, tag="change"):
@@ -220,6 +222,7 @@ class BfdHost:
             self.service.counters,
             tuple(self.failed.values()),
             os.getpid(),
+            tuple(sorted(self.held)),
         )
 
     def _changed(self, change: StateChange) -> None:
@@ -354,6 +357,9 @@ class BfdLink:
         self._reported: dict[PeerKey, State] = {}
         #: The peers whose session failed and is not Up again (as reported).
         self.failing: set[str] = set()
+        #: The peers whose BGP session ExaBGP holds down for BFD (the
+        #: speaker's or a previous daemon's teardown), as the host last said.
+        self.held_by_speaker: set[str] = set()
         #: The last change reported of each session (``replay``).
         self._last: dict[PeerKey, StateChange] = {}
 
@@ -423,6 +429,7 @@ class BfdLink:
         now = trio.current_time()
         self._peers = {key_of(p): (p, now) for p in message.peers}
         self.counters = message.counters
+        self.held_by_speaker = set(message.held)
         if not self.synced or message.pid != self.host_pid:
             self.synced, self.host_pid = True, message.pid
             self._catch_up(message)

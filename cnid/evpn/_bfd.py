@@ -122,6 +122,7 @@ class BfdGuard:
         self._on_failure: list[Callable[[str], None]] = []
         self._was_running = False
         self._counted: dict[str, int] = {}
+        self._last_change: dict[str, StateChange] = {}
 
     # -- what the controller calls ---------------------------------------
 
@@ -139,6 +140,9 @@ class BfdGuard:
         peer = change.key.peer
         if self.sessions.get(peer) != change.key:
             return BfdReaction.NONE  # a session that was just replaced or removed
+        if self._last_change.get(peer) == change:
+            return BfdReaction.NONE  # told twice (an attach's catch-up, and its replay)
+        self._last_change[peer] = change
         self.metrics.bfd_session_state.labels(peer=peer).set(int(change.new))
         if change.old is State.UP:
             self.metrics.bfd_session_flaps.labels(peer=peer).inc()
@@ -149,7 +153,10 @@ class BfdGuard:
                 self._to_release.add(peer)
                 self._work.bump()
             return BfdReaction.NONE
-        what = bfd_reaction(change, bgp_up)
+        # a session the speaker already tore down for BFD (while no daemon
+        # was attached) failed while established: no graceful restart of the
+        # peer's to wait for
+        what = bfd_reaction(change, bgp_up or peer in self.bfd.held_by_speaker)
         if what is BfdReaction.NONE:
             return what
         self.last_reaction[peer] = what

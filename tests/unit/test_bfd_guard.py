@@ -443,12 +443,17 @@ async def test_a_failure_from_before_the_daemon_attached_is_acted_on(
     down = msgspec.structs.replace(_status(key, PeerConfig(min_ttl=255)), state="down")
     failed = StateChange(key, State.UP, State.DOWN, Diag.CONTROL_DETECTION_TIME_EXPIRED,
                          Diag.NONE, False, State.DOWN)  # fmt: skip
-    bfd.deliver(BfdSnapshot(peers=(down,), failed=(failed,), pid=4242))  # a speaker's catch-up
+    # what a speaker that tore the session down says to the daemon that attaches
+    bfd.deliver(BfdSnapshot(peers=(down,), failed=(failed,), pid=4242, held=(PEER,)))
     assert bfd.failing == {PEER}
     async with node.running():
         await until("torn down", lambda: speaker.torn_down == [(PEER, BFD_HOLD, CEASE_BFD_DOWN)])
         assert node.guard.holds_down(PEER)
+        assert node.guard.last_reaction[PEER] is BfdReaction.TEARDOWN  # not a restart's
         await trio.sleep(2)
+        # told by the catch-up and again when followed: counted once
+        assert node.metric("cnid_bfd_bgp_teardowns_total", peer=PEER) == 1
+        assert node.metric("cnid_bfd_session_flaps_total", peer=PEER) == 1
         assert speaker.released == []  # not the attach's release of old holds
         bfd.change(PEER, State.DOWN, State.UP, diag=Diag.NONE)
         await until("released", lambda: speaker.released == [PEER])

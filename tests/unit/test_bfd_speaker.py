@@ -129,7 +129,7 @@ async def test_sessions_from_the_file_states_to_each_daemon_and_failures_alone(
             (LOOP, State.DOWN, State.UP),
             (SILENT, State.UP, State.DOWN),
         }
-        assert fresh.failing == {SILENT.peer}
+        assert fresh.failing == {SILENT.peer} and fresh.held_by_speaker == {SILENT.peer}
         await trio.sleep(1.5)  # a snapshot or two later: nothing again
         assert len(heard) == 2 and len(relay.commands) == 2
 
