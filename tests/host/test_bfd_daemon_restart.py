@@ -92,7 +92,7 @@ def cnictl(n: CnidNode, *args: str) -> dict[str, Any]:
 def our_bfd(n: CnidNode) -> dict[str, Any]:
     peers = cnictl(n, "bfd", "peers").get("peers", [])
     mine = next((p for p in peers if p["peer"] == LEAF), {})
-    return {k: mine.get(k) for k in ("state", "bgp_held_down")}
+    return {k: mine.get(k) for k in ("state", "bgp_held_down", "last_reaction")}
 
 
 def our_bgp(n: CnidNode) -> str | None:
@@ -182,7 +182,8 @@ def test_bfd_and_bgp_stay_up_through_daemon_restarts_and_a_silent_leaf_still_cou
              True, 10.0)  # fmt: skip
     n.start_unready()
     wait_for("the new daemon holds it down", lambda: our_bfd(n),
-             {"state": "down", "bgp_held_down": True}, TIMEOUT)  # fmt: skip
+             {"state": "down", "bgp_held_down": True, "last_reaction": "teardown"},
+             TIMEOUT)  # fmt: skip
     assert our_bgp(n) != "established"
     unsilence(n.fabric)
     up_everywhere(n, leaf)
