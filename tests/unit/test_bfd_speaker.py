@@ -30,7 +30,8 @@ from tests.unit.test_bfd_service import free_udp_port, wait_for
 
 LOOP = PeerKey("127.0.0.1", "127.0.0.1")
 SILENT = PeerKey("127.0.0.3", "127.0.0.1")  # nobody answers: Down
-FAST = PeerConfig(desired_min_tx_ms=50, required_min_rx_ms=50)
+# quick packets, a slow detection (1 s): no flap on a loaded machine
+FAST = PeerConfig(desired_min_tx_ms=50, required_min_rx_ms=50, detect_multiplier=20)
 
 
 class FakeRelay:
