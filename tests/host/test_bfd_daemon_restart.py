@@ -32,7 +32,7 @@ from testbed.frr import FrrRouter
 from testbed.frr import Neighbor as FrrNeighbor
 from testbed.jsoncmp import wait_for
 from testbed.netlab import silence, unsilence
-from testbed.node import CnidNode
+from testbed.node import CnidNode, node_beside
 
 NODE, LEAF = "192.168.77.2", "192.168.77.1"
 NODE_AS, LEAF_AS = 65001, 65111
@@ -53,7 +53,6 @@ def node(cnid_plugin: Path) -> Iterator[tuple[CnidNode, FrrRouter]]:
             f"[neighbor {LEAF}]\nasn = {LEAF_AS}\nbfd = yes\n"
         ),
     )
-    n.create()
     leaf = FrrRouter(
         name=f"bfl{os.getpid() % 100000}",
         netns=n.fabric,
@@ -65,13 +64,8 @@ def node(cnid_plugin: Path) -> Iterator[tuple[CnidNode, FrrRouter]]:
         extra_bgpd=f"router bgp {LEAF_AS}\n neighbor {NODE} bfd\nexit\n",
         bfdd="bfd\nexit\n",  # the peer from bgpd's `neighbor X bfd`: 300 ms x 3
     )
-    try:
-        leaf.start()
-        yield n, leaf
-    finally:
-        leaf.stop()
-        n.stop()
-        assert n.speaker_pid is None
+    with node_beside(n, leaf) as both:
+        yield both
 
 
 def frr_bfd(leaf: FrrRouter) -> dict[str, Any]:
