@@ -143,6 +143,7 @@ class BfdHost:
         self.held: set[str] = set()
         self._clients: set[trio.MemorySendChannel[bytes]] = set()
         self._work = trio.Event()
+        self._unreached = False
 
     @property
     def attached(self) -> bool:
@@ -316,7 +317,13 @@ class BfdHost:
                         log.info("BFD %s Up again, no daemon attached: BGP released", peer)
                         self.held.discard(peer)
         except (OSError, CnidError) as exc:
-            log.warning("BFD: ExaBGP's API not reached: %s", exc)
+            # retried every second: said once (ExaBGP not running holds no
+            # session up anyway)
+            if not self._unreached:
+                log.warning("BFD: ExaBGP's API not reached (retrying): %s", exc)
+            self._unreached = True
+        else:
+            self._unreached = False
 
 
 @contextlib.asynccontextmanager
