@@ -143,6 +143,7 @@ class BfdService:
         self._by_discr: dict[int, _Peer] = {}
         self._listening: set[tuple[bool, str | None]] = set()
         self._subscribers: list[Callable[[StateChange], None]] = []
+        self._watchers: list[Callable[[PeerKey], None]] = []
         self._nursery: trio.Nursery | None = None
         self.counters = Counters()
 
@@ -215,6 +216,12 @@ class BfdService:
         session's task (it must not block); returns the unsubscribe."""
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback)
+
+    def watch(self, callback: Callable[[PeerKey], None]) -> None:
+        """``callback(key)`` when a received packet changed what a session
+        shows besides its state: the agreed intervals (a Poll Sequence
+        ended), the remote's state or discriminator."""
+        self._watchers.append(callback)
 
     def peers(self) -> list[PeerStatus]:
         return [self._status(p) for _k, p in sorted(self._peers.items(), key=lambda i: repr(i[0]))]
@@ -315,7 +322,11 @@ class BfdService:
             log.debug("BFD from %s: %s", datagram.source, exc)
             return
         entry.packets_in += 1
+        before = _shown(entry.runner.session)
         entry.runner.deliver(packet)
+        if self._watchers and _shown(entry.runner.session) != before:
+            for callback in list(self._watchers):
+                callback(entry.key)
 
     def _match(
         self, packet: ControlPacket, datagram: Datagram, multihop: bool, vrf: str | None
@@ -391,3 +402,9 @@ class BfdService:
             packets_in=entry.packets_in,
             packets_out=entry.packets_out,
         )
+
+
+def _shown(s: Session) -> tuple[object, ...]:
+    """What a session shows that a received packet may change."""
+    return (s.tx_interval_us(), s.rx_interval_us(), s.detection_time(), s.remote_state,
+            s.remote_discr, s.remote_detect_mult)  # fmt: skip

@@ -13,7 +13,7 @@ in the speaker process (``_supervisor.serve``; inside the daemon with
   that connects, a ``BfdSnapshot`` (every session's status, the counters,
   the failures still down), then every ``BfdChanged`` as it happens, and a
   snapshot again every ``SNAPSHOT_EVERY`` seconds, after each change of the
-  file and soon after any other change of a session's status. Frames as
+  file and as soon as a session shows other intervals (``BfdService.watch``). Frames as
   the CNI socket's (``cnid.core._protocol.frame``: a length, then
   MessagePack). While no daemon is connected, the host acts on
   a failure itself: it tears the BGP session down through ExaBGP's API
@@ -64,7 +64,6 @@ BFD_FILE = "bfd.json"
 BFD_SOCKET = "bfd.sock"
 POLL = 0.25
 SNAPSHOT_EVERY = 1.0
-STATUS_EVERY = 0.05
 #: How often a daemon tries to reach the host's socket while it is not there.
 CONNECT_RETRY = 0.2
 #: Cease subcode "BFD Down" (RFC 9384).
@@ -109,11 +108,6 @@ def decode_message(payload: bytes) -> BfdMessage:
     return _decoder.decode(payload)
 
 
-def _shown(status: PeerStatus) -> PeerStatus:
-    """A session's status without what changes all the time."""
-    return msgspec.structs.replace(status, uptime_s=None, packets_in=0, packets_out=0)
-
-
 def key_of(status: PeerStatus) -> PeerKey:
     return PeerKey(status.peer, status.local, status.vrf, status.multihop)
 
@@ -136,6 +130,7 @@ class BfdHost:
         self.poll = poll
         self.service = service or BfdService(socket_factory=socket_factory)
         self.service.subscribe(self._changed)
+        self.service.watch(lambda _key: self._status_changed())
         self._applied: dict[PeerKey, PeerConfig] = {}
         #: Each session down after a failure: that failure.
         self.failed: dict[PeerKey, StateChange] = {}
@@ -243,22 +238,18 @@ class BfdHost:
                 self._clients.discard(channel)
                 channel.close()
 
+    def _status_changed(self) -> None:
+        """A session shows other intervals (a Poll Sequence ended), or the
+        remote's state changed: the daemons see it now, not a second later."""
+        if self._clients:
+            self._broadcast(frame(self.snapshot()))
+
     async def _snapshots(self) -> None:
-        """A snapshot every SNAPSHOT_EVERY seconds (uptimes, counters), and
-        within STATUS_EVERY of a change of what a session shows otherwise
-        (the intervals a Poll Sequence agreed, the remote's)."""
-        last: tuple[PeerStatus, ...] = ()
-        sent = trio.current_time()
+        """A snapshot every SNAPSHOT_EVERY seconds: uptimes, counters."""
         while True:
-            await trio.sleep(STATUS_EVERY)
-            if not self._clients:
-                continue
-            snapshot = self.snapshot()
-            shown = tuple(_shown(p) for p in snapshot.peers)
-            now = trio.current_time()
-            if shown != last or now - sent >= SNAPSHOT_EVERY:
-                self._broadcast(frame(snapshot))
-                last, sent = shown, now
+            await trio.sleep(SNAPSHOT_EVERY)
+            if self._clients:
+                self._broadcast(frame(self.snapshot()))
 
     async def _serve(self, sock: trio.socket.SocketType) -> None:
         send, receive = trio.open_memory_channel[bytes](256)
