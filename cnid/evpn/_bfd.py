@@ -54,6 +54,9 @@ __all__ = ["BFD_HOLD", "CEASE_BFD_DOWN", "BfdGuard", "BfdReaction", "bfd_reactio
 #: How often the loop retries what ExaBGP did not take, and syncs the
 #: packet counters into the metrics.
 TICK = 1.0
+#: How long sessions may be wanted with no speaker serving them before the
+#: log says so.
+LINK_WARN = 30.0
 
 
 class BfdReaction(enum.StrEnum):
@@ -123,6 +126,8 @@ class BfdGuard:
         self._was_running = False
         self._counted: dict[str, int] = {}
         self._last_change: dict[str, StateChange] = {}
+        self._unsynced_since: float | None = None
+        self._link_warned = False
 
     # -- what the controller calls ---------------------------------------
 
@@ -202,6 +207,7 @@ class BfdGuard:
             self.follow(self.speaker.config)
             await self._send()
             self._count()
+            self._check_link()
             with trio.move_on_after(TICK):  # retries, and the counters
                 await wait_any(seen)
 
@@ -252,6 +258,26 @@ class BfdGuard:
         for peer in sorted(self._to_release - set(self.held)):
             if await speaker.release(peer):
                 self._to_release.discard(peer)
+
+    def _check_link(self) -> None:
+        """Said once: sessions wanted, but no speaker serving them (a
+        speaker process older than BFD in the speaker, kept through an
+        upgrade of the daemon alone: no BFD until it is replaced)."""
+        if self.bfd.synced or not self.sessions:
+            self._unsynced_since = None
+            return
+        now = trio.current_time()
+        if self._unsynced_since is None:
+            self._unsynced_since = now
+        elif now - self._unsynced_since >= LINK_WARN and not self._link_warned:
+            self._link_warned = True
+            log.warning(
+                "BFD: no speaker serves %s for %.0f s: no BFD sessions for %s "
+                "(a speaker process older than the daemon? replace it)",
+                self.bfd.run_dir / "bfd.sock",
+                now - self._unsynced_since,
+                ", ".join(sorted(self.sessions)),
+            )
 
     def _count(self) -> None:
         """The service's packet counters into the metrics (as increments)."""

@@ -457,3 +457,16 @@ async def test_a_failure_from_before_the_daemon_attached_is_acted_on(
         assert speaker.released == []  # not the attach's release of old holds
         bfd.change(PEER, State.DOWN, State.UP, diag=Diag.NONE)
         await until("released", lambda: speaker.released == [PEER])
+
+
+async def test_no_speaker_serving_bfd_is_said_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A speaker process older than the daemon (kept through an upgrade of
+    the daemon alone) serves no ``bfd.sock``: the log says so, once."""
+    node = Node(tmp_path, LEAF)
+    node.bfd.synced = False
+    async with node.running():
+        await trio.sleep(100)
+    said = [r for r in caplog.records if "no speaker serves" in r.getMessage()]
+    assert len(said) == 1 and PEER in said[0].getMessage()
