@@ -3,8 +3,9 @@ namespace: the host tier's stand-in for a whole node where the kernel has no
 VRF device (the VM tier runs the real daemon).
 
 The node runs the real ``Speaker`` (a real ExaBGP in its namespace), the real
-``EvpnController`` with a real ``BfdService`` (its UDP sockets opened in the
-node's namespace) and the real dataplane calls, on:
+``EvpnController`` with the speaker's BFD (a real ``BfdService`` beside
+ExaBGP, its UDP sockets opened in the node's namespace; in the speaker
+process with ``speaker_mode = "external"``) and the real dataplane calls, on:
 
 * a node namespace plugged into a LAN (``eth0``, the VTEP address);
 * per domain ``br-<vni>`` with ``vx-<vni>`` as its port, tagged as
@@ -35,8 +36,7 @@ from typing import Any
 import trio
 
 from cnid import dataplane
-from cnid.bfd import BfdService
-from cnid.bgp import Speaker, SpeakerConfig, reflector_neighbors
+from cnid.bgp import BfdLink, Speaker, SpeakerConfig, reflector_neighbors
 from cnid.core import (
     Attachment,
     Domain,
@@ -91,7 +91,7 @@ class EvpnNode:
     pool: AddressPool = field(init=False)
     metrics: Metrics = field(init=False)
     speaker: Speaker = field(init=False)
-    bfd: BfdService = field(init=False)
+    bfd: BfdLink = field(init=False)
     evpn: EvpnController = field(init=False)
     pods: dict[str, Pod] = field(default_factory=dict)
 
@@ -121,8 +121,9 @@ class EvpnNode:
             log_level="INFO",
             mode=self.speaker_mode,
             journal=self.workdir / "state" / "bgp.json",
+            bfd_sockets=self._udp_socket,  # child mode: BFD in the node's namespace
         )
-        self.bfd = BfdService(socket_factory=self._udp_socket)
+        self.bfd = self.speaker.bfd
         self.evpn = EvpnController(
             speaker=self.speaker,
             identity=Identity(self.address, ASN, self.address),
@@ -267,7 +268,6 @@ class EvpnNode:
             self.speaker.restore()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.speaker.run)
-            await nursery.start(self.bfd.run)
             await nursery.start(self.evpn.run)
             task_status.started()
 

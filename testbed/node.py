@@ -17,9 +17,10 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from cnid.core import CnidError
 from cnid.ctl import query as ctl_query
@@ -346,3 +347,25 @@ class CnidNode:
         if vrf:  # bound to the VRF device (SO_BINDTODEVICE): no cgroup BPF needed
             cmd[1:1] = ["-I", vrf]
         return sh(*cmd, ns=from_ns, check=False).returncode == 0
+
+
+class _Router(Protocol):
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+
+
+R = TypeVar("R", bound=_Router)
+
+
+@contextlib.contextmanager
+def node_beside(node: CnidNode, router: R) -> Iterator[tuple[CnidNode, R]]:
+    """``node`` created and ``router`` (in its fabric namespace: GoBGP, FRR)
+    started; both stopped afterwards, the node's speaker process included."""
+    node.create()
+    try:
+        router.start()
+        yield node, router
+    finally:
+        router.stop()
+        node.stop()
+        assert node.speaker_pid is None

@@ -1,5 +1,6 @@
-"""BFD (RFC 5880) in the daemon, under trio: single hop (RFC 5881) and
-multihop (RFC 5883) over IPv4, asynchronous mode, no authentication.
+"""BFD (RFC 5880) under trio: single hop (RFC 5881) and multihop (RFC 5883)
+over IPv4, asynchronous mode, no authentication. The speaker process runs
+it (``cnid.bgp``'s ``BfdHost``), so the sessions outlive the daemon.
 
 * ``_packet``: control packets, the encoder and the strict decoder;
 * ``_session``: one session's state machine, pure (the time passed in);
@@ -25,7 +26,7 @@ from ._packet import (
 from ._runner import Runner
 from ._service import BfdService, Counters, PeerKey, PeerStatus, StateChange
 from ._session import SLOW_TX_US, PeerConfig, Session, Transition
-from ._transport import MULTIHOP_PORT, SINGLE_HOP_PORT, SocketFactory
+from ._transport import MULTIHOP_PORT, SINGLE_HOP_PORT, SocketFactory, udp_socket
 
 __all__ = [
     "MANDATORY_LENGTH",
@@ -50,4 +51,5 @@ __all__ = [
     "Transition",
     "decode",
     "encode",
+    "udp_socket",
 ]

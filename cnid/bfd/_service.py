@@ -62,6 +62,16 @@ class StateChange(msgspec.Struct, frozen=True):
     remote_cpi: bool
     remote_state: State = State.DOWN
 
+    @property
+    def failed(self) -> bool:
+        """A session that was Up and is not any more, not administratively
+        (ours or the peer's: RFC 5882 3.2): a path failure."""
+        return (
+            self.old is State.UP
+            and self.new not in (State.UP, State.ADMIN_DOWN)
+            and self.remote_state is not State.ADMIN_DOWN
+        )
+
 
 class Counters(msgspec.Struct):
     packets_in: int = 0
@@ -133,6 +143,7 @@ class BfdService:
         self._by_discr: dict[int, _Peer] = {}
         self._listening: set[tuple[bool, str | None]] = set()
         self._subscribers: list[Callable[[StateChange], None]] = []
+        self._watchers: list[Callable[[PeerKey], None]] = []
         self._nursery: trio.Nursery | None = None
         self.counters = Counters()
 
@@ -206,6 +217,12 @@ class BfdService:
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback)
 
+    def watch(self, callback: Callable[[PeerKey], None]) -> None:
+        """``callback(key)`` when a received packet changed what a session
+        shows besides its state: the agreed intervals (a Poll Sequence
+        ended), the remote's state or discriminator."""
+        self._watchers.append(callback)
+
     def peers(self) -> list[PeerStatus]:
         return [self._status(p) for _k, p in sorted(self._peers.items(), key=lambda i: repr(i[0]))]
 
@@ -241,9 +258,9 @@ class BfdService:
                 await self._last_words(entry)
 
     async def _last_words(self, entry: _Peer) -> None:
-        """The service ends (the daemon stops): one AdminDown packet, so the
-        peer takes no action on its BGP session (RFC 5882 3.2) while the
-        daemon restarts and the BGP speaker, which outlives it, stays up."""
+        """The service ends (the speaker process stops, with its BGP
+        sessions): one AdminDown packet, so a peer that honours RFC 5882 3.2
+        takes it for no path failure."""
         if entry.runner.session.admin_down() is None:
             return  # already AdminDown: removed, and said so
         with trio.CancelScope(shield=True), trio.move_on_after(0.5):
@@ -305,7 +322,11 @@ class BfdService:
             log.debug("BFD from %s: %s", datagram.source, exc)
             return
         entry.packets_in += 1
+        before = _shown(entry.runner.session)
         entry.runner.deliver(packet)
+        if self._watchers and _shown(entry.runner.session) != before:
+            for callback in list(self._watchers):
+                callback(entry.key)
 
     def _match(
         self, packet: ControlPacket, datagram: Datagram, multihop: bool, vrf: str | None
@@ -381,3 +402,9 @@ class BfdService:
             packets_in=entry.packets_in,
             packets_out=entry.packets_out,
         )
+
+
+def _shown(s: Session) -> tuple[object, ...]:
+    """What a session shows that a received packet may change."""
+    return (s.tx_interval_us(), s.rx_interval_us(), s.detection_time(), s.remote_state,
+            s.remote_discr, s.remote_detect_mult)  # fmt: skip

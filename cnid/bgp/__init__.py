@@ -10,6 +10,8 @@
 * ``_config``: server.ini's [bgp] section, neighbours, ExaBGP's config;
 * ``_aspath``: AS_PATH loop detection (ExaBGP has none);
 * ``_supervisor``: the speaker process (``cnid speaker``): ExaBGP kept running;
+* ``_bfd``: BFD in the speaker process (``BfdHost``) and the daemon's link to
+  it (``BfdLink``): the BFD sessions outlive the daemon too;
 * ``_speaker``: the daemon's side: attach, resync, announcement sync.
 """
 
@@ -56,6 +58,7 @@ from ._unicast import UnicastPath, UnicastUpdate
 from ._wire import Ack, Command, SpeakerState, ack_line, decode_command, encode_command
 
 if TYPE_CHECKING:
+    from ._bfd import BFD_HOLD, CEASE_BFD_DOWN, BfdChanged, BfdHost, BfdLink, BfdSnapshot
     from ._speaker import (
         PeerStatus,
         Speaker,
@@ -83,6 +86,9 @@ _SPEAKER_NAMES = frozenset(
     }
 )
 _SUPERVISOR_NAMES = frozenset({"Supervisor", "read_wanted", "running_pid", "speaker_main"})
+_BFD_NAMES = frozenset(
+    {"BFD_HOLD", "CEASE_BFD_DOWN", "BfdChanged", "BfdHost", "BfdLink", "BfdSnapshot"}
+)
 
 
 def __getattr__(name: str) -> object:
@@ -90,6 +96,10 @@ def __getattr__(name: str) -> object:
         from . import _speaker
 
         return getattr(_speaker, name)
+    if name in _BFD_NAMES:
+        from . import _bfd
+
+        return getattr(_bfd, name)
     if name in _SUPERVISOR_NAMES:
         from . import _supervisor
 
@@ -99,12 +109,18 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AS_LOOP",
+    "BFD_HOLD",
     "BFD_INTERVAL_MS",
     "BFD_MULTIPLIER",
+    "CEASE_BFD_DOWN",
     "ESI_ZERO",
     "SKIP_REASONS",
     "Ack",
     "AckEvent",
+    "BfdChanged",
+    "BfdHost",
+    "BfdLink",
+    "BfdSnapshot",
     "BgpEvent",
     "BgpOptions",
     "Command",

@@ -12,8 +12,9 @@ relay serves (``_relay.py``), and re-attaches whenever the connection ends:
   session going down. Another pid than at the last attach: ExaBGP restarted
   (``SpeakerDown``, every session ended with it); the same pid after a lost
   connection: ``SpeakerResync`` (what was received is re-learned).
-* **mode**: ``child``: the speaker process's supervision runs inside the
-  daemon and ends with it (unit and bench harnesses); ``detached``: the
+* **mode**: ``child``: the speaker process's supervision (and its BFD
+  sessions) runs inside the daemon and ends with it (unit and bench
+  harnesses); ``detached``: the
   daemon starts ``cnid speaker --detach`` once (none running for the
   directory) and leaves it running; ``external``: someone else runs it (the
   pod's ``speaker`` container, a systemd unit).
@@ -53,10 +54,12 @@ from pathlib import Path
 import msgspec
 import trio
 
+from ..bfd import SocketFactory, udp_socket
 from ..core._notify import Notifier
 from ..core._startup import Startup
 from ._api import CHUNK, ApiConnection, SpeakerUnavailable
 from ._aspath import drop_loops
+from ._bfd import BfdHost, BfdLink
 from ._config import SpeakerConfig, environment, render
 from ._events import BgpEvent, NotificationEvent, StateEvent, UpdateEvent
 from ._routes import EvpnPath, route_type
@@ -133,6 +136,7 @@ class Speaker:
         startup: Startup | None = None,
         mode: str = "child",
         journal: Path | None = None,
+        bfd_sockets: SocketFactory = udp_socket,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"speaker mode {mode!r}: one of {', '.join(MODES)}")
@@ -177,6 +181,11 @@ class Speaker:
         self._unheard: list[SpeakerEvent] = []
         #: Peers whose session changed (an event) while the state was asked.
         self._changed_while_attaching: set[str] = set()
+        #: The BFD sessions, which run beside ExaBGP (``_bfd``): what the
+        #: daemon asks for and the states it gets.
+        self.bfd = BfdLink(run_dir)
+        #: Child mode: the BFD sessions' sockets (test beds: a namespace's).
+        self.bfd_sockets = bfd_sockets
 
     # -- what the daemon tells the speaker ------------------------------------
 
@@ -348,6 +357,8 @@ class Speaker:
                     self.run_dir, launcher=self.launcher, on_exit=self._exabgp_exited
                 )
                 await nursery.start(self._supervisor.run)
+                await nursery.start(BfdHost(self.run_dir, socket_factory=self.bfd_sockets).run)
+            nursery.start_soon(self.bfd.run)
             nursery.start_soon(self._sync_loop)
             nursery.start_soon(self._attach_loop)
             task_status.started()

@@ -13,6 +13,9 @@ systemd unit. The daemon tells it what to run through two files in DIR
   neighbours, ExaBGP is stopped.
 * ``speaker.env``: ExaBGP's environment (JSON: what it reads only at start,
   e.g. its listening address). A new content is a restart of ExaBGP.
+* ``bfd.json``: the BFD sessions of the neighbours that ask for them; the
+  process runs them (``_bfd.BfdHost``) and serves their states on
+  ``bfd.sock``.
 
 The files are polled (every :data:`POLL` seconds; two ``stat`` calls): no
 signal crosses the containers. ExaBGP is restarted with backoff when it
@@ -251,12 +254,17 @@ def running_pid(run_dir: Path) -> int:
 
 
 async def serve(run_dir: Path) -> None:
-    """Run the speaker until SIGTERM or SIGINT (ExaBGP is stopped with it)."""
+    """Run the speaker until SIGTERM or SIGINT: ExaBGP, and the BFD sessions
+    (``_bfd.BfdHost``, from ``bfd.json``), stopped with it (BFD's with
+    AdminDown)."""
+    from ._bfd import BfdHost
+
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(Supervisor(run_dir).run)
+            await nursery.start(BfdHost(run_dir).run)
             async for signum in signals:
-                log.info("%s: stopping ExaBGP", signal.Signals(signum).name)
+                log.info("%s: stopping ExaBGP and BFD", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
 

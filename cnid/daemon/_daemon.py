@@ -33,7 +33,6 @@ from pathlib import Path
 import trio
 
 from .. import dataplane
-from ..bfd import BfdService
 from ..bgp import Speaker
 from ..cluster import ClusterMember, KubeStore, MemberTimings, NodeSettings, Peering
 from ..cluster._policies import RoutingPolicyController
@@ -308,8 +307,9 @@ class Daemon:
         controller listened)."""
         opts = self.config.bgp
         router_id = router_id_for(settings.router_id, underlay.address)
-        bfd = BfdService()  # no socket until a neighbour asks for BFD
-        await nursery.start(bfd.run)
+        # the BFD sessions run beside ExaBGP, in the speaker process (they
+        # outlive the daemon: its end sends no AdminDown); the guard follows them
+        bfd = speaker.bfd
         evpn = EvpnController(
             speaker=speaker,
             identity=Identity(router_id, settings.asn or opts.asn, underlay.address),

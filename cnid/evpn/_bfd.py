@@ -28,7 +28,11 @@ RFC 5882, what cnid honours (``reaction``):
 
 A peer whose BFD is control-plane independent keeps its session Up through
 its BGP restart, so nothing here happens and graceful restart keeps its
-routes. cnid's own BFD runs in the daemon, so it sends the C bit clear.
+routes. cnid's BFD sessions run in the speaker process (``cnid.bgp``'s
+``BfdHost``), beside ExaBGP: they outlive the daemon as the BGP sessions
+do, and share fate with ExaBGP, so cnid sends the C bit clear. The guard
+asks for them (``BfdLink.configure``: ``bfd.json``) and takes their states
+from the host; at each attach it learns what failed while it was away.
 """
 
 from __future__ import annotations
@@ -39,21 +43,20 @@ from collections.abc import Callable
 
 import trio
 
-from ..bfd import BfdService, PeerConfig, PeerKey, State, StateChange
-from ..bgp import Speaker, SpeakerConfig
+from ..bfd import PeerConfig, PeerKey, State, StateChange
+from ..bgp import BFD_HOLD, CEASE_BFD_DOWN, BfdLink, Speaker, SpeakerConfig
 from ..core._metrics import Metrics
 from ..core._notify import Notifier, snapshot, wait_any
 
 log = logging.getLogger("cnid.evpn")
 
-#: Cease subcode "BFD Down" (RFC 9384).
-CEASE_BFD_DOWN = 10
-#: How long ExaBGP holds a session down for BFD. BFD Up releases it earlier;
-#: a session that comes up anyway while BFD is down is torn down again.
-BFD_HOLD = 3600.0
+__all__ = ["BFD_HOLD", "CEASE_BFD_DOWN", "BfdGuard", "BfdReaction", "bfd_reaction", "bfd_sessions"]
 #: How often the loop retries what ExaBGP did not take, and syncs the
 #: packet counters into the metrics.
 TICK = 1.0
+#: How long sessions may be wanted with no speaker serving them before the
+#: log says so.
+LINK_WARN = 30.0
 
 
 class BfdReaction(enum.StrEnum):
@@ -65,10 +68,8 @@ class BfdReaction(enum.StrEnum):
 
 def bfd_reaction(change: StateChange, bgp_up: bool) -> BfdReaction:
     """What a BFD state change does to its BGP neighbour (RFC 5882)."""
-    if change.old is not State.UP or change.new is State.UP:
-        return BfdReaction.NONE  # only a session that was Up can fail
-    if change.new is State.ADMIN_DOWN or change.remote_state is State.ADMIN_DOWN:
-        return BfdReaction.NONE  # 3.2: administratively down is no path failure
+    if not change.failed:
+        return BfdReaction.NONE  # only a session that was Up can fail; 3.2: nor AdminDown
     if bgp_up:
         return BfdReaction.TEARDOWN
     return BfdReaction.ABORT_RESTART if change.remote_cpi else BfdReaction.KEEP_RESTART
@@ -105,7 +106,7 @@ class BfdGuard:
     receive loop (in order with the BGP events); ``run`` follows the
     neighbour set and sends ExaBGP the teardowns and releases."""
 
-    def __init__(self, bfd: BfdService, speaker: Speaker, metrics: Metrics) -> None:
+    def __init__(self, bfd: BfdLink, speaker: Speaker, metrics: Metrics) -> None:
         self.bfd = bfd
         self.speaker = speaker
         self.metrics = metrics
@@ -124,6 +125,9 @@ class BfdGuard:
         self._on_failure: list[Callable[[str], None]] = []
         self._was_running = False
         self._counted: dict[str, int] = {}
+        self._last_change: dict[str, StateChange] = {}
+        self._unsynced_since: float | None = None
+        self._link_warned = False
 
     # -- what the controller calls ---------------------------------------
 
@@ -141,6 +145,9 @@ class BfdGuard:
         peer = change.key.peer
         if self.sessions.get(peer) != change.key:
             return BfdReaction.NONE  # a session that was just replaced or removed
+        if self._last_change.get(peer) == change:
+            return BfdReaction.NONE  # told twice (an attach's catch-up, and its replay)
+        self._last_change[peer] = change
         self.metrics.bfd_session_state.labels(peer=peer).set(int(change.new))
         if change.old is State.UP:
             self.metrics.bfd_session_flaps.labels(peer=peer).inc()
@@ -151,7 +158,10 @@ class BfdGuard:
                 self._to_release.add(peer)
                 self._work.bump()
             return BfdReaction.NONE
-        what = bfd_reaction(change, bgp_up)
+        # a session the speaker already tore down for BFD (while no daemon
+        # was attached) failed while established: no graceful restart of the
+        # peer's to wait for
+        what = bfd_reaction(change, bgp_up or peer in self.bfd.held_by_speaker)
         if what is BfdReaction.NONE:
             return what
         self.last_reaction[peer] = what
@@ -197,15 +207,16 @@ class BfdGuard:
             self.follow(self.speaker.config)
             await self._send()
             self._count()
+            self._check_link()
             with trio.move_on_after(TICK):  # retries, and the counters
                 await wait_any(seen)
 
     def follow(self, config: SpeakerConfig | None) -> None:
-        """A session per neighbour with ``bfd``, the others ended."""
+        """A session per neighbour with ``bfd``, the others ended (the host
+        ends them with AdminDown)."""
         wanted = bfd_sessions(config)
         for peer, key in list(self.sessions.items()):
             if wanted.get(peer, (None,))[0] != key:
-                self.bfd.remove_peer(key)
                 del self.sessions[peer]
                 self._settings.pop(peer, None)
                 self.metrics.bfd_session_state.remove(peer)
@@ -214,34 +225,30 @@ class BfdGuard:
                     self._torn.discard(peer)
                     self._to_release.add(peer)
                     self._work.bump()
+        new: list[PeerKey] = []
         for peer, (key, settings) in wanted.items():
-            if self._settings.get(peer) == settings and peer in self.sessions:
-                continue
             if peer not in self.sessions:
-                log.info(
-                    "BFD %s: session from %s (%s, %d ms x %d)",
-                    peer,
-                    key.local,
-                    "multihop" if key.multihop else "single hop",
-                    settings.desired_min_tx_ms,
-                    settings.detect_multiplier,
-                )
                 self.metrics.bfd_session_state.labels(peer=peer).set(int(State.DOWN))
-            # (again: new timers, applied by a Poll Sequence)
-            self.sessions[peer] = self.bfd.add_peer(
-                key.peer, local=key.local, vrf=key.vrf, multihop=key.multihop, config=settings
-            )
+                new.append(key)
+            # (new timers: applied by a Poll Sequence)
+            self.sessions[peer] = key
             self._settings[peer] = settings
+        self.bfd.configure({self.sessions[p]: s for p, s in self._settings.items()})
+        for key in new:  # what the speaker said of it before it was followed
+            self.bfd.replay(key)
 
     async def _send(self) -> None:
         """The teardowns and releases ExaBGP has not taken yet (what it
         refuses is tried again on the next tick)."""
         speaker = self.speaker
+        if not self.bfd.synced:
+            return  # the sessions' states not known yet: nothing to release
         running = speaker.running
         if running and not self._was_running:
             # A (re)attached ExaBGP may hold down, from a previous run of the
-            # daemon, peers that are not held now: release them.
-            self._to_release |= set(self.sessions) - set(self.held)
+            # daemon, peers that are not held now: release them (not those
+            # whose failure is still to be acted on).
+            self._to_release |= set(self.sessions) - set(self.held) - self.bfd.failing
         self._was_running = running
         if not running:
             return
@@ -252,6 +259,26 @@ class BfdGuard:
             if await speaker.release(peer):
                 self._to_release.discard(peer)
 
+    def _check_link(self) -> None:
+        """Said once: sessions wanted, but no speaker serving them (a
+        speaker process older than BFD in the speaker, kept through an
+        upgrade of the daemon alone: no BFD until it is replaced)."""
+        if self.bfd.synced or not self.sessions:
+            self._unsynced_since = None
+            return
+        now = trio.current_time()
+        if self._unsynced_since is None:
+            self._unsynced_since = now
+        elif now - self._unsynced_since >= LINK_WARN and not self._link_warned:
+            self._link_warned = True
+            log.warning(
+                "BFD: no speaker serves %s for %.0f s: no BFD sessions for %s "
+                "(a speaker process older than the daemon? replace it)",
+                self.bfd.run_dir / "bfd.sock",
+                now - self._unsynced_since,
+                ", ".join(sorted(self.sessions)),
+            )
+
     def _count(self) -> None:
         """The service's packet counters into the metrics (as increments)."""
         c = self.bfd.counters
@@ -259,6 +286,8 @@ class BfdGuard:
         totals.update({f"discard:{k}": v for k, v in c.discarded.items()})
         for name, total in totals.items():
             delta = total - self._counted.get(name, 0)
+            if delta < 0:  # a new speaker process: its own totals from 0
+                self._counted[name] = total
             if delta <= 0:
                 continue
             self._counted[name] = total

@@ -14,7 +14,7 @@ Four loops in one nursery:
   keeps what the kernel holds of ours, and what it refused, retried with
   backoff, never on every pass);
 * **teardowns**: the sessions ``_max_prefix`` ends;
-* **BFD** (with a ``BfdService``): ``_bfd``'s sessions for the neighbours
+* **BFD** (with the speaker's ``BfdLink``): ``_bfd``'s sessions for the neighbours
   that ask for it; a BFD failure removes the peer's paths here, in the
   receive loop (in order with the BGP events), and the guard's loop tears
   its BGP session down and holds it down until BFD is Up again.
@@ -40,9 +40,10 @@ import msgspec
 import trio
 
 from .. import dataplane
-from ..bfd import BfdService, StateChange
+from ..bfd import StateChange
 from ..bgp import (
     SKIP_REASONS,
+    BfdLink,
     Speaker,
     SpeakerDown,
     SpeakerEvent,
@@ -134,7 +135,7 @@ class EvpnController:
         dup_max_moves: int = 5,
         dup_time: float = 180.0,
         kernel: EvpnKernel = dataplane,
-        bfd: BfdService | None = None,
+        bfd: BfdLink | None = None,
     ) -> None:
         self.speaker = speaker
         self.identity = identity

@@ -2,7 +2,7 @@
 fabric of testbed/underlay.py (a node with a /31 link to each of two leaves,
 a spine's VTEP reached through both: one ECMP route), the leaves with
 ``neighbor NODES bfd`` and a BGP hold time of 30 s. The node runs the real
-``Speaker``, ``UnderlayController``, ``BfdService`` (its sockets in the
+``Speaker`` (with its BFD sessions beside ExaBGP, their sockets in the
 node's namespace) and ``BfdGuard``, wired to each other as the EVPN
 controller and the daemon wire them (tests/host/test_bfd_bgp.py runs that
 wiring whole).
@@ -28,8 +28,8 @@ import pytest
 import trio
 
 from cnid import dataplane
-from cnid.bfd import BfdService, StateChange
-from cnid.bgp import Speaker, SpeakerConfig, SpeakerDown, SpeakerUp, StateEvent
+from cnid.bfd import StateChange
+from cnid.bgp import BfdLink, Speaker, SpeakerConfig, SpeakerDown, SpeakerUp, StateEvent
 from cnid.core import Metrics
 from cnid.evpn import BfdGuard, UnderlayController
 from testbed.jsoncmp import async_wait_for
@@ -83,7 +83,7 @@ def fabric() -> Iterator[Fabric]:
 class Node:
     speaker: Speaker
     underlay: UnderlayController
-    bfd: BfdService
+    bfd: BfdLink
     guard: BfdGuard
     metrics: Metrics
 
@@ -101,7 +101,8 @@ async def cnid_node(fabric: Fabric, tmp: Path) -> AsyncIterator[Node]:
 
         return trio.socket.from_stdlib_socket(await trio.to_thread.run_sync(open_inside))
 
-    bfd = BfdService(socket_factory=udp_socket)
+    speaker.bfd_sockets = udp_socket  # BFD beside ExaBGP, in the node's namespace
+    bfd = speaker.bfd
     guard = BfdGuard(bfd, speaker, metrics)
     guard.on_failure(underlay.peer_down)  # as the daemon wires them
 
@@ -119,7 +120,6 @@ async def cnid_node(fabric: Fabric, tmp: Path) -> AsyncIterator[Node]:
     speaker.subscribe(bgp_event)
     async with trio.open_nursery() as nursery:
         await nursery.start(speaker.run)
-        await nursery.start(bfd.run)
         await nursery.start(underlay.run)
         neighbors = leaf_neighbors(bfd=True)
         speaker.configure(SpeakerConfig(VTEP, VTEP, NODE_AS, neighbors, hold_time=HOLD))

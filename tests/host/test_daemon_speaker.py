@@ -26,7 +26,7 @@ import pytest
 from cnid.bgp import running_pid
 from testbed.gobgp import GoBgp, GoBgpNeighbor
 from testbed.jsoncmp import wait_for
-from testbed.node import CnidNode
+from testbed.node import CnidNode, node_beside
 
 NODE, PEER = "192.168.77.2", "192.168.77.1"
 
@@ -34,16 +34,9 @@ NODE, PEER = "192.168.77.2", "192.168.77.1"
 @pytest.fixture
 def node(cnid_plugin: Path) -> Iterator[tuple[CnidNode, GoBgp]]:
     n = CnidNode(name=f"cdsp{os.getpid()}", ini_extra=f"[bgp]\npeers = {PEER}\nhold_time = 9\n")
-    n.create()
     helper = GoBgpNeighbor(NODE, 65000, passive=True, graceful_restart=True)
-    gb = GoBgp("gb", n.fabric, 65000, PEER, neighbors=[helper])
-    try:
-        gb.start()
-        yield n, gb
-    finally:
-        gb.stop()
-        n.stop()
-        assert n.speaker_pid is None
+    with node_beside(n, GoBgp("gb", n.fabric, 65000, PEER, neighbors=[helper])) as both:
+        yield both
 
 
 def session(gb: GoBgp) -> tuple[Any, Any]:

@@ -1,14 +1,14 @@
 """BFD for the BGP neighbours (``cnid.evpn``'s ``BfdGuard``) on trio's
 virtual clock: the EVPN controller runs whole against the fakes of
-test_evpn_controller (speaker, kernel, pool) and a fake BFD service whose
-state changes the tests make. The BFD sessions' own timing is
-test_bfd_service's and test_bfd_session's; against real FRR (bgpd + bfdd),
+test_evpn_controller (speaker, kernel, pool) and the daemon's real end of
+the speaker's BFD (``BfdLink``) fed the state changes the tests make. The
+BFD sessions' own timing is test_bfd_service's and test_bfd_session's; the
+speaker's end (``BfdHost``), test_bfd_speaker's; against real FRR (bgpd + bfdd),
 tests/host/test_bfd_bgp.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,36 +17,40 @@ import pytest
 import trio
 import trio.testing
 
-from cnid.bfd import Counters, Diag, PeerConfig, PeerKey, PeerStatus, State, StateChange
-from cnid.bgp import Neighbor, SpeakerConfig, SpeakerUp, UnicastPath
-from cnid.core import DomainLinks, DomainRegistry, Journal, Metrics, Notifier, Readiness
+from cnid.bfd import Diag, PeerConfig, PeerKey, PeerStatus, State, StateChange
+from cnid.bgp import (
+    BfdChanged,
+    BfdLink,
+    BfdSnapshot,
+    Neighbor,
+    SpeakerConfig,
+    SpeakerUp,
+    UnicastPath,
+)
+from cnid.core import DomainRegistry, Journal, Notifier, Readiness
 from cnid.ctl import render
 from cnid.daemon import ControlServer, bfd_peers
 from cnid.evpn import (
     BFD_HOLD,
     CEASE_BFD_DOWN,
     BfdReaction,
-    EvpnController,
-    Identity,
     UnderlayController,
     UnderlayPolicy,
     bfd_reaction,
     bfd_sessions,
 )
 from cnid.ipam import AddressPool, MemoryStore
-from testbed.domains import VRF42, VRF300
+from testbed.domains import VRF42
 from tests.unit.test_evpn_controller import (
     ME,
     OTHER,
     PEER,
-    ROUTER_MAC,
-    FakeKernel,
-    FakePool,
     FakeSpeaker,
     t5,
     until,
     update,
 )
+from tests.unit.test_evpn_controller import Node as ControllerNode
 from tests.unit.test_underlay import FAR, L1, L2, VTEP, unicast
 from tests.unit.test_underlay import FakeKernel as UnderlayKernel
 from tests.unit.test_underlay import FakeSpeaker as UnderlaySpeaker
@@ -85,36 +89,19 @@ class Speaker(FakeSpeaker):
         return True
 
 
-class FakeBfd:
-    """The BFD service's seam: sessions added and removed, state changes
-    sent to the subscribers by the test."""
+class FakeBfd(BfdLink):
+    """The daemon's real end of the speaker's BFD (``bfd.json`` written in
+    ``tmp``), the speaker's end played by the test: the sessions asked for,
+    those ended, and state changes sent as the host sends them."""
 
-    def __init__(self) -> None:
-        self.sessions: dict[PeerKey, PeerConfig] = {}
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp / "bgp")
         self.removed: list[PeerKey] = []
-        self.subscribers: list[Callable[[StateChange], None]] = []
-        self.counters = Counters()
+        self.deliver(BfdSnapshot())  # the host's first word: no session yet
 
-    def add_peer(
-        self,
-        peer: str,
-        *,
-        local: str | None = None,
-        vrf: str | None = None,
-        multihop: bool = False,
-        config: PeerConfig | None = None,
-    ) -> PeerKey:
-        key = PeerKey(peer, local, vrf, multihop)
-        self.sessions[key] = config or PeerConfig()
-        return key
-
-    def remove_peer(self, key: PeerKey) -> None:
-        self.sessions.pop(key, None)
-        self.removed.append(key)
-
-    def subscribe(self, callback: Callable[[StateChange], None]) -> Callable[[], None]:
-        self.subscribers.append(callback)
-        return lambda: self.subscribers.remove(callback)
+    def configure(self, sessions: Mapping[PeerKey, PeerConfig]) -> None:
+        self.removed += [k for k in self.sessions if k not in sessions]
+        super().configure(sessions)
 
     def peers(self) -> list[PeerStatus]:
         return [_status(k, c) for k, c in self.sessions.items()]
@@ -130,9 +117,7 @@ class FakeBfd:
         cpi: bool = False,
     ) -> None:
         key = next(k for k in self.sessions if k.peer == peer)
-        change = StateChange(key, old, new, diag, Diag.NONE, cpi, remote_state)
-        for callback in self.subscribers:
-            callback(change)
+        self.deliver(BfdChanged(StateChange(key, old, new, diag, Diag.NONE, cpi, remote_state)))
 
 
 def _status(key: PeerKey, config: PeerConfig) -> PeerStatus:
@@ -148,44 +133,15 @@ def _status(key: PeerKey, config: PeerConfig) -> PeerStatus:
     )  # fmt: skip
 
 
-class Node:
+class Node(ControllerNode):
+    """test_evpn_controller's node, with a BFD speaker and ``bfd``."""
+
     def __init__(self, tmp: Path, *neighbors: Neighbor, **kw: Any) -> None:
-        self.speaker = Speaker(*neighbors)
-        self.bfd = FakeBfd()
-        self.kernel = FakeKernel()
-        registry = DomainRegistry(VRF42, static=True)
-        registry.set_domains([VRF42, VRF300])
-        registry.set_links("vrf-42", DomainLinks("vrf-42", 42, "br-42", "vx-42", ROUTER_MAC))
-        journal = Journal(tmp)
-        journal.load()
-        self.metrics = Metrics()
-        self.evpn = EvpnController(
-            speaker=self.speaker,  # type: ignore[arg-type]
-            identity=Identity(ME, 65000, ME),
-            registry=registry,
-            journal=journal,
-            pool=FakePool(),  # type: ignore[arg-type]
-            node="n1",
-            metrics=self.metrics,
-            kernel=self.kernel,
-            bfd=self.bfd,  # type: ignore[arg-type]
-            **kw,
-        )
+        self.bfd = FakeBfd(tmp)
+        super().__init__(tmp / "state", speaker=Speaker(*neighbors), bfd=self.bfd, **kw)
+        self.speaker: Speaker
         assert self.evpn.bfd is not None
         self.guard = self.evpn.bfd
-
-    def metric(self, name: str, **labels: str) -> float:
-        return self.metrics.registry.get_sample_value(name, labels) or 0.0
-
-    def has(self, key: tuple[object, ...]) -> bool:
-        return key in self.kernel.entries
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.evpn.run)
-            yield
-            nursery.cancel_scope.cancel()
 
     async def converged(self) -> None:
         """Both peers' routes programmed, BGP up, BFD Up with PEER."""
@@ -473,3 +429,44 @@ async def test_a_bfd_failure_takes_the_underlays_ecmp_member_out(
         await trio.sleep(0.01)
         assert kernel.routes == {FAR: frozenset({L2})}
         nursery.cancel_scope.cancel()
+
+
+async def test_a_failure_from_before_the_daemon_attached_is_acted_on(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The speaker tore the session down while no daemon was attached; the
+    new daemon's link hears of it before its guard follows the neighbours
+    (the peering configures the speaker later): the guard acts on it then."""
+    node = Node(tmp_path, LEAF, PLAIN)
+    speaker, bfd = node.speaker, node.bfd
+    key = PeerKey(PEER, ME)
+    down = msgspec.structs.replace(_status(key, PeerConfig(min_ttl=255)), state="down")
+    failed = StateChange(key, State.UP, State.DOWN, Diag.CONTROL_DETECTION_TIME_EXPIRED,
+                         Diag.NONE, False, State.DOWN)  # fmt: skip
+    # what a speaker that tore the session down says to the daemon that attaches
+    bfd.deliver(BfdSnapshot(peers=(down,), failed=(failed,), pid=4242, held=(PEER,)))
+    assert bfd.failing == {PEER}
+    async with node.running():
+        await until("torn down", lambda: speaker.torn_down == [(PEER, BFD_HOLD, CEASE_BFD_DOWN)])
+        assert node.guard.holds_down(PEER)
+        assert node.guard.last_reaction[PEER] is BfdReaction.TEARDOWN  # not a restart's
+        await trio.sleep(2)
+        # told by the catch-up and again when followed: counted once
+        assert node.metric("cnid_bfd_bgp_teardowns_total", peer=PEER) == 1
+        assert node.metric("cnid_bfd_session_flaps_total", peer=PEER) == 1
+        assert speaker.released == []  # not the attach's release of old holds
+        bfd.change(PEER, State.DOWN, State.UP, diag=Diag.NONE)
+        await until("released", lambda: speaker.released == [PEER])
+
+
+async def test_no_speaker_serving_bfd_is_said_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A speaker process older than the daemon (kept through an upgrade of
+    the daemon alone) serves no ``bfd.sock``: the log says so, once."""
+    node = Node(tmp_path, LEAF)
+    node.bfd.synced = False
+    async with node.running():
+        await trio.sleep(100)
+    said = [r for r in caplog.records if "no speaker serves" in r.getMessage()]
+    assert len(said) == 1 and PEER in said[0].getMessage()

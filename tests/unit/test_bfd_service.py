@@ -37,12 +37,16 @@ async def test_loopback_session_and_discards() -> None:
     bfd = BfdService(rng=random.Random(7), single_hop_port=port, multihop_port=free_udp_port())
     changes: list[StateChange] = []
     unsubscribe = bfd.subscribe(changes.append)
+    watched: list[object] = []
+    bfd.watch(watched.append)  # the agreed intervals, the remote's state
     key = bfd.add_peer("127.0.0.1", local="127.0.0.1", config=PeerConfig(desired_min_tx_ms=50,
                        required_min_rx_ms=50))  # fmt: skip
     async with trio.open_nursery() as nursery:
         await nursery.start(bfd.run)
         await wait_for(lambda: bfd.state(key) is State.UP)
         assert [c.new for c in changes][-1] is State.UP
+        await wait_for(lambda: bfd.peers()[0].tx_interval_ms == 50)  # the Poll Sequence's end
+        assert watched and set(watched) == {key}
         [view] = bfd.peers()
         assert view.state == "up" and view.peer == "127.0.0.1" and view.flaps == 0
         assert view.uptime_s is not None and view.remote_discr == view.local_discr
@@ -77,9 +81,8 @@ async def test_loopback_session_and_discards() -> None:
 
 
 async def test_the_service_ending_says_admin_down_to_its_peers() -> None:
-    """The daemon stops: each Up session sends AdminDown (RFC 5882 3.2: the
-    peer keeps its BGP session, which the speaker outliving the daemon
-    keeps up)."""
+    """The speaker process stops: each Up session sends AdminDown (RFC 5882
+    3.2: no path failure to a peer that honours it)."""
     from cnid.bfd import Diag, decode
 
     # the peer on 127.0.0.2 (a more specific bind than the service's listener

@@ -200,8 +200,14 @@ class FakePool:
 
 
 class Node:
-    def __init__(self, tmp: Path, kernel: FakeKernel | None = None, **kw: Any) -> None:
-        self.speaker = FakeSpeaker()
+    def __init__(
+        self,
+        tmp: Path,
+        kernel: FakeKernel | None = None,
+        speaker: FakeSpeaker | None = None,
+        **kw: Any,
+    ) -> None:
+        self.speaker = speaker or FakeSpeaker()
         self.kernel = kernel or FakeKernel()
         self.registry = DomainRegistry(VRF42, static=True)
         self.registry.set_domains([VRF42, VRF300])
