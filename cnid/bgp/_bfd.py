@@ -68,9 +68,16 @@ SNAPSHOT_EVERY = 1.0
 CONNECT_RETRY = 0.2
 #: Cease subcode "BFD Down" (RFC 9384).
 CEASE_BFD_DOWN = 10
-#: How long ExaBGP holds a session down for BFD. BFD Up releases it earlier;
-#: a session that comes up anyway while BFD is down is torn down again.
-BFD_HOLD = 3600.0
+#: How long a BFD failure holds the BGP session down at most (the daemon's
+#: ``BfdGuard`` and, while no daemon is attached, ``BfdHost``; ExaBGP's hold
+#: from the ``teardown`` is the same). BFD Up releases it earlier; a session
+#: that comes up anyway while held is torn down again. After it BGP may
+#: connect with BFD still down (RFC 5882 allows a session without BFD): a
+#: peer that starts its BFD session only with its BGP session (FRR's
+#: dynamic neighbours, ``bgp listen range``) would otherwise never come
+#: back. BFD going Down again after it was Up tears down again. 30 s: cnid's
+#: default BGP hold time, the time a failure took to be seen without BFD.
+BFD_HOLD = 30.0
 
 
 class BfdSession(msgspec.Struct, frozen=True):
@@ -125,15 +132,20 @@ class BfdHost:
         socket_factory: SocketFactory = udp_socket,
         poll: float = POLL,
         service: BfdService | None = None,
+        hold: float = BFD_HOLD,
     ) -> None:
         self.run_dir = run_dir
         self.poll = poll
+        #: How long a failure holds its BGP session down at most.
+        self.hold = hold
         self.service = service or BfdService(socket_factory=socket_factory)
         self.service.subscribe(self._changed)
         self.service.watch(lambda _key: self._status_changed())
         self._applied: dict[PeerKey, PeerConfig] = {}
         #: Each session down after a failure: that failure.
         self.failed: dict[PeerKey, StateChange] = {}
+        #: When each of those failed (trio's clock): forgotten after ``hold``.
+        self._failed_at: dict[PeerKey, float] = {}
         #: The peers ExaBGP holds down for BFD (by us, or by the daemon).
         self.held: set[str] = set()
         self._clients: set[trio.MemorySendChannel[bytes]] = set()
@@ -192,6 +204,7 @@ class BfdHost:
             log.info("BFD %s: session ended (not asked for any more)", key.peer)
             self.service.remove_peer(key)
             self.failed.pop(key, None)
+            self._failed_at.pop(key, None)
             del self._applied[key]
         for key, config in sessions.items():
             if self._applied.get(key) == config:
@@ -224,8 +237,10 @@ class BfdHost:
     def _changed(self, change: StateChange) -> None:
         if change.failed:
             self.failed[change.key] = change
+            self._failed_at[change.key] = trio.current_time()
         elif change.new in (State.UP, State.ADMIN_DOWN):
             self.failed.pop(change.key, None)
+            self._failed_at.pop(change.key, None)
         self._broadcast(frame(BfdChanged(change)))
         self._work.set()
 
@@ -284,6 +299,7 @@ class BfdHost:
         whose BFD failed; while one is, it does that itself (and holds
         those)."""
         while True:
+            self._expire()
             want = {c.key.peer for c in self.failed.values()}
             if self._clients:
                 self.held = want
@@ -293,12 +309,33 @@ class BfdHost:
                 await self._work.wait()
             self._work = trio.Event()
 
+    def _expire(self) -> None:
+        """A failure held down for ``hold`` is forgotten: BGP is released
+        with BFD still down (a peer that starts BFD only with BGP), and a
+        daemon that attaches is not told of it (nor holds it down again)."""
+        now = trio.current_time()
+        for key, at in list(self._failed_at.items()):
+            if now - at >= self.hold:
+                del self._failed_at[key]
+                if self.failed.pop(key, None) is not None:
+                    log.warning(
+                        "BFD %s still down after %.0f s: BGP session no longer held down",
+                        key.peer,
+                        now - at,
+                    )
+                    self._broadcast(frame(self.snapshot()))
+
     async def _hold(self, want: set[str]) -> None:
+        now = trio.current_time()
+        held = {
+            k.peer: max(self._failed_at.get(k, now) + self.hold - now, 1.0) for k in self.failed
+        }
         try:
             async with api_session(self.run_dir) as conn:
                 for peer in sorted(want - self.held):
+                    # ExaBGP's hold ends with the bound, not later
                     command = Command(
-                        conn.next_id(), "teardown", (peer,), hold=BFD_HOLD, code=CEASE_BFD_DOWN
+                        conn.next_id(), "teardown", (peer,), hold=held[peer], code=CEASE_BFD_DOWN
                     )
                     if (await conn.call(command)).ok:
                         log.warning("BFD %s down, no daemon attached: BGP session torn down", peer)

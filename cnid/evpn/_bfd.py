@@ -10,7 +10,11 @@ per neighbour, following the neighbour set live, and what a failure does.
   at once (the kernel entries follow), what the peer still sends is
   ignored, and the loop (``run``) tears the BGP session down through
   ExaBGP (Cease, subcode 10 "BFD Down", RFC 9384) with a hold that keeps it
-  down. BFD Up again releases the hold: ExaBGP connects at once. With the
+  down, for at most ``BFD_HOLD`` (``expire``: BGP may connect with BFD
+  still down, RFC 5882 allowing a session without BFD; a peer that starts
+  its BFD session only with its BGP session, FRR's dynamic neighbours,
+  would otherwise never come back; BFD Down again after Up tears down
+  again). BFD Up again releases the hold: ExaBGP connects at once. With the
   routed underlay the neighbour's ECMP member goes too (``on_failure``: the
   underlay's ``peer_down``, the same removal as its session going down).
 
@@ -115,6 +119,8 @@ class BfdGuard:
         self._settings: dict[str, PeerConfig] = {}
         #: Peers held down for BFD, and since when (trio's clock).
         self.held: dict[str, float] = {}
+        #: How long a failure holds its peer down at most (BFD still down).
+        self.hold = BFD_HOLD
         #: Each peer's last reaction to a BFD failure (the peers' view).
         self.last_reaction: dict[str, BfdReaction] = {}
         #: Peers held down whose teardown ExaBGP took (since its last start).
@@ -187,10 +193,28 @@ class BfdGuard:
 
     def bgp_up(self, peer: str) -> None:
         """A BGP session came up: one held down is torn down again (ExaBGP
-        restarted, or its hold ended, while BFD stays down)."""
+        restarted, or its hold ended, while BFD stays down); not one whose
+        bound just passed (ExaBGP's hold ends with it)."""
+        self.expire(trio.current_time())
         if peer in self.held:
             self._torn.discard(peer)
             self._work.bump()
+
+    def expire(self, now: float) -> None:
+        """A peer held down for ``hold`` (``BFD_HOLD``) with BFD still down is released
+        (the loop sends it with the next round, at most a tick late)."""
+        for peer, since in list(self.held.items()):
+            if now - since >= self.hold:
+                del self.held[peer]
+                log.warning(
+                    "BFD %s still down after %.0f s: BGP session released (it may "
+                    "come up without BFD; BFD Up, then Down, tears it down again)",
+                    peer,
+                    now - since,
+                )
+                self._torn.discard(peer)
+                self._to_release.add(peer)
+                self._work.bump()
 
     def speaker_restarted(self) -> None:
         """ExaBGP started or ended: it holds nothing down any more."""
@@ -205,10 +229,14 @@ class BfdGuard:
         while True:
             seen = snapshot([self._work, self.speaker.configured])
             self.follow(self.speaker.config)
+            self.expire(trio.current_time())
             await self._send()
             self._count()
             self._check_link()
-            with trio.move_on_after(TICK):  # retries, and the counters
+            now = trio.current_time()
+            self.expire(now)
+            wait = min([TICK, *(since + self.hold - now for since in self.held.values())])
+            with trio.move_on_after(max(wait, 0.0)):  # retries, counters, bounds
                 await wait_any(seen)
 
     def follow(self, config: SpeakerConfig | None) -> None:
@@ -253,7 +281,10 @@ class BfdGuard:
         if not running:
             return
         for peer in sorted(set(self.held) - self._torn):
-            if await speaker.teardown(peer, BFD_HOLD, code=CEASE_BFD_DOWN):
+            # ExaBGP's hold ends with the bound (a teardown sent again, to a
+            # restarted ExaBGP, does not extend it); the release is sent too
+            hold = max(self.held[peer] + self.hold - trio.current_time(), 1.0)
+            if await speaker.teardown(peer, hold, code=CEASE_BFD_DOWN):
                 self._torn.add(peer)
         for peer in sorted(self._to_release - set(self.held)):
             if await speaker.release(peer):

@@ -17,7 +17,8 @@ Four loops in one nursery:
 * **BFD** (with the speaker's ``BfdLink``): ``_bfd``'s sessions for the neighbours
   that ask for it; a BFD failure removes the peer's paths here, in the
   receive loop (in order with the BGP events), and the guard's loop tears
-  its BGP session down and holds it down until BFD is Up again.
+  its BGP session down and holds it down until BFD is Up again (at most
+  ``BFD_HOLD``).
 
 The input policy (``_remote``) keeps received routes off what the node owns.
 

@@ -69,6 +69,9 @@ LEAVES = {
     "single-hop": LeafSpec("leaf1", 1, 65111, f"{NET}.1", f"{NET}.1", 0, "10.63.0.0/24"),
     "multihop": LeafSpec("leaf2", 2, 65112, f"{NET}.2", "10.93.255.2", 2, "10.64.0.0/24"),
 }
+#: A reflector-like leaf whose peers are dynamic (`bgp listen range`): FRR
+#: deletes the peer and its BFD session when the BGP session ends.
+DYNAMIC = LeafSpec("leaf3", 3, 65113, f"{NET}.3", f"{NET}.3", 0, "10.65.0.0/24")
 
 
 @dataclass
@@ -76,6 +79,34 @@ class Fabric:
     lab: Lab
     lan: Lan
     leaves: dict[str, FrrRouter]
+
+
+def _dynamic_leaf(lab: Lab, lan: Lan, spec: LeafSpec) -> FrrRouter:
+    ns = lab.netns(spec.name, lan=lan, index=spec.index)
+    net = spec.prefix.rsplit(".", 1)[0]
+    leaf = evpn_leaf(
+        spec.name,
+        ns,
+        spec.asn,
+        spec.vtep,
+        vtep=spec.vtep,
+        neighbors=[],
+        l2vnis=[L2Vni(300, rt=f"{RT}:300")],
+        l3vni=L3Vni(42, rt=f"{RT}:42"),
+        hosts=[Host(lab.name(f"h{spec.index}"), routed=(f"{net}.1/24", f"{net}.2/24"))],
+        timers=(10, HOLD),
+    )
+    leaf.extra_bgpd = (
+        f"router bgp {spec.asn}\n"
+        " neighbor NODES peer-group\n neighbor NODES remote-as external\n"
+        f" neighbor NODES timers 10 {HOLD}\n neighbor NODES advertisement-interval 0\n"
+        " neighbor NODES bfd\n"
+        f" bgp listen range {NET}.0/24 peer-group NODES\n"
+        " address-family l2vpn evpn\n  neighbor NODES activate\n"
+        "  neighbor NODES attribute-unchanged next-hop\n exit-address-family\nexit\n"
+    )
+    leaf.bfdd = "bfd\nexit\n"
+    return leaf
 
 
 def _leaf(lab: Lab, lan: Lan, spec: LeafSpec) -> FrrRouter:
@@ -115,6 +146,7 @@ def fabric() -> Iterator[Fabric]:
     try:
         lan = lab.lan("lan", f"{NET}.0/24")
         leaves = {kind: lab.add(_leaf(lab, lan, spec)) for kind, spec in LEAVES.items()}
+        leaves["dynamic"] = lab.add(_dynamic_leaf(lab, lan, DYNAMIC))
         for leaf in leaves.values():
             leaf.start()
         yield Fabric(lab, lan, leaves)
@@ -303,4 +335,74 @@ async def test_a_silent_leaf_costs_its_session_and_routes_within_a_second(
             {"route": True, "flood": True},
             TIMEOUT,
         )
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_dynamic_peer_whose_bfd_starts_with_bgp_comes_back_after_the_bound(
+    fabric: Fabric, node: EvpnNode
+) -> None:
+    """FRR with `bgp listen range` (dynamic neighbours, as route reflectors
+    often are) deletes the peer and its BFD session when BFD ends the BGP
+    session, and starts them again only when the node connects: BFD never
+    comes Up while cnid holds BGP down. The hold is bounded (BFD_HOLD, 10 s
+    here instead of 30): then the session, FRR's BFD and the routes return."""
+    bound = 10.0
+    assert node.evpn.bfd is not None
+    node.evpn.bfd.hold = bound
+    leaf, spec = fabric.leaves["dynamic"], DYNAMIC
+    peer = spec.peer
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        node.speaker.configure(config(spec))
+        await async_wait_for("the BGP session", lambda: established(node), {peer: "up"}, TIMEOUT)
+        await async_wait_for(
+            "cnid's BFD session Up", lambda: ours(node, spec).get("state"), "up", TIMEOUT
+        )
+        await async_wait_for(
+            "the leaf in the kernel",
+            lambda: leaf_in_kernel(node, spec),
+            {"route": True, "flood": True},
+            TIMEOUT,
+        )
+
+        leaf_ns = fabric.lab.name(spec.name)
+        silence(leaf_ns)
+        cut = time.monotonic()
+        await async_wait_for("held down", lambda: ours(node, spec).get("bgp_held_down"), True, 10.0)
+        # FRR's side: BFD Down reset its session, and the dynamic peer went
+        # with its BFD session
+        await async_wait_for("FRR's BFD session deleted", lambda: frr_bfd(leaf) == {}, True, 10.0)
+        unsilence(leaf_ns)
+        healed = time.monotonic() - cut
+        await trio.sleep(2.0)
+        # the path works again, but nobody starts BFD: still held, FRR has no session
+        assert frr_bfd(leaf) == {} and ours(node, spec)["state"] == "down"
+        assert node.speaker.peers[peer].state != "up"
+
+        # the bound passes: BGP connects, FRR makes the peer and its BFD
+        # session again, BFD comes Up, the routes return
+        await async_wait_for(
+            "the BGP session again", lambda: established(node), {peer: "up"}, bound + TIMEOUT
+        )
+        back = time.monotonic() - cut
+        await async_wait_for(
+            "BFD Up again",
+            lambda: ours(node, spec),
+            {"state": "up", "bgp_held_down": False},
+            TIMEOUT,
+        )
+        await async_wait_for(
+            "FRR's BFD session up again", lambda: frr_bfd(leaf), {"status": "up"}, TIMEOUT
+        )
+        await async_wait_for(
+            "the leaf's routes back in the kernel",
+            lambda: leaf_in_kernel(node, spec),
+            {"route": True, "flood": True},
+            TIMEOUT,
+        )
+        print(
+            f"\nBFD (dynamic peer): path healed {healed:.1f} s after the cut, "
+            f"BGP back {back:.1f} s after it (bound {bound:.0f} s)"
+        )
+        assert back >= bound - 1.0, back
         nursery.cancel_scope.cancel()

@@ -307,6 +307,64 @@ async def test_bfd_down_tears_bgp_down_removes_the_routes_holds_down_and_recover
         assert len(speaker.torn_down) == 2
 
 
+async def test_the_hold_down_is_bounded_for_a_peer_whose_bfd_stays_down(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A peer that starts its BFD session only with its BGP session (FRR's
+    dynamic neighbours, ``bgp listen range``) never brings BFD Up while held
+    down: the hold ends after BFD_HOLD and BGP comes back without BFD; BFD
+    Up, then Down again, tears it down again; BFD Up before the bound
+    releases at once."""
+    node = Node(tmp_path, LEAF, PLAIN)
+    speaker, bfd = node.speaker, node.bfd
+    async with node.running():
+        await node.converged()
+        bfd.change(PEER, State.UP, State.DOWN)
+        start = trio.current_time()
+        await until("torn down", lambda: speaker.torn_down == [(PEER, BFD_HOLD, CEASE_BFD_DOWN)])
+        speaker.session(PEER, "down")
+        await until("the peer's routes out", lambda: not node.has(ROUTE))
+
+        # still held just before the bound
+        await trio.sleep(BFD_HOLD - 1 - (trio.current_time() - start))
+        assert node.guard.holds_down(PEER) and speaker.released == []
+
+        # the bound passes, BFD still down: released (ExaBGP's own hold ends then too)
+        await until("released", lambda: speaker.released == [PEER])
+        took = trio.current_time() - start
+        assert BFD_HOLD <= took < BFD_HOLD + 0.1, took
+        assert not node.guard.holds_down(PEER)
+
+        # BGP comes back without BFD: kept, its routes taken
+        speaker.session(PEER, "up")
+        speaker.send(update(t5("10.244.1.0/26"), eor=True))
+        await until("the peer's routes back", lambda: node.has(ROUTE))
+        await trio.sleep(5)
+        assert len(speaker.torn_down) == 1 and node.has(ROUTE)
+
+        # the peer's BFD comes Up with its BGP session: nothing to do
+        bfd.change(PEER, State.DOWN, State.INIT, diag=Diag.NONE)
+        bfd.change(PEER, State.INIT, State.UP, diag=Diag.NONE)
+        await trio.sleep(1)
+        assert len(speaker.torn_down) == 1 and speaker.released == [PEER]
+
+        # Down again after Up: torn down again, held again
+        bfd.change(PEER, State.UP, State.DOWN)
+        await until("torn down again", lambda: len(speaker.torn_down) == 2)
+        assert speaker.torn_down[1] == (PEER, BFD_HOLD, CEASE_BFD_DOWN)
+        await until("the peer's routes out", lambda: not node.has(ROUTE))
+        assert node.guard.holds_down(PEER)
+        speaker.session(PEER, "down")
+        assert node.metric("cnid_bfd_bgp_teardowns_total", peer=PEER) == 2
+
+        # BFD Up before the bound: released at once
+        await trio.sleep(5)
+        bfd.change(PEER, State.DOWN, State.INIT, diag=Diag.NONE)
+        bfd.change(PEER, State.INIT, State.UP, diag=Diag.NONE)
+        took = await until("released at once", lambda: speaker.released == [PEER, PEER])
+        assert took < 0.1 and not node.guard.holds_down(PEER)
+
+
 async def test_rfc_5882_admin_down_and_graceful_restart(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

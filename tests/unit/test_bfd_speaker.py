@@ -114,9 +114,8 @@ async def test_sessions_from_the_file_states_to_each_daemon_and_failures_alone(
         host._changed(failure(SILENT))
         await wait_for(lambda: len(relay.commands) == 2)
         torn = relay.commands[1]
-        assert (torn.op, torn.peers, torn.hold, torn.code) == (
-            "teardown", (SILENT.peer,), BFD_HOLD, CEASE_BFD_DOWN
-        )  # fmt: skip
+        assert (torn.op, torn.peers, torn.code) == ("teardown", (SILENT.peer,), CEASE_BFD_DOWN)
+        assert BFD_HOLD - 1 < torn.hold <= BFD_HOLD  # ExaBGP's hold ends with the bound
         assert host.held == {SILENT.peer}
 
         # a new daemon: told of the failure it missed (and of nothing twice)
@@ -140,4 +139,58 @@ async def test_sessions_from_the_file_states_to_each_daemon_and_failures_alone(
         assert [p.peer for p in fresh.peers()] == [SILENT.peer]
         await wait_for(lambda: heard[-1].key == LOOP and heard[-1].new is State.ADMIN_DOWN)
         assert [p.peer for p in service.peers()] == [SILENT.peer]
+        nursery.cancel_scope.cancel()
+
+
+async def test_alone_the_host_holds_a_failure_down_for_a_bounded_time(tmp_path: Path) -> None:
+    """A failure whose BFD never comes Up again (a peer that starts BFD only
+    with BGP: FRR's dynamic neighbours) is released after the bound; a
+    daemon that attaches then is not told of it; BFD Up, then Down again,
+    tears the session down again."""
+    run_dir = tmp_path / "bgp"
+    service = BfdService(
+        rng=random.Random(5), single_hop_port=free_udp_port(), multihop_port=free_udp_port()
+    )
+    host = BfdHost(run_dir, service=service, poll=0.05, hold=1.5)
+    relay = FakeRelay(run_dir)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.run)
+        await nursery.start(host.run)
+        start = trio.current_time()
+        host._changed(failure(SILENT))
+        await wait_for(lambda: [c.op for c in relay.commands] == ["teardown"])
+        assert 1.0 < relay.commands[0].hold <= 1.5  # ExaBGP's hold: no longer than the bound
+        assert host.held == {SILENT.peer}
+
+        # BFD still down at the bound: released
+        await wait_for(lambda: [c.op for c in relay.commands] == ["teardown", "release"])
+        took = trio.current_time() - start
+        assert 1.5 <= took < 3.0, took
+        assert host.held == set() and host.failed == {}
+
+        # a daemon attaching now holds nothing down
+        link = BfdLink(run_dir)
+        link.configure({SILENT: FAST})
+        heard: list[StateChange] = []
+        link.subscribe(heard.append)
+        link_scope = trio.CancelScope()
+
+        async def attach() -> None:
+            with link_scope:
+                await link.run()
+
+        nursery.start_soon(attach)
+        await wait_for(lambda: link.synced)
+        assert link.failing == set() and link.held_by_speaker == set()
+        assert not any(c.failed for c in heard)
+        link_scope.cancel()
+        await wait_for(lambda: not host.attached)
+
+        # BFD Up (BGP back, the peer's BFD with it), then Down: torn down again
+        host._changed(StateChange(SILENT, State.DOWN, State.UP, Diag.NONE, Diag.NONE, False,
+                                  State.UP))  # fmt: skip
+        await trio.sleep(0.3)
+        host._changed(failure(SILENT))
+        await wait_for(lambda: [c.op for c in relay.commands][2:] == ["teardown"])
+        assert host.held == {SILENT.peer}
         nursery.cancel_scope.cancel()
