@@ -993,13 +993,13 @@ class ClusterLab:
         silence (BFD's detection time, else BGP's hold time)."""
         ruleset = (
             f"table inet {self.SILENT} {{\n"
-            "  chain in { type filter hook input priority -10; policy drop; }\n"
-            "  chain fwd { type filter hook forward priority -10; policy drop; }\n"
-            "  chain out { type filter hook output priority -10; policy drop; }\n"
+            "  chain silent_in { type filter hook input priority -10; policy drop; }\n"
+            "  chain silent_fwd { type filter hook forward priority -10; policy drop; }\n"
+            "  chain silent_out { type filter hook output priority -10; policy drop; }\n"
             "}\n"
             f"table arp {self.SILENT} {{\n"
-            "  chain in { type filter hook input priority -10; policy drop; }\n"
-            "  chain out { type filter hook output priority -10; policy drop; }\n"
+            "  chain silent_in { type filter hook input priority -10; policy drop; }\n"
+            "  chain silent_out { type filter hook output priority -10; policy drop; }\n"
             "}\n"
         )
         subprocess.run(
