@@ -265,7 +265,13 @@ def run_lab(
                     for bfd in bfds:
                         how = f"BFD {timers[1]} ms x {timers[0]}" if bfd else "no BFD"
                         silent, back = event_silent(lab, pods, peer, bfd, timers)
-                        rows += [(f"{peer} silent, {how}", silent), (f"{peer} back, {how}", back)]
+                        for row in [
+                            (f"{peer} silent, {how}", silent),
+                            (f"{peer} back, {how}", back),
+                        ]:
+                            print(f"{mode}: {row[0]}: {row[1]}", flush=True)
+                            out.append(row)
+                    continue
                 for label, result in rows:
                     print(f"{mode}: {label}: {result}", flush=True)
                     out.append((label, result))
