@@ -431,8 +431,7 @@ def nodeconfig(
             for rr in reflectors
             if rr in bfd
         ]
-        if explicit:
-            doc["spec"]["asn"] = node.asn
+        if explicit:  # no spec.asn: a changed AS takes a restart, neighbours do not
             doc["spec"]["neighbors"] = explicit
         return doc
     neighbors: list[dict[str, Any]] = []
