@@ -215,6 +215,7 @@ def event_silent(
         "down_at_s": down,
         "all_reply_seen_s": seen if recovered else -1.0,
     }
+    print(f"silent phase ({'BFD' if bfd else 'no BFD'}): {silent}", flush=True)
     flows = Flows(pods)
     time.sleep(2)
     t1 = time.time()
