@@ -70,9 +70,13 @@ def lab_up(
     demo: bool = True,
     quiet: bool = True,
     topology: Path = DEFAULT_TOPOLOGY,
+    bfdd: bool = False,
 ) -> Iterator[ClusterLab]:
-    """The lab up (and the demo's tenants applied), down at the end."""
-    lab = ClusterLab(load(topology), name=name, mesh=mesh, progress=Progress(quiet=quiet))
+    """The lab up (and the demo's tenants applied), down at the end;
+    ``bfdd``: FRR's bfdd on every router (ClusterLab.bfdd)."""
+    lab = ClusterLab(
+        load(topology), name=name, mesh=mesh, progress=Progress(quiet=quiet), bfdd=bfdd
+    )
     try:
         lab.up()
         if demo:

@@ -93,6 +93,7 @@ from typing import Any
 from .node import netns_add, netns_del, sh
 
 __all__ = [
+    "BFDD_CONF",
     "ZEBRA_SERIAL_ZAPI",
     "FrrError",
     "FrrRouter",
@@ -103,6 +104,7 @@ __all__ = [
     "Neighbor",
     "Reflector",
     "Underlay",
+    "bfd_line",
     "evpn_leaf",
     "flatten_evpn",
     "route_reflector",
@@ -157,6 +159,21 @@ class Neighbor:
     #: (an eBGP spine or leaf) passes EVPN routes on with the originating
     #: VTEP as next hop
     evpn_nexthop_unchanged: bool = False
+    #: BFD for this session (``neighbor X bfd``; bfdd must run: ``FrrRouter.bfdd``):
+    #: (detect multiplier, interval ms), None: off
+    bfd: tuple[int, int] | None = None
+
+
+def bfd_line(who: str, bfd: tuple[int, int]) -> str:
+    """bgpd's ``neighbor WHO bfd`` for (multiplier, interval ms): FRR's
+    defaults (3, 300) as the plain command, others with their timers."""
+    mult, interval = bfd
+    timers = "" if (mult, interval) == (3, 300) else f" {mult} {interval} {interval}"
+    return f" neighbor {who} bfd{timers}"
+
+
+#: bfdd's configuration when its peers come from bgpd's ``neighbor X bfd``
+BFDD_CONF = "bfd\nexit\n"
 
 
 @dataclass
@@ -184,6 +201,8 @@ class Reflector:
     cluster_id: str | None = None
     group: str = "CLIENTS"
     listen_limit: int = 200
+    #: BFD with every client (``neighbor GROUP bfd``), as Neighbor.bfd
+    bfd: tuple[int, int] | None = None
 
 
 @dataclass
@@ -381,6 +400,8 @@ class FrrRouter:
                 f" neighbor {rr.group} advertisement-interval 0",
                 f" neighbor {rr.group} timers {keepalive} {hold}",
             ]
+            if rr.bfd is not None:
+                out.append(bfd_line(rr.group, rr.bfd))
             if rr.listen_range:
                 out += [
                     f" bgp listen limit {rr.listen_limit}",
@@ -397,6 +418,8 @@ class FrrRouter:
                 out.append(f" neighbor {n.address} passive")
             if n.ebgp_multihop:
                 out.append(f" neighbor {n.address} ebgp-multihop {n.ebgp_multihop}")
+            if n.bfd is not None:
+                out.append(bfd_line(n.address, n.bfd))
         nets = self.networks()
         if u is not None:
             nets = [*u.announce, *nets]
@@ -481,6 +504,19 @@ class FrrRouter:
         self._write_configs()
         self._start_daemons(wait)
         return self
+
+    def start_bfdd(self, wait: float = 30.0) -> None:
+        """bfdd started beside the running daemons (``BFDD_CONF`` unless
+        ``bfdd`` says otherwise); bgpd reaches it through zebra, so a router
+        without zebra (bgpd ``-Z``) cannot have it."""
+        if "bfdd" in self.pids:
+            return
+        if not self.with_zebra:
+            raise FrrError(f"{self.name}: bgpd runs without zebra (-Z) and cannot reach bfdd")
+        if self.bfdd is None:
+            self.bfdd = BFDD_CONF
+        self._write_configs()
+        self._spawn("bfdd", wait)
 
     def stop(self) -> None:
         """Daemons, leaf kernel objects and host namespaces, run and work

@@ -63,7 +63,17 @@ from cnid.ctl import ctl_request
 from cnid.ctl import query as ctl_query
 
 from .cluster import API_PORT, Cluster
-from .frr import FrrRouter, L3Vni, Neighbor, Underlay, evpn_leaf, route_reflector, spine
+from .frr import (
+    BFDD_CONF,
+    FrrRouter,
+    L3Vni,
+    Neighbor,
+    Underlay,
+    bfd_line,
+    evpn_leaf,
+    route_reflector,
+    spine,
+)
 from .jsoncmp import wait_for
 from .kubectl import Kubectl
 from .labstate import TAG, LabFiles, ns_prefix, sweep
@@ -391,16 +401,39 @@ def frr_router(topo: Topology, node: Node, netns: str, workdir: Path) -> FrrRout
     return router
 
 
-def nodeconfig(node: Node, reflectors: list[str], topo: Topology | None = None) -> dict[str, Any]:
+def _bfd_fields(timers: tuple[int, int]) -> dict[str, Any]:
+    """A VRFNodeConfig neighbour's BFD fields for (multiplier, interval ms)."""
+    multiplier, interval = timers
+    return {"bfd": True, "bfdIntervalMs": interval, "bfdMultiplier": multiplier}
+
+
+def nodeconfig(
+    node: Node,
+    reflectors: list[str],
+    topo: Topology | None = None,
+    bfd: dict[str, tuple[int, int]] | None = None,
+) -> dict[str, Any]:
     """The VRFNodeConfig of a cnid node. The seeds' kind: its interface and
     address, its router ID, its route reflectors (none: the full mesh). A
     node with ``cnid.vtep`` (a routed underlay, ``topo`` given): its AS, its
     eBGP neighbours (each leaf of ``cnid.neighbors`` at its address on
     their link, with ``allowAsIn: 1`` where another node shares the AS),
-    the VTEP as ``underlay.vtepAddress`` and router ID, no interfaces."""
+    the VTEP as ``underlay.vtepAddress`` and router ID, no interfaces.
+    ``bfd``: peer address -> (multiplier, interval ms) of the neighbours
+    with BFD (a reflector among them becomes an explicit iBGP neighbour
+    too, which keeps it a reflector and gives it its settings)."""
+    bfd = bfd or {}
     vtep = node.label("vtep")
     if not vtep or topo is None:
-        return _nodeconfig(node.name, node.address, node.ifname, reflectors)
+        doc = _nodeconfig(node.name, node.address, node.ifname, reflectors)
+        explicit = [
+            {"address": rr, "asn": node.asn, **_bfd_fields(bfd[rr])}
+            for rr in reflectors
+            if rr in bfd
+        ]
+        if explicit:  # no spec.asn: a changed AS takes a restart, neighbours do not
+            doc["spec"]["neighbors"] = explicit
+        return doc
     neighbors: list[dict[str, Any]] = []
     for name in node.words("neighbors"):
         peer: dict[str, Any] = {
@@ -409,6 +442,8 @@ def nodeconfig(node: Node, reflectors: list[str], topo: Topology | None = None) 
         }
         if shares_asn(topo, node):
             peer["allowAsIn"] = 1
+        if peer["address"] in bfd:
+            peer.update(_bfd_fields(bfd[peer["address"]]))
         neighbors.append(peer)
     spec: dict[str, Any] = {
         "nodeRef": {"name": node.name},
@@ -500,6 +535,12 @@ class ClusterLab:
     pods: dict[str, Pod] = field(default_factory=dict)
     namespaces: dict[str, str] = field(default_factory=dict)  # node -> its namespace
     cluster: _LabCluster | None = None
+    #: bfdd on every FRR router from the start (reflectors then run zebra
+    #: too: bgpd reaches bfdd through zebra); leaves and spines can have it
+    #: started later (``set_bfd``), reflectors cannot
+    bfdd: bool = False
+    #: FRR router -> (multiplier, interval ms): BFD on all its sessions (set_bfd)
+    bfd: dict[str, tuple[int, int]] = field(default_factory=dict)
     _kubectl: Kubectl | None = None
     _made: list[str] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -775,7 +816,11 @@ class ClusterLab:
         return lab_node
 
     def _router(self, node: Node) -> FrrRouter:
-        return frr_router(self.topo, node, self.namespaces[node.name], self.workdir / node.name)
+        router = frr_router(self.topo, node, self.namespaces[node.name], self.workdir / node.name)
+        if self.bfdd:
+            router.bfdd = BFDD_CONF
+            router.zebra = True  # bgpd reaches bfdd through zebra (a reflector runs -Z otherwise)
+        return router
 
     def _start_routers(self, nodes: list[Node]) -> None:
         # one at a time: four at once was no quicker under TCG (the eBGP
@@ -792,8 +837,18 @@ class ClusterLab:
         if route_target_admin(self.topo):
             self._apply_whole(with_route_targets(self.topo, DEFAULT_DOMAIN))
         for node in self.topo.role("node"):
-            self._apply_whole(nodeconfig(node, self.reflectors_of(node), self.topo))
+            self._apply_whole(self.nodeconfig(node.name))
             kubectl.add_node(node.name, node.address)
+
+    def nodeconfig(self, name: str) -> dict[str, Any]:
+        """A cnid node's VRFNodeConfig as the lab has it now (``set_bfd``)."""
+        node = self.topo.nodes[name]
+        bfd = {
+            self.topo.peer_address(name, peer): timers
+            for peer, timers in self.bfd.items()
+            if self.topo.peer_address(name, peer)
+        }
+        return nodeconfig(node, self.reflectors_of(node), self.topo, bfd)
 
     def _apply_whole(self, doc: dict[str, Any]) -> None:
         """Apply a resource; LabError if the API server pruned fields of its
@@ -925,6 +980,107 @@ class ClusterLab:
             timeout,
             1.0,
         )
+
+    # -- failures: a silent peer, BFD ------------------------------------------------
+
+    SILENT = "cnidsilent"
+
+    def silence(self, name: str) -> None:
+        """A router or node falls silent without closing anything: nftables
+        in its namespace drop everything in, out and through it (IPv4, IPv6,
+        ARP). No link goes down: its peers see no carrier loss, only
+        silence (BFD's detection time, else BGP's hold time)."""
+        ruleset = (
+            f"table inet {self.SILENT} {{\n"
+            "  chain silent_in { type filter hook input priority -10; policy drop; }\n"
+            "  chain silent_fwd { type filter hook forward priority -10; policy drop; }\n"
+            "  chain silent_out { type filter hook output priority -10; policy drop; }\n"
+            "}\n"
+            f"table arp {self.SILENT} {{\n"
+            "  chain silent_in { type filter hook input priority -10; policy drop; }\n"
+            "  chain silent_out { type filter hook output priority -10; policy drop; }\n"
+            "}\n"
+        )
+        subprocess.run(
+            ["ip", "netns", "exec", self.namespaces[name], "nft", "-f", "-"],
+            input=ruleset,
+            text=True,
+            check=True,
+        )
+
+    def unsilence(self, name: str) -> None:
+        """``silence(name)`` undone."""
+        for family in ("inet", "arp"):
+            self.run(name, "nft", "delete", "table", family, self.SILENT)
+
+    def peer_addresses(self, name: str) -> set[str]:
+        """Every address of a node of the topology (no prefix length)."""
+        return {a.split("/")[0] for a in self.topo.nodes[name].addresses.values()}
+
+    def bfd_sessions(self, name: str) -> dict[str, str]:
+        """A cnid node's BFD sessions (peer -> state) or an FRR router's
+        (``show bfd peers json``: peer -> status)."""
+        if name in self.nodes:
+            return {p["peer"]: p["state"] for p in self.ctl(name, "bfd", "peers")["peers"]}
+        peers = self.routers[name].vtysh_json("show bfd peers json") or []
+        return {p["peer"]: p["status"] for p in peers if isinstance(p, dict)}
+
+    def set_bfd(
+        self, peer: str, interval_ms: int = 300, multiplier: int = 3, timeout: float = TIMEOUT
+    ) -> None:
+        """BFD on every BGP session of FRR router ``peer`` (a leaf, a spine, a
+        route reflector), at both ends: bfdd started where it does not run
+        yet (a reflector needs the lab's ``bfdd``: its bgpd runs without
+        zebra otherwise), ``neighbor X bfd`` in bgpd (at once through vtysh,
+        and in its configuration for a restart), ``bfd: true`` on the cnid
+        nodes' VRFNodeConfig neighbour. Returns once every session is
+        established again and BFD is Up on every one of them."""
+        timers = (multiplier, interval_ms)
+        router = self.routers[peer]
+        mine = self.peer_addresses(peer)
+        ends: dict[str, list[str]] = {}  # FRR router -> the neighbour keys to set
+        if router.reflector is not None:
+            router.reflector.bfd = timers
+            ends[peer] = [router.reflector.group]
+        for n in router.neighbors:
+            n.bfd = timers
+            ends.setdefault(peer, []).append(n.address)
+        for name, other in self.routers.items():
+            for n in other.neighbors if name != peer else []:
+                if n.address in mine:
+                    n.bfd = timers
+                    ends.setdefault(name, []).append(n.address)
+        nodes = [n for n in self.node_names() if mine & set(self.expected_sessions().get(n, {}))]
+        for name, keys in ends.items():
+            frr = self.routers[name]
+            try:
+                frr.start_bfdd(START_TIMEOUT)
+            except Exception as exc:
+                raise LabError(f"BFD on {name}: {exc} (bring the lab up with bfdd=True)") from None
+            frr.vtysh(
+                "configure terminal",
+                f"router bgp {frr.asn}",
+                *(bfd_line(k, timers).strip() for k in keys),
+            )
+        self.bfd[peer] = timers
+        for name in nodes:
+            self._apply_whole(self.nodeconfig(name))
+        self._save()
+        self.wait_sessions(timeout)
+        want: dict[str, dict[str, Any]] = {
+            n: {self.topo.peer_address(n, peer): "up"} for n in nodes
+        }
+        want[peer] = {"up": len(self.routers[peer].peers())}
+
+        def view() -> dict[str, dict[str, Any]]:
+            out: dict[str, dict[str, Any]] = {
+                n: {a: s for a, s in self.bfd_sessions(n).items() if a in want[n]} for n in nodes
+            }
+            states = list(self.bfd_sessions(peer).values())
+            out[peer] = {"up": sum(1 for s in states if s == "up")}
+            return out
+
+        wait_for(f"BFD Up on every session of {peer}", view, want, timeout, 1.0)
 
     # -- views ---------------------------------------------------------------------
 

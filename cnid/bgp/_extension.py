@@ -264,6 +264,7 @@ def adj_rib_in_by_route_key() -> None:
 
 
 _EVPN = (AFI.l2vpn, SAFI.evpn)
+_UNICAST = (AFI.ipv4, SAFI.unicast)
 
 allow_ipv6_nexthops()
 gtsm_on_passive_sessions()
@@ -420,7 +421,7 @@ def speaker_state(reactor: Any) -> SpeakerState:
 
 
 def replay(reactor: Any, service: str, peers: tuple[str, ...]) -> int:
-    """The EVPN routes in the adj-rib-in of each established peer (all, or
+    """The EVPN and IPv4 unicast routes in the adj-rib-in of each established peer (all, or
     those of ``peers``), written to ``service`` as ExaBGP writes a received
     update (grouped by attributes), each peer's followed by an End-of-RIB
     line; the number of routes."""
@@ -432,10 +433,13 @@ def replay(reactor: Any, service: str, peers: tuple[str, ...]) -> int:
             continue
         neighbor = peer.neighbor
         groups: dict[Any, tuple[Any, list[Any]]] = {}
-        for change in neighbor.rib.incoming.cached_changes([_EVPN]):
-            if not isinstance(change.nlri, EVPN):
+        # the underlay's IPv4 unicast too (a routed underlay's VTEPs): a
+        # daemon attaching after a leaf sent them would never learn them
+        for change in neighbor.rib.incoming.cached_changes([_EVPN, _UNICAST]):
+            family = change.nlri.afi_safi()
+            if family == _EVPN and not isinstance(change.nlri, EVPN):
                 continue
-            index = change.attributes.index()
+            index = (family, change.attributes.index())
             groups.setdefault(index, (change.attributes, []))[1].append(change.nlri)
         for attributes, nlris in groups.values():
             for i in range(0, len(nlris), 500):

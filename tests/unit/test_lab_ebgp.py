@@ -267,3 +267,38 @@ def test_the_ebgp_lab_is_containerlab_syntax() -> None:
         assert all(isinstance(v, str) for v in node.get("labels", {}).values()), name
     for link in doc["topology"]["links"]:
         assert set(link) == {"endpoints"} and all(e.count(":") == 1 for e in link["endpoints"])
+
+
+def test_bfd_on_a_peer_reaches_the_nodes_vrfnodeconfig_and_frrs_configuration() -> None:
+    """ClusterLab.set_bfd's configuration (issue 15's silent peer): the
+    nodes' neighbour gets ``bfd`` with its timers, FRR ``neighbor X bfd``
+    (FRR's default timers as the plain command); a reflector becomes an
+    explicit iBGP neighbour with BFD and stays a reflector; ``bfdd`` runs
+    bfdd on every FRR router, reflectors with zebra (bgpd reaches bfdd
+    through it)."""
+    lab = ClusterLab(load(EBGP), name="unit", progress=Progress(quiet=True))
+    lab.bfd["leaf1b"] = (3, 300)
+    [a, b] = lab.nodeconfig("k8s01")["spec"]["neighbors"]
+    assert "bfd" not in a and b["address"] == "172.16.2.0"
+    assert (b["bfd"], b["bfdIntervalMs"], b["bfdMultiplier"]) == (True, 300, 3)
+    assert all("bfd" not in n for n in lab.nodeconfig("k8s03")["spec"]["neighbors"])
+    leaf = router("leaf1b")
+    leaf.neighbors[0].bfd = (3, 300)
+    leaf.neighbors[1].bfd = (5, 100)
+    lines = leaf.bgpd_conf().splitlines()
+    assert " neighbor 172.16.2.1 bfd" in lines and " neighbor 172.16.2.3 bfd 5 100 100" in lines
+    rr = ClusterLab(load(DEFAULT), name="unit", bfdd=True)
+    rr.bfd["rr1"] = (3, 300)
+    spec = rr.nodeconfig("k8s02")["spec"]
+    assert spec["routeReflectors"] == ["192.168.124.2", "192.168.124.3"]
+    assert spec["neighbors"] == [
+        {"address": "192.168.124.2", "asn": 65000, "bfd": True, "bfdIntervalMs": 300,
+         "bfdMultiplier": 3}
+    ]  # fmt: skip
+    topo = load(DEFAULT)
+    rr.namespaces["rr1"] = "x-rr1"
+    reflector = rr._router(topo.nodes["rr1"])
+    assert reflector.daemons == ("zebra", "bgpd", "bfdd")
+    assert reflector.reflector is not None
+    reflector.reflector.bfd = (3, 300)
+    assert " neighbor CLIENTS bfd" in reflector.bgpd_conf().splitlines()
