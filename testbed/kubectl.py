@@ -88,11 +88,18 @@ class Kubectl:
         r = self.http.post(path(plural, namespace=ns), json=obj)
         if r.status_code != 409:
             return self._ok(r)
-        current = self.get(plural, obj["metadata"]["name"], ns)
-        merged = {**current, **{k: v for k, v in obj.items() if k != "metadata"}}
-        merged["metadata"] = {**current["metadata"], **obj["metadata"]}
-        merged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        return self._ok(self.http.put(path(plural, obj["metadata"]["name"], ns), json=merged))
+        # kubectl apply patches; a replace carries the resourceVersion it
+        # read, so a status written meanwhile (the nodes' controllers) is a
+        # 409 Conflict: read again and retry, as kubectl does on conflicts
+        for _ in range(20):
+            current = self.get(plural, obj["metadata"]["name"], ns)
+            merged = {**current, **{k: v for k, v in obj.items() if k != "metadata"}}
+            merged["metadata"] = {**current["metadata"], **obj["metadata"]}
+            merged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            r = self.http.put(path(plural, obj["metadata"]["name"], ns), json=merged)
+            if r.status_code != 409:
+                break
+        return self._ok(r)
 
     def apply_yaml(self, text: str) -> list[Any]:
         return [self.apply(doc) for doc in yaml.safe_load_all(text) if doc]
