@@ -197,6 +197,9 @@ def hold_down_after_teardown() -> None:
 #: attach may still be sending its table: a made-up End-of-RIB would sweep
 #: the daemon's stale routes before the real ones arrive).
 EOR_RECEIVED: set[str] = set()
+#: The same for IPv4 unicast (a routed underlay's VTEPs): the underlay's
+#: adoption at a daemon's start ends with these.
+UNICAST_EOR_RECEIVED: set[str] = set()
 
 
 def record_received_eor() -> None:
@@ -212,14 +215,18 @@ def record_received_eor() -> None:
             for nlri in msg.nlris:
                 if (nlri.afi, nlri.safi) == _EVPN:
                     EOR_RECEIVED.add(str(neighbor["peer-address"]))
+                elif (nlri.afi, nlri.safi) == (AFI.ipv4, SAFI.unicast):
+                    UNICAST_EOR_RECEIVED.add(str(neighbor["peer-address"]))
         return message(self, message_id, neighbor, direction, msg, *rest)
 
     def _up(self: Any, neighbor: Any) -> Any:
         EOR_RECEIVED.discard(str(neighbor["peer-address"]))
+        UNICAST_EOR_RECEIVED.discard(str(neighbor["peer-address"]))
         return up(self, neighbor)
 
     def _down(self: Any, neighbor: Any, reason: Any) -> Any:
         EOR_RECEIVED.discard(str(neighbor["peer-address"]))
+        UNICAST_EOR_RECEIVED.discard(str(neighbor["peer-address"]))
         return down(self, neighbor, reason)
 
     processes.message, processes.up, processes.down = _message, _up, _down
@@ -451,17 +458,19 @@ def replay(reactor: Any, service: str, peers: tuple[str, ...]) -> int:
         address = str(neighbor["peer-address"])
         if address in EOR_RECEIVED:  # else its own End-of-RIB is still to come
             reactor.processes.write(service, _eor_line(address))
+        if address in UNICAST_EOR_RECEIVED:
+            reactor.processes.write(service, _eor_line(address, "ipv4", "unicast"))
     return count
 
 
-def _eor_line(peer: str) -> str:
+def _eor_line(peer: str, afi: str = "l2vpn", safi: str = "evpn") -> str:
     return msgspec.json.encode(
         {
             "type": "update",
             "cnid-replay": True,
             "neighbor": {
                 "address": {"peer": peer},
-                "message": {"eor": {"afi": "l2vpn", "safi": "evpn"}},
+                "message": {"eor": {"afi": afi, "safi": safi}},
             },
         }
     ).decode()

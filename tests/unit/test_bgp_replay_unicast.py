@@ -54,3 +54,26 @@ def test_the_replay_carries_ipv4_unicast_routes() -> None:
     assert (AFI.ipv4, SAFI.unicast) in rib.asked
     [(_, direction, update, *_rest)] = written
     assert direction == "receive" and update.nlris == [nlri]
+
+
+def test_the_replay_ends_unicast_with_the_end_of_rib_the_peer_sent() -> None:
+    """The underlay's adoption at a daemon's start ends with each leaf's IPv4
+    unicast End-of-RIB: replayed only when the leaf's own was received."""
+    n: Any = type("Neighbor", (dict,), {})({"peer-address": "172.16.1.0"})
+    n.rib = type("R", (), {"incoming": _Rib([])})()
+    lines: list[str] = []
+    reactor: Any = type("Reactor", (), {})()
+    reactor.processes = type(
+        "P", (), {"_encoder": {"svc": None}, "write": lambda _self, _svc, line: lines.append(line)}
+    )()
+    reactor._peers = {"k": type("Peer", (), {"neighbor": n})()}
+    reactor.established_peers = lambda: ["k"]
+    _extension.replay(reactor, "svc", ())
+    assert lines == []  # none received: none made up
+    _extension.UNICAST_EOR_RECEIVED.add("172.16.1.0")
+    try:
+        _extension.replay(reactor, "svc", ())
+    finally:
+        _extension.UNICAST_EOR_RECEIVED.discard("172.16.1.0")
+    [line] = lines
+    assert '"afi":"ipv4","safi":"unicast"' in line and '"peer":"172.16.1.0"' in line
