@@ -176,9 +176,13 @@ class Speaker:
         #: Where the neighbours and the paths announced are kept for the next
         #: start (``restore``); None: nowhere.
         self.journal = journal
-        #: Events while nobody listens (the daemon attaches before its EVPN
-        #: controller exists): handed to the first subscriber.
-        self._unheard: list[SpeakerEvent] = []
+        #: Every event since the start, until ``subscribed`` says every
+        #: listener of the daemon's start is there: each hears all of it. The
+        #: daemon attaches (and the replay arrives) while its controllers are
+        #: still being made, one after the other: the underlay's, made after
+        #: the EVPN controller, missed the replay's IPv4 unicast routes and
+        #: End-of-RIB and stayed adopting (test_underlay_daemon).
+        self._early: list[SpeakerEvent] | None = []
         #: Peers whose session changed (an event) while the state was asked.
         self._changed_while_attaching: set[str] = set()
         #: The BFD sessions, which run beside ExaBGP (``_bfd``): what the
@@ -249,12 +253,16 @@ class Speaker:
 
     def subscribe(self, listener: Listener) -> None:
         """Have ``listener`` called with every event from now on (called
-        synchronously, in order: it must not block); the first one also
-        hears what came before anyone listened."""
+        synchronously, in order: it must not block); until ``subscribed``,
+        it first hears every event since the start."""
         self._listeners.append(listener)
-        unheard, self._unheard = self._unheard, []
-        for event in unheard:
+        for event in list(self._early or ()):
             listener(event)
+
+    def subscribed(self) -> None:
+        """Every listener of the daemon's start is there: the events since
+        the start need no longer be kept."""
+        self._early = None
 
     def announce(self, paths: frozenset[EvpnPath]) -> None:
         """The whole set of paths to announce (replaces the previous one)."""
@@ -502,8 +510,8 @@ class Speaker:
     # -- events -----------------------------------------------------------------
 
     def _emit(self, event: SpeakerEvent) -> None:
-        if not self._listeners:
-            self._unheard.append(event)
+        if self._early is not None:
+            self._early.append(event)
         for listener in self._listeners:
             listener(event)
 

@@ -361,6 +361,7 @@ class Daemon:
             nodeconfig=member.nodeconfig if member else None,
         )
         await nursery.start(peering.run)
+        speaker.subscribed()  # the EVPN controller's, BFD's and the underlay's
         log.info("node %s: BGP router-id %s, AS %d", self.node, router_id, evpn.identity.asn)
         return evpn
 

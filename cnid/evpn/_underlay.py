@@ -397,8 +397,8 @@ class UnderlayController:
         if self.adopted:
             log.info("underlay: %d routes of the previous run adopted", len(self.adopted))
         self.speaker.adjust = self.adjust
-        self.speaker.subscribe(self._event)
-        self.speaker.reconfigure()
+        self.speaker.reconfigure()  # the policy's AS and allowas-in first: the
+        self.speaker.subscribe(self._event)  # routes heard since the start follow
         self._publish()
         self._deadline = trio.current_time() + self.stale_timeout
         self._next_repair = trio.current_time() + REPAIR_INTERVAL

@@ -174,17 +174,24 @@ def test_the_next_start_restores_the_neighbours_and_paths_from_the_journal(
     assert Speaker(run_dir=tmp_path / "run3", journal=journal).restore() == 0
 
 
-def test_events_before_anyone_listens_go_to_the_first_subscriber(tmp_path: Path) -> None:
+def test_every_listener_of_the_start_hears_the_events_since_the_start(tmp_path: Path) -> None:
+    """The daemon attaches (and the replay arrives) while its controllers are
+    made one after the other: the underlay's, subscribing after the EVPN
+    controller's, missed the replay's unicast End-of-RIB and stayed adopting."""
     speaker = Speaker(run_dir=tmp_path)
     speaker.configure(CONFIG)
     speaker._event(StateEvent(PEER, "up"))
     heard: list[SpeakerEvent] = []
     later: list[SpeakerEvent] = []
     speaker.subscribe(heard.append)
-    speaker.subscribe(later.append)
     speaker._event(StateEvent(PEER, "down"))
-    assert heard == [StateEvent(PEER, "up"), StateEvent(PEER, "down")]
-    assert later == [StateEvent(PEER, "down")]
+    speaker.subscribe(later.append)
+    assert heard == later == [StateEvent(PEER, "up"), StateEvent(PEER, "down")]
+    speaker.subscribed()  # the start's listeners are all there: nothing more kept
+    speaker._event(StateEvent(PEER, "up"))
+    last: list[SpeakerEvent] = []
+    speaker.subscribe(last.append)
+    assert last == [] and heard == later and len(heard) == 3
 
 
 class FakeConn:
