@@ -81,7 +81,9 @@ class Fabric:
     leaves: dict[str, FrrRouter]
 
 
-def _dynamic_leaf(lab: Lab, lan: Lan, spec: LeafSpec) -> FrrRouter:
+def _leaf(lab: Lab, lan: Lan, spec: LeafSpec, *, dynamic: bool = False) -> FrrRouter:
+    """An FRR leaf peering with the node with BFD: an explicit neighbour, or
+    (``dynamic``) a ``bgp listen range`` peer group the node connects to."""
     ns = lab.netns(spec.name, lan=lan, index=spec.index)
     net = spec.prefix.rsplit(".", 1)[0]
     leaf = evpn_leaf(
@@ -90,52 +92,37 @@ def _dynamic_leaf(lab: Lab, lan: Lan, spec: LeafSpec) -> FrrRouter:
         spec.asn,
         spec.vtep,
         vtep=spec.vtep,
-        neighbors=[],
+        neighbors=[] if dynamic else [FrrNeighbor(NODE, remote_as="external")],
         l2vnis=[L2Vni(300, rt=f"{RT}:300")],
         l3vni=L3Vni(42, rt=f"{RT}:42"),
         hosts=[Host(lab.name(f"h{spec.index}"), routed=(f"{net}.1/24", f"{net}.2/24"))],
         timers=(10, HOLD),
     )
-    leaf.extra_bgpd = (
-        f"router bgp {spec.asn}\n"
-        " neighbor NODES peer-group\n neighbor NODES remote-as external\n"
-        f" neighbor NODES timers 10 {HOLD}\n neighbor NODES advertisement-interval 0\n"
-        " neighbor NODES bfd\n"
-        f" bgp listen range {NET}.0/24 peer-group NODES\n"
-        " address-family l2vpn evpn\n  neighbor NODES activate\n"
-        "  neighbor NODES attribute-unchanged next-hop\n exit-address-family\nexit\n"
-    )
-    leaf.bfdd = "bfd\nexit\n"
-    return leaf
-
-
-def _leaf(lab: Lab, lan: Lan, spec: LeafSpec) -> FrrRouter:
-    ns = lab.netns(spec.name, lan=lan, index=spec.index)
-    net = spec.prefix.rsplit(".", 1)[0]
-    leaf = evpn_leaf(
-        spec.name,
-        ns,
-        spec.asn,
-        spec.vtep,
-        vtep=spec.vtep,
-        neighbors=[FrrNeighbor(NODE, remote_as="external")],
-        l2vnis=[L2Vni(300, rt=f"{RT}:300")],
-        l3vni=L3Vni(42, rt=f"{RT}:42"),
-        hosts=[Host(lab.name(f"h{spec.index}"), routed=(f"{net}.1/24", f"{net}.2/24"))],
-        timers=(10, HOLD),
-    )
-    multihop = ""
-    if spec.multihop:
-        subprocess.run(["ip", "-n", ns, "addr", "add", f"{spec.peer}/32", "dev", "lo"], check=True)
-        multihop = (
-            f" neighbor {NODE} ebgp-multihop {spec.multihop}\n"
-            f" neighbor {NODE} update-source {spec.peer}\n"
+    if dynamic:
+        leaf.extra_bgpd = (
+            f"router bgp {spec.asn}\n"
+            " neighbor NODES peer-group\n neighbor NODES remote-as external\n"
+            f" neighbor NODES timers 10 {HOLD}\n neighbor NODES advertisement-interval 0\n"
+            " neighbor NODES bfd\n"
+            f" bgp listen range {NET}.0/24 peer-group NODES\n"
+            " address-family l2vpn evpn\n  neighbor NODES activate\n"
+            "  neighbor NODES attribute-unchanged next-hop\n exit-address-family\nexit\n"
         )
-    leaf.extra_bgpd = (
-        f"router bgp {spec.asn}\n{multihop} neighbor {NODE} bfd\n"
-        f" address-family l2vpn evpn\n  neighbor {NODE} attribute-unchanged next-hop\n"
-        " exit-address-family\nexit\n"
-    )
+    else:
+        multihop = ""
+        if spec.multihop:
+            subprocess.run(
+                ["ip", "-n", ns, "addr", "add", f"{spec.peer}/32", "dev", "lo"], check=True
+            )
+            multihop = (
+                f" neighbor {NODE} ebgp-multihop {spec.multihop}\n"
+                f" neighbor {NODE} update-source {spec.peer}\n"
+            )
+        leaf.extra_bgpd = (
+            f"router bgp {spec.asn}\n{multihop} neighbor {NODE} bfd\n"
+            f" address-family l2vpn evpn\n  neighbor {NODE} attribute-unchanged next-hop\n"
+            " exit-address-family\nexit\n"
+        )
     leaf.bfdd = "bfd\nexit\n"  # the peer comes from bgpd's `neighbor X bfd` (300 ms x 3)
     return leaf
 
@@ -146,7 +133,7 @@ def fabric() -> Iterator[Fabric]:
     try:
         lan = lab.lan("lan", f"{NET}.0/24")
         leaves = {kind: lab.add(_leaf(lab, lan, spec)) for kind, spec in LEAVES.items()}
-        leaves["dynamic"] = lab.add(_dynamic_leaf(lab, lan, DYNAMIC))
+        leaves["dynamic"] = lab.add(_leaf(lab, lan, DYNAMIC, dynamic=True))
         for leaf in leaves.values():
             leaf.start()
         yield Fabric(lab, lan, leaves)
