@@ -248,11 +248,12 @@ def _pmsi_text(value: bytes) -> str:
     flags, kind = value[0], value[1]
     raw_label = int.from_bytes(value[2:5], "big")
     tunnel = value[5:]
-    label = f"{raw_label >> 4}({raw_label})" if raw_label else "0"
     name = _PMSI_NAMES.get(kind, "unknown")
     if kind == 6 and len(tunnel) == 4:
+        label = f"{raw_label >> 4}({raw_label})" if raw_label else "0"
         pretty = _ip(tunnel)
-    else:
+    else:  # ExaBGP's generic PMSI: the label shifted, the tunnel in hex
+        label = str(raw_label >> 4)
         pretty = "0x" + tunnel.hex().upper() if tunnel else ""
     return f"pmsi:{name}:{flags}:{label}:{pretty}"
 
@@ -294,8 +295,10 @@ def _attributes(attributes: tuple[tuple[int, bytes], ...], asn4: bool) -> _Attrs
         elif code == _EXT_COMMUNITIES:
             if len(value) % 8:
                 return f"extended communities of {len(value)} octets"
+            # sorted, as ExaBGP keeps them (its JSON's order, which a path's
+            # route targets compare by)
             values = tuple(
-                int.from_bytes(value[i : i + 8], "big") for i in range(0, len(value), 8)
+                sorted(int.from_bytes(value[i : i + 8], "big") for i in range(0, len(value), 8))
             )
         elif code == _PMSI:
             if len(value) < 5:

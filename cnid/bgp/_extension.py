@@ -474,6 +474,8 @@ def _receive_raw(data: bytes, negotiated: Any) -> RawEvpnUpdate | None:
 
 _EVPN_FAMILY = pack("!HB", AFI_L2VPN, SAFI_EVPN)
 _RECEIVE_UPDATE = f"receive-{Message.CODE.UPDATE.SHORT}"
+#: ExaBGP's own ``Update.unpack_message`` (the tests compare with it).
+EXABGP_UNPACK_MESSAGE: Any = Update.unpack_message.__func__
 
 
 def raw_evpn_updates() -> None:
@@ -483,7 +485,7 @@ def raw_evpn_updates() -> None:
     its line, the peer's :class:`RawRib` its routes; ExaBGP's adj-rib-in
     none. The raw routes go when ExaBGP clears its adj-rib-in (a session
     up) and when the session ends."""
-    unpack_message = Update.unpack_message.__func__
+    unpack_message = EXABGP_UNPACK_MESSAGE
     message = exa_processes.Processes.message
     clear = IncomingRIB.clear
     close = exa_peer.Peer._close
