@@ -512,11 +512,13 @@ def raw_evpn_updates() -> None:
             rib.clear()
 
     def _close(self: Any, message: str = "", error: Any = "") -> None:
-        close(self, message, error)
-        exa_rib = getattr(self.neighbor, "rib", None)
-        rib = raw_rib(exa_rib.incoming) if exa_rib is not None else None
-        if rib is not None:
-            rib.clear()
+        try:
+            close(self, message, error)
+        finally:
+            exa_rib = getattr(self.neighbor, "rib", None)
+            rib = raw_rib(exa_rib.incoming) if exa_rib is not None else None
+            if rib is not None:
+                rib.clear()
 
     Update.unpack_message = classmethod(_unpack_message)
     exa_processes.Processes.message = _message
