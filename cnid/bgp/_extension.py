@@ -40,7 +40,7 @@ import os
 import time
 import weakref
 from struct import pack
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from exabgp.bgp.message import EOR, Action, Message
@@ -420,11 +420,20 @@ def _evpn_nlris(data: bytes) -> list[tuple[bytes, bytes]] | None:
     return out
 
 
-def _receive_raw(data: bytes, negotiated: Any) -> RawEvpnUpdate | None:
-    """An UPDATE of EVPN routes as its bytes, kept in the peer's
-    :class:`RawRib`; None for anything else (IPv4 unicast, End-of-RIB, what
-    ExaBGP must answer or reset the session for, ADD-PATH, 2-octet AS
-    numbers): ExaBGP's own path."""
+class _EvpnParts(NamedTuple):
+    """What the raw path keeps of an EVPN UPDATE."""
+
+    #: MP_REACH_NLRI's value up to its NLRIs (b"": none), the other attributes.
+    header: bytes
+    others: bytes
+    #: (route key, NLRI) announced, withdrawn.
+    announced: list[tuple[bytes, bytes]]
+    withdrawn: list[tuple[bytes, bytes]]
+
+
+def evpn_parts(data: bytes) -> _EvpnParts | None:
+    """An UPDATE body of EVPN routes cut up, its framing checked; None for
+    anything else (IPv4 unicast, End-of-RIB, framing ExaBGP must answer)."""
     spans = _attribute_spans(data)
     if spans is None:
         return None
@@ -449,6 +458,16 @@ def _receive_raw(data: bytes, negotiated: Any) -> RawEvpnUpdate | None:
         if found is None or (not found and reach is None):  # an End-of-RIB
             return None
         withdrawn = found
+    return _EvpnParts(header, others, announced, withdrawn)
+
+
+def _receive_raw(data: bytes, negotiated: Any) -> RawEvpnUpdate | None:
+    """An UPDATE of EVPN routes as its bytes, kept in the peer's
+    :class:`RawRib`; None for what stays on ExaBGP's own path (see
+    :func:`evpn_parts`; ADD-PATH, 2-octet AS numbers)."""
+    parts = evpn_parts(data)
+    if parts is None:
+        return None
     if not negotiated.asn4 or negotiated.addpath.receive(AFI.l2vpn, SAFI.evpn):
         return None
     neighbor = negotiated.neighbor
@@ -459,13 +478,13 @@ def _receive_raw(data: bytes, negotiated: Any) -> RawEvpnUpdate | None:
         # a route ExaBGP's own path took (see _update_cache) is now this one
         seen = incoming._seen.get(_EVPN)
         routes = rib.routes
-        for key, _ in withdrawn:
+        for key, _ in parts.withdrawn:
             routes.pop(key, None)
             if seen:
                 seen.pop(key, None)
-        if announced:
-            attributes = rib.intern((header, others))
-            for key, nlri in announced:
+        if parts.announced:
+            attributes = rib.intern((parts.header, parts.others))
+            for key, nlri in parts.announced:
                 routes[key] = (attributes, nlri)
                 if seen:
                     seen.pop(key, None)

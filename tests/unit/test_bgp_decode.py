@@ -571,3 +571,20 @@ def test_the_api_gets_the_raw_line_and_a_closed_session_forgets() -> None:
     except Exception:  # ExaBGP's own _close of a half-made Peer: its part is not tested here
         pass
     assert not rib.routes
+
+
+def test_the_fuzz_target_reaches_routes_and_malformed_attributes() -> None:
+    """bench/fuzz.py's ``evpn-update`` (tests/unit/test_fuzz.py runs it)
+    gets past the framing: routes decoded, attributes treated as withdraw."""
+    import itertools
+    import random
+
+    from bench import fuzz
+
+    announced = malformed = handed = 0
+    for body, asn4 in itertools.islice(fuzz.evpn_inputs(random.Random(13)), 2000):
+        event = dec.decode_update_bytes("10.0.0.1", body, asn4)
+        announced += bool(event.announced)
+        malformed += any(r.startswith("malformed attribute") for r, _ in event.skipped)
+        handed += ext.evpn_parts(body) is not None
+    assert announced > 100 and malformed > 100 and handed > 400
