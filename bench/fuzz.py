@@ -1,6 +1,6 @@
 """Seeded fuzzing of what cnid decodes from its peers: CNI frames from the
 plugin, control requests from cnictl (and control answers on cnictl's
-side), the CNI network configuration on stdin.
+side), the CNI network configuration on stdin, the EVPN UPDATEs a peer sends.
 
 ``python -m bench fuzz [--inputs N] [--seed S] [--target T]`` runs a
 million inputs per target on demand; the unit tier runs 10,000 of each
@@ -19,7 +19,7 @@ Properties:
 * stdin: ``parse_invocation`` raises nothing but CnidError; ``peek_version``
   never raises.
 * EVPN UPDATEs (mutations of the kinds FRR and GoBGP send: lengths,
-  truncations, unknown types): ``cnid.bgp._decode`` raises nothing, its line
+  truncations, unknown types): ``cnid.bgp.decode_update_bytes`` raises nothing, its line
   decodes as its bytes, a malformed attribute leaves no route announced
   (RFC 7606 treat-as-withdraw), and it follows the framing of whatever the
   extension inside ExaBGP hands over as bytes.
@@ -277,7 +277,7 @@ def evpn_seeds() -> list[bytes]:
     communities = _attribute(
         0xC0,
         16,
-        bytes.fromhex("0002fde800000064" "030c000000000008" "06037ad2c35da505" "0600000000000003"),
+        bytes.fromhex("0002fde800000064030c00000000000806037ad2c35da5050600000000000003"),
     )
     pmsi = _attribute(0xC0, 22, bytes.fromhex("0006000640") + bytes((10, 99, 0, 3)))
     mac = "022100010A630003000200000000000000000000000000003002000000020100000064"
@@ -337,8 +337,7 @@ def check_evpn(case: tuple[bytes, bool]) -> None:
     """The decoder raises nothing; a malformed attribute withdraws what
     the UPDATE announces (RFC 7606); what the extension inside ExaBGP hands
     over as bytes (its framing checked) has framing the decoder follows."""
-    from cnid.bgp import UpdateEvent, decode_line
-    from cnid.bgp._decode import decode_update_bytes, raw_line
+    from cnid.bgp import UpdateEvent, decode_line, decode_update_bytes, raw_line
     from cnid.bgp._extension import evpn_parts
 
     body, asn4 = case

@@ -273,7 +273,8 @@ def _attributes(attributes: tuple[tuple[int, bytes], ...], asn4: bool) -> _Attrs
     Cached: the routes of a fabric travel with few distinct sets of
     attributes, and a peer streaming one route per UPDATE repeats them."""
     values: tuple[int, ...] = ()
-    originator, local_pref, as_path = "", 100, ()
+    originator, local_pref = "", 100
+    as_path: tuple[int, ...] = ()
     pmsi: bytes | None = None
     for code, value in attributes:
         size = _FIXED_LENGTH.get(code)
@@ -304,7 +305,8 @@ def _attributes(attributes: tuple[tuple[int, bytes], ...], asn4: bool) -> _Attrs
             if len(value) < 5:
                 return f"PMSI tunnel of {len(value)} octets"
             pmsi = value
-    router_mac, mobility, encap = "", (None, False), False
+    router_mac, encap = "", False
+    mobility: tuple[int | None, bool] = (None, False)
     for v in values:
         kind = v >> 48
         if kind == _ROUTER_MAC_TYPE and not router_mac:
@@ -415,9 +417,7 @@ def _route(code: int, value: bytes, attrs: _Attrs | None, withdrawal: bool) -> E
             raise ValueError(attrs.pmsi_error)
         else:
             vni = attrs.pmsi_vni
-        return ImetRoute(
-            rd=_rd(value[:8]), ip=ip, vni=vni, etag=int.from_bytes(value[8:12], "big")
-        )
+        return ImetRoute(rd=_rd(value[:8]), ip=ip, vni=vni, etag=int.from_bytes(value[8:12], "big"))
     if code == 5:
         if n not in (34, 58):
             raise ValueError("malformed route: IP prefix route of bad lengths")
@@ -442,9 +442,7 @@ def _route(code: int, value: bytes, attrs: _Attrs | None, withdrawal: bool) -> E
     raise ValueError("NLRI not parsed by ExaBGP")
 
 
-def _received(
-    peer: str, nexthop: str, code: int, value: bytes, attrs: _Attrs
-) -> ReceivedPath:
+def _received(peer: str, nexthop: str, code: int, value: bytes, attrs: _Attrs) -> ReceivedPath:
     route = _route(code, value, attrs, withdrawal=False)
     try:
         _check_address(nexthop)
@@ -486,7 +484,7 @@ def _decode(peer: str, body: bytes, asn4: bool) -> UpdateEvent:
     if parts.unreach is not None:
         _family(parts.unreach, "MP_UNREACH_NLRI")
         withdrawn_nlris = _nlris(parts.unreach[3:])
-    nexthop, announced_nlris = "", []
+    nexthop, announced_nlris = "", list[tuple[int, bytes]]()
     if parts.reach is not None:
         nexthop, announced_nlris = _reach(parts.reach)
     attrs = _attributes(parts.attributes, asn4)

@@ -38,7 +38,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-import weakref
 from struct import pack
 from typing import Any, NamedTuple
 
@@ -516,7 +515,9 @@ def raw_evpn_updates() -> None:
                 return raw
         return unpack_message(cls, data, direction, negotiated)
 
-    def _message(self: Any, message_id: int, neighbor: Any, direction: str, msg: Any, *rest: Any) -> Any:
+    def _message(
+        self: Any, message_id: int, neighbor: Any, direction: str, msg: Any, *rest: Any
+    ) -> Any:
         if type(msg) is RawEvpnUpdate:
             if not self.silence:
                 for process in neighbor.api[_RECEIVE_UPDATE]:

@@ -1,4 +1,4 @@
-"""EVPN UPDATEs decoded from their bytes (cnid.bgp._decode) give the same
+"""EVPN UPDATEs decoded from their bytes (cnid.bgp.decode_update_bytes) give the same
 UpdateEvent as the JSON path (ExaBGP's objects, its JSON, then
 ``_events.decode_update``): on UPDATEs rebuilt from the FRR and GoBGP
 captures, and on UPDATEs the extension's own encoders build. What the
@@ -28,16 +28,20 @@ from exabgp.reactor.api.response import Response
 from exabgp.version import json as json_version
 
 from cnid.bgp import (
+    RAW_PREFIX,
     EvpnPath,
     ImetRoute,
     MacIpRoute,
     PrefixRoute,
     UpdateEvent,
     decode_line,
+    decode_update_bytes,
+    raw_line,
 )
-from cnid.bgp import _decode as dec
-from cnid.bgp import _exabgp_fast  # noqa: F401  (debug logging off, checked first: no logger here)
+from cnid.bgp import _exabgp_fast as _fast
 from cnid.bgp import _extension as ext
+
+assert _fast  # debug logging off and checked first: ExaBGP's logger is not set up here
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CAPTURES = [
@@ -79,9 +83,7 @@ def _json_event(body: bytes, negotiated: Negotiated = NEGOTIATED) -> UpdateEvent
     update = ext.EXABGP_UNPACK_MESSAGE(Update, body, Direction.IN, negotiated)
     if isinstance(update, EOR):
         return None
-    line = Response.JSON(json_version).update(
-        negotiated.neighbor, "receive", update, None, "", ""
-    )
+    line = Response.JSON(json_version).update(negotiated.neighbor, "receive", update, None, "", "")
     event = decode_line(line)
     assert isinstance(event, UpdateEvent)
     return event
@@ -89,7 +91,7 @@ def _json_event(body: bytes, negotiated: Negotiated = NEGOTIATED) -> UpdateEvent
 
 def _raw_event(body: bytes, peer: str = "10.0.0.9", asn4: bool = True) -> UpdateEvent:
     """The raw path, through the line the extension writes."""
-    event = decode_line(dec.raw_line(peer, body, asn4))
+    event = decode_line(raw_line(peer, body, asn4))
     assert isinstance(event, UpdateEvent)
     return event
 
@@ -226,7 +228,9 @@ PATHS = [
         router_mac="02:00:00:00:00:09",
     ),
     EvpnPath(
-        MacIpRoute(rd="65001:7", mac="02:00:00:00:00:02", vni=200, esi="00:11:22:33:44:55:66:77:88:99"),
+        MacIpRoute(
+            rd="65001:7", mac="02:00:00:00:00:02", vni=200, esi="00:11:22:33:44:55:66:77:88:99"
+        ),
         nexthop="10.0.0.1",
         route_targets=("65001L:7", "4200000001:7"),  # sorted, as ExaBGP keeps them
         mac_mobility_seq=3,
@@ -292,8 +296,11 @@ def test_built_routes_decode_as_sent_and_as_exabgps_json_says(path: EvpnPath) ->
 
 def test_many_routes_of_one_update() -> None:
     paths = [
-        EvpnPath(PrefixRoute(rd="10.0.0.1:1", prefix=f"10.{i // 256}.{i % 256}.0/24", vni=42),
-                 nexthop="10.0.0.1", route_targets=("65000:42",))
+        EvpnPath(
+            PrefixRoute(rd="10.0.0.1:1", prefix=f"10.{i // 256}.{i % 256}.0/24", vni=42),
+            nexthop="10.0.0.1",
+            route_targets=("65000:42",),
+        )
         for i in range(300)
     ]
     bodies = _built(paths)
@@ -323,7 +330,9 @@ def test_odd_routes_give_the_json_paths_reasons() -> None:
     other_tunnel = _body(
         b"".join(_drop(imet[4:], 22)) + _attribute(0xC0, 22, bytes([0, 3, 0, 0, 100]) + b"\1\2")
     )
-    label_zero = _body(b"".join(_drop(imet[4:], 22)) + _attribute(0xC0, 22, bytes([0, 6, 0, 0, 0]) + b"\1\2\3\4"))
+    label_zero = _body(
+        b"".join(_drop(imet[4:], 22)) + _attribute(0xC0, 22, bytes([0, 6, 0, 0, 0]) + b"\1\2\3\4")
+    )
     [t5] = _built([PATHS[5]])
     vni_zero = t5[:-3] + b"\0\0\0"
     unknown = _mp_reach(b"\x09\x03abc" + b"\x01\x19" + bytes(25))  # type 9; type 1 (Ethernet A-D)
@@ -407,7 +416,7 @@ def test_broken_framing_is_left_to_exabgp(body: bytes, reset: bool) -> None:
     else:
         update = ext.EXABGP_UNPACK_MESSAGE(Update, body, Direction.IN, NEGOTIATED)
         assert not update.nlris
-    event = dec.decode_update_bytes("10.0.0.9", body)
+    event = decode_update_bytes("10.0.0.9", body)
     assert not event.announced and event.skipped
 
 
@@ -423,12 +432,12 @@ def test_what_stays_on_exabgps_path() -> None:
 
 
 def test_undecodable_lines() -> None:
-    assert dec.decode_update_bytes("p", b"\0").skipped
+    assert decode_update_bytes("p", b"\0").skipped
     event = decode_line('{"cnid-raw":{"peer":"p","update":"!!!"}}')
     assert isinstance(event, UpdateEvent) and event.skipped
     with pytest.raises(ValueError):
         decode_line('{"cnid-raw":{"peer":1}}')
-    assert msgspec.json.decode(dec.raw_line("10.0.0.1", b"\0\1"))["cnid-raw"]["asn4"] is True
+    assert msgspec.json.decode(raw_line("10.0.0.1", b"\0\1"))["cnid-raw"]["asn4"] is True
 
 
 # ------------------------------------------------- the raw adj-rib-in, replayed
@@ -473,7 +482,7 @@ def _replayed(reactor: Any) -> tuple[set[Any], list[str]]:
         if event.eor:
             others.append(line)
             continue
-        assert line.startswith(dec.RAW_PREFIX) and not event.skipped and not event.withdrawn
+        assert line.startswith(RAW_PREFIX) and not event.skipped and not event.withdrawn
         paths.update(rp.path for rp in event.announced)
     assert count == len(paths)
     return paths, others
@@ -495,7 +504,10 @@ def test_the_replay_writes_the_raw_adj_rib_in_and_forgets_what_is_withdrawn() ->
     # FRR withdraws type-2 and type-5 routes with label 0: removed all the same
     withdrawn = _receive(negotiated, "withdraw_from_frr.jsonl")
     t5 = next(p for p in paths if isinstance(p.route, PrefixRoute) and p.route.rd == "10.99.0.3:1")
-    [body] = _built([msgspec.structs.replace(t5, route=msgspec.structs.replace(t5.route, vni=1))], Action.WITHDRAW)
+    [body] = _built(
+        [msgspec.structs.replace(t5, route=msgspec.structs.replace(t5.route, vni=1))],
+        Action.WITHDRAW,
+    )
     body = body[:-3] + b"\0\0\0"  # its label zeroed
     assert _raw_event(body).withdrawn[0].vni == 0
     withdrawn.append(Update.unpack_message(body, Direction.IN, negotiated))
@@ -583,7 +595,7 @@ def test_the_fuzz_target_reaches_routes_and_malformed_attributes() -> None:
 
     announced = malformed = handed = 0
     for body, asn4 in itertools.islice(fuzz.evpn_inputs(random.Random(13)), 2000):
-        event = dec.decode_update_bytes("10.0.0.1", body, asn4)
+        event = decode_update_bytes("10.0.0.1", body, asn4)
         announced += bool(event.announced)
         malformed += any(r.startswith("malformed attribute") for r, _ in event.skipped)
         handed += ext.evpn_parts(body) is not None
