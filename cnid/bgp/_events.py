@@ -5,7 +5,10 @@ ExaBGP writes one JSON object per line. What cnid reads of it:
 * ``"type": "state"``: a session went ``connected``, ``up`` or ``down``;
 * ``"type": "update"``: EVPN routes announced (grouped by next-hop) or
   withdrawn, or an End-of-RIB marker;
-* ``"type": "notification"``: a NOTIFICATION sent or received.
+* ``"type": "notification"``: a NOTIFICATION sent or received;
+* ``{"cnid-raw": ...}``: an EVPN UPDATE as its bytes, which the extension
+  hands over instead of ExaBGP's JSON (decoded by ``_decode`` into the same
+  UpdateEvent).
 
 Everything is decoded defensively: a route that cannot be used (an unknown
 route type, an unparsed NLRI, a missing label, a malformed attribute) is
