@@ -296,24 +296,29 @@ class RawRib:
     :func:`evpn_route_key` -> (attributes, the NLRI's type, length and
     value). About 200 bytes a route, against about 2 KiB in ExaBGP's objects."""
 
-    __slots__ = ("_interned", "routes")
+    __slots__ = ("_interned", "_limit", "routes")
 
-    #: Interned sets of attributes beyond this: forgotten, then the live
-    #: ones interned again (sets come and go: MAC Mobility sequences).
-    MAX_INTERNED = 4096
+    #: Interned sets of attributes beyond this (or twice the live ones, if
+    #: more): forgotten, then the live ones interned again (sets come and
+    #: go: MAC Mobility sequences). Twice: a table of many live sets (a
+    #: fabric of 500 VTEPs has thousands) is not walked again at every UPDATE.
+    MIN_LIMIT = 4096
 
     def __init__(self) -> None:
         self.routes: dict[bytes, tuple[RawAttributes, bytes]] = {}
         self._interned: dict[RawAttributes, RawAttributes] = {}
+        self._limit = self.MIN_LIMIT
 
     def intern(self, attributes: RawAttributes) -> RawAttributes:
-        if len(self._interned) >= self.MAX_INTERNED:
+        if len(self._interned) >= self._limit:
             self._interned = {a: a for a, _ in self.routes.values()}
+            self._limit = max(self.MIN_LIMIT, 2 * len(self._interned))
         return self._interned.setdefault(attributes, attributes)
 
     def clear(self) -> None:
         self.routes.clear()
         self._interned.clear()
+        self._limit = self.MIN_LIMIT
 
     def groups(self) -> dict[RawAttributes, list[bytes]]:
         out: dict[RawAttributes, list[bytes]] = {}
