@@ -353,8 +353,11 @@ def _rd(raw: bytes) -> str:
     return "0x" + raw.hex().upper()
 
 
+_NO_ESI = bytes(10)
+
+
 def _esi(raw: bytes) -> str:
-    return ESI_ZERO if not any(raw) else raw.hex(":")
+    return ESI_ZERO if raw == _NO_ESI else raw.hex(":")
 
 
 def _label(raw: bytes) -> int:
@@ -422,11 +425,16 @@ def _route(code: int, value: bytes, attrs: _Attrs | None, withdrawal: bool) -> E
         if n not in (34, 58):
             raise ValueError("malformed route: IP prefix route of bad lengths")
         size = 4 if n == 34 else 16
-        prefix = _prefix(_ip(value[23 : 23 + size]), value[22])
-        gateway = _ip(value[23 + size : 23 + 2 * size])
-        if gateway in ("0.0.0.0", "::"):
-            gateway = ""
-        vni = _label(value[23 + 2 * size : 26 + 2 * size])
+        iplen = value[22]
+        if size == 4 and iplen <= 32:  # _prefix's own fast path, from the bytes
+            mask = (0xFFFFFFFF << (32 - iplen)) & 0xFFFFFFFF
+            net = (int.from_bytes(value[23:27], "big") & mask).to_bytes(4, "big")
+            prefix = f"{socket.inet_ntop(socket.AF_INET, net)}/{iplen}"
+        else:
+            prefix = _prefix(_ip(value[23 : 23 + size]), iplen)
+        gw = value[23 + size : 23 + 2 * size]
+        gateway = _ip(gw) if any(gw) else ""  # 0.0.0.0 or ::: none
+        vni = int.from_bytes(value[23 + 2 * size : 26 + 2 * size], "big")
         if vni == 0 and not withdrawal:
             raise ValueError("route with VNI 0")
         return PrefixRoute(

@@ -619,3 +619,13 @@ def test_many_sets_of_attributes_are_interned_in_linear_time() -> None:
     for i in range(10_000):  # the old sets, gone with their routes, are forgotten
         rib.intern((b"x", i.to_bytes(4, "big")))
     assert len(rib._interned) < 30_000
+
+
+@pytest.mark.parametrize("iplen", [0, 7, 24, 26, 32, 33, 200])
+def test_prefix_lengths_and_host_bits_as_the_json_path(iplen: int) -> None:
+    [t5] = _built([PATHS[5]])
+    i = t5.index(bytes.fromhex("1a0af40100"))  # length 26, 10.244.1.0: the NLRI's prefix
+    body = t5[:i] + bytes([iplen]) + bytes.fromhex("0af40177") + t5[i + 5 :]  # host bits set
+    event = _raw_event(body)
+    assert event == _json_event(body)
+    assert bool(event.announced) == (iplen <= 32)
