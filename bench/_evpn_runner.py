@@ -49,7 +49,6 @@ from typing import Any
 import trio
 
 from cnid import dataplane
-from cnid.bfd import BfdService
 from cnid.bgp import Speaker, SpeakerConfig, UpdateEvent, mesh_neighbors
 from cnid.core import Domain, VniAttachment
 from cnid.evpn import EvpnController, Identity
@@ -87,8 +86,9 @@ class DaemonNode(EvpnNode):
             run_dir=self.workdir / "bgp",
             launcher=("ip", "netns", "exec", self.ns.name),
             log_level="WARNING",
+            bfd_sockets=self._udp_socket,  # the BFD sessions in the speaker, as the daemon's
         )
-        self.bfd = BfdService(socket_factory=self._udp_socket)
+        self.bfd = self.speaker.bfd
         self.evpn = EvpnController(
             speaker=self.speaker,
             identity=Identity(self.address, ASN, self.address),

@@ -1,6 +1,6 @@
 """Seeded fuzzing of what cnid decodes from its peers: CNI frames from the
 plugin, control requests from cnictl (and control answers on cnictl's
-side), the CNI network configuration on stdin.
+side), the CNI network configuration on stdin, the EVPN UPDATEs a peer sends.
 
 ``python -m bench fuzz [--inputs N] [--seed S] [--target T]`` runs a
 million inputs per target on demand; the unit tier runs 10,000 of each
@@ -18,6 +18,11 @@ Properties:
   raises nothing but ProtocolError.
 * stdin: ``parse_invocation`` raises nothing but CnidError; ``peek_version``
   never raises.
+* EVPN UPDATEs (mutations of the kinds FRR and GoBGP send: lengths,
+  truncations, unknown types): ``cnid.bgp.decode_update_bytes`` raises nothing, its line
+  decodes as its bytes, a malformed attribute leaves no route announced
+  (RFC 7606 treat-as-withdraw), and it follows the framing of whatever the
+  extension inside ExaBGP hands over as bytes.
 """
 
 from __future__ import annotations
@@ -239,6 +244,117 @@ async def check_ctl(server: Any, data: bytes) -> None:
 # ------------------------------------------------------------------ drivers
 
 
+# ---------------------------------------------------------- EVPN UPDATEs
+
+
+def _attribute(flags: int, code: int, value: bytes) -> bytes:
+    if flags & 0x10:
+        return bytes((flags, code)) + len(value).to_bytes(2, "big") + value
+    return bytes((flags, code, len(value))) + value
+
+
+def _evpn_body(attributes: bytes, nexthop: bytes, nlris: list[str], withdrawn: list[str]) -> bytes:
+    family = b"\x00\x19\x46"  # AFI 25, SAFI 70
+    if nlris:
+        reach = family + bytes((len(nexthop),)) + nexthop + b"\0"
+        attributes += _attribute(0x90, 14, reach + b"".join(bytes.fromhex(n) for n in nlris))
+    if withdrawn:
+        attributes += _attribute(0x90, 15, family + b"".join(bytes.fromhex(n) for n in withdrawn))
+    return b"\0\0" + len(attributes).to_bytes(2, "big") + attributes
+
+
+def evpn_seeds() -> list[bytes]:
+    """UPDATE bodies of the kinds FRR and GoBGP send (NLRIs from the
+    captures in tests/fixtures/evpn/)."""
+    base = (
+        _attribute(0x40, 1, b"\0")
+        + _attribute(0x40, 2, bytes.fromhex("0202") + bytes.fromhex("0000fded0000fde9"))
+        + _attribute(0x80, 4, bytes(4))
+        + _attribute(0x40, 5, (100).to_bytes(4, "big"))
+        + _attribute(0x80, 9, bytes((10, 99, 0, 3)))
+        + _attribute(0x80, 10, bytes((10, 99, 0, 1)))
+    )
+    communities = _attribute(
+        0xC0,
+        16,
+        bytes.fromhex("0002fde800000064030c00000000000806037ad2c35da5050600000000000003"),
+    )
+    pmsi = _attribute(0xC0, 22, bytes.fromhex("0006000640") + bytes((10, 99, 0, 3)))
+    mac = "022100010A630003000200000000000000000000000000003002000000020100000064"
+    mac_ip = "022500010A6300030002000000000000000000000000000030020000000201200A636415000064"
+    mac_ip2 = mac_ip[:-6] + "000064001092"  # two labels
+    mac_ip2 = "02" + "28" + mac_ip2[4:]
+    imet = "031100010A63000300020000000020" + "0A630003"
+    prefix = "052200010A63000300010000000000000000000000000000180A63E60000000000001388"
+    hop4, hop6 = bytes((10, 99, 0, 3)), bytes.fromhex("fe80000000000000000000fffe000001")
+    return [
+        _evpn_body(base + communities, hop4, [mac, mac_ip, mac_ip2], []),
+        _evpn_body(base + communities + pmsi, hop4, [imet], []),
+        _evpn_body(base + communities, hop6, [prefix, prefix], []),
+        _evpn_body(b"", b"", [], [mac_ip, prefix, imet]),
+        _evpn_body(base + pmsi, hop4, [imet, "0903616263"], [mac]),
+    ]
+
+
+def _mutate_attribute(rng: random.Random, body: bytes) -> bytes:
+    """One attribute of a well-formed body mutated, the lengths around it
+    made right again: past the framing, into the attributes and NLRIs."""
+    attributes: list[tuple[int, int, bytes]] = []
+    i = 4
+    while i < len(body):
+        flags, code = body[i], body[i + 1]
+        if flags & 0x10:
+            start, length = i + 4, int.from_bytes(body[i + 2 : i + 4], "big")
+        else:
+            start, length = i + 3, body[i + 2]
+        attributes.append((flags, code, body[start : start + length]))
+        i = start + length
+    k = rng.randrange(len(attributes))
+    flags, code, value = attributes[k]
+    value = mutate(rng, value, [v for _, _, v in attributes])[:0xFFFF]
+    if len(value) > 255:
+        flags |= 0x10
+    attributes[k] = (flags, code, value)
+    if rng.random() < 0.1:
+        attributes.append(attributes[k])  # twice
+    out = b"".join(_attribute(f, c, v) for f, c, v in attributes)[:0xFFFF]
+    return b"\0\0" + len(out).to_bytes(2, "big") + out
+
+
+def evpn_inputs(rng: random.Random) -> Iterator[tuple[bytes, bool]]:
+    seeds = evpn_seeds()
+    while True:
+        data = rng.choice(seeds)
+        dice = rng.random()
+        if dice < 0.45:
+            data = mutate(rng, data, seeds)
+        elif dice < 0.9:
+            data = _mutate_attribute(rng, data)
+        yield data, rng.random() < 0.9
+
+
+def check_evpn(case: tuple[bytes, bool]) -> None:
+    """The decoder raises nothing; a malformed attribute withdraws what
+    the UPDATE announces (RFC 7606); what the extension inside ExaBGP hands
+    over as bytes (its framing checked) has framing the decoder follows."""
+    from cnid.bgp import UpdateEvent, decode_line, decode_update_bytes, raw_line
+    from cnid.bgp._extension import evpn_parts
+
+    body, asn4 = case
+    event = decode_update_bytes("10.0.0.1", body, asn4)
+    if not isinstance(event, UpdateEvent):
+        raise AssertionError("not an UpdateEvent")
+    if decode_line(raw_line("10.0.0.1", body, asn4)) != event:
+        raise AssertionError("the line decodes otherwise than the bytes")
+    reasons = [reason for reason, _ in event.skipped]
+    if any(r.startswith("undecodable") for r in reasons):
+        raise AssertionError(f"the decoder failed: {reasons}")
+    if any(r.startswith("malformed attribute") for r in reasons) and event.announced:
+        raise AssertionError("a malformed attribute, and routes announced all the same")
+    if evpn_parts(body) is not None and any(r.startswith("malformed UPDATE") for r in reasons):
+        raise AssertionError(f"framing the extension hands over, refused: {reasons}")
+
+
 class Finding(msgspec.Struct):
     target: str
     data: bytes
@@ -252,6 +368,7 @@ def _describe(exc: BaseException) -> str:
 _SYNC_TARGETS: dict[str, tuple[Callable[[random.Random], Iterator[Any]], Callable[[Any], None]]] = {
     "cni-frame": (cni_frame_inputs, check_cni_frame),
     "stdin": (stdin_inputs, check_stdin),
+    "evpn-update": (evpn_inputs, check_evpn),
 }
 
 
@@ -297,7 +414,7 @@ def fuzz(target: str, n: int, seed: int) -> list[Finding]:
     return fuzz_sync(target, n, seed)
 
 
-TARGETS = ("cni-frame", "control", "stdin")
+TARGETS = ("cni-frame", "control", "stdin", "evpn-update")
 
 
 def replay(path: Path) -> None:
@@ -310,6 +427,9 @@ def replay(path: Path) -> None:
     elif target == "stdin":
         env, stdin = msgspec.json.decode(data, type=tuple[dict[str, str], bytes])
         check_stdin((env, stdin))
+    elif target == "evpn":
+        body, asn4 = msgspec.json.decode(data, type=tuple[bytes, bool])
+        check_evpn((body, asn4))
     elif target == "control":
 
         async def run() -> None:

@@ -5,6 +5,8 @@
 * ``_extension``: the extension itself (runs inside ExaBGP: ``_exabgp``);
 * ``_relay``: ExaBGP's API helper, connecting its pipes to the daemon;
 * ``_events``: ExaBGP's JSON output decoded into typed events;
+* ``_decode``: the EVPN UPDATEs the extension hands over as their bytes,
+  decoded into the same events;
 * ``_unicast``: its ipv4 unicast updates (the routed underlay);
 * ``_api``: the daemon's end of the API connection;
 * ``_config``: server.ini's [bgp] section, neighbours, ExaBGP's config;
@@ -34,6 +36,7 @@ from ._config import (
     static_neighbors,
     with_underlay,
 )
+from ._decode import RAW_PREFIX, decode_update_bytes, raw_line
 from ._events import (
     AckEvent,
     BgpEvent,
@@ -114,6 +117,7 @@ __all__ = [
     "BFD_MULTIPLIER",
     "CEASE_BFD_DOWN",
     "ESI_ZERO",
+    "RAW_PREFIX",
     "SKIP_REASONS",
     "Ack",
     "AckEvent",
@@ -153,12 +157,14 @@ __all__ = [
     "check_path",
     "decode_command",
     "decode_line",
+    "decode_update_bytes",
     "drop_loops",
     "encode_command",
     "environment",
     "loops",
     "mesh_neighbors",
     "password_problem",
+    "raw_line",
     "read_wanted",
     "reflector_neighbors",
     "render",

@@ -5,7 +5,10 @@ ExaBGP writes one JSON object per line. What cnid reads of it:
 * ``"type": "state"``: a session went ``connected``, ``up`` or ``down``;
 * ``"type": "update"``: EVPN routes announced (grouped by next-hop) or
   withdrawn, or an End-of-RIB marker;
-* ``"type": "notification"``: a NOTIFICATION sent or received.
+* ``"type": "notification"``: a NOTIFICATION sent or received;
+* ``{"cnid-raw": ...}``: an EVPN UPDATE as its bytes, which the extension
+  hands over instead of ExaBGP's JSON (decoded by ``_decode`` into the same
+  UpdateEvent).
 
 Everything is decoded defensively: a route that cannot be used (an unknown
 route type, an unparsed NLRI, a missing label, a malformed attribute) is
@@ -93,6 +96,14 @@ class Undecodable(ValueError):
 def decode_line(line: bytes | str) -> BgpEvent | None:
     """One line of ExaBGP's output; None for messages cnid does not use.
     Undecodable for a line that is not JSON at all."""
+    if _is_raw(line):
+        # an EVPN UPDATE as its bytes (cnid.bgp._decode): most lines of a big table
+        from ._decode import decode_raw_line  # _decode builds on this module
+
+        try:
+            return decode_raw_line(line)
+        except msgspec.DecodeError as exc:
+            raise Undecodable(f"raw update: {exc}") from None
     try:
         data = msgspec.json.decode(line)
     except msgspec.DecodeError as exc:
@@ -129,6 +140,12 @@ def decode_line(line: bytes | str) -> BgpEvent | None:
     if kind == "update":
         return decode_update(peer, neighbor.get("message") or {})
     return None
+
+
+def _is_raw(line: bytes | str) -> bool:
+    if isinstance(line, str):
+        return line.startswith('{"cnid-raw":')
+    return line.startswith(b'{"cnid-raw":')
 
 
 def decode_update(peer: str, message: dict[str, Any]) -> UpdateEvent:

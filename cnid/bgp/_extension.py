@@ -22,7 +22,11 @@ ExaBGP decodes EVPN but has no syntax to announce it, so this module:
   announced to every neighbour (:data:`ANNOUNCED`), answered by ``state``
   with the established sessions; ``replay`` writes every route of the
   established peers' adj-rib-in (``adj-rib-in true``) as the update lines
-  ExaBGP wrote when it received them, and an End-of-RIB line per peer.
+  written when they were received, and an End-of-RIB line per peer;
+* hands the daemon the EVPN UPDATEs it receives as their bytes
+  (:func:`raw_evpn_updates`: one decoder, ``cnid.bgp._decode``, in the
+  daemon) instead of ExaBGP's objects and their JSON, and keeps their routes
+  in a raw adj-rib-in of its own (:class:`RawRib`) for the replay.
 
 ExaBGP is pinned (pyproject.toml): the names used here are its internals.
 tests/unit/test_bgp_extension.py encodes routes with this module and checks
@@ -35,10 +39,11 @@ import ipaddress
 import os
 import time
 from struct import pack
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
-from exabgp.bgp.message import EOR, Action
+from exabgp.bgp.message import EOR, Action, Message
+from exabgp.bgp.message.direction import Direction
 from exabgp.bgp.message.refresh import RouteRefresh
 from exabgp.bgp.message.update import Update
 from exabgp.bgp.message.update.attribute import Attributes, NextHop
@@ -79,6 +84,7 @@ from exabgp.reactor.network import tcp as exa_tcp
 from exabgp.rib.change import Change
 from exabgp.rib.incoming import IncomingRIB
 
+from ._decode import AFI_L2VPN, SAFI_EVPN, raw_line
 from ._routes import EvpnPath, ImetRoute, MacIpRoute
 from ._wire import COMMAND, Ack, Command, SpeakerState, ack_line, decode_command
 
@@ -262,6 +268,9 @@ def adj_rib_in_by_route_key() -> None:
             return
         family = nlri.family().afi_safi()
         key = evpn_route_key(nlri.CODE, nlri.pack_nlri()[2:])
+        raw = raw_rib(self)
+        if raw is not None:  # this path's route replaces the raw one (raw_evpn_updates)
+            raw.routes.pop(key, None)
         if nlri.action == Action.ANNOUNCE:
             self._seen.setdefault(family, {})[key] = change
         elif family in self._seen:
@@ -273,12 +282,282 @@ def adj_rib_in_by_route_key() -> None:
 _EVPN = (AFI.l2vpn, SAFI.evpn)
 _UNICAST = (AFI.ipv4, SAFI.unicast)
 
+
+# ---------------------------------------------------------- received as bytes
+
+#: The attributes a raw route is kept with: MP_REACH_NLRI's value up to its
+#: NLRIs (AFI, SAFI, next hop, reserved octet), then the other attributes as
+#: received. One object per distinct set (:meth:`RawRib.intern`).
+RawAttributes = tuple[bytes, bytes]
+
+
+class RawRib:
+    """One peer's EVPN routes as received (its adj-rib-in for the replay):
+    :func:`evpn_route_key` -> (attributes, the NLRI's type, length and
+    value). About 200 bytes a route, against about 2 KiB in ExaBGP's objects."""
+
+    __slots__ = ("_interned", "_limit", "routes")
+
+    #: Interned sets of attributes beyond this (or twice the live ones, if
+    #: more): forgotten, then the live ones interned again (sets come and
+    #: go: MAC Mobility sequences). Twice: a table of many live sets (a
+    #: fabric of 500 VTEPs has thousands) is not walked again at every UPDATE.
+    MIN_LIMIT = 4096
+
+    def __init__(self) -> None:
+        self.routes: dict[bytes, tuple[RawAttributes, bytes]] = {}
+        self._interned: dict[RawAttributes, RawAttributes] = {}
+        self._limit = self.MIN_LIMIT
+
+    def intern(self, attributes: RawAttributes) -> RawAttributes:
+        if len(self._interned) >= self._limit:
+            self._interned = {a: a for a, _ in self.routes.values()}
+            self._limit = max(self.MIN_LIMIT, 2 * len(self._interned))
+        return self._interned.setdefault(attributes, attributes)
+
+    def clear(self) -> None:
+        self.routes.clear()
+        self._interned.clear()
+        self._limit = self.MIN_LIMIT
+
+    def groups(self) -> dict[RawAttributes, list[bytes]]:
+        out: dict[RawAttributes, list[bytes]] = {}
+        for attributes, nlri in self.routes.values():
+            out.setdefault(attributes, []).append(nlri)
+        return out
+
+
+def raw_rib(incoming: Any, create: bool = False) -> RawRib | None:
+    """The raw routes kept beside an ExaBGP adj-rib-in (one per neighbour)."""
+    rib: RawRib | None = getattr(incoming, "cnid_raw", None)
+    if rib is None and create:
+        rib = RawRib()
+        incoming.cnid_raw = rib
+    return rib
+
+
+class RawEvpnUpdate(Message):  # type: ignore[misc]
+    """What ExaBGP's reader gets instead of its Update for an EVPN UPDATE:
+    an UPDATE for its timers and statistics, with no NLRI for its own
+    adj-rib-in, and the line for the API (:func:`cnid.bgp._decode.raw_line`)."""
+
+    ID = Message.CODE.UPDATE
+    TYPE = bytes([Message.CODE.UPDATE])
+    nlris: tuple[Any, ...] = ()
+    attributes = Attributes()  # read only (``in``): one for all
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+
+def _attribute_spans(data: bytes) -> tuple[bytes | None, bytes | None, bytes] | None:
+    """(MP_REACH_NLRI's value, MP_UNREACH_NLRI's value, the other attributes
+    as they are) of an UPDATE body without IPv4 NLRIs, or None when its
+    framing is not sound: ExaBGP's own path then answers it as it does."""
+    end = len(data)
+    if end < 4 or data[0] or data[1] or 4 + int.from_bytes(data[2:4], "big") != end:
+        return None
+    reach: bytes | None = None
+    unreach: bytes | None = None
+    others: list[bytes] = []
+    i = 4
+    while i < end:
+        if end - i < 4:  # an attribute of no value has 3 octets: the last one
+            if end - i < 3 or data[i] & 0x10:
+                return None
+        flags, code = data[i], data[i + 1]
+        if flags & 0x10:
+            start = i + 4
+            stop = start + int.from_bytes(data[i + 2 : i + 4], "big")
+        else:
+            start = i + 3
+            stop = start + data[i + 2]
+        if stop > end:
+            return None
+        if code == 14:
+            if reach is not None:
+                return None
+            reach = data[start:stop]
+        elif code == 15:
+            if unreach is not None:
+                return None
+            unreach = data[start:stop]
+        else:
+            others.append(data[i:stop])
+        i = stop
+    return reach, unreach, b"".join(others)
+
+
+#: The lengths ExaBGP 5.0.15 accepts for a MAC/IP route of each IP length
+#: (one or two labels); other lengths make it reset the session.
+_MAC_IP_LENGTHS = {0: (33, 36), 32: (37, 40), 128: (49, 52)}
+
+
+def _evpn_nlris(data: bytes) -> list[tuple[bytes, bytes]] | None:
+    """(route key, NLRI) of each EVPN NLRI, or None where ExaBGP's parser
+    would refuse one (or for route types 1 and 4, left to its checks)."""
+    out = []
+    i, end = 0, len(data)
+    while i < end:
+        if end - i < 2:
+            return None
+        code, length = data[i], data[i + 1]
+        stop = i + 2 + length
+        if stop > end:
+            return None
+        value = data[i + 2 : stop]
+        if code == 2:
+            if length < 30 or value[22] != 48:
+                return None
+            if length not in _MAC_IP_LENGTHS.get(value[29], ()):
+                return None
+        elif code == 3:
+            if length < 13 or value[12] not in (32, 128) or length != 13 + value[12] // 8:
+                return None
+        elif code == 5:
+            if length not in (34, 58):
+                return None
+        elif code in (1, 4):
+            return None
+        out.append((evpn_route_key(code, value), data[i:stop]))
+        i = stop
+    return out
+
+
+class _EvpnParts(NamedTuple):
+    """What the raw path keeps of an EVPN UPDATE."""
+
+    #: MP_REACH_NLRI's value up to its NLRIs (b"": none), the other attributes.
+    header: bytes
+    others: bytes
+    #: (route key, NLRI) announced, withdrawn.
+    announced: list[tuple[bytes, bytes]]
+    withdrawn: list[tuple[bytes, bytes]]
+
+
+def evpn_parts(data: bytes) -> _EvpnParts | None:
+    """An UPDATE body of EVPN routes cut up, its framing checked; None for
+    anything else (IPv4 unicast, End-of-RIB, framing ExaBGP must answer)."""
+    spans = _attribute_spans(data)
+    if spans is None:
+        return None
+    reach, unreach, others = spans
+    if reach is None and unreach is None:
+        return None
+    announced: list[tuple[bytes, bytes]] = []
+    withdrawn: list[tuple[bytes, bytes]] = []
+    header = b""
+    if reach is not None:
+        if len(reach) < 5 or reach[:3] != _EVPN_FAMILY or reach[3] not in (4, 16):
+            return None
+        size = 5 + reach[3]
+        found = _evpn_nlris(reach[size:]) if len(reach) > size else None
+        if found is None:
+            return None
+        header, announced = reach[:size], found
+    if unreach is not None:
+        if len(unreach) < 3 or unreach[:3] != _EVPN_FAMILY:
+            return None
+        found = _evpn_nlris(unreach[3:])
+        if found is None or (not found and reach is None):  # an End-of-RIB
+            return None
+        withdrawn = found
+    return _EvpnParts(header, others, announced, withdrawn)
+
+
+def _receive_raw(data: bytes, negotiated: Any) -> RawEvpnUpdate | None:
+    """An UPDATE of EVPN routes as its bytes, kept in the peer's
+    :class:`RawRib`; None for what stays on ExaBGP's own path (see
+    :func:`evpn_parts`; ADD-PATH, 2-octet AS numbers)."""
+    parts = evpn_parts(data)
+    if parts is None:
+        return None
+    if not negotiated.asn4 or negotiated.addpath.receive(AFI.l2vpn, SAFI.evpn):
+        return None
+    neighbor = negotiated.neighbor
+    incoming = neighbor.rib.incoming
+    if incoming.cache:
+        rib = raw_rib(incoming, create=True)
+        assert rib is not None
+        # a route ExaBGP's own path took (see _update_cache) is now this one
+        seen = incoming._seen.get(_EVPN)
+        routes = rib.routes
+        for key, _ in parts.withdrawn:
+            routes.pop(key, None)
+            if seen:
+                seen.pop(key, None)
+        if parts.announced:
+            attributes = rib.intern((parts.header, parts.others))
+            for key, nlri in parts.announced:
+                routes[key] = (attributes, nlri)
+                if seen:
+                    seen.pop(key, None)
+    return RawEvpnUpdate(raw_line(str(neighbor["peer-address"]), data))
+
+
+_EVPN_FAMILY = pack("!HB", AFI_L2VPN, SAFI_EVPN)
+_RECEIVE_UPDATE = f"receive-{Message.CODE.UPDATE.SHORT}"
+#: ExaBGP's own ``Update.unpack_message`` (the tests compare with it).
+EXABGP_UNPACK_MESSAGE: Any = Update.unpack_message.__func__
+
+
+def raw_evpn_updates() -> None:
+    """EVPN UPDATEs skip ExaBGP's objects and JSON: ``Update.unpack_message``
+    hands the reader a :class:`RawEvpnUpdate` for them (ExaBGP's session
+    handling goes on: hold timer, statistics, NOTIFICATIONs), the API gets
+    its line, the peer's :class:`RawRib` its routes; ExaBGP's adj-rib-in
+    none. The raw routes go when ExaBGP clears its adj-rib-in (a session
+    up) and when the session ends."""
+    unpack_message = EXABGP_UNPACK_MESSAGE
+    message = exa_processes.Processes.message
+    clear = IncomingRIB.clear
+    close = exa_peer.Peer._close
+
+    def _unpack_message(cls: Any, data: bytes, direction: Any, negotiated: Any) -> Any:
+        if direction == Direction.IN and negotiated is not None:
+            raw = _receive_raw(data, negotiated)
+            if raw is not None:
+                return raw
+        return unpack_message(cls, data, direction, negotiated)
+
+    def _message(
+        self: Any, message_id: int, neighbor: Any, direction: str, msg: Any, *rest: Any
+    ) -> Any:
+        if type(msg) is RawEvpnUpdate:
+            if not self.silence:
+                for process in neighbor.api[_RECEIVE_UPDATE]:
+                    self.write(process, msg.line, neighbor)
+            return None
+        return message(self, message_id, neighbor, direction, msg, *rest)
+
+    def _clear(self: Any) -> None:
+        clear(self)
+        rib = raw_rib(self)
+        if rib is not None:
+            rib.clear()
+
+    def _close(self: Any, message: str = "", error: Any = "") -> None:
+        try:
+            close(self, message, error)
+        finally:
+            exa_rib = getattr(self.neighbor, "rib", None)
+            rib = raw_rib(exa_rib.incoming) if exa_rib is not None else None
+            if rib is not None:
+                rib.clear()
+
+    Update.unpack_message = classmethod(_unpack_message)
+    exa_processes.Processes.message = _message
+    IncomingRIB.clear = _clear
+    exa_peer.Peer._close = _close
+
+
 allow_ipv6_nexthops()
 gtsm_on_passive_sessions()
 reconnect_within_seconds()
 hold_down_after_teardown()
 record_received_eor()
 adj_rib_in_by_route_key()
+raw_evpn_updates()
 
 
 # ------------------------------------------------------------------- building
@@ -429,9 +708,10 @@ def speaker_state(reactor: Any) -> SpeakerState:
 
 def replay(reactor: Any, service: str, peers: tuple[str, ...]) -> int:
     """The EVPN and IPv4 unicast routes in the adj-rib-in of each established peer (all, or
-    those of ``peers``), written to ``service`` as ExaBGP writes a received
-    update (grouped by attributes), each peer's followed by an End-of-RIB
-    line; the number of routes."""
+    those of ``peers``), written to ``service`` as they came (grouped by
+    attributes): the EVPN routes of :class:`RawRib` as raw update lines, what
+    ExaBGP's adj-rib-in holds as ExaBGP writes a received update; each peer's
+    followed by its End-of-RIB lines; the number of routes."""
     encoder = reactor.processes._encoder[service]
     count = 0
     for key in _peers(reactor, service, peers, established=True):
@@ -456,11 +736,35 @@ def replay(reactor: Any, service: str, peers: tuple[str, ...]) -> int:
                 )
                 count += len(nlris[i : i + 500])
         address = str(neighbor["peer-address"])
+        rib = raw_rib(neighbor.rib.incoming)
+        for (header, others), nlris in (rib.groups() if rib is not None else {}).items():
+            for body, n in _raw_updates(header, others, nlris):
+                reactor.processes.write(service, raw_line(address, body))
+                count += n
         if address in EOR_RECEIVED:  # else its own End-of-RIB is still to come
             reactor.processes.write(service, _eor_line(address))
         if address in UNICAST_EOR_RECEIVED:
             reactor.processes.write(service, _eor_line(address, "ipv4", "unicast"))
     return count
+
+
+def _raw_updates(header: bytes, others: bytes, nlris: list[bytes]) -> list[tuple[bytes, int]]:
+    """UPDATE bodies of routes that share their attributes, as many routes
+    in each as the 2-octet length of its path attributes allows; (body,
+    number of routes)."""
+    room = 0xFFFF - len(others) - 4 - len(header)  # 4: MP_REACH's header, extended length
+    out = []
+    i = 0
+    while i < len(nlris):
+        size, j = len(nlris[i]), i + 1  # one route at least: it came in an UPDATE
+        while j < len(nlris) and size + len(nlris[j]) <= room:
+            size += len(nlris[j])
+            j += 1
+        reach = header + b"".join(nlris[i:j])
+        attributes = others + pack("!BBH", 0x90, 14, len(reach)) + reach
+        out.append((pack("!HH", 0, len(attributes)) + attributes, j - i))
+        i = j
+    return out
 
 
 def _eor_line(peer: str, afi: str = "l2vpn", safi: str = "evpn") -> str:
