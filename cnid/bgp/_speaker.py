@@ -108,6 +108,10 @@ class PeerStatus(msgspec.Struct):
     updates: int = 0
     flaps: int = 0
     last_error: str = ""
+    #: The Restart Time the peer advertised in the OPEN of its last session
+    #: (graceful restart, RFC 4724; 0: none, or not known to this daemon):
+    #: how long its routes outlive that session at least (``cnid.evpn``).
+    restart_time: int = 0
 
 
 class SpeakerStats(msgspec.Struct):
@@ -469,7 +473,15 @@ class Speaker:
         self.startup.mark("exabgp-api")
         self._sync_wanted.set()
 
+    def _learn_restart_times(self, state: SpeakerState) -> None:
+        """Kept after the session ends: that is when it counts."""
+        for address, seconds in state.restart_times:
+            peer = self.peers.get(address)
+            if peer is not None:
+                peer.restart_time = seconds
+
     def _learn_sessions(self, state: SpeakerState) -> None:
+        self._learn_restart_times(state)
         up = dict(state.established)
         for address, peer in self.peers.items():
             if address in self._changed_while_attaching:
@@ -589,6 +601,12 @@ class Speaker:
                 await self._call(conn, "refresh", (peer,), [])
                 log.info("BGP peer %s: route refresh asked (allow_as_in changed)", peer)
         refresh, self._to_refresh = self._to_refresh, set()
+        if refresh:
+            # the sessions' OPENs (their restart times) are ExaBGP's: asked
+            # for each session that came up, ExaBGP's session event has none
+            ack = await conn.call(Command(conn.next_id(), "state"))
+            if ack.state is not None:
+                self._learn_restart_times(ack.state)
         for peer in sorted(refresh):
             # A (re)established session: everything to that peer, then
             # End-of-RIB (ExaBGP keeps the routes per neighbour, but one

@@ -47,13 +47,16 @@ class Command(msgspec.Struct, frozen=True):
 class SpeakerState(msgspec.Struct, frozen=True):
     """What a running ExaBGP holds, as the extension knows it: its process
     (``pid``, ``started``: time.time()), the established sessions (peer
-    address, established since: time.time()) and the paths announced to
-    every neighbour."""
+    address, established since: time.time()), the paths announced to every
+    neighbour, and the Restart Time each established peer advertised in its
+    OPEN (graceful restart, RFC 4724; 0: no such capability), which bounds
+    how long its routes are kept once its session ends."""
 
     pid: int
     started: float
     established: tuple[tuple[str, float], ...] = ()
     paths: tuple[EvpnPath, ...] = ()
+    restart_times: tuple[tuple[str, int], ...] = ()
 
 
 class Ack(msgspec.Struct, frozen=True):
