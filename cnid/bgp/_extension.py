@@ -426,21 +426,25 @@ def restart_time(peer: Any) -> int:
     return int(getattr(graceful, "restart_time", 0) or 0)
 
 
-def speaker_state(reactor: Any) -> SpeakerState:
+def speaker_state(reactor: Any, peers: tuple[str, ...] = ()) -> SpeakerState:
+    """Everything; with ``peers``, only those peers' sessions and no paths
+    (what the daemon asks when sessions come up: no copy of every path)."""
     established = []
     restart_times = []
     for key in sorted(reactor.established_peers()):
         peer = reactor._peers.get(key)
-        if peer is not None:
-            since = float(peer.stats.get("complete") or 0.0)
-            address = str(peer.neighbor["peer-address"])
-            established.append((address, since))
-            restart_times.append((address, restart_time(peer)))
+        if peer is None:
+            continue
+        address = str(peer.neighbor["peer-address"])
+        if peers and address not in peers:
+            continue
+        established.append((address, float(peer.stats.get("complete") or 0.0)))
+        restart_times.append((address, restart_time(peer)))
     return SpeakerState(
         pid=os.getpid(),
         started=STARTED,
         established=tuple(established),
-        paths=tuple(sorted(ANNOUNCED, key=lambda p: p.route.key)),
+        paths=() if peers else tuple(sorted(ANNOUNCED, key=lambda p: p.route.key)),
         restart_times=tuple(restart_times),
     )
 
@@ -505,7 +509,7 @@ def _track(command: Command, done: list[EvpnPath]) -> None:
 
 def execute(reactor: Any, service: str, command: Command) -> Ack:
     if command.op == "state":
-        return Ack(command.id, True, state=speaker_state(reactor))
+        return Ack(command.id, True, state=speaker_state(reactor, command.peers))
     if command.op == "replay":
         return Ack(command.id, True, done=replay(reactor, service, command.peers))
     if command.op == "teardown":

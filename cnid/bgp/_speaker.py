@@ -604,7 +604,7 @@ class Speaker:
         if refresh:
             # the sessions' OPENs (their restart times) are ExaBGP's: asked
             # for each session that came up, ExaBGP's session event has none
-            ack = await conn.call(Command(conn.next_id(), "state"))
+            ack = await conn.call(Command(conn.next_id(), "state", tuple(sorted(refresh))))
             if ack.state is not None:
                 self._learn_restart_times(ack.state)
         for peer in sorted(refresh):

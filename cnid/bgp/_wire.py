@@ -28,7 +28,8 @@ class Command(msgspec.Struct, frozen=True):
     then no session with them for ``hold`` seconds (FRR's ``maximum-prefix
     N restart M``; BFD's hold-down while it is down). ``release``: the end
     of a teardown's hold, the session made again at once (BFD back Up).
-    ``state``: what ExaBGP holds (answered with ``Ack.state``). ``replay``:
+    ``state``: what ExaBGP holds (answered with ``Ack.state``; with
+    ``peers``, only those peers' sessions and no paths). ``replay``:
     every route received from the established peers (ExaBGP's adj-rib-in),
     as the update lines ExaBGP wrote when it received them, then an
     End-of-RIB line per peer, then the ack: what a daemon that (re)attaches

@@ -45,3 +45,14 @@ def test_state_carries_each_established_peers_restart_time() -> None:
         ("192.168.124.14", 0),
     )
     assert [a for a, _ in state.established] == [a for a, _ in state.restart_times]
+
+
+def test_state_for_some_peers_carries_their_sessions_only() -> None:
+    """What the daemon asks when sessions come up: no copy of every path."""
+    reactor = SimpleNamespace(
+        _peers={"a": _peer("192.168.124.11", None), "b": _peer("192.168.124.13", None)},
+        established_peers=lambda: ["a", "b"],
+    )
+    state = _extension.speaker_state(reactor, ("192.168.124.13",))
+    assert state.established == (("192.168.124.13", 900.0),)
+    assert state.restart_times == (("192.168.124.13", 0),) and state.paths == ()
