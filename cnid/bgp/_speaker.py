@@ -601,12 +601,6 @@ class Speaker:
                 await self._call(conn, "refresh", (peer,), [])
                 log.info("BGP peer %s: route refresh asked (allow_as_in changed)", peer)
         refresh, self._to_refresh = self._to_refresh, set()
-        if refresh:
-            # the sessions' OPENs (their restart times) are ExaBGP's: asked
-            # for each session that came up, ExaBGP's session event has none
-            ack = await conn.call(Command(conn.next_id(), "state", tuple(sorted(refresh))))
-            if ack.state is not None:
-                self._learn_restart_times(ack.state)
         for peer in sorted(refresh):
             # A (re)established session: everything to that peer, then
             # End-of-RIB (ExaBGP keeps the routes per neighbour, but one
@@ -615,6 +609,13 @@ class Speaker:
                 await self._call(conn, "announce", (peer,), list(desired))
             await self._call(conn, "eor", (peer,), [])
             log.info("BGP peer %s: %d paths sent, then End-of-RIB", peer, len(desired))
+        if refresh:
+            # The sessions' OPENs (their restart times) are ExaBGP's, and its
+            # session event carries none: asked for once the peers have
+            # their routes (it counts only when a session ends).
+            ack = await conn.call(Command(conn.next_id(), "state", tuple(sorted(refresh))))
+            if ack.state is not None:
+                self._learn_restart_times(ack.state)
 
     async def _call(
         self, conn: ApiConnection, op: str, peers: tuple[str, ...], paths: list[EvpnPath]

@@ -253,5 +253,5 @@ async def test_each_peers_advertised_restart_time_is_learned_and_outlives_its_se
     conn.state = SpeakerState(41, 1000.0, ((PEER, 950.0),), (), ((PEER, 90),))
     conn.ops.clear()
     await speaker._sync(conn, frozenset())  # type: ignore[arg-type]
-    assert conn.ops == ["state", "eor"]
+    assert conn.ops == ["eor", "state"]  # the End-of-RIB not delayed for it
     assert speaker.peers[PEER].restart_time == 90
