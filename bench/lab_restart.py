@@ -15,8 +15,10 @@ separated list, run in order in one lab):
 * ``kill``: the same with SIGKILL (a crash);
 * ``pod``: the daemon and the speaker stopped and started (a pod replaced):
   the sessions end; ExaBGP closes them without a NOTIFICATION (graceful
-  restart negotiated), cnid nodes keep the routes, FRR 8.4 reflectors drop
-  them until they are announced again;
+  restart negotiated), cnid nodes keep the routes (for the restart time the
+  node advertised, 120 s, at least), FRR 8.4 reflectors drop them until they
+  are announced again; ``--away S``: S seconds between the stop and the
+  start (of ``daemon`` and ``kill`` too);
 * ``rolling``: every node's daemon restarted (SIGTERM, start) one after the
   other as a DaemonSet with ``maxUnavailable: 1`` does: the next node only
   once the previous one is ready and every BGP session is back;
@@ -41,7 +43,7 @@ with the peer were seen down at the cnid nodes.
 
     python -m bench lab_restart [--topology FILE] [--mode rr|mesh|both]
         [--event daemon|kill|pod | --events kill,pod,rolling,rolling-pod,silent]
-        [--with-speaker] [--rounds N] [--target NODE] [--peer ROUTER]
+        [--with-speaker] [--rounds N] [--target NODE] [--away S] [--peer ROUTER]
         [--bfd off|on|both] [--bfd-interval MS] [--bfd-multiplier N]
     (in the VM tier)
 
@@ -140,9 +142,10 @@ def measured(
     return {**flows.stop(t0), **out}
 
 
-def restart(lab: ClusterLab, node: str, how: str) -> float:
+def restart(lab: ClusterLab, node: str, how: str, away: float = 0.0) -> float:
     """One node's daemon stopped (SIGTERM; SIGKILL for ``kill``; with the
-    speaker for ``pod``) and started until ready: its duration."""
+    speaker for ``pod``), ``away`` seconds without it (a replacement pod
+    scheduled or pulled slowly), started until ready: its duration."""
     t0 = time.monotonic()
     lab_node = lab.nodes[node]
     if how == "kill":
@@ -151,12 +154,15 @@ def restart(lab: ClusterLab, node: str, how: str) -> float:
         lab.stop_daemon(node)
     if how == "pod":
         lab_node.kill_speaker()
+    time.sleep(away)
     lab.start_daemon(node)
     return round(time.monotonic() - t0, 1)
 
 
-def event_restart(lab: ClusterLab, pods: list[Pod], target: str, how: str) -> dict[str, Any]:
-    return measured(lab, pods, lambda: {"restart_s": restart(lab, target, how)})
+def event_restart(
+    lab: ClusterLab, pods: list[Pod], target: str, how: str, away: float = 0.0
+) -> dict[str, Any]:
+    return measured(lab, pods, lambda: {"restart_s": restart(lab, target, how, away)})
 
 
 def event_rolling(lab: ClusterLab, pods: list[Pod], speaker: bool) -> dict[str, Any]:
@@ -253,7 +259,8 @@ def run_lab(
         for event in events:
             for _ in range(args.rounds):
                 if event in ("daemon", "kill", "pod"):
-                    rows = [(f"{event} {target}", event_restart(lab, pods, target, event))]
+                    label = f"{event} {target}" + (f", {args.away:g} s away" if args.away else "")
+                    rows = [(label, event_restart(lab, pods, target, event, args.away))]
                 elif event.startswith("rolling"):
                     speaker = event == "rolling-pod" or args.with_speaker
                     label = "rolling, speakers replaced too" if speaker else "rolling, daemons"
@@ -289,6 +296,9 @@ def main() -> int:
     parser.add_argument("--with-speaker", action="store_true", help="rolling: speakers too")
     parser.add_argument("--target", default="", help="the node restarted (default: the second)")
     parser.add_argument("--peer", default="", help="silent: the FRR router silenced")
+    parser.add_argument(
+        "--away", type=float, default=0.0, help="daemon, kill, pod: seconds between stop and start"
+    )
     parser.add_argument("--bfd", choices=["off", "on", "both"], default="both")
     parser.add_argument("--bfd-interval", type=int, default=300, help="ms")
     parser.add_argument("--bfd-multiplier", type=int, default=3)

@@ -281,6 +281,9 @@ def adj_rib_in_by_route_key() -> None:
 
 _EVPN = (AFI.l2vpn, SAFI.evpn)
 _UNICAST = (AFI.ipv4, SAFI.unicast)
+#: The graceful restart capability's code (RFC 4724): a received OPEN's
+#: capabilities are keyed by the code as read off the wire.
+_GRACEFUL_RESTART = 0x40
 
 
 # ---------------------------------------------------------- received as bytes
@@ -691,18 +694,37 @@ ANNOUNCED: set[EvpnPath] = set()
 STARTED = time.time()
 
 
-def speaker_state(reactor: Any) -> SpeakerState:
+def restart_time(peer: Any) -> int:
+    """The Restart Time ``peer`` advertised in the OPEN of its session
+    (its graceful restart capability, RFC 4724); 0 without one."""
+    proto = getattr(peer, "proto", None)
+    received = proto.negotiated.received_open if proto is not None else None
+    if received is None:
+        return 0
+    graceful = received.capabilities.get(_GRACEFUL_RESTART)
+    return int(getattr(graceful, "restart_time", 0) or 0)
+
+
+def speaker_state(reactor: Any, peers: tuple[str, ...] = ()) -> SpeakerState:
+    """Everything; with ``peers``, only those peers' sessions and no paths
+    (what the daemon asks when sessions come up: no copy of every path)."""
     established = []
+    restart_times = []
     for key in sorted(reactor.established_peers()):
         peer = reactor._peers.get(key)
-        if peer is not None:
-            since = float(peer.stats.get("complete") or 0.0)
-            established.append((str(peer.neighbor["peer-address"]), since))
+        if peer is None:
+            continue
+        address = str(peer.neighbor["peer-address"])
+        if peers and address not in peers:
+            continue
+        established.append((address, float(peer.stats.get("complete") or 0.0)))
+        restart_times.append((address, restart_time(peer)))
     return SpeakerState(
         pid=os.getpid(),
         started=STARTED,
         established=tuple(established),
-        paths=tuple(sorted(ANNOUNCED, key=lambda p: p.route.key)),
+        paths=() if peers else tuple(sorted(ANNOUNCED, key=lambda p: p.route.key)),
+        restart_times=tuple(restart_times),
     )
 
 
@@ -791,7 +813,7 @@ def _track(command: Command, done: list[EvpnPath]) -> None:
 
 def execute(reactor: Any, service: str, command: Command) -> Ack:
     if command.op == "state":
-        return Ack(command.id, True, state=speaker_state(reactor))
+        return Ack(command.id, True, state=speaker_state(reactor, command.peers))
     if command.op == "replay":
         return Ack(command.id, True, done=replay(reactor, service, command.peers))
     if command.op == "teardown":

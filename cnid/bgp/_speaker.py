@@ -108,6 +108,10 @@ class PeerStatus(msgspec.Struct):
     updates: int = 0
     flaps: int = 0
     last_error: str = ""
+    #: The Restart Time the peer advertised in the OPEN of its last session
+    #: (graceful restart, RFC 4724; 0: none, or not known to this daemon):
+    #: how long its routes outlive that session at least (``cnid.evpn``).
+    restart_time: int = 0
 
 
 class SpeakerStats(msgspec.Struct):
@@ -477,7 +481,15 @@ class Speaker:
         self.startup.mark("exabgp-api")
         self._sync_wanted.set()
 
+    def _learn_restart_times(self, state: SpeakerState) -> None:
+        """Kept after the session ends: that is when it counts."""
+        for address, seconds in state.restart_times:
+            peer = self.peers.get(address)
+            if peer is not None:
+                peer.restart_time = seconds
+
     def _learn_sessions(self, state: SpeakerState) -> None:
+        self._learn_restart_times(state)
         up = dict(state.established)
         for address, peer in self.peers.items():
             if address in self._changed_while_attaching:
@@ -605,6 +617,13 @@ class Speaker:
                 await self._call(conn, "announce", (peer,), list(desired))
             await self._call(conn, "eor", (peer,), [])
             log.info("BGP peer %s: %d paths sent, then End-of-RIB", peer, len(desired))
+        if refresh:
+            # The sessions' OPENs (their restart times) are ExaBGP's, and its
+            # session event carries none: asked for once the peers have
+            # their routes (it counts only when a session ends).
+            ack = await conn.call(Command(conn.next_id(), "state", tuple(sorted(refresh))))
+            if ack.state is not None:
+                self._learn_restart_times(ack.state)
 
     async def _call(
         self, conn: ApiConnection, op: str, peers: tuple[str, ...], paths: list[EvpnPath]

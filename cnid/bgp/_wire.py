@@ -28,7 +28,8 @@ class Command(msgspec.Struct, frozen=True):
     then no session with them for ``hold`` seconds (FRR's ``maximum-prefix
     N restart M``; BFD's hold-down while it is down). ``release``: the end
     of a teardown's hold, the session made again at once (BFD back Up).
-    ``state``: what ExaBGP holds (answered with ``Ack.state``). ``replay``:
+    ``state``: what ExaBGP holds (answered with ``Ack.state``; with
+    ``peers``, only those peers' sessions and no paths). ``replay``:
     every route received from the established peers (ExaBGP's adj-rib-in),
     as the update lines ExaBGP wrote when it received them, then an
     End-of-RIB line per peer, then the ack: what a daemon that (re)attaches
@@ -47,13 +48,16 @@ class Command(msgspec.Struct, frozen=True):
 class SpeakerState(msgspec.Struct, frozen=True):
     """What a running ExaBGP holds, as the extension knows it: its process
     (``pid``, ``started``: time.time()), the established sessions (peer
-    address, established since: time.time()) and the paths announced to
-    every neighbour."""
+    address, established since: time.time()), the paths announced to every
+    neighbour, and the Restart Time each established peer advertised in its
+    OPEN (graceful restart, RFC 4724; 0: no such capability), which bounds
+    how long its routes are kept once its session ends."""
 
     pid: int
     started: float
     established: tuple[tuple[str, float], ...] = ()
     paths: tuple[EvpnPath, ...] = ()
+    restart_times: tuple[tuple[str, int], ...] = ()
 
 
 class Ack(msgspec.Struct, frozen=True):

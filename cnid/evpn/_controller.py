@@ -401,7 +401,9 @@ class EvpnController:
         elif isinstance(event, StateEvent):
             self._show_sessions()
             if event.state == "down":
-                self.graceful.session_down(event.peer, self.speaker.config, now)
+                session = self.speaker.peers.get(event.peer)
+                restart_time = session.restart_time if session is not None else 0
+                self.graceful.session_down(event.peer, self.speaker.config, now, restart_time)
             elif event.state == "up" and bfd is not None:
                 bfd.bgp_up(event.peer)
         elif isinstance(event, SpeakerDown | SpeakerUp):

@@ -4,8 +4,13 @@ Graceful restart's helper side (RFC 4724), for whatever ended a session: the
 speakers of a full mesh are all ours, so a peer that went down most likely
 restarts (its daemon, a rolling update). Its paths stay, as stale copies in
 the ``RouteTable`` and in the kernel, until it is back with its End-of-RIB
-or ``stale_timeout`` ran out. When ExaBGP itself ended, every path is kept
-the same way. A peer that is no neighbour any more (its Node deleted) loses
+or its time is up: counted from the session's end, the longer of
+``stale_timeout`` and the Restart Time the peer advertised in its OPEN
+(RFC 4724: its routes are kept that long for it to come back; a replaced
+speaker pod, ExaBGP and the daemon started afresh, can take longer than a
+short stale timer, and its peers must not drop its routes a moment before it
+announces them again). When ExaBGP itself ended, every path is kept for
+``stale_timeout``. A peer that is no neighbour any more (its Node deleted) loses
 its paths at once.
 
 The adoption of a previous run's kernel entries ends the same way: once
@@ -67,10 +72,14 @@ class GracefulRestart:
         dropped = self.table.drop_stale(peer)
         log.info("EVPN: End-of-RIB from %s (%d stale paths dropped)", peer, dropped)
 
-    def session_down(self, peer: str, config: SpeakerConfig | None, now: float) -> None:
+    def session_down(
+        self, peer: str, config: SpeakerConfig | None, now: float, restart_time: float = 0.0
+    ) -> None:
         """A session went down (a NOTIFICATION, a hold timer, a closed
-        connection): a neighbour's paths are kept as stale, a former
-        neighbour's go at once (see ``expire`` for those that leave later)."""
+        connection): a neighbour's paths are kept as stale (for the longer
+        of ``stale_timeout`` and ``restart_time``, the Restart Time it
+        advertised), a former neighbour's go at once (see ``expire`` for
+        those that leave later)."""
         self.eor.discard(peer)
         table = self.table
         if self.stale_timeout <= 0 or peer not in neighbors_of(config):
@@ -80,15 +89,16 @@ class GracefulRestart:
                 log.info("EVPN: session to %s down: its %d paths removed", peer, gone)
             return
         kept = table.make_stale(peer)
+        keep = max(self.stale_timeout, restart_time)
         if kept or peer in self.peer_deadlines:
-            self.peer_deadlines.setdefault(peer, now + self.stale_timeout)
+            self.peer_deadlines.setdefault(peer, now + keep)
         if kept:
             log.info(
                 "EVPN: session to %s down: its %d paths kept as stale until it is back "
                 "with its End-of-RIB (%.0f s at most)",
                 peer,
                 kept,
-                self.stale_timeout,
+                self.peer_deadlines[peer] - now,
             )
 
     def speaker_down(self, reason: str, now: float) -> None:

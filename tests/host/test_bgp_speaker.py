@@ -148,7 +148,19 @@ async def test_two_speakers_announce_and_withdraw(lab: Lab, tmp_path: Path) -> N
         b.speaker.announce(frozenset())
         await until("b has a's three paths", lambda: same(b.received().values(), mine))
         # decoded exactly as announced: labels, RTs, router MAC, PMSI VNI, both labels of type 2
-        assert any(isinstance(e, UpdateEvent) and e.eor for e in b.events)
+        # the End-of-RIB follows the paths (a moment later: not asserted at once,
+        # which failed 2 runs of 8 before the restart times were asked for)
+        await until(
+            "b has a's End-of-RIB",
+            lambda: any(isinstance(e, UpdateEvent) and e.eor for e in b.events),
+        )
+        # the Restart Time of each other's OPEN (graceful restart, 120 s by
+        # default), asked for as the session came up: how long it is waited for
+        await until(
+            "each knows the other's restart time",
+            lambda: a.speaker.peers[b.address].restart_time == 120
+            and b.speaker.peers[a.address].restart_time == 120,
+        )
         fewer = frozenset(p for p in mine if not isinstance(p.route, MacIpRoute))
         a.speaker.announce(fewer)
         await until("the withdrawal reaches b", lambda: same(b.received().values(), fewer))

@@ -199,9 +199,13 @@ class FakeConn:
     ExaBGP it stands for and ``replay`` with nothing."""
 
     def __init__(
-        self, pid: int, established: tuple[tuple[str, float], ...], paths: tuple[EvpnPath, ...]
+        self,
+        pid: int,
+        established: tuple[tuple[str, float], ...],
+        paths: tuple[EvpnPath, ...],
+        restart_times: tuple[tuple[str, int], ...] = (),
     ) -> None:
-        self.state = SpeakerState(pid, 1000.0, established, paths)
+        self.state = SpeakerState(pid, 1000.0, established, paths, restart_times)
         self.ops: list[str] = []
 
     def next_id(self) -> int:
@@ -237,3 +241,24 @@ async def test_attaching_learns_what_exabgp_holds_and_tells_a_restart_from_a_los
     assert isinstance(heard[0], SpeakerDown) and heard[1] == SpeakerUp(42)
     assert speaker.stats.restarts == 1 and speaker._held == set()
     assert speaker.peers[PEER].state == "idle"
+
+
+async def test_each_peers_advertised_restart_time_is_learned_and_outlives_its_session(
+    tmp_path: Path,
+) -> None:
+    """At attach, and for each session that comes up (ExaBGP's session
+    event carries no OPEN): the EVPN controller keeps a peer's routes that
+    long once its session ends."""
+    speaker = Speaker(run_dir=tmp_path, mode="external")
+    speaker.configure(CONFIG)
+    conn = FakeConn(41, ((PEER, 900.0),), (), ((PEER, 120),))
+    await speaker._attach(conn)  # type: ignore[arg-type]
+    assert speaker.peers[PEER].restart_time == 120
+    speaker._event(StateEvent(PEER, "down"))
+    assert speaker.peers[PEER].restart_time == 120  # what it advertised, for its restart
+    speaker._event(StateEvent(PEER, "up"))  # back, with another OPEN
+    conn.state = SpeakerState(41, 1000.0, ((PEER, 950.0),), (), ((PEER, 90),))
+    conn.ops.clear()
+    await speaker._sync(conn, frozenset())  # type: ignore[arg-type]
+    assert conn.ops == ["eor", "state"]  # the End-of-RIB not delayed for it
+    assert speaker.peers[PEER].restart_time == 90

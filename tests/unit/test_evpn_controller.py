@@ -408,6 +408,50 @@ async def test_a_peer_back_in_time_keeps_its_routes_without_a_gap(
         assert node.kernel.removed() == set()
 
 
+async def test_a_peer_down_keeps_its_routes_for_its_advertised_restart_time(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A replaced speaker pod (ExaBGP and the daemon started afresh) took
+    83 s to be back in the VM lab, whose stale timer is 60 s: its peers must
+    keep its routes for the Restart Time it advertised (120 s), not drop
+    them 23 s before it announces them again (RFC 4724)."""
+    node = Node(tmp_path, stale_timeout=60.0)
+    node.speaker.peers[PEER].restart_time = 120
+    async with node.running():
+        node.speaker.send(update(T5, T2, eor=True))
+        await until("installed", lambda: node.has(T5_ROUTE) and node.has(T2_FDB))
+        down = trio.current_time()
+        node.speaker.session(PEER, "down")
+        await trio.sleep_until(down + 83)
+        assert node.has(T5_ROUTE) and node.has(T2_FDB)  # past the 60 s stale timer
+        node.speaker.session(PEER, "up")
+        node.speaker.send(update(T5, T2, eor=True))
+        await until("fresh again", lambda: node.evpn.table.sources() == {PEER})
+        await trio.sleep(300)
+        assert node.kernel.removed() == set()
+        # not back within its restart time: its routes go then
+        down = trio.current_time()
+        node.speaker.session(PEER, "down")
+        await trio.sleep_until(down + 119)
+        assert node.has(T5_ROUTE)
+        await until("dropped", lambda: not node.has(T5_ROUTE))
+        assert 120 <= trio.current_time() - down <= 121.5
+
+
+async def test_a_peer_that_advertised_a_short_restart_time_keeps_the_stale_timer(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    node = Node(tmp_path, stale_timeout=60.0)
+    node.speaker.peers[PEER].restart_time = 5
+    async with node.running():
+        node.speaker.send(update(T5, eor=True))
+        await until("installed", lambda: node.has(T5_ROUTE))
+        down = trio.current_time()
+        node.speaker.session(PEER, "down")
+        await until("dropped", lambda: not node.has(T5_ROUTE), timeout=100)
+        assert 60 <= trio.current_time() - down <= 61.5
+
+
 async def test_a_peer_back_without_a_route_loses_that_one_at_its_end_of_rib(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
