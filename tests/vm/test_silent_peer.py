@@ -189,13 +189,14 @@ def test_a_silent_leaf_its_traffic_moves_to_the_other_leaf(cnid_plugin: Path, bf
         wait_for(f"l{side}'s session down", lambda: {"up": bgp_states(node).get(leaf_ip)
                  == "established"}, {"up": False}, 10.0, 0.05)  # fmt: skip
         session_down = time.time() - cut
-        took = 0.0
+        took, seen = 0.0, ""
         assert bgp_states(node).get(other_ip) == "established"
         if bfd:
             # BFD tore the session down through ExaBGP and holds it down
             took = logged(node, f"BFD {leaf_ip} down (") - cut
             mine = bfd_peers(node)[leaf_ip]
             assert mine["state"] != "up" and mine["bgp_held_down"], mine
+            seen = f"{mine['state']} ({mine['local_diag']}), flaps {mine['flaps']}"
             assert mine["last_reaction"] == "teardown", mine
             assert bfd_peers(node)[other_ip]["state"] == "up"
         wait_for(f"the ping through l{3 - side}", lambda: ping_ok(node), {"ok": True}, 30)
@@ -207,7 +208,7 @@ def test_a_silent_leaf_its_traffic_moves_to_the_other_leaf(cnid_plugin: Path, bf
         print(
             f"\nl{side} silent, {how}, hold time {HOLD} s: ECMP member out after "
             f"{member_out:.2f} s, session down seen after {session_down:.2f} s"
-            + (f" (the daemon's BFD reaction after {took:.2f} s)" if bfd else "")
+            + (f" (the daemon's BFD reaction after {took:.2f} s; BFD {seen})" if bfd else "")
             + f"; the ping's longest gap {gap:.2f} s, back {resumed:.2f} s after the cut"
         )
         if bfd:
@@ -217,6 +218,11 @@ def test_a_silent_leaf_its_traffic_moves_to_the_other_leaf(cnid_plugin: Path, bf
             assert session_down < HOLD - HOLD / 3, f"session down after {session_down:.2f} s"
         else:
             assert gap >= HOLD - HOLD / 3 - 0.5, f"{gap:.2f} s: less than the hold time"
+
+        if bfd:  # still held down, BFD still not Up, seconds later
+            mine = bfd_peers(node)[leaf_ip]
+            print(f"BFD with l{side} {time.time() - cut:.1f} s after the cut: {mine['state']}")
+            assert mine["state"] != "up" and mine["bgp_held_down"], mine
 
         # the leaf speaks again: BFD, the session, both ECMP members
         unsilence(leaf_ns)
