@@ -169,6 +169,7 @@ def test_a_silent_leaf_its_traffic_moves_to_the_other_leaf(cnid_plugin: Path, bf
         # the ping, and the leaf that carries it from the node: its uplink's
         # counter grows by the 20 pings of 2 s more than the other's (BFD and
         # BGP send on both)
+        flaps = {p: r["flaps"] for p, r in bfd_peers(node).items()}
         pinger = Pinger(node)
         time.sleep(2)
         before = tx_packets(node)
@@ -196,7 +197,8 @@ def test_a_silent_leaf_its_traffic_moves_to_the_other_leaf(cnid_plugin: Path, bf
             took = logged(node, f"BFD {leaf_ip} down (") - cut
             mine = bfd_peers(node)[leaf_ip]
             assert mine["state"] != "up" and mine["bgp_held_down"], mine
-            seen = f"{mine['state']} ({mine['local_diag']}), flaps {mine['flaps']}"
+            seen = (f"{mine['state']} ({mine['local_diag']}), flaps {flaps[leaf_ip]} before the"
+                    f" cut, {mine['flaps']} after")  # fmt: skip
             assert mine["last_reaction"] == "teardown", mine
             assert bfd_peers(node)[other_ip]["state"] == "up"
         wait_for(f"the ping through l{3 - side}", lambda: ping_ok(node), {"ok": True}, 30)
