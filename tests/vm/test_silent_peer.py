@@ -242,6 +242,12 @@ def test_a_silent_leaf_its_traffic_moves_to_the_other_leaf(cnid_plugin: Path, bf
             wait_for(f"l{side}'s BFD Up", lambda: frr_bfd(fabric, side),
                      {LEAVES[side][1]: "up", f"10.3.{side}.1": "up"}, TIMEOUT)  # fmt: skip
         wait_for("ping between the VTEPs", lambda: ping_ok(node), {"ok": True}, 30)
+    except AssertionError:
+        print(f"--- the daemon's log:\n{node.log_tail(80)}")
+        speaker_log = node.workdir / "speaker.log"
+        if speaker_log.exists():
+            print(f"--- the speaker's:\n{speaker_log.read_text()[-6000:]}")
+        raise
     finally:
         if pinger is not None:
             pinger.stop()
