@@ -194,15 +194,24 @@ class Lab:
             raise errors[0]
 
 
-def silence(ns: str, table: str = "silent") -> None:
+def silence(ns: str, table: str = "silent", *, through: bool = False) -> None:
     """Everything in and out of namespace ``ns`` dropped (an nftables table
-    ``table``): its processes fall silent, with no link event on either side."""
+    ``table``): its processes fall silent, with no link event on either side.
+    ``through``: what it forwards and its ARP too (a router that neither
+    answers nor carries traffic, as ``ClusterLab.silence`` does it)."""
     ruleset = (
         f"table inet {table} {{\n"
         "  chain in { type filter hook input priority -10; policy drop; }\n"
         "  chain out { type filter hook output priority -10; policy drop; }\n"
-        "}\n"
     )
+    if through:
+        ruleset += (
+            "  chain through { type filter hook forward priority -10; policy drop; }\n"
+            f"}}\ntable arp {table} {{\n"
+            "  chain in { type filter hook input priority -10; policy drop; }\n"
+            "  chain out { type filter hook output priority -10; policy drop; }\n"
+        )
+    ruleset += "}\n"
     subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=ruleset, text=True,
                    check=True)  # fmt: skip
 
@@ -210,6 +219,7 @@ def silence(ns: str, table: str = "silent") -> None:
 def unsilence(ns: str, table: str = "silent") -> None:
     """``silence(ns, table)`` undone: ``ns`` speaks again."""
     sh("nft", "delete", "table", "inet", table, ns=ns)
+    sh("nft", "delete", "table", "arp", table, ns=ns, check=False)  # ``through``'s
 
 
 class Pinger:

@@ -111,11 +111,16 @@ class UnderlayFabric:
         return found
 
 
-def underlay_fabric(lab: Lab, node: str, *, bfd: bool = False, hold: int = 3) -> UnderlayFabric:
+def underlay_fabric(
+    lab: Lab, node: str, *, bfd: bool = False, hold: int = 3, spine_bfd: bool = False
+) -> UnderlayFabric:
     """The leaves and the spine around the namespace ``node`` (links and
     routers made in ``lab``, which removes them), routers started. ``bfd``:
     the leaves run bfdd with ``neighbor NODES bfd`` (300 ms x 3); ``hold``:
-    the leaves' BGP hold time towards the node."""
+    the leaves' BGP hold time towards the node; ``spine_bfd``: BFD on the
+    leaf-spine sessions too (bfdd on every router, ``neighbor SPINES bfd``
+    and ``neighbor LEAVES bfd``), so that a silent leaf leaves the spine's
+    ECMP route back to the node as fast as the node's."""
     spine_ns = lab.netns("spine")
     sh("ip", "addr", "add", f"{FAR_VTEP}/32", "dev", "lo", ns=spine_ns)
     leaves = {}
@@ -129,13 +134,15 @@ def underlay_fabric(lab: Lab, node: str, *, bfd: bool = False, hold: int = 3) ->
         sh("ip", "addr", "add", f"10.3.{i}.1/31", "dev", f"leaf{i}", ns=spine_ns)
         sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=ns)
         groups = {"NODES": [node_ip], "SPINES": [f"10.3.{i}.1"]}
+        bfd_groups = (*(("NODES",) if bfd else ()), *(("SPINES",) if spine_bfd else ()))
         leaves[i] = lab.add(Router(f"l{i}", ns, asn, f"10.0.0.{10 + i}", zebra=True,
-                                   groups=groups, hold=hold,
-                                   bfd_groups=("NODES",) if bfd else (),
-                                   bfdd="bfd\nexit\n" if bfd else None))  # fmt: skip
+                                   groups=groups, hold=hold, bfd_groups=bfd_groups,
+                                   bfdd="bfd\nexit\n" if bfd_groups else None))  # fmt: skip
     spine = lab.add(
         Router("spine", spine_ns, SPINE_AS, "10.0.0.1", zebra=True,
-               groups={"LEAVES": ["10.3.1.0", "10.3.2.0"]}, networks_v4=[f"{FAR_VTEP}/32"])
+               groups={"LEAVES": ["10.3.1.0", "10.3.2.0"]}, networks_v4=[f"{FAR_VTEP}/32"],
+               bfd_groups=("LEAVES",) if spine_bfd else (),
+               bfdd="bfd\nexit\n" if spine_bfd else None)
     )  # fmt: skip
     for router in (spine, *leaves.values()):
         router.start()

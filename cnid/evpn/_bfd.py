@@ -283,8 +283,14 @@ class BfdGuard:
         for peer in sorted(set(self.held) - self._torn):
             # ExaBGP's hold ends with the bound (a teardown sent again, to a
             # restarted ExaBGP, does not extend it); the release is sent too
-            hold = max(self.held[peer] + self.hold - trio.current_time(), 1.0)
-            if await speaker.teardown(peer, hold, code=CEASE_BFD_DOWN):
+            since = self.held[peer]
+            hold = max(since + self.hold - trio.current_time(), 1.0)
+            # taken only for the failure it was sent for: BFD Up while the
+            # answer was awaited queued the release, and a failure after
+            # that needs a teardown of its own
+            if await speaker.teardown(peer, hold, code=CEASE_BFD_DOWN) and (
+                self.held.get(peer) == since
+            ):
                 self._torn.add(peer)
         for peer in sorted(self._to_release - set(self.held)):
             if await speaker.release(peer):

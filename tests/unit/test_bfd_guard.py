@@ -72,6 +72,9 @@ class Speaker(FakeSpeaker):
         self.running = True
         self.released: list[str] = []
         self.refuse = False
+        #: While set and not yet set off: a teardown waits for it (ExaBGP's
+        #: API slow to answer).
+        self.gate: trio.Event | None = None
 
     def configure(self, config: SpeakerConfig) -> None:
         self.config = config
@@ -80,6 +83,8 @@ class Speaker(FakeSpeaker):
     async def teardown(self, peer: str, hold: float, code: int = 1) -> bool:
         if self.refuse:
             return False
+        if self.gate is not None:
+            await self.gate.wait()
         return await super().teardown(peer, hold, code)
 
     async def release(self, peer: str) -> bool:
@@ -431,6 +436,32 @@ async def test_a_restarted_exabgp_is_told_again_and_refusals_are_retried(
         assert speaker.released == []
         speaker.running = True
         await until("released on attach", lambda: speaker.released == [PEER], timeout=1.5)
+
+
+async def test_bfd_up_while_the_teardown_is_under_way_a_later_failure_tears_down_again(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """BFD Up again while ExaBGP's answer to the teardown is awaited (a
+    flap at bring-up, under load): the release follows, and the next
+    failure tears the session down again (it was taken as torn down already
+    and only the hold time ended it: tests/vm/test_silent_peer.py, once)."""
+    node = Node(tmp_path, LEAF)
+    speaker, bfd = node.speaker, node.bfd
+    async with node.running():
+        await node.converged()
+        speaker.gate = trio.Event()
+        bfd.change(PEER, State.UP, State.DOWN)
+        await trio.sleep(0.5)  # the teardown sent, its answer awaited
+        assert speaker.torn_down == []
+        bfd.change(PEER, State.DOWN, State.INIT, diag=Diag.NONE)
+        bfd.change(PEER, State.INIT, State.UP, diag=Diag.NONE)
+        speaker.gate.set()
+        await until("torn down, then released", lambda: speaker.released == [PEER])
+        assert len(speaker.torn_down) == 1 and not node.guard.holds_down(PEER)
+        # BFD fails again, BGP up: a teardown again
+        bfd.change(PEER, State.UP, State.DOWN)
+        await until("torn down again", lambda: len(speaker.torn_down) == 2)
+        assert node.guard.holds_down(PEER)
 
 
 async def test_cnictl_bfd_peers_and_the_packet_metrics(
