@@ -353,8 +353,9 @@ async def test_a_peer_that_restarts_keeps_its_routes_in_the_kernel(
     """The route reflector stops (FRR's NOTIFICATION) and comes back: its
     paths stay as stale copies and the kernel is untouched until its
     End-of-RIB makes them fresh (a peer's daemon restarting costs no
-    traffic). A peer that does not come back in ``stale_timeout`` goes then;
-    one that is no neighbour any more goes at once."""
+    traffic). A peer that does not come back in its time (the longer of
+    ``stale_timeout`` and its Restart Time) goes then; one that is no
+    neighbour any more goes at once."""
 
     def session() -> dict[str, bool]:
         peer = node.speaker.peers.get(RR)
@@ -394,7 +395,16 @@ async def test_a_peer_that_restarts_keeps_its_routes_in_the_kernel(
         )
         assert entries(node) == kept and await node.dump() == node.evpn.installed
 
-        # gone for longer than stale_timeout: its paths go then
+        # gone for longer than its time (the longer of stale_timeout and
+        # the Restart Time it advertised, RFC 4724): its paths go then.
+        # FRR advertises 120 s: learned from its OPEN, through ExaBGP's state
+        await async_wait_for(
+            "FRR's restart time learned",
+            lambda: {"restart_time": node.speaker.peers[RR].restart_time},
+            {"restart_time": 120},
+            TIMEOUT,
+        )
+        node.speaker.peers[RR].restart_time = 2  # as if it advertised 2 s
         node.evpn.stale_timeout = 3.0
         fabric.rr.stop()
         await async_wait_for("the session down", session, {"up": False}, TIMEOUT)
