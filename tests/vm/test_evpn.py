@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -32,7 +33,7 @@ from testbed.cluster import Cluster
 from testbed.frr import FrrRouter, Host, L2Vni, L3Vni, Neighbor, evpn_leaf, route_reflector
 from testbed.jsoncmp import wait_for
 from testbed.kubectl import Kubectl
-from testbed.netlab import Lab, Lan
+from testbed.netlab import Lab, Lan, Pinger
 from testbed.node import CnidNode, PluginRun, conflist_conf, sh
 
 ASN = 65000
@@ -293,6 +294,33 @@ def test_full_mesh_pods_reach_each_other(fabric: Fabric) -> None:
     text = ka.cnictl("bgp", "summary").stdout
     assert "BGP router identifier 192.168.77.11, local AS number 65000" in text
     assert KB in text and "established" in text
+
+
+def test_full_mesh_daemon_killed_and_restarted_nothing_is_lost(fabric: Fabric) -> None:
+    """Issue 15: the speaker outlives the daemon, so a daemon SIGKILLed and
+    started again under a 100 ms ping across the mesh loses no packet (its
+    sessions to the other node and the leaf never go down)."""
+    ka, kb = fabric.ka, fabric.kb
+    a, b = pod_ns(ka, "ma"), pod_ns(kb, "mb")
+    info = json.loads(sh("ip", "-j", "-4", "addr", "show", "eth0", ns=b).stdout)
+    mb = str(info[0]["addr_info"][0]["local"])
+    wait_ping("ma -> mb before the restart", a, mb)
+    before = {p["address"]: p["uptime_seconds"] for p in ctl(ka, "bgp", "summary")["peers"]}
+    pinger = Pinger(a, mb, 0.1)
+    try:
+        time.sleep(2)
+        kb.kill(signal.SIGKILL)
+        kb.start(600.0)
+        wait_for("kb's sessions", lambda: peers(kb), {KA: "established", LEAF: "established"},
+                 TIMEOUT)  # fmt: skip
+        wait_ping("ma -> mb after the restart", a, mb)
+        time.sleep(3)
+    finally:
+        sent, received = pinger.stop()
+    print(f"full mesh, kb's daemon SIGKILLed and restarted: {sent - received} of {sent} lost")
+    after = {p["address"]: p["uptime_seconds"] for p in ctl(ka, "bgp", "summary")["peers"]}
+    assert after[KB] >= before[KB], "ka's session to kb went down"
+    assert received > 0 and sent == received, (sent, received)
 
 
 # -- route reflectors and the fabric ---------------------------------------------
