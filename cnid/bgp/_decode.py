@@ -40,13 +40,13 @@ from ._events import (
     _ROUTER_MAC_TYPE,
     _VXLAN,
     UpdateEvent,
-    _check_address,
     _check_host,
     _prefix,
+    _received_path,
     _Shared,
     _targets_of,
 )
-from ._routes import ESI_ZERO, EvpnPath, EvpnRoute, ImetRoute, MacIpRoute, PrefixRoute, ReceivedPath
+from ._routes import ESI_ZERO, EvpnRoute, ImetRoute, MacIpRoute, PrefixRoute, ReceivedPath
 
 #: The line's first octets (what ``decode_line`` tells it by).
 RAW_PREFIX = '{"cnid-raw":'
@@ -451,29 +451,7 @@ def _route(code: int, value: bytes, attrs: _Attrs | None, withdrawal: bool) -> E
 
 
 def _received(peer: str, nexthop: str, code: int, value: bytes, attrs: _Attrs) -> ReceivedPath:
-    route = _route(code, value, attrs, withdrawal=False)
-    try:
-        _check_address(nexthop)
-    except ValueError:
-        raise ValueError(f"bad next-hop {nexthop!r}") from None
-    shared = attrs.shared
-    seq, sticky = shared.mac_mobility if isinstance(route, MacIpRoute) else (None, False)
-    path = EvpnPath(
-        route=route,
-        nexthop=nexthop,
-        route_targets=shared.route_targets,
-        router_mac=shared.router_mac,
-        encap_vxlan=shared.encap_vxlan,
-        mac_mobility_seq=seq,
-        sticky=sticky,
-    )
-    return ReceivedPath(
-        peer=peer,
-        path=path,
-        originator=shared.originator,
-        local_pref=shared.local_pref,
-        as_path=shared.as_path,
-    )
+    return _received_path(peer, _route(code, value, attrs, withdrawal=False), nexthop, attrs.shared)
 
 
 def decode_update_bytes(peer: str, body: bytes, asn4: bool = True) -> UpdateEvent:

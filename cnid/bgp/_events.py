@@ -421,12 +421,16 @@ def _received(
         route = _route(nlri, attrs)
     except (TypeError, KeyError) as exc:
         raise ValueError(f"malformed route: {exc}") from None
+    return _received_path(peer, route, nexthop, shared if shared is not None else _shared(attrs))
+
+
+def _received_path(peer: str, route: EvpnRoute, nexthop: str, shared: _Shared) -> ReceivedPath:
+    """A received route with the attributes its UPDATE shares (both decoders:
+    ExaBGP's JSON and the raw UPDATE's bytes)."""
     try:
         _check_address(nexthop)
     except ValueError:
         raise ValueError(f"bad next-hop {nexthop!r}") from None
-    if shared is None:
-        shared = _shared(attrs)
     seq, sticky = shared.mac_mobility if isinstance(route, MacIpRoute) else (None, False)
     path = EvpnPath(
         route=route,
