@@ -377,12 +377,13 @@ class Sampler:
                 str(int(memory[name]["pid"])),
                 "--threads",
                 "--rate",
-                "200",
+                str(args.py_spy_rate),
                 "--format",
                 "raw",
                 "--output",
                 str(out),
                 "--nonblocking",
+                *(["--gil"] if args.py_spy_gil else []),
             ]
             self.procs.append(
                 subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -667,6 +668,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--profile", action="store_true", help="cProfile our node's trio thread")
     parser.add_argument("--py-spy", default="", help="py-spy executable: sample our node")
+    parser.add_argument("--py-spy-rate", type=int, default=200, help="py-spy samples a second")
+    parser.add_argument(
+        "--py-spy-gil", action="store_true", help="py-spy: only the thread holding the GIL"
+    )
     parser.add_argument("--log-level", default="WARNING", help="our node's log level")
     parser.add_argument("--out", type=Path, default=Path("bench/results/evpn_scale.json"))
     args = parser.parse_args(argv)
