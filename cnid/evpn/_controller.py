@@ -591,12 +591,15 @@ class EvpnController:
         routes_now = self.kernel_state.routes_now([*add, *remove])
         result = await self.kernel.apply_evpn(kernel_batch(add), kernel_batch(remove), routes_now)
         refused = {(op, entry): why for op, entry, why in result.refused}
-        for entry in remove:
-            if ("remove", entry) not in refused:
-                self.kernel_state.remove(entry)
-        for entry in add:
-            if ("add", entry) not in refused:
-                self.kernel_state.add(entry)
+        installed = self.kernel_state
+        removed, added = remove, add
+        if refused:  # else every entry is done (no lookup per entry)
+            removed = [e for e in remove if ("remove", e) not in refused]
+            added = [e for e in add if ("add", e) not in refused]
+        for entry in removed:
+            installed.remove(entry)
+        for entry in added:
+            installed.add(entry)
         self.refusals.record([*add, *remove], refused, trio.current_time())
         if result.failed:
             self.kernel_failures = list(result.failed)

@@ -41,7 +41,7 @@ class Installed:
         self._routes: dict[tuple[int, str], set[KernelRoute]] = {}
         #: Entries by kind, kept as they come and go: ``kinds()`` is asked
         #: after every kernel pass (a scan made a burst quadratic).
-        self._kinds: dict[str, int] = dict.fromkeys(_KINDS, 0)
+        self._kinds: dict[object, int] = dict.fromkeys(_KINDS, 0)
 
     def replace(self, entries: dict[Key, KernelEntry]) -> None:
         """Start from what the kernel was read to hold."""
@@ -56,36 +56,52 @@ class Installed:
 
     def add(self, entry: KernelEntry) -> None:
         key = entry_key(entry)
-        old = self.entries.get(key)
+        entries = self.entries
+        old = entries.get(key)
         if old is not None:
             self.remove(old)
-        self.entries[key] = entry
-        self._kinds[str(key[0])] += 1
-        if isinstance(entry, KernelRoute):
-            self._routes.setdefault((entry.table, entry.prefix), set()).add(entry)
+        entries[key] = entry
+        self._kinds[key[0]] += 1
+        if type(entry) is KernelRoute:
+            where = (entry.table, entry.prefix)
+            routes = self._routes.get(where)
+            if routes is None:
+                self._routes[where] = {entry}
+            else:
+                routes.add(entry)
 
     def remove(self, entry: KernelEntry) -> None:
         key = entry_key(entry)
         if self.entries.get(key) == entry:
             del self.entries[key]
-            self._kinds[str(key[0])] -= 1
-        if isinstance(entry, KernelRoute):
-            routes = self._routes.get((entry.table, entry.prefix))
+            self._kinds[key[0]] -= 1
+        if type(entry) is KernelRoute:
+            where = (entry.table, entry.prefix)
+            routes = self._routes.get(where)
             if routes is not None:
                 routes.discard(entry)
                 if not routes:
-                    del self._routes[(entry.table, entry.prefix)]
+                    del self._routes[where]
 
     def routes_now(
         self, entries: list[KernelEntry]
     ) -> dict[tuple[int, str], frozenset[KernelRoute]]:
-        """The installed paths of each (table, prefix) that ``entries`` touch."""
-        touched = {(e.table, e.prefix) for e in entries if isinstance(e, KernelRoute)}
-        return {k: frozenset(self._routes.get(k, ())) for k in touched}
+        """The installed paths of each (table, prefix) that ``entries`` touch
+        and that has any: a prefix left out has none (``apply_evpn`` creates
+        it exclusively). A burst of new prefixes costs no empty set each."""
+        installed = self._routes
+        out: dict[tuple[int, str], frozenset[KernelRoute]] = {}
+        for e in entries:
+            if type(e) is KernelRoute:
+                where = (e.table, e.prefix)
+                routes = installed.get(where)
+                if routes and where not in out:
+                    out[where] = frozenset(routes)
+        return out
 
     def kinds(self) -> dict[str, int]:
         """Entries by kind (fdb, flood, neigh, route)."""
-        return dict(self._kinds)
+        return {str(kind): n for kind, n in self._kinds.items()}
 
 
 class Refusal:
@@ -179,11 +195,23 @@ class Refusals:
 
 
 def kernel_batch(entries: list[KernelEntry]) -> KernelEvpn:
-    return KernelEvpn(
-        fdb=frozenset(e for e in entries if isinstance(e, FdbEntry)),
-        neigh=frozenset(e for e in entries if isinstance(e, NeighEntry)),
-        routes=frozenset(e for e in entries if isinstance(e, KernelRoute)),
-    )
+    fdb: list[FdbEntry] = []
+    neigh: list[NeighEntry] = []
+    routes: list[KernelRoute] = []
+    for e in entries:  # one pass, exact types first (a batch holds thousands)
+        if type(e) is KernelRoute:
+            routes.append(e)
+        elif type(e) is FdbEntry:
+            fdb.append(e)
+        elif type(e) is NeighEntry:
+            neigh.append(e)
+        elif isinstance(e, KernelRoute):
+            routes.append(e)
+        elif isinstance(e, FdbEntry):
+            fdb.append(e)
+        else:
+            neigh.append(e)
+    return KernelEvpn(fdb=frozenset(fdb), neigh=frozenset(neigh), routes=frozenset(routes))
 
 
 def route_failed(what: str) -> bool:
