@@ -38,7 +38,9 @@ class Installed:
 
     def __init__(self) -> None:
         self.entries: dict[Key, KernelEntry] = {}
-        self._routes: dict[tuple[int, str], set[KernelRoute]] = {}
+        #: (table, prefix) -> its one route, or the set of its ECMP paths:
+        #: 40,000 prefixes of one path each would cost a set each (8 MiB).
+        self._routes: dict[tuple[int, str], KernelRoute | set[KernelRoute]] = {}
         #: Entries by kind, kept as they come and go: ``kinds()`` is asked
         #: after every kernel pass (a scan made a burst quadratic).
         self._kinds: dict[object, int] = dict.fromkeys(_KINDS, 0)
@@ -66,9 +68,11 @@ class Installed:
             where = (entry.table, entry.prefix)
             routes = self._routes.get(where)
             if routes is None:
-                self._routes[where] = {entry}
-            else:
+                self._routes[where] = entry
+            elif isinstance(routes, set):
                 routes.add(entry)
+            elif routes != entry:
+                self._routes[where] = {routes, entry}
 
     def remove(self, entry: KernelEntry) -> None:
         key = entry_key(entry)
@@ -78,10 +82,14 @@ class Installed:
         if type(entry) is KernelRoute:
             where = (entry.table, entry.prefix)
             routes = self._routes.get(where)
-            if routes is not None:
+            if isinstance(routes, set):
                 routes.discard(entry)
-                if not routes:
+                if len(routes) == 1:
+                    self._routes[where] = next(iter(routes))
+                elif not routes:
                     del self._routes[where]
+            elif routes == entry:
+                del self._routes[where]
 
     def routes_now(
         self, entries: list[KernelEntry]
@@ -95,8 +103,9 @@ class Installed:
             if type(e) is KernelRoute:
                 where = (e.table, e.prefix)
                 routes = installed.get(where)
-                if routes and where not in out:
-                    out[where] = frozenset(routes)
+                if routes is not None and where not in out:
+                    paths = routes if isinstance(routes, set) else (routes,)
+                    out[where] = frozenset(paths)
         return out
 
     def kinds(self) -> dict[str, int]:
