@@ -51,6 +51,7 @@ import trio
 from cnid import dataplane
 from cnid.bgp import Speaker, SpeakerConfig, UpdateEvent, mesh_neighbors
 from cnid.core import Domain, VniAttachment
+from cnid.dataplane import _evpn
 from cnid.evpn import EvpnController, Identity
 from testbed.evpn_node import ASN, EvpnNode
 from testbed.netlab import Lan
@@ -168,6 +169,9 @@ class Runner:
             procs["exabgp"] = exabgp
             for i, child in enumerate(children(exabgp)):
                 procs[f"relay{i or ''}"] = child
+        worker = _evpn.WORKER.pid  # apply_evpn's process, once it has had a batch
+        if worker and proc_status(worker):
+            procs["kworker"] = worker
         return {
             name: {**proc_status(pid), "cpu": proc_cpu(pid), "pid": pid}
             for name, pid in procs.items()

@@ -366,7 +366,7 @@ class Sampler:
         while "exabgp" not in memory and time.monotonic() < deadline:
             time.sleep(0.05)  # the speaker starts ExaBGP after the node
             memory = rx.memory()
-        for name in ("node", "exabgp"):
+        for name in ("node", "exabgp", "kworker"):
             if name not in memory:
                 continue
             out = args.out.with_name(f"{args.out.stem}.{tag}.{name}.folded")

@@ -43,15 +43,14 @@ the error.
 
 from __future__ import annotations
 
-import errno as errno_mod
 import socket
 from collections.abc import Callable, Iterable, Mapping
 
 from . import _netlink as nl
-from ._evpn_bridge import _fdb_state, _neigh_state, _plan_fdb, _plan_neigh
+from ._evpn_apply import SOCKET_BUFFER
+from ._evpn_bridge import _fdb_state, _neigh_state
 from ._evpn_devices import _Devices
-from ._evpn_plan import _Plan
-from ._evpn_routes import _plan_routes, _route_state
+from ._evpn_routes import _route_state
 from ._evpn_values import (
     ZERO_MAC,
     ApplyResult,
@@ -63,6 +62,7 @@ from ._evpn_values import (
     _table,
     _vni,
 )
+from ._evpn_worker import Worker
 from ._netns import netlink_socket
 from ._run import in_thread
 
@@ -77,14 +77,13 @@ __all__ = [
     "dump_evpn",
 ]
 
-SOCKET_BUFFER = 8 << 20
-"""SO_SNDBUFFORCE / SO_RCVBUFFORCE (the kernel doubles it): about 16 MiB of
-requests per send() and room for the error ACKs of 13,000 refused requests
-(docs/dataplane.md, "EVPN state", has the measurements)."""
-
 
 def _open() -> nl.Netlink:
     return nl.Netlink(netlink_socket(None), strict=True, bufsize=SOCKET_BUFFER)
+
+
+#: The process that plans and sends the batches (``_evpn_worker``).
+WORKER = Worker()
 
 
 def _apply(
@@ -92,30 +91,11 @@ def _apply(
     remove: KernelEvpn,
     routes_now: Mapping[tuple[int, str], Iterable[EvpnRoute]] | None = None,
 ) -> ApplyResult:
-    plan = _Plan()
     sets = (add.fdb, add.neigh, add.routes, remove.fdb, remove.neigh, remove.routes)
-    total = sum(len(s) for s in sets)
-    if not total:
+    if not any(sets):
         return ApplyResult(applied=0, failed=())
-    vnis = {e.vni for s in sets for e in s if type(e.vni) is int and 0 < e.vni < 1 << 24}
-    with _open() as sock:
-        devs = _Devices(sock, vnis)
-        _plan_fdb(sock, devs, add.fdb, remove.fdb, plan)
-        _plan_neigh(sock, devs, add.neigh, remove.neigh, plan)
-        _plan_routes(sock, devs, add.routes, remove.routes, plan, routes_now)
-        ops = plan.removals + plan.additions
-        errors = sock.batch_errors([op.request for op in ops])
-    for op, error in zip(ops, errors, strict=True):
-        if error is not None and not (op.gone_ok and error.errno == errno_mod.ENOENT):
-            for name, e in op.entries:
-                plan.fail(name, e, error.msg, _errno_name(error.errno))
-    failed = tuple(sorted(plan.failed.items()))
-    refused = tuple((op, e, why) for (op, e), why in plan.refused.items())
-    return ApplyResult(applied=total - len(failed), failed=failed, refused=refused)
-
-
-def _errno_name(number: int) -> str:
-    return errno_mod.errorcode.get(number, f"errno {number}") if number else "refused"
+    with netlink_socket(None) as sock:  # the node's namespace, for the worker
+        return WORKER.apply(sock, add, remove, routes_now)
 
 
 async def apply_evpn(
@@ -138,7 +118,11 @@ async def apply_evpn(
     it is used instead of reading the tables (a dump of a 40,000-route
     table per call dominated a burst of updates). A prefix not in it is
     created exclusively, so a record that is wrong fails loudly (EEXIST)
-    instead of overwriting what the kernel holds."""
+    instead of overwriting what the kernel holds.
+
+    The batch is planned and sent by the worker process (``_evpn_worker``),
+    on a netlink socket made here in the node's namespace: the daemon's
+    own thread only waits for the answer."""
     return await in_thread(lambda: _apply(add, remove, routes_now))
 
 

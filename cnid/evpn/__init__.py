@@ -19,6 +19,7 @@ import ipaddress
 
 from ._bfd import BFD_HOLD, CEASE_BFD_DOWN, BfdGuard, BfdReaction, bfd_reaction, bfd_sessions
 from ._controller import EvpnController, EvpnKernel, Identity
+from ._installed import Installed, kernel_batch
 from ._local import (
     LocalBlock,
     LocalDomain,
@@ -68,6 +69,7 @@ __all__ = [
     "EvpnController",
     "EvpnKernel",
     "Identity",
+    "Installed",
     "KernelEntry",
     "LocalBlock",
     "LocalDomain",
@@ -85,6 +87,7 @@ __all__ = [
     "entry_key",
     "export_targets",
     "importing_domains",
+    "kernel_batch",
     "kernel_entries",
     "local_macs",
     "local_paths",

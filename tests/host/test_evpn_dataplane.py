@@ -18,8 +18,9 @@ import trio
 
 from cnid import dataplane as dp
 from cnid.core import Domain, VniAttachment
-from cnid.dataplane import _evpn, _evpn_values, bridge_alias, vxlan_alias
+from cnid.dataplane import _evpn, _evpn_apply, _evpn_values, bridge_alias, vxlan_alias
 from cnid.dataplane import _netlink as nl
+from cnid.dataplane._netns import netlink_socket
 from testbed.netns import Netns, netns
 
 EMPTY = dp.KernelEvpn()
@@ -414,6 +415,20 @@ async def test_bad_entries_are_reported_and_do_not_stop_the_others(node: Netns) 
     assert await dump((100, 999), (TABLE, 255)) == good
 
 
+async def _apply_here(
+    add: dp.KernelEvpn, bufsize: int = _evpn_apply.SOCKET_BUFFER
+) -> dp.ApplyResult:
+    """The batch planned and sent in this process, not in the worker
+    process ``apply_evpn`` hands it to: the encoder's chunking, spied on and
+    squeezed here, is the same code."""
+
+    def run() -> dp.ApplyResult:
+        with nl.Netlink(netlink_socket(None), strict=True, bufsize=bufsize) as sock:
+            return _evpn_apply.apply_batch(sock, add, EMPTY)
+
+    return await trio.to_thread.run_sync(run)
+
+
 async def test_errors_map_to_their_entries_across_chunks(
     node: Netns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -432,7 +447,7 @@ async def test_errors_map_to_their_entries_across_chunks(
     routes = {dp.EvpnRoute(TABLE, f"10.{i // 256}.{i % 256}.0/24", "192.0.2.2", 100)
               for i in range(2000)}  # fmt: skip
     refused = {dp.EvpnRoute(TABLE, f"10.200.{i}.0/24", "127.0.0.1", 100) for i in range(7)}
-    result = await dp.apply_evpn(dp.KernelEvpn(routes=frozenset(routes | refused)), EMPTY)
+    result = await _apply_here(dp.KernelEvpn(routes=frozenset(routes | refused)))
     assert len(sends) > 3 and sum(sends) == 2007
     assert {w for w, _ in result.failed} == {_evpn_values._what("add", r) for r in refused}
     assert result.applied == 2000
@@ -446,13 +461,13 @@ async def test_lost_error_acks_are_reported_not_waited_for(
     chunks sized as if an ACK cost nothing), the kernel drops some and says
     ENOBUFS: the call returns, and every entry of the chunk whose answer is
     not known is reported as such (the reconciler's next dump tells)."""
-    monkeypatch.setattr(_evpn, "SOCKET_BUFFER", 64 << 10)  # the kernel doubles it
     monkeypatch.setattr(nl.Netlink, "ERROR_ACK_TRUESIZE", 1)
     refused = {dp.EvpnRoute(TABLE, f"10.{i // 256}.{i % 256}.0/24", "127.0.0.1", 100)
                for i in range(2000)}  # fmt: skip
     fine = dp.EvpnRoute(TABLE + 1, "10.250.0.0/24", "192.0.2.2", 100)
     with trio.fail_after(20):
-        result = await dp.apply_evpn(dp.KernelEvpn(routes=frozenset(refused | {fine})), EMPTY)
+        # 64 KiB buffers (the kernel doubles them)
+        result = await _apply_here(dp.KernelEvpn(routes=frozenset(refused | {fine})), 64 << 10)
     failed = dict(result.failed)
     assert len(failed) == 2001 and result.applied == 0
     assert "outcome unknown" in failed[_evpn_values._what("add", fine)]

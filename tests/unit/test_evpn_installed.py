@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from cnid.dataplane import EvpnRoute, FdbEntry, NeighEntry
-from cnid.evpn._installed import Installed, kernel_batch
+from cnid.evpn import Installed, kernel_batch
 
 A = EvpnRoute(table=100, prefix="10.1.0.0/26", vtep="192.0.2.1", vni=42)
 B = EvpnRoute(table=100, prefix="10.1.0.0/26", vtep="192.0.2.2", vni=42)

@@ -31,6 +31,7 @@ ALLOWED = {
     "cnid.dataplane._evpn_plan": "EVPN's kernel encoding tested module by module",
     "cnid.dataplane._evpn_routes": "EVPN's kernel encoding tested module by module",
     "cnid.dataplane._evpn_values": "EVPN's kernel encoding tested module by module",
+    "cnid.dataplane._evpn_apply": "EVPN's kernel encoding tested module by module",
     "cnid.bgp._extension": "runs inside ExaBGP, not in cnid: tested as that process loads it",
     "cnid.bgp._exabgp_fast": "runs inside ExaBGP, not in cnid: tested as that process loads it",
     "cnid.cni._versions": "its source file is what the plugin's header is generated from",
