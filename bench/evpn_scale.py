@@ -60,7 +60,8 @@ when its installed state was (polled every 2 ms), and how long its
 
 Memory: VmRSS / VmHWM from /proc/<pid>/status, of our node's process
 (bench._evpn_runner: the Speaker, the EvpnController and the dataplane, in
-its own trio loop) plus its ExaBGP child and ExaBGP's API relay; of bgpd +
+its own trio loop) plus its ExaBGP child, ExaBGP's API relay and the
+dataplane's kernel worker (``kworker``: ``apply_evpn``'s process); of bgpd +
 zebra for the leaf. CPU: utime + stime of the same processes over the run.
 
 Needs no VRF: runs on the host (``.venv/bin/python -m bench evpn_scale``).
