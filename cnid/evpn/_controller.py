@@ -566,6 +566,7 @@ class EvpnController:
         self.refusals.hold_back(dirty, table.chosen, trio.current_time())
         add: list[KernelEntry] = []
         remove: list[KernelEntry] = []
+        keys: list[Key] = []  # the key of each entry added
         for key in dirty:
             want = table.chosen(key)
             have = self.kernel_state.get(key)
@@ -576,9 +577,10 @@ class EvpnController:
                 remove.append(have)
             if want is not None:
                 add.append(want)
+                keys.append(key)
         received, self._received_at = self._received_at, []
         if add or remove:
-            await self._apply_batch(add, remove)
+            await self._apply_batch(add, remove, keys)
         done = trio.current_time()
         for t in received:
             self.metrics.evpn_programming.observe(done - t)
@@ -587,19 +589,23 @@ class EvpnController:
         for error, n in self.refusals.by_error().items():
             self.metrics.evpn_refused.labels(error=error).set(n)
 
-    async def _apply_batch(self, add: list[KernelEntry], remove: list[KernelEntry]) -> None:
+    async def _apply_batch(
+        self, add: list[KernelEntry], remove: list[KernelEntry], keys: list[Key]
+    ) -> None:
+        """``keys``: the route table's key of each entry of ``add`` (kept as
+        the installed record's key: one tuple for both records, not two)."""
         routes_now = self.kernel_state.routes_now([*add, *remove])
         result = await self.kernel.apply_evpn(kernel_batch(add), kernel_batch(remove), routes_now)
         refused = {(op, entry): why for op, entry, why in result.refused}
         installed = self.kernel_state
-        removed, added = remove, add
+        removed, added = remove, list(zip(add, keys, strict=True))
         if refused:  # else every entry is done (no lookup per entry)
             removed = [e for e in remove if ("remove", e) not in refused]
-            added = [e for e in add if ("add", e) not in refused]
+            added = [(e, key) for e, key in added if ("add", e) not in refused]
         for entry in removed:
             installed.remove(entry)
-        for entry in added:
-            installed.add(entry)
+        for entry, key in added:
+            installed.add(entry, key)
         self.refusals.record([*add, *remove], refused, trio.current_time())
         if result.failed:
             self.kernel_failures = list(result.failed)

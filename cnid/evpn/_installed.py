@@ -38,9 +38,10 @@ class Installed:
 
     def __init__(self) -> None:
         self.entries: dict[Key, KernelEntry] = {}
-        #: (table, prefix) -> its one route, or the set of its ECMP paths:
-        #: 40,000 prefixes of one path each would cost a set each (8 MiB).
-        self._routes: dict[tuple[int, str], KernelRoute | set[KernelRoute]] = {}
+        #: table -> prefix -> its one route, or the set of its ECMP paths:
+        #: 40,000 prefixes of one path each would cost a set each (8 MiB),
+        #: and a (table, prefix) tuple each (2.5 MiB).
+        self._routes: dict[int, dict[str, KernelRoute | set[KernelRoute]]] = {}
         #: Entries by kind, kept as they come and go: ``kinds()`` is asked
         #: after every kernel pass (a scan made a burst quadratic).
         self._kinds: dict[object, int] = dict.fromkeys(_KINDS, 0)
@@ -50,46 +51,56 @@ class Installed:
         self.entries = {}
         self._routes = {}
         self._kinds = dict.fromkeys(_KINDS, 0)
-        for entry in entries.values():
-            self.add(entry)
+        for key, entry in entries.items():
+            self.add(entry, key)
 
     def get(self, key: Key) -> KernelEntry | None:
         return self.entries.get(key)
 
-    def add(self, entry: KernelEntry) -> None:
-        key = entry_key(entry)
+    def add(self, entry: KernelEntry, key: Key | None = None) -> None:
+        """``key``: the entry's ``entry_key`` when the caller has it (the
+        route table's own tuple: one object for both records, not two)."""
+        if key is None:
+            key = entry_key(entry)
         entries = self.entries
         old = entries.get(key)
         if old is not None:
-            self.remove(old)
+            self.remove(old, key)
         entries[key] = entry
         self._kinds[key[0]] += 1
         if type(entry) is KernelRoute:
-            where = (entry.table, entry.prefix)
-            routes = self._routes.get(where)
+            table = self._routes.get(entry.table)
+            if table is None:
+                table = self._routes[entry.table] = {}
+            routes = table.get(entry.prefix)
             if routes is None:
-                self._routes[where] = entry
+                table[entry.prefix] = entry
             elif isinstance(routes, set):
                 routes.add(entry)
             elif routes != entry:
-                self._routes[where] = {routes, entry}
+                table[entry.prefix] = {routes, entry}
 
-    def remove(self, entry: KernelEntry) -> None:
-        key = entry_key(entry)
+    def remove(self, entry: KernelEntry, key: Key | None = None) -> None:
+        if key is None:
+            key = entry_key(entry)
         if self.entries.get(key) == entry:
             del self.entries[key]
             self._kinds[key[0]] -= 1
         if type(entry) is KernelRoute:
-            where = (entry.table, entry.prefix)
-            routes = self._routes.get(where)
+            table = self._routes.get(entry.table)
+            routes = table.get(entry.prefix) if table is not None else None
+            if table is None or routes is None:
+                return
             if isinstance(routes, set):
                 routes.discard(entry)
                 if len(routes) == 1:
-                    self._routes[where] = next(iter(routes))
+                    table[entry.prefix] = next(iter(routes))
                 elif not routes:
-                    del self._routes[where]
+                    del table[entry.prefix]
             elif routes == entry:
-                del self._routes[where]
+                del table[entry.prefix]
+            if not table:
+                del self._routes[entry.table]
 
     def routes_now(
         self, entries: list[KernelEntry]
@@ -101,11 +112,11 @@ class Installed:
         out: dict[tuple[int, str], frozenset[KernelRoute]] = {}
         for e in entries:
             if type(e) is KernelRoute:
-                where = (e.table, e.prefix)
-                routes = installed.get(where)
-                if routes is not None and where not in out:
+                table = installed.get(e.table)
+                routes = table.get(e.prefix) if table is not None else None
+                if routes is not None and (e.table, e.prefix) not in out:
                     paths = routes if isinstance(routes, set) else (routes,)
-                    out[where] = frozenset(paths)
+                    out[(e.table, e.prefix)] = frozenset(paths)
         return out
 
     def kinds(self) -> dict[str, int]:
