@@ -70,6 +70,21 @@ _EXTENDED_LENGTH = 0x10
 
 #: Attributes whose malformation RFC 7606 answers with treat-as-withdraw
 #: (section 7), with the lengths they may have (None: checked by their parser).
+_OPTIONAL_TRANSITIVE = 0xC0
+#: The Optional and Transitive bits of the attributes the decoder reads
+#: (RFC 4271 5, RFC 4456, RFC 4360, RFC 6514): well-known ones are
+#: transitive, optional ones what their RFC says.
+_FLAGS = {
+    _ORIGIN: 0x40,
+    _AS_PATH: 0x40,
+    _MED: 0x80,
+    _LOCAL_PREF: 0x40,
+    _ORIGINATOR_ID: 0x80,
+    _CLUSTER_LIST: 0x80,
+    _EXT_COMMUNITIES: 0xC0,
+    _AS4_PATH: 0xC0,
+    _PMSI: 0xC0,
+}
 _FIXED_LENGTH = {_ORIGIN: 1, _MED: 4, _LOCAL_PREF: 4, _ORIGINATOR_ID: 4}
 
 _PMSI_NAMES = {
@@ -129,8 +144,9 @@ def decode_raw_line(line: bytes | str) -> UpdateEvent:
 class _Parts(NamedTuple):
     """An UPDATE body cut into what the decoder reads."""
 
-    #: The path attributes other than the MP ones, in order: (code, value).
-    attributes: tuple[tuple[int, bytes], ...]
+    #: The path attributes other than the MP ones, in order: (code, their
+    #: Optional and Transitive flags, value).
+    attributes: tuple[tuple[int, int, bytes], ...]
     #: MP_REACH_NLRI's value, MP_UNREACH_NLRI's value (None: absent).
     reach: bytes | None
     unreach: bytes | None
@@ -147,7 +163,7 @@ def _cut(body: bytes) -> _Parts:
     total = int.from_bytes(body[2:4], "big")
     if 4 + total != len(body):
         raise Malformed(f"path attributes length {total} in a body of {len(body)}")
-    attributes: list[tuple[int, bytes]] = []
+    attributes: list[tuple[int, int, bytes]] = []
     seen: set[int] = set()
     reach: bytes | None = None
     unreach: bytes | None = None
@@ -176,7 +192,7 @@ def _cut(body: bytes) -> _Parts:
         elif code in seen:
             continue  # RFC 7606 3 (g): all but the first discarded
         else:
-            attributes.append((code, value))
+            attributes.append((code, flags & _OPTIONAL_TRANSITIVE, value))
         seen.add(code)
     return _Parts(tuple(attributes), reach, unreach)
 
@@ -268,7 +284,7 @@ class _Attrs(NamedTuple):
 
 
 @functools.lru_cache(maxsize=1024)
-def _attributes(attributes: tuple[tuple[int, bytes], ...], asn4: bool) -> _Attrs | str:
+def _attributes(attributes: tuple[tuple[int, int, bytes], ...], asn4: bool) -> _Attrs | str:
     """The attributes decoded, or why they are malformed (treat-as-withdraw).
     Cached: the routes of a fabric travel with few distinct sets of
     attributes, and a peer streaming one route per UPDATE repeats them."""
@@ -276,7 +292,11 @@ def _attributes(attributes: tuple[tuple[int, bytes], ...], asn4: bool) -> _Attrs
     originator, local_pref = "", 100
     as_path: tuple[int, ...] = ()
     pmsi: bytes | None = None
-    for code, value in attributes:
+    for code, flags, value in attributes:
+        want = _FLAGS.get(code)
+        if want is not None and flags != want:
+            # RFC 7606 3 (c): an Optional or Transitive bit in conflict
+            return f"attribute {code} with flags {flags:#04x}, not {want:#04x}"
         size = _FIXED_LENGTH.get(code)
         if size is not None and len(value) != size:
             return f"attribute {code} of {len(value)} octets, not {size}"

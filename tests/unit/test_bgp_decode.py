@@ -375,6 +375,14 @@ def _mp_reach(nlris: bytes, nexthop: bytes = b"\x0a\x00\x00\x01", extra: bytes =
         _attribute(0xC0, 16, bytes(7)),  # extended communities not 8 octets each
         _attribute(0x40, 2, b"\2\3\0\0\0\1"),  # AS_PATH overrunning itself
         _attribute(0x80, 9, b"\1\2\3"),  # ORIGINATOR_ID of 3
+        # RFC 7606 3 (c): the Optional or Transitive bit in conflict
+        _attribute(0xC0, 1, b"\0"),  # ORIGIN optional
+        _attribute(0x00, 2, b""),  # AS_PATH not transitive
+        _attribute(0x40, 4, bytes(4)),  # MED well-known
+        _attribute(0x80, 5, b"\0\0\0\1"),  # LOCAL_PREF optional
+        _attribute(0xC0, 9, b"\1\2\3\4"),  # ORIGINATOR_ID transitive
+        _attribute(0x40, 16, bytes(8)),  # extended communities well-known
+        _attribute(0x80, 22, bytes([0, 6, 0, 0, 100]) + b"\1\2\3\4"),  # PMSI not transitive
     ],
 )
 def test_a_malformed_attribute_withdraws_the_routes(attribute: bytes) -> None:
