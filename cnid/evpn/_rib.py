@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 
 from ..bgp import EvpnRoute, MacIpRoute, PrefixRoute, ReceivedPath, route_type
 from ._mobility import MacKey, rank
-from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries
+from ._remote import KernelEntry, Key, NodeView, Skip, keyed_entries
 
 Source = str
 PathId = tuple[Source, tuple[object, ...]]
@@ -40,12 +40,19 @@ STALE = "stale:"
 _Rank = tuple[int, int, int, int]
 
 
-class _Candidates:
-    __slots__ = ("ranks", "uses")
+class _Candidates(dict[KernelEntry, tuple[int, int]]):
+    """The candidate entries of one kernel key: entry -> (use count,
+    sequence number of the latest use).
+
+    The dict itself, and tuples of ints (which the garbage collector stops
+    tracking), not an object holding a dict of lists: a burst of 50,000
+    routes makes some 60,000 keys, and every full collection walks the
+    objects that stay tracked."""
+
+    __slots__ = ("ranks",)
 
     def __init__(self) -> None:
-        #: entry -> [use count, sequence number of the latest use]
-        self.uses: dict[KernelEntry, list[int]] = {}
+        super().__init__()
         #: entry -> path -> its MAC mobility rank, for the entries of the
         #: type-2 paths that carry the MAC Mobility community (None: none).
         self.ranks: dict[KernelEntry, dict[PathId, _Rank]] | None = None
@@ -53,13 +60,18 @@ class _Candidates:
     def chosen(self) -> KernelEntry | None:
         best: KernelEntry | None = None
         if self.ranks is None:
+            if len(self) == 1:
+                # most keys have a single candidate (one path, or the
+                # prefixes of one VTEP sharing its entries)
+                for entry, use in self.items():
+                    return entry if use[0] > 0 else None
             best_seq = -1
-            for entry, (count, seq) in self.uses.items():
+            for entry, (count, seq) in self.items():
                 if count > 0 and seq > best_seq:
                     best, best_seq = entry, seq
             return best
         best_rank: _Rank | None = None
-        for entry, (count, seq) in self.uses.items():
+        for entry, (count, seq) in self.items():
             if count <= 0:
                 continue
             r: _Rank = (0, 0, 0, seq)
@@ -87,7 +99,11 @@ class RouteTable:
     def __init__(self, view: NodeView) -> None:
         self.view = view
         self._paths: dict[PathId, ReceivedPath] = {}
+        #: The entries each path asks for, with their keys.
         self._entries: dict[PathId, tuple[KernelEntry, ...]] = {}
+        #: Their keys, apart: tuples of strings and ints, not tracked by the
+        #: garbage collector once it has seen them.
+        self._entry_keys: dict[PathId, tuple[Key, ...]] = {}
         self._skipped: dict[PathId, str] = {}
         self._keys: dict[tuple[object, ...], _Candidates] = {}
         self._dirty: set[tuple[object, ...]] = set()
@@ -182,41 +198,46 @@ class RouteTable:
 
     def announce(self, source: Source, rp: ReceivedPath) -> str:
         """Add or replace a path; "" if it is programmed, else why not."""
-        pid = (source, rp.path.route.key)
+        key = rp.path.route.key
+        pid = (source, key)
         old = self._paths.get(pid)
         if old == rp:
             return self._skipped.get(pid, "")
-        held = self._held.get(source)
-        if held is not None and pid[1] in held:
-            held[pid[1]] = rp
-            return MAX_PREFIX
-        if (
-            old is None
-            and self.max_paths
-            and not source.startswith(STALE)
-            and self._per_source[source] >= self.max_paths
-        ):
-            self._held.setdefault(source, {})[pid[1]] = rp
+        if self._held:
+            held = self._held.get(source)
+            if held is not None and key in held:
+                held[key] = rp
+                return MAX_PREFIX
+        fresh = not source.startswith(STALE)
+        if old is None and self.max_paths and fresh and self._per_source[source] >= self.max_paths:
+            self._held.setdefault(source, {})[key] = rp
             self.skip_counts["max-prefix"] += 1
             return MAX_PREFIX
-        self._drop(pid)
-        if not source.startswith(STALE):
-            # A re-learned path supersedes its stale copy.
-            self._drop((STALE + source, rp.path.route.key))
+        if old is not None:
+            self._drop(pid)
+        if fresh:
+            # A re-learned path supersedes its stale copy (if the source
+            # has any: _per_source counts the stale sources too).
+            stale = STALE + source
+            if stale in self._per_source:
+                self._drop((stale, key))
         self._put(pid, rp)
         return self._translate(pid, rp)
 
     def withdraw(self, source: Source, route: EvpnRoute) -> bool:
-        pid = (source, route.key)
-        held = self._held.get(source)
-        if held is not None and held.pop(route.key, None) is not None:
-            if not held:
-                del self._held[source]
-            return True
+        key = route.key
+        if self._held:
+            held = self._held.get(source)
+            if held is not None and held.pop(key, None) is not None:
+                if not held:
+                    del self._held[source]
+                return True
+        pid = (source, key)
         if pid not in self._paths:
             return False
         self._drop(pid)
-        self._take_held(source)
+        if self._held:
+            self._take_held(source)
         return True
 
     def set_max_paths(self, limit: int) -> None:
@@ -282,7 +303,7 @@ class RouteTable:
 
     def _translate(self, pid: PathId, rp: ReceivedPath) -> str:
         try:
-            entries = kernel_entries(rp, self.view)
+            entries, keys = keyed_entries(rp, self.view)
         except Skip as exc:
             reason = str(exc)
             if self._skipped.get(pid) != reason:
@@ -290,50 +311,57 @@ class RouteTable:
                 self.skip_counts[exc.kind] += 1
             self._skipped[pid] = reason
             return reason
-        self._skipped.pop(pid, None)
-        self._seq += 1
+        if self._skipped:
+            self._skipped.pop(pid, None)
+        self._seq = seq = self._seq + 1
         path = rp.path
         mobile = isinstance(path.route, MacIpRoute) and (
             path.mac_mobility_seq is not None or path.sticky
         )
-        for entry in entries:
-            key = entry_key(entry)
-            cands = self._keys.get(key)
+        ranked = rank(rp, seq) if mobile else None
+        # locals: this loop runs for each entry of 50,000 routes in a burst
+        table = self._keys
+        dirty = self._dirty.add
+        for entry, key in zip(entries, keys, strict=True):
+            cands = table.get(key)
             if cands is None:
-                cands = self._keys[key] = _Candidates()
-            use = cands.uses.get(entry)
-            if use is None:
-                cands.uses[entry] = [1, self._seq]
-            else:
-                use[0] += 1
-                use[1] = self._seq
-            if mobile:
-                cands.rank(entry, pid, rank(rp, self._seq))
-            self._dirty.add(key)
+                cands = table[key] = _Candidates()
+            use = cands.get(entry)
+            cands[entry] = (1, seq) if use is None else (use[0] + 1, seq)
+            if ranked is not None:
+                cands.rank(entry, pid, ranked)
+            dirty(key)
         self._entries[pid] = entries
+        self._entry_keys[pid] = keys
         return ""
 
     def _unuse(self, pid: PathId, forget: bool = True) -> None:
-        if forget:
+        if forget and self._skipped:
             self._skipped.pop(pid, None)
-        for entry in self._entries.pop(pid, ()):
-            key = entry_key(entry)
-            cands = self._keys[key]
+        entries = self._entries.pop(pid, None)
+        if entries is None:
+            return
+        keys = self._entry_keys.pop(pid)
+        table = self._keys
+        dirty = self._dirty.add
+        for entry, key in zip(entries, keys, strict=True):
+            cands = table[key]
             if cands.ranks is not None:
                 cands.rank(entry, pid, None)
-            use = cands.uses[entry]
-            use[0] -= 1
-            if use[0] <= 0:
-                del cands.uses[entry]
-                if not cands.uses:
-                    del self._keys[key]
-            self._dirty.add(key)
+            count, seq = cands[entry]
+            if count > 1:
+                cands[entry] = (count - 1, seq)
+            else:
+                del cands[entry]
+                if not cands:
+                    del table[key]
+            dirty(key)
 
     def _put(self, pid: PathId, rp: ReceivedPath) -> None:
         self._paths[pid] = rp
-        self._types[route_type(rp.path.route)] += 1
-        self._per_source[pid[0]] += 1
         route = rp.path.route
+        self._types[route_type(route)] += 1
+        self._per_source[pid[0]] += 1
         if isinstance(route, MacIpRoute):
             mac = (route.vni, route.mac.lower())
             self._macs.setdefault(mac, []).append(pid)
@@ -342,12 +370,15 @@ class RouteTable:
     def _drop(self, pid: PathId) -> None:
         rp = self._paths.pop(pid, None)
         if rp is not None:
-            self._types[route_type(rp.path.route)] -= 1
-            self._per_source[pid[0]] -= 1
-            if not self._per_source[pid[0]]:
-                del self._per_source[pid[0]]
-            self._unuse(pid)
             route = rp.path.route
+            self._types[route_type(route)] -= 1
+            per_source = self._per_source
+            source = pid[0]
+            if per_source[source] > 1:
+                per_source[source] -= 1
+            else:
+                del per_source[source]
+            self._unuse(pid)
             if isinstance(route, MacIpRoute):
                 mac = (route.vni, route.mac.lower())
                 pids = self._macs.get(mac)
