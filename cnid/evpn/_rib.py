@@ -40,59 +40,36 @@ STALE = "stale:"
 _Rank = tuple[int, int, int, int]
 
 
-class _Candidates(dict[KernelEntry, tuple[int, int]]):
-    """The candidate entries of one kernel key: entry -> (use count,
-    sequence number of the latest use).
+#: The candidate entries of one kernel key: entry -> (use count, sequence
+#: number of the latest use). A plain dict of tuples of ints (which the
+#: garbage collector stops tracking), not an object holding a dict of
+#: lists: a burst of 50,000 routes makes some 60,000 keys, and every full
+#: collection walks the objects that stay tracked.
+_Uses = dict[KernelEntry, tuple[int, int]]
+#: entry -> path -> its MAC mobility rank, for the entries of the type-2
+#: paths that carry the MAC Mobility community.
+_Ranks = dict[KernelEntry, dict[PathId, _Rank]]
 
-    The dict itself, and tuples of ints (which the garbage collector stops
-    tracking), not an object holding a dict of lists: a burst of 50,000
-    routes makes some 60,000 keys, and every full collection walks the
-    objects that stay tracked."""
 
-    __slots__ = ("ranks",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        #: entry -> path -> its MAC mobility rank, for the entries of the
-        #: type-2 paths that carry the MAC Mobility community (None: none).
-        self.ranks: dict[KernelEntry, dict[PathId, _Rank]] | None = None
-
-    def chosen(self) -> KernelEntry | None:
-        best: KernelEntry | None = None
-        if self.ranks is None:
-            if len(self) == 1:
-                # most keys have a single candidate (one path, or the
-                # prefixes of one VTEP sharing its entries)
-                for entry, use in self.items():
-                    return entry if use[0] > 0 else None
-            best_seq = -1
-            for entry, (count, seq) in self.items():
-                if count > 0 and seq > best_seq:
-                    best, best_seq = entry, seq
-            return best
-        best_rank: _Rank | None = None
-        for entry, (count, seq) in self.items():
-            if count <= 0:
-                continue
-            r: _Rank = (0, 0, 0, seq)
-            ranked = self.ranks.get(entry)
-            if ranked:
-                r = max(r, *ranked.values())
-            if best_rank is None or r > best_rank:
-                best, best_rank = entry, r
+def _chosen(uses: _Uses, ranks: _Ranks | None) -> KernelEntry | None:
+    best: KernelEntry | None = None
+    if ranks is None:
+        best_seq = -1
+        for entry, (count, seq) in uses.items():
+            if count > 0 and seq > best_seq:
+                best, best_seq = entry, seq
         return best
-
-    def rank(self, entry: KernelEntry, pid: PathId, r: _Rank | None) -> None:
-        if r is not None:
-            if self.ranks is None:
-                self.ranks = {}
-            self.ranks.setdefault(entry, {})[pid] = r
-        elif self.ranks is not None and entry in self.ranks:
-            self.ranks[entry].pop(pid, None)
-            if not self.ranks[entry]:
-                del self.ranks[entry]
-                if not self.ranks:
-                    self.ranks = None
+    best_rank: _Rank | None = None
+    for entry, (count, seq) in uses.items():
+        if count <= 0:
+            continue
+        r: _Rank = (0, 0, 0, seq)
+        ranked = ranks.get(entry)
+        if ranked:
+            r = max(r, *ranked.values())
+        if best_rank is None or r > best_rank:
+            best, best_rank = entry, r
+    return best
 
 
 class RouteTable:
@@ -105,7 +82,9 @@ class RouteTable:
         #: garbage collector once it has seen them.
         self._entry_keys: dict[PathId, tuple[Key, ...]] = {}
         self._skipped: dict[PathId, str] = {}
-        self._keys: dict[tuple[object, ...], _Candidates] = {}
+        self._keys: dict[Key, _Uses] = {}
+        #: The ranks of the keys that have some (few: MAC Mobility).
+        self._ranks: dict[Key, _Ranks] = {}
         self._dirty: set[tuple[object, ...]] = set()
         self._seq = 0
         #: Paths per route type, kept as paths come and go: ``counts()`` is
@@ -171,13 +150,20 @@ class RouteTable:
         return {src for src, _ in self._paths}
 
     def chosen(self, key: tuple[object, ...]) -> KernelEntry | None:
-        cands = self._keys.get(key)
-        return cands.chosen() if cands is not None else None
+        uses = self._keys.get(key)
+        if uses is None:
+            return None
+        if len(uses) == 1:
+            # most keys have a single candidate (one path, or the prefixes
+            # of one VTEP sharing its entries): it, whatever its ranks
+            for entry, (count, _) in uses.items():
+                return entry if count > 0 else None
+        return _chosen(uses, self._ranks.get(key))
 
     def desired(self) -> dict[tuple[object, ...], KernelEntry]:
         out = {}
-        for key, cands in self._keys.items():
-            entry = cands.chosen()
+        for key in self._keys:
+            entry = self.chosen(key)
             if entry is not None:
                 out[key] = entry
         return out
@@ -232,10 +218,8 @@ class RouteTable:
                 if not held:
                     del self._held[source]
                 return True
-        pid = (source, key)
-        if pid not in self._paths:
+        if not self._drop((source, key)):
             return False
-        self._drop(pid)
         if self._held:
             self._take_held(source)
         return True
@@ -323,13 +307,14 @@ class RouteTable:
         table = self._keys
         dirty = self._dirty.add
         for entry, key in zip(entries, keys, strict=True):
-            cands = table.get(key)
-            if cands is None:
-                cands = table[key] = _Candidates()
-            use = cands.get(entry)
-            cands[entry] = (1, seq) if use is None else (use[0] + 1, seq)
+            uses = table.get(key)
+            if uses is None:
+                table[key] = {entry: (1, seq)}
+            else:
+                use = uses.get(entry)
+                uses[entry] = (1, seq) if use is None else (use[0] + 1, seq)
             if ranked is not None:
-                cands.rank(entry, pid, ranked)
+                self._ranks.setdefault(key, {}).setdefault(entry, {})[pid] = ranked
             dirty(key)
         self._entries[pid] = entries
         self._entry_keys[pid] = keys
@@ -343,19 +328,30 @@ class RouteTable:
             return
         keys = self._entry_keys.pop(pid)
         table = self._keys
+        ranks = self._ranks
         dirty = self._dirty.add
         for entry, key in zip(entries, keys, strict=True):
-            cands = table[key]
-            if cands.ranks is not None:
-                cands.rank(entry, pid, None)
-            count, seq = cands[entry]
+            if ranks and key in ranks:
+                self._unrank(key, entry, pid)
+            uses = table[key]
+            count, seq = uses[entry]
             if count > 1:
-                cands[entry] = (count - 1, seq)
+                uses[entry] = (count - 1, seq)
             else:
-                del cands[entry]
-                if not cands:
+                del uses[entry]
+                if not uses:
                     del table[key]
             dirty(key)
+
+    def _unrank(self, key: Key, entry: KernelEntry, pid: PathId) -> None:
+        ranks = self._ranks[key]
+        ranked = ranks.get(entry)
+        if ranked is not None:
+            ranked.pop(pid, None)
+            if not ranked:
+                del ranks[entry]
+                if not ranks:
+                    del self._ranks[key]
 
     def _put(self, pid: PathId, rp: ReceivedPath) -> None:
         self._paths[pid] = rp
@@ -367,26 +363,29 @@ class RouteTable:
             self._macs.setdefault(mac, []).append(pid)
             self._touched_macs.add(mac)
 
-    def _drop(self, pid: PathId) -> None:
+    def _drop(self, pid: PathId) -> bool:
+        """Remove a path from the table; whether it was there."""
         rp = self._paths.pop(pid, None)
-        if rp is not None:
-            route = rp.path.route
-            self._types[route_type(route)] -= 1
-            per_source = self._per_source
-            source = pid[0]
-            if per_source[source] > 1:
-                per_source[source] -= 1
-            else:
-                del per_source[source]
-            self._unuse(pid)
-            if isinstance(route, MacIpRoute):
-                mac = (route.vni, route.mac.lower())
-                pids = self._macs.get(mac)
-                if pids is not None and pid in pids:
-                    pids.remove(pid)
-                    if not pids:
-                        del self._macs[mac]
-                self._touched_macs.add(mac)
+        if rp is None:
+            return False
+        route = rp.path.route
+        self._types[route_type(route)] -= 1
+        per_source = self._per_source
+        source = pid[0]
+        if per_source[source] > 1:
+            per_source[source] -= 1
+        else:
+            del per_source[source]
+        self._unuse(pid)
+        if isinstance(route, MacIpRoute):
+            mac = (route.vni, route.mac.lower())
+            pids = self._macs.get(mac)
+            if pids is not None and pid in pids:
+                pids.remove(pid)
+                if not pids:
+                    del self._macs[mac]
+            self._touched_macs.add(mac)
+        return True
 
 
 MAX_PREFIX = "held back: the peer's maximum number of prefixes is reached"
