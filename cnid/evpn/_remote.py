@@ -318,8 +318,11 @@ _Context = tuple[tuple[str, ...], list[DomainTarget], int]
 _Domains = list[
     tuple[DomainTarget, tuple[KernelEntry, ...], tuple[Key, ...], tuple[NeighEntry, Key] | None]
 ]
+#: A Service CIDR or own block: (version, network, length, netmask, the
+#: Skip's kind, how its reason names it).
+_Owned = tuple[int, int, int, int, str, str]
 #: The routed domains, and what their prefixes must not fall inside.
-_Routed = tuple[_Domains, "tuple[_Owned, ...]"]
+_Routed = tuple[_Domains, tuple[_Owned, ...]]
 
 
 def _memo(view: NodeView) -> dict[tuple[object, ...], object]:
@@ -493,11 +496,6 @@ def _net(prefix: str) -> _Net | None:
     if not 0 <= plen <= bits:
         return None
     return version, int.from_bytes(raw, "big") & _MASKS[bits][plen], plen
-
-
-#: A Service CIDR or own block: (version, network, length, netmask, the
-#: Skip's kind, how its reason names it).
-_Owned = tuple[int, int, int, int, str, str]
 
 
 def _owned(view: NodeView, domains: list[str]) -> tuple[_Owned, ...]:

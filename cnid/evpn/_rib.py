@@ -52,6 +52,8 @@ _Ranks = dict[KernelEntry, dict[PathId, _Rank]]
 
 
 def _chosen(uses: _Uses, ranks: _Ranks | None) -> KernelEntry | None:
+    """The candidate requested most recently, unless MAC Mobility ranks
+    apply (the highest rank, recency among the copies without one)."""
     best: KernelEntry | None = None
     if ranks is None:
         best_seq = -1
@@ -76,7 +78,7 @@ class RouteTable:
     def __init__(self, view: NodeView) -> None:
         self.view = view
         self._paths: dict[PathId, ReceivedPath] = {}
-        #: The entries each path asks for, with their keys.
+        #: The entries each path asks for.
         self._entries: dict[PathId, tuple[KernelEntry, ...]] = {}
         #: Their keys, apart: tuples of strings and ints, not tracked by the
         #: garbage collector once it has seen them.
