@@ -5,6 +5,8 @@ the CNI latency benchmark (what ``./just bench`` runs in the VM tier).
 * ``evpn_kernel``: EVPN kernel state in bulk against ip/bridge -batch (host)
 * ``evpn_scale``: 50,000 EVPN routes from GoBGP through an FRR route
   reflector into our node's kernel, against an FRR leaf (host)
+* ``evpn_table``: the CPU of the route table for 50,000 received EVPN routes
+  (announce, the controller's read, withdraw), without BGP or a kernel
 * ``evpn_convergence``: a pod ADD on one node until its route is in another
   node's kernel, full mesh and route reflector, against two FRR leaves (host)
 * ``lab_bringup``: how long the lab takes to come up, step by step (VM tier)
@@ -31,6 +33,7 @@ from . import (
     evpn_convergence,
     evpn_kernel,
     evpn_scale,
+    evpn_table,
     fuzz,
     lab_bringup,
     lab_convergence,
@@ -43,6 +46,7 @@ BENCHMARKS = {
     "cni_latency": cni_latency.main,
     "evpn_kernel": evpn_kernel.main,
     "evpn_scale": evpn_scale.main,
+    "evpn_table": evpn_table.main,
     "evpn_convergence": evpn_convergence.main,
     "lab_bringup": lab_bringup.main,
     "lab_convergence": lab_convergence.main,

@@ -79,11 +79,18 @@ RouteType = Literal[2, 3, 5]
 
 
 def route_type(route: EvpnRoute) -> RouteType:
+    # by exact class first: the route table asks twice per received path
+    found = _ROUTE_TYPES.get(type(route))
+    if found is not None:
+        return found
     if isinstance(route, MacIpRoute):
         return 2
     if isinstance(route, ImetRoute):
         return 3
     return 5
+
+
+_ROUTE_TYPES: dict[type, RouteType] = {MacIpRoute: 2, ImetRoute: 3, PrefixRoute: 5}
 
 
 class EvpnPath(msgspec.Struct, frozen=True):

@@ -179,10 +179,32 @@ def _parsed(texts: tuple[str, ...]) -> list[RouteTarget]:
 
 
 def _canonical_ip(ip: str) -> str:
+    """An IP's canonical text (as ``ipaddress`` writes it); an IPv4 address
+    through ``inet_pton`` in C (which takes exactly the dotted quads
+    ``ipaddress`` takes), asked for each type-2 route with an IP."""
+    address = ip.partition("/")[0]
+    if ":" not in address:
+        try:
+            return socket.inet_ntoa(socket.inet_pton(socket.AF_INET, address))
+        except (OSError, ValueError):
+            pass
     try:
-        return str(ipaddress.ip_address(ip.partition("/")[0]))
+        return str(ipaddress.ip_address(address))
     except ValueError:
         return ip
+
+
+def _local_ip_domains(view: NodeView) -> frozenset[str]:
+    """The domains with pod IPs of this node's (memoised per view): a
+    type-2 route's IP is made canonical only when its domain has some."""
+    memo = _memo(view)
+    found = memo.get(_LOCAL_IP_DOMAINS)
+    if found is None:
+        found = memo[_LOCAL_IP_DOMAINS] = frozenset(d for d, _ in view.local_ips)
+    return found  # type: ignore[return-value]
+
+
+_LOCAL_IP_DOMAINS = ("local-ip-domains",)
 
 
 class Skip(ValueError):
@@ -196,30 +218,23 @@ class Skip(ValueError):
 
 def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
     """The kernel entries a received path needs; Skip with the reason."""
+    return keyed_entries(rp, view)[0]
+
+
+Key = tuple[object, ...]
+#: A path's kernel entries and the ``entry_key`` of each, in the same order.
+Keyed = tuple[tuple[KernelEntry, ...], tuple[Key, ...]]
+
+
+def keyed_entries(rp: ReceivedPath, view: NodeView) -> Keyed:
+    """``kernel_entries`` with their keys: the route table needs both for
+    every path, and the keys of the entries a VTEP's type-5 paths share are
+    made once per VTEP (``_routed``), not once per prefix."""
     path = rp.path
     route = path.route
     vtep = path.nexthop
     if isinstance(route, PrefixRoute):
-        routed = _routed(rp.originator, vtep, path.route_targets, path.router_mac, view)
-        if isinstance(routed, Skip):
-            raise Skip(routed.kind, str(routed))
-        for d, _shared, _mapped in routed:
-            reserved = _reserved(route.prefix, d.name, view)
-            if reserved:
-                raise Skip(*reserved)
-        if route.gateway:
-            raise Skip(
-                "unsupported", "type-5 route with a gateway IP (overlay index) is not supported"
-            )
-        entries: list[KernelEntry] = []
-        v6_via_v4 = ":" in route.prefix
-        for d, shared, mapped in routed:
-            entries.append(KernelRoute(table=d.table, prefix=route.prefix, vtep=vtep, vni=d.l3vni))
-            entries += shared
-            if v6_via_v4 and mapped is not None:
-                # an IPv6 prefix via an IPv4 VTEP is routed via ::ffff:<vtep>
-                entries.append(mapped)
-        return tuple(entries)
+        return _prefix_entries(rp, route, view)
     found = _context(rp.originator, vtep, path.route_targets, view)
     if isinstance(found, Skip):
         raise Skip(found.kind, str(found))
@@ -229,29 +244,85 @@ def kernel_entries(rp: ReceivedPath, view: NodeView) -> tuple[KernelEntry, ...]:
         rtype = 2 if isinstance(route, MacIpRoute) else 3
         raise Skip("wrong-vni-kind", f"type-{rtype} route for {', '.join(names)}: no l2vni")
     if isinstance(route, ImetRoute):
-        return tuple(FdbEntry(vni=_l2vni(d, route.vni), mac=ZERO_MAC, vtep=vtep) for d in bridging)
+        floods = tuple(
+            FdbEntry(vni=_l2vni(d, route.vni), mac=ZERO_MAC, vtep=vtep) for d in bridging
+        )
+        return floods, tuple(("flood", e.vni, vtep) for e in floods)
     if not _unicast(route.mac):
         raise Skip("bad-mac", f"MAC {route.mac} is not a unicast MAC")
     if path.router_mac not in ("", ZERO_MAC) and not _unicast(path.router_mac):
         raise Skip("bad-router-mac", f"router MAC {path.router_mac} is not a unicast MAC")
     bridged: list[KernelEntry] = []
+    # entry_key's, made here: the MAC is unicast (an "fdb" key, not "flood")
+    keys: list[Key] = []
+    mac = route.mac
+    ip = route.ip
+    local_ips = _local_ip_domains(view)
     for d in bridging:
         vni = _l2vni(d, route.vni)
-        if (d.name, route.mac.lower()) in view.local_macs:
-            raise Skip("local-mac", f"MAC {route.mac} is a pod of this node's")
-        bridged.append(FdbEntry(vni=vni, mac=route.mac, vtep=vtep))
-        if route.ip:
-            if route.ip == d.gateway:
-                raise Skip("gateway", f"{route.ip} is the anycast gateway every node holds")
-            if (d.name, _canonical_ip(route.ip)) in view.local_ips:
-                raise Skip("local-ip", f"{route.ip} is a pod of this node's")
-            bridged.append(NeighEntry(vni=vni, ip=route.ip, mac=route.mac))
-    return tuple(bridged)
+        if (d.name, mac.lower()) in view.local_macs:
+            raise Skip("local-mac", f"MAC {mac} is a pod of this node's")
+        bridged.append(FdbEntry(vni=vni, mac=mac, vtep=vtep))
+        keys.append(("fdb", vni, mac))
+        if ip:
+            if ip == d.gateway:
+                raise Skip("gateway", f"{ip} is the anycast gateway every node holds")
+            # only a domain with pods of this node's can hold the IP
+            if d.name in local_ips and (d.name, _canonical_ip(ip)) in view.local_ips:
+                raise Skip("local-ip", f"{ip} is a pod of this node's")
+            bridged.append(NeighEntry(vni=vni, ip=ip, mac=mac))
+            keys.append(("neigh", vni, ip))
+    return tuple(bridged), tuple(keys)
+
+
+def _prefix_entries(rp: ReceivedPath, route: PrefixRoute, view: NodeView) -> Keyed:
+    """A type-5 path's entries: its route in each routed domain, with the
+    entries its VTEP shares with its other prefixes."""
+    path = rp.path
+    vtep = path.nexthop
+    found = _routed(rp.originator, vtep, path.route_targets, path.router_mac, view)
+    if isinstance(found, Skip):
+        raise Skip(found.kind, str(found))
+    routed, owned = found
+    prefix = route.prefix
+    if owned:
+        reserved = _reserved(prefix, owned)
+        if reserved:
+            raise Skip(*reserved)
+    if route.gateway:
+        raise Skip("unsupported", "type-5 route with a gateway IP (overlay index) is not supported")
+    if len(routed) == 1 and ":" not in prefix:
+        # the common case (one l3vni, an IPv4 prefix): no lists
+        d, shared, shared_keys, _mapped = routed[0]
+        entry = KernelRoute(table=d.table, prefix=prefix, vtep=vtep, vni=d.l3vni)
+        key = ("route", d.table, prefix, vtep)
+        return (entry, *shared), (key, *shared_keys)
+    entries: list[KernelEntry] = []
+    keys: list[Key] = []
+    v6_via_v4 = ":" in prefix
+    for d, shared, shared_keys, mapped in routed:
+        entries.append(KernelRoute(table=d.table, prefix=prefix, vtep=vtep, vni=d.l3vni))
+        keys.append(("route", d.table, prefix, vtep))
+        entries += shared
+        keys += shared_keys
+        if v6_via_v4 and mapped is not None:
+            # an IPv6 prefix via an IPv4 VTEP is routed via ::ffff:<vtep>
+            entries.append(mapped[0])
+            keys.append(mapped[1])
+    return tuple(entries), tuple(keys)
 
 
 _Context = tuple[tuple[str, ...], list[DomainTarget], int]
-#: Per (domain, its shared entries, the IPv4-mapped next hop's neighbour).
-_Routed = list[tuple[DomainTarget, tuple[KernelEntry, ...], NeighEntry | None]]
+#: Per routed domain: the domain, its shared entries and their keys, the
+#: IPv4-mapped next hop's neighbour and its key.
+_Domains = list[
+    tuple[DomainTarget, tuple[KernelEntry, ...], tuple[Key, ...], tuple[NeighEntry, Key] | None]
+]
+#: A Service CIDR or own block: (version, network, length, netmask, the
+#: Skip's kind, how its reason names it).
+_Owned = tuple[int, int, int, int, str, str]
+#: The routed domains, and what their prefixes must not fall inside.
+_Routed = tuple[_Domains, tuple[_Owned, ...]]
 
 
 def _memo(view: NodeView) -> dict[tuple[object, ...], object]:
@@ -343,16 +414,20 @@ def _check_routed(
         raise Skip("no-router-mac", "type-5 route without a router MAC")
     if not _unicast(router_mac):
         raise Skip("bad-router-mac", f"router MAC {router_mac} is not a unicast MAC")
-    out: _Routed = []
+    out: _Domains = []
     for d in routed:
         vni = d.l3vni
         shared = (
             NeighEntry(vni=vni, ip=vtep, mac=router_mac),
             FdbEntry(vni=vni, mac=router_mac, vtep=vtep),
         )
-        mapped = NeighEntry(vni=vni, ip=f"::ffff:{vtep}", mac=router_mac) if version == 4 else None
-        out.append((d, shared, mapped))
-    return out
+        keys = tuple(entry_key(e) for e in shared)
+        mapped = None
+        if version == 4:
+            neigh = NeighEntry(vni=vni, ip=f"::ffff:{vtep}", mac=router_mac)
+            mapped = (neigh, entry_key(neigh))
+        out.append((d, shared, keys, mapped))
+    return out, _owned(view, [d.name for d in routed])
 
 
 def _l2vni(domain: DomainTarget, vni: int) -> int:
@@ -399,6 +474,12 @@ def _unicast(mac: str) -> bool:
 
 _Net = tuple[int, int, int]  # (IP version, network as an integer, prefix length)
 
+#: The netmask of each prefix length, per IP version.
+_MASKS = {
+    bits: [((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1) for plen in range(bits + 1)]
+    for bits in (32, 128)
+}
+
 
 def _net(prefix: str) -> _Net | None:
     """A prefix as (version, network, length), host bits cleared; None if it
@@ -414,39 +495,40 @@ def _net(prefix: str) -> _Net | None:
         return None
     if not 0 <= plen <= bits:
         return None
-    mask = ((1 << bits) - 1) ^ ((1 << (bits - plen)) - 1)
-    return version, int.from_bytes(raw, "big") & mask, plen
+    return version, int.from_bytes(raw, "big") & _MASKS[bits][plen], plen
 
 
-@functools.lru_cache(maxsize=4096)
-def _outer(cidr: str) -> _Net | None:
-    """A Service CIDR or block (few, each asked for every route): cached."""
-    return _net(cidr)
+def _owned(view: NodeView, domains: list[str]) -> tuple[_Owned, ...]:
+    """What the prefixes routed into ``domains`` must not fall inside, in
+    the order they are checked: the Service CIDRs, then each domain's own
+    blocks (parsed once per VTEP, not per prefix; a CIDR that does not
+    parse holds nothing)."""
+    named = [("service-cidr", cidr, f"the Service CIDR {cidr}") for cidr in view.service_cidrs]
+    for domain in domains:
+        named += [
+            ("own-block", cidr, f"this node's block {cidr}")
+            for dom, cidr in view.own_blocks
+            if dom == domain
+        ]
+    out: list[_Owned] = []
+    for kind, cidr, label in named:
+        net = _net(cidr)
+        if net is not None:
+            version, network, plen = net
+            mask = _MASKS[32 if version == 4 else 128][plen]
+            out.append((version, network, plen, mask, kind, label))
+    return tuple(out)
 
 
-def _inside(prefix: str, outer: str) -> bool:
-    return _contains(_net(prefix), _outer(outer))
-
-
-def _contains(net: _Net | None, out: _Net | None) -> bool:
-    if net is None or out is None or net[0] != out[0] or net[2] < out[2]:
-        return False
-    bits = 32 if out[0] == 4 else 128
-    mask = ((1 << bits) - 1) ^ ((1 << (bits - out[2])) - 1)
-    return net[1] & mask == out[1]
-
-
-def _reserved(prefix: str, domain: str, view: NodeView) -> tuple[str, str] | None:
+def _reserved(prefix: str, owned: tuple[_Owned, ...]) -> tuple[str, str] | None:
     """(kind, why) when a received prefix falls inside what the node owns."""
-    if not view.service_cidrs and not view.own_blocks:
-        return None
     net = _net(prefix)
-    for cidr in view.service_cidrs:
-        if _contains(net, _outer(cidr)):
-            return "service-cidr", f"{prefix} is inside the Service CIDR {cidr}"
-    for dom, cidr in view.own_blocks:
-        if dom == domain and _contains(net, _outer(cidr)):
-            return "own-block", f"{prefix} is inside this node's block {cidr}"
+    if net is None:
+        return None
+    version, network, plen = net
+    for o_version, o_network, o_plen, mask, kind, label in owned:
+        if version == o_version and plen >= o_plen and network & mask == o_network:
+            return kind, f"{prefix} is inside {label}"
     return None
 
 

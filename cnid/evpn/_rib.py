@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 
 from ..bgp import EvpnRoute, MacIpRoute, PrefixRoute, ReceivedPath, route_type
 from ._mobility import MacKey, rank
-from ._remote import KernelEntry, NodeView, Skip, entry_key, kernel_entries
+from ._remote import KernelEntry, Key, NodeView, Skip, keyed_entries
 
 Source = str
 PathId = tuple[Source, tuple[object, ...]]
@@ -40,56 +40,53 @@ STALE = "stale:"
 _Rank = tuple[int, int, int, int]
 
 
-class _Candidates:
-    __slots__ = ("ranks", "uses")
+#: The candidate entries of one kernel key: entry -> (use count, sequence
+#: number of the latest use). A plain dict of tuples of ints (which the
+#: garbage collector stops tracking), not an object holding a dict of
+#: lists: a burst of 50,000 routes makes some 60,000 keys, and every full
+#: collection walks the objects that stay tracked.
+_Uses = dict[KernelEntry, tuple[int, int]]
+#: entry -> path -> its MAC mobility rank, for the entries of the type-2
+#: paths that carry the MAC Mobility community.
+_Ranks = dict[KernelEntry, dict[PathId, _Rank]]
 
-    def __init__(self) -> None:
-        #: entry -> [use count, sequence number of the latest use]
-        self.uses: dict[KernelEntry, list[int]] = {}
-        #: entry -> path -> its MAC mobility rank, for the entries of the
-        #: type-2 paths that carry the MAC Mobility community (None: none).
-        self.ranks: dict[KernelEntry, dict[PathId, _Rank]] | None = None
 
-    def chosen(self) -> KernelEntry | None:
-        best: KernelEntry | None = None
-        if self.ranks is None:
-            best_seq = -1
-            for entry, (count, seq) in self.uses.items():
-                if count > 0 and seq > best_seq:
-                    best, best_seq = entry, seq
-            return best
-        best_rank: _Rank | None = None
-        for entry, (count, seq) in self.uses.items():
-            if count <= 0:
-                continue
-            r: _Rank = (0, 0, 0, seq)
-            ranked = self.ranks.get(entry)
-            if ranked:
-                r = max(r, *ranked.values())
-            if best_rank is None or r > best_rank:
-                best, best_rank = entry, r
+def _chosen(uses: _Uses, ranks: _Ranks | None) -> KernelEntry | None:
+    """The candidate requested most recently, unless MAC Mobility ranks
+    apply (the highest rank, recency among the copies without one)."""
+    best: KernelEntry | None = None
+    if ranks is None:
+        best_seq = -1
+        for entry, (count, seq) in uses.items():
+            if count > 0 and seq > best_seq:
+                best, best_seq = entry, seq
         return best
-
-    def rank(self, entry: KernelEntry, pid: PathId, r: _Rank | None) -> None:
-        if r is not None:
-            if self.ranks is None:
-                self.ranks = {}
-            self.ranks.setdefault(entry, {})[pid] = r
-        elif self.ranks is not None and entry in self.ranks:
-            self.ranks[entry].pop(pid, None)
-            if not self.ranks[entry]:
-                del self.ranks[entry]
-                if not self.ranks:
-                    self.ranks = None
+    best_rank: _Rank | None = None
+    for entry, (count, seq) in uses.items():
+        if count <= 0:
+            continue
+        r: _Rank = (0, 0, 0, seq)
+        ranked = ranks.get(entry)
+        if ranked:
+            r = max(r, *ranked.values())
+        if best_rank is None or r > best_rank:
+            best, best_rank = entry, r
+    return best
 
 
 class RouteTable:
     def __init__(self, view: NodeView) -> None:
         self.view = view
         self._paths: dict[PathId, ReceivedPath] = {}
+        #: The entries each path asks for.
         self._entries: dict[PathId, tuple[KernelEntry, ...]] = {}
+        #: Their keys, apart: tuples of strings and ints, not tracked by the
+        #: garbage collector once it has seen them.
+        self._entry_keys: dict[PathId, tuple[Key, ...]] = {}
         self._skipped: dict[PathId, str] = {}
-        self._keys: dict[tuple[object, ...], _Candidates] = {}
+        self._keys: dict[Key, _Uses] = {}
+        #: The ranks of the keys that have some (few: MAC Mobility).
+        self._ranks: dict[Key, _Ranks] = {}
         self._dirty: set[tuple[object, ...]] = set()
         self._seq = 0
         #: Paths per route type, kept as paths come and go: ``counts()`` is
@@ -155,13 +152,20 @@ class RouteTable:
         return {src for src, _ in self._paths}
 
     def chosen(self, key: tuple[object, ...]) -> KernelEntry | None:
-        cands = self._keys.get(key)
-        return cands.chosen() if cands is not None else None
+        uses = self._keys.get(key)
+        if uses is None:
+            return None
+        if len(uses) == 1:
+            # most keys have a single candidate (one path, or the prefixes
+            # of one VTEP sharing its entries): it, whatever its ranks
+            for entry, (count, _) in uses.items():
+                return entry if count > 0 else None
+        return _chosen(uses, self._ranks.get(key))
 
     def desired(self) -> dict[tuple[object, ...], KernelEntry]:
         out = {}
-        for key, cands in self._keys.items():
-            entry = cands.chosen()
+        for key in self._keys:
+            entry = self.chosen(key)
             if entry is not None:
                 out[key] = entry
         return out
@@ -182,41 +186,44 @@ class RouteTable:
 
     def announce(self, source: Source, rp: ReceivedPath) -> str:
         """Add or replace a path; "" if it is programmed, else why not."""
-        pid = (source, rp.path.route.key)
+        key = rp.path.route.key
+        pid = (source, key)
         old = self._paths.get(pid)
         if old == rp:
             return self._skipped.get(pid, "")
-        held = self._held.get(source)
-        if held is not None and pid[1] in held:
-            held[pid[1]] = rp
-            return MAX_PREFIX
-        if (
-            old is None
-            and self.max_paths
-            and not source.startswith(STALE)
-            and self._per_source[source] >= self.max_paths
-        ):
-            self._held.setdefault(source, {})[pid[1]] = rp
+        if self._held:
+            held = self._held.get(source)
+            if held is not None and key in held:
+                held[key] = rp
+                return MAX_PREFIX
+        fresh = not source.startswith(STALE)
+        if old is None and self.max_paths and fresh and self._per_source[source] >= self.max_paths:
+            self._held.setdefault(source, {})[key] = rp
             self.skip_counts["max-prefix"] += 1
             return MAX_PREFIX
-        self._drop(pid)
-        if not source.startswith(STALE):
-            # A re-learned path supersedes its stale copy.
-            self._drop((STALE + source, rp.path.route.key))
+        if old is not None:
+            self._drop(pid)
+        if fresh:
+            # A re-learned path supersedes its stale copy (if the source
+            # has any: _per_source counts the stale sources too).
+            stale = STALE + source
+            if stale in self._per_source:
+                self._drop((stale, key))
         self._put(pid, rp)
         return self._translate(pid, rp)
 
     def withdraw(self, source: Source, route: EvpnRoute) -> bool:
-        pid = (source, route.key)
-        held = self._held.get(source)
-        if held is not None and held.pop(route.key, None) is not None:
-            if not held:
-                del self._held[source]
-            return True
-        if pid not in self._paths:
+        key = route.key
+        if self._held:
+            held = self._held.get(source)
+            if held is not None and held.pop(key, None) is not None:
+                if not held:
+                    del self._held[source]
+                return True
+        if not self._drop((source, key)):
             return False
-        self._drop(pid)
-        self._take_held(source)
+        if self._held:
+            self._take_held(source)
         return True
 
     def set_max_paths(self, limit: int) -> None:
@@ -282,7 +289,7 @@ class RouteTable:
 
     def _translate(self, pid: PathId, rp: ReceivedPath) -> str:
         try:
-            entries = kernel_entries(rp, self.view)
+            entries, keys = keyed_entries(rp, self.view)
         except Skip as exc:
             reason = str(exc)
             if self._skipped.get(pid) != reason:
@@ -290,72 +297,97 @@ class RouteTable:
                 self.skip_counts[exc.kind] += 1
             self._skipped[pid] = reason
             return reason
-        self._skipped.pop(pid, None)
-        self._seq += 1
+        if self._skipped:
+            self._skipped.pop(pid, None)
+        self._seq = seq = self._seq + 1
         path = rp.path
         mobile = isinstance(path.route, MacIpRoute) and (
             path.mac_mobility_seq is not None or path.sticky
         )
-        for entry in entries:
-            key = entry_key(entry)
-            cands = self._keys.get(key)
-            if cands is None:
-                cands = self._keys[key] = _Candidates()
-            use = cands.uses.get(entry)
-            if use is None:
-                cands.uses[entry] = [1, self._seq]
+        ranked = rank(rp, seq) if mobile else None
+        # locals: this loop runs for each entry of 50,000 routes in a burst
+        table = self._keys
+        dirty = self._dirty.add
+        for entry, key in zip(entries, keys, strict=True):
+            uses = table.get(key)
+            if uses is None:
+                table[key] = {entry: (1, seq)}
             else:
-                use[0] += 1
-                use[1] = self._seq
-            if mobile:
-                cands.rank(entry, pid, rank(rp, self._seq))
-            self._dirty.add(key)
+                use = uses.get(entry)
+                uses[entry] = (1, seq) if use is None else (use[0] + 1, seq)
+            if ranked is not None:
+                self._ranks.setdefault(key, {}).setdefault(entry, {})[pid] = ranked
+            dirty(key)
         self._entries[pid] = entries
+        self._entry_keys[pid] = keys
         return ""
 
     def _unuse(self, pid: PathId, forget: bool = True) -> None:
-        if forget:
+        if forget and self._skipped:
             self._skipped.pop(pid, None)
-        for entry in self._entries.pop(pid, ()):
-            key = entry_key(entry)
-            cands = self._keys[key]
-            if cands.ranks is not None:
-                cands.rank(entry, pid, None)
-            use = cands.uses[entry]
-            use[0] -= 1
-            if use[0] <= 0:
-                del cands.uses[entry]
-                if not cands.uses:
-                    del self._keys[key]
-            self._dirty.add(key)
+        entries = self._entries.pop(pid, None)
+        if entries is None:
+            return
+        keys = self._entry_keys.pop(pid)
+        table = self._keys
+        ranks = self._ranks
+        dirty = self._dirty.add
+        for entry, key in zip(entries, keys, strict=True):
+            if ranks and key in ranks:
+                self._unrank(key, entry, pid)
+            uses = table[key]
+            count, seq = uses[entry]
+            if count > 1:
+                uses[entry] = (count - 1, seq)
+            else:
+                del uses[entry]
+                if not uses:
+                    del table[key]
+            dirty(key)
+
+    def _unrank(self, key: Key, entry: KernelEntry, pid: PathId) -> None:
+        ranks = self._ranks[key]
+        ranked = ranks.get(entry)
+        if ranked is not None:
+            ranked.pop(pid, None)
+            if not ranked:
+                del ranks[entry]
+                if not ranks:
+                    del self._ranks[key]
 
     def _put(self, pid: PathId, rp: ReceivedPath) -> None:
         self._paths[pid] = rp
-        self._types[route_type(rp.path.route)] += 1
-        self._per_source[pid[0]] += 1
         route = rp.path.route
+        self._types[route_type(route)] += 1
+        self._per_source[pid[0]] += 1
         if isinstance(route, MacIpRoute):
             mac = (route.vni, route.mac.lower())
             self._macs.setdefault(mac, []).append(pid)
             self._touched_macs.add(mac)
 
-    def _drop(self, pid: PathId) -> None:
+    def _drop(self, pid: PathId) -> bool:
+        """Remove a path from the table; whether it was there."""
         rp = self._paths.pop(pid, None)
-        if rp is not None:
-            self._types[route_type(rp.path.route)] -= 1
-            self._per_source[pid[0]] -= 1
-            if not self._per_source[pid[0]]:
-                del self._per_source[pid[0]]
-            self._unuse(pid)
-            route = rp.path.route
-            if isinstance(route, MacIpRoute):
-                mac = (route.vni, route.mac.lower())
-                pids = self._macs.get(mac)
-                if pids is not None and pid in pids:
-                    pids.remove(pid)
-                    if not pids:
-                        del self._macs[mac]
-                self._touched_macs.add(mac)
+        if rp is None:
+            return False
+        route = rp.path.route
+        self._types[route_type(route)] -= 1
+        per_source = self._per_source
+        source = pid[0]
+        if per_source[source] > 1:
+            per_source[source] -= 1
+        else:
+            del per_source[source]
+        self._unuse(pid)
+        if isinstance(route, MacIpRoute):
+            mac = (route.vni, route.mac.lower())
+            pids = self._macs.get(mac)
+            if pids is not None and pid in pids:
+                pids.remove(pid)
+                if not pids:
+                    del self._macs[mac]
+            self._touched_macs.add(mac)
+        return True
 
 
 MAX_PREFIX = "held back: the peer's maximum number of prefixes is reached"
