@@ -26,7 +26,7 @@ ESI_ZERO = "00:00:00:00:00:00:00:00:00:00"
 """A single-homed route's Ethernet Segment Identifier."""
 
 
-class MacIpRoute(msgspec.Struct, frozen=True, tag="2"):
+class MacIpRoute(msgspec.Struct, frozen=True, tag="2", gc=False):
     """Type 2: a MAC (and optionally its IP) behind a VTEP. ``vni`` is the
     L2VNI (first label); ``l3vni`` the second label of a symmetric-IRB route
     (0: none)."""
@@ -44,7 +44,7 @@ class MacIpRoute(msgspec.Struct, frozen=True, tag="2"):
         return ("2", self.rd, self.etag, self.mac, self.ip)
 
 
-class ImetRoute(msgspec.Struct, frozen=True, tag="3"):
+class ImetRoute(msgspec.Struct, frozen=True, tag="3", gc=False):
     """Type 3: inclusive multicast (BUM flooding) toward ``ip``, the
     originating VTEP. ``vni`` travels in the PMSI tunnel attribute (ingress
     replication)."""
@@ -59,7 +59,7 @@ class ImetRoute(msgspec.Struct, frozen=True, tag="3"):
         return ("3", self.rd, self.etag, self.ip)
 
 
-class PrefixRoute(msgspec.Struct, frozen=True, tag="5"):
+class PrefixRoute(msgspec.Struct, frozen=True, tag="5", gc=False):
     """Type 5: an IP prefix in a tenant's VRF. ``vni`` is the L3VNI."""
 
     rd: str
@@ -93,7 +93,7 @@ def route_type(route: EvpnRoute) -> RouteType:
 _ROUTE_TYPES: dict[type, RouteType] = {MacIpRoute: 2, ImetRoute: 3, PrefixRoute: 5}
 
 
-class EvpnPath(msgspec.Struct, frozen=True):
+class EvpnPath(msgspec.Struct, frozen=True, gc=False):
     """A route and the attributes it is announced with. ``route_targets``
     are ``ASN:N`` or ``IP:N`` strings; ``router_mac`` is the Router's MAC
     extended community (type-5 and symmetric-IRB type-2); ``encap_vxlan`` the
@@ -112,7 +112,7 @@ class EvpnPath(msgspec.Struct, frozen=True):
     sticky: bool = False
 
 
-class ReceivedPath(msgspec.Struct, frozen=True):
+class ReceivedPath(msgspec.Struct, frozen=True, gc=False):
     """A path as a peer sent it: who sent it and who originated it
     (``originator`` is the ORIGINATOR_ID a route reflector adds, else "")."""
 

@@ -18,7 +18,7 @@ ZERO_MAC = "00:00:00:00:00:00"
 """The MAC of flood (BUM) entries: one per remote VTEP of an IMET route."""
 
 
-class FdbEntry(msgspec.Struct, frozen=True):
+class FdbEntry(msgspec.Struct, frozen=True, gc=False, cache_hash=True):
     """MAC -> remote VTEP on the VXLAN device ``vx-<vni>``.
 
     ``mac`` ZERO_MAC is a flood (BUM) entry of an IMET route: several per
@@ -36,7 +36,7 @@ class FdbEntry(msgspec.Struct, frozen=True):
     vtep: str
 
 
-class NeighEntry(msgspec.Struct, frozen=True):
+class NeighEntry(msgspec.Struct, frozen=True, gc=False, cache_hash=True):
     """IP -> MAC on the bridge ``br-<vni>``: a type-2 route's IP (the
     bridge answers ARP for it when the VXLAN port has neigh_suppress), or a
     type-5 next hop (the remote VTEP) -> its router MAC on the l3vni bridge.
@@ -52,7 +52,7 @@ class NeighEntry(msgspec.Struct, frozen=True):
     mac: str
 
 
-class EvpnRoute(msgspec.Struct, frozen=True):
+class EvpnRoute(msgspec.Struct, frozen=True, gc=False, cache_hash=True):
     """A type-5 prefix in a VRF table: ``<prefix> via <vtep> dev br-<vni>
     onlink table <table> proto ROUTE_PROTO_EVPN``.
 
