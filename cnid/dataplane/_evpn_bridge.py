@@ -91,6 +91,7 @@ def _plan_fdb(
     Request = nl.Request
     unicast: dict[tuple[int, str], list[FdbEntry]] = {}
     encoded: dict[FdbEntry, tuple[_FdbHeads, bytes]] = {}
+    ports: dict[tuple[int, bool, int], nl.Link] = {}  # devs.vxlan's devices, asked once
     for e in add:
         try:
             mac = _mac(e.mac)
@@ -98,7 +99,10 @@ def _plan_fdb(
             flood = mac == _ZERO
             if not flood and mac[0] & 1:
                 raise _Invalid(f"MAC {e.mac} is not a unicast address")
-            vx = devs.vxlan(e.vni, as_port=not flood, vtep_family=vfam)
+            vx = ports.get((e.vni, flood, vfam))
+            if vx is None:
+                vx = devs.vxlan(e.vni, as_port=not flood, vtep_family=vfam)
+                ports[(e.vni, flood, vfam)] = vx
         except _BAD as exc:
             plan.fail("add", e, str(exc))
             continue

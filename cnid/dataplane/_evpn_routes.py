@@ -170,13 +170,17 @@ def _known_state(
     if len(known) < len(keys):
         pairs = ((key, routes) for key, routes in known.items() if key in keys)
     else:
-        get = known.get
-        pairs = ((key, get(key)) for key in keys)
+        pairs = zip(keys, map(known.get, keys), strict=True)
     for key, routes in pairs:
-        if routes:
-            paths = {(r.vtep, br.index) for r in routes if (br := bridges.get(r.vni)) is not None}
-            if paths:
-                out[key] = paths
+        if not routes:
+            continue
+        paths: set[_Path] = set()
+        for r in routes:
+            br = bridges.get(r.vni)
+            if br is not None:
+                paths.add((r.vtep, br.index))
+        if paths:
+            out[key] = paths
     return out
 
 
