@@ -79,12 +79,14 @@ class _Plan:
 
     @property
     def removals(self) -> list[_Op]:
+        """The removals as ``_Op``: for reading a plan, not for sending it."""
         return [
             _Op(r, self.names(i), i in self.gone_ok) for i, r in enumerate(self.removal_requests)
         ]
 
     @property
     def additions(self) -> list[_Op]:
+        """The additions as ``_Op``: for reading a plan, not for sending it."""
         base = len(self.removal_requests)
         return [_Op(r, self.names(base + i)) for i, r in enumerate(self.addition_requests)]
 
