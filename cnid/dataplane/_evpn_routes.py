@@ -5,6 +5,7 @@ via the remote VTEPs out of our bridges (see ``EvpnRoute``)."""
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -15,6 +16,17 @@ from ._evpn_values import _BAD, _MAPPED, EvpnRoute, _prefix, _table, _vtep
 from ._names import ROUTE_PROTO_EVPN
 
 _RTMSG_SIZE = 12
+#: What the kernel dumps of an IPv4 route of one path: RTA_TABLE, RTA_DST,
+#: RTA_GATEWAY, RTA_OIF, each of 8 bytes (read with one unpack; any other
+#: layout goes attribute by attribute).
+_ONE_PATH4 = struct.Struct("=4sI4s4s4s4s4sI")
+_ONE_PATH4_HEADS = (
+    _NLA.pack(8, nl.RTA_TABLE),
+    _NLA.pack(8, nl.RTA_DST),
+    _NLA.pack(8, nl.RTA_GATEWAY),
+    _NLA.pack(8, nl.RTA_OIF),
+)
+_ONE_PATH4_SIZE = _RTMSG_SIZE + _ONE_PATH4.size
 
 _Path = tuple[str, int]  # (vtep, ifindex of the bridge)
 
@@ -58,28 +70,36 @@ def _route_state(sock: nl.Netlink, table: int, family: int) -> dict[str, set[_Pa
 
     out: dict[str, set[_Path]] = {}
     unpack = _NLA.unpack_from
+    one_path = _ONE_PATH4.unpack_from
+    one_path_size = _ONE_PATH4_SIZE if family == socket.AF_INET else -1
     for msg in raw:
         if msg[7] != nl.RTN_UNICAST or msg[5] != ROUTE_PROTO_EVPN:
             continue
-        dst = gw = oif = hops = None
-        rtable = msg[4]
-        offset, end = _RTMSG_SIZE, len(msg) - 4
-        while offset <= end:
-            size, kind = unpack(msg, offset)
-            if size < 4:
-                break
-            kind &= 0x3FFF
-            if kind == nl.RTA_DST:
-                dst = msg[offset + 4 : offset + size]
-            elif kind == nl.RTA_GATEWAY or kind == nl.RTA_VIA:
-                gw = msg[offset + 4 : offset + size]
-            elif kind == nl.RTA_OIF:
-                oif = _U32.unpack_from(msg, offset + 4)[0]
-            elif kind == nl.RTA_TABLE:
-                rtable = _U32.unpack_from(msg, offset + 4)[0]
-            elif kind == nl.RTA_MULTIPATH:
-                hops = msg[offset + 4 : offset + size]
-            offset += (size + 3) & ~3
+        hops = None
+        read = False
+        if len(msg) == one_path_size:
+            th, rtable, dh, dst, gh, gw, oh, oif = one_path(msg, _RTMSG_SIZE)
+            read = (th, dh, gh, oh) == _ONE_PATH4_HEADS
+        if not read:
+            dst = gw = oif = None
+            rtable = msg[4]
+            offset, end = _RTMSG_SIZE, len(msg) - 4
+            while offset <= end:
+                size, kind = unpack(msg, offset)
+                if size < 4:
+                    break
+                kind &= 0x3FFF
+                if kind == nl.RTA_DST:
+                    dst = msg[offset + 4 : offset + size]
+                elif kind == nl.RTA_GATEWAY or kind == nl.RTA_VIA:
+                    gw = msg[offset + 4 : offset + size]
+                elif kind == nl.RTA_OIF:
+                    oif = _U32.unpack_from(msg, offset + 4)[0]
+                elif kind == nl.RTA_TABLE:
+                    rtable = _U32.unpack_from(msg, offset + 4)[0]
+                elif kind == nl.RTA_MULTIPATH:
+                    hops = msg[offset + 4 : offset + size]
+                offset += (size + 3) & ~3
         if rtable != table:
             continue
         prefix = f"{socket.inet_ntop(family, dst) if dst else any_addr}/{msg[1]}"

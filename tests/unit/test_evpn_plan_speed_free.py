@@ -180,3 +180,45 @@ def test_ipv6_prefix_via_an_ipv4_vtep_is_one_request() -> None:
         "2001:db8:1::",
         "::ffff:192.0.2.2",
     )
+
+
+class _Dump:
+    """Answers a route dump with the given message bodies."""
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        self.bodies = bodies
+
+    def dump(self, req: nl.Request, missing_ok: bool = False) -> list[bytes]:
+        return self.bodies
+
+
+def test_the_common_ipv4_layout_reads_as_any_other() -> None:
+    """An IPv4 route of one path, as the kernel dumps it, is read in one
+    unpack; the same route with its attributes otherwise (another order, one
+    more) is read attribute by attribute: one state."""
+    codec = _evpn_routes._RouteCodec()
+    common, other = [], []
+    for i, (table, vtep) in enumerate(
+        [(100, "192.0.2.2"), (101, "192.0.2.3"), (100, "2001:db8::2")]
+    ):
+        fam, raw, plen = _evpn_values._prefix(f"10.1.{i}.0/24")
+        body = codec.new(fam, raw, plen, table, [(vtep, 7)])
+        common.append(body)
+        attrs = nl.parse_attrs(body, 12)
+        tail = b"".join(_evpn_plan._attr(k, v) for k, v in reversed(attrs.items()))
+        other.append(body[:12] + tail + _evpn_plan._attr(nl.RTA_PRIORITY, b"\0" * 4))
+    fam, raw, plen = _evpn_values._prefix("10.2.0.0/24")
+    common.append(codec.new(fam, raw, plen, 100, [("192.0.2.2", 7), ("192.0.2.4", 9)]))
+    other.append(common[-1])
+    got = _evpn_routes._route_state(_Dump(common), 100, socket.AF_INET)  # type: ignore[arg-type]
+    want = _evpn_routes._route_state(_Dump(other), 100, socket.AF_INET)  # type: ignore[arg-type]
+    assert (
+        got
+        == want
+        == {
+            "10.1.0.0/24": {("192.0.2.2", 7)},
+            "10.1.2.0/24": {("2001:db8::2", 7)},
+            "10.2.0.0/24": {("192.0.2.2", 7), ("192.0.2.4", 9)},
+        }
+    )
+    assert len(common[0]) == _evpn_routes._ONE_PATH4_SIZE
