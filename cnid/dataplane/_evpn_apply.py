@@ -37,11 +37,10 @@ def apply_batch(
     _plan_fdb(sock, devs, add.fdb, remove.fdb, plan)
     _plan_neigh(sock, devs, add.neigh, remove.neigh, plan)
     _plan_routes(sock, devs, add.routes, remove.routes, plan, routes_now)
-    ops = plan.removals + plan.additions
-    errors = sock.batch_errors([op.request for op in ops])
-    for op, error in zip(ops, errors, strict=True):
-        if error is not None and not (op.gone_ok and error.errno == errno_mod.ENOENT):
-            for name, e in op.entries:
+    errors = sock.batch_errors(plan.requests())
+    for index, error in enumerate(errors):
+        if error is not None and not (error.errno == errno_mod.ENOENT and plan.gone(index)):
+            for name, e in plan.names(index):
                 plan.fail(name, e, error.msg, _errno_name(error.errno))
     failed = tuple(sorted(plan.failed.items()))
     refused = tuple((op, e, why) for (op, e), why in plan.refused.items())

@@ -11,7 +11,7 @@ from functools import cache
 
 from . import _netlink as nl
 from ._evpn_devices import _Devices
-from ._evpn_plan import _NLA, _REPLACE, _attr, _Op, _Plan
+from ._evpn_plan import _NLA, _REPLACE, _attr, _Plan
 from ._evpn_values import (
     _BAD,
     _ZERO,
@@ -91,6 +91,7 @@ def _plan_fdb(
     Request = nl.Request
     unicast: dict[tuple[int, str], list[FdbEntry]] = {}
     encoded: dict[FdbEntry, tuple[_FdbHeads, bytes]] = {}
+    ports: dict[tuple[int, bool, int], nl.Link] = {}  # devs.vxlan's devices, asked once
     for e in add:
         try:
             mac = _mac(e.mac)
@@ -98,7 +99,10 @@ def _plan_fdb(
             flood = mac == _ZERO
             if not flood and mac[0] & 1:
                 raise _Invalid(f"MAC {e.mac} is not a unicast address")
-            vx = devs.vxlan(e.vni, as_port=not flood, vtep_family=vfam)
+            vx = ports.get((e.vni, flood, vfam))
+            if vx is None:
+                vx = devs.vxlan(e.vni, as_port=not flood, vtep_family=vfam)
+                ports[(e.vni, flood, vfam)] = vx
         except _BAD as exc:
             plan.fail("add", e, str(exc))
             continue
@@ -106,7 +110,7 @@ def _plan_fdb(
         tail = _LLADDR + mac + _PAD2 + dst_attr(dst)
         if flood:
             req = Request(new, nl.NLM_F_CREATE | nl.NLM_F_APPEND, h.self_new + tail, "fdb")
-            plan.additions.append(_Op(req, [("add", e)]))
+            plan.add(req, e)
         else:
             key = (e.vni, e.mac)
             if key in unicast:
@@ -124,9 +128,9 @@ def _plan_fdb(
         e = entries[0]
         h, tail = encoded[e]
         names: list[tuple[str, _Entry]] = [("add", e)]
-        plan.additions.append(_Op(Request(new, _REPLACE, h.self_new + tail, "fdb"), names))
+        plan.add(Request(new, _REPLACE, h.self_new + tail, "fdb"), names)
         master = h.master_new + tail[:12]
-        plan.additions.append(_Op(Request(new, _REPLACE, master, "fdb bridge entry"), names))
+        plan.add(Request(new, _REPLACE, master, "fdb bridge entry"), names)
         replacing[key] = names
 
     # Removals are checked entry by entry (a GET of the driver's and the
@@ -155,7 +159,7 @@ def _plan_fdb(
             # that is not there (ENOENT) is gone already
             if e.vtep != devs.vxlan_group.get(e.vni):
                 req = Request(delete, 0, h.self_del + lladdr + dst_attr(dst), "fdb")
-                plan.removals.append(_Op(req, [("remove", e)], gone_ok=True))
+                plan.remove(req, e, gone_ok=True)
             continue
         unicast_removals.append((e, vx, lladdr, dst_attr(dst)))
     if not unicast_removals:
@@ -188,10 +192,10 @@ def _plan_fdb(
             remove_bridged = e.mac in bridged and dsts <= {e.vtep}
         if remove_self:
             req = Request(delete, 0, h.self_del + lladdr + dst_nla, "fdb")
-            plan.removals.append(_Op(req, [("remove", e)]))
+            plan.remove(req, e)
         if remove_bridged:
             req = Request(delete, 0, h.master_del + lladdr, "fdb bridge entry")
-            plan.removals.append(_Op(req, [("remove", e)]))
+            plan.remove(req, e)
         # neither: already gone (or no longer ours), nothing to do
 
 
@@ -265,7 +269,7 @@ def _plan_neigh(
             continue
         ((e, body),) = entries
         names: list[tuple[str, _Entry]] = [("add", e)]
-        plan.additions.append(_Op(nl.Request(nl.RTM_NEWNEIGH, _REPLACE, body, "neigh"), names))
+        plan.add(nl.Request(nl.RTM_NEWNEIGH, _REPLACE, body, "neigh"), names)
         replacing[key] = names
 
     checks: list[tuple[NeighEntry, nl.Link, bytes]] = []  # entry, bridge, request body
@@ -304,4 +308,4 @@ def _plan_neigh(
             ours = n is not None and n.ifindex == br.index and _neigh_ours(n) and n.lladdr == e.mac
         if not ours:
             continue  # gone, or no longer ours / another MAC: not touched
-        plan.removals.append(_Op(nl.Request(nl.RTM_DELNEIGH, 0, body, "neigh"), [("remove", e)]))
+        plan.remove(nl.Request(nl.RTM_DELNEIGH, 0, body, "neigh"), e)

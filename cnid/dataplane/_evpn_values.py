@@ -159,7 +159,8 @@ def _vtep(ip: str) -> tuple[int, bytes]:
 
 
 _LENGTHS = {str(n): n for n in range(129)}
-_HOST_MASKS = {(bits, n): (1 << (bits - n)) - 1 for bits in (32, 128) for n in range(bits + 1)}
+_HOST_MASKS4 = [(1 << (32 - n)) - 1 for n in range(33)]
+_HOST_MASKS6 = [(1 << (128 - n)) - 1 for n in range(129)]
 
 
 def _prefix(prefix: str) -> tuple[int, bytes, int]:
@@ -173,17 +174,16 @@ def _prefix(prefix: str) -> tuple[int, bytes, int]:
         raise _Invalid(f"prefix {prefix!r} is not of the form 10.1.0.0/26") from None
     if ":" in addr:
         family, raw = _parse_ip(addr)
-        bits = 128
+        masks = _HOST_MASKS6
     else:
         try:
             raw = socket.inet_pton(socket.AF_INET, addr)
         except OSError:
             raise _Invalid(f"prefix {prefix!r}: {addr!r} is not an IP address") from None
-        family, bits = socket.AF_INET, 32
-    mask = _HOST_MASKS.get((bits, plen))
-    if mask is None:
-        raise _Invalid(f"prefix {prefix!r}: length over {bits}")
-    if int.from_bytes(raw, "big") & mask:
+        family, masks = socket.AF_INET, _HOST_MASKS4
+    if plen >= len(masks):
+        raise _Invalid(f"prefix {prefix!r}: length over {len(masks) - 1}")
+    if int.from_bytes(raw, "big") & masks[plen]:
         raise _Invalid(f"prefix {prefix!r} has host bits set")
     return family, raw, plen
 

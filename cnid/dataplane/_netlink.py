@@ -19,6 +19,7 @@ answers in ``_nlparse``; both are re-exported here, so users write
 from __future__ import annotations
 
 import errno as errno_mod
+import itertools
 import os
 import socket
 import struct
@@ -259,24 +260,23 @@ class Netlink:
         sequence numbers are ``self._seq`` + 1 onwards."""
         max_bytes = max(self.sndbuf - 4096, 16384)
         end = min(len(requests), start + max(self.rcvbuf // self.ERROR_ACK_TRUESIZE - 16, 8))
-        parts = []
-        seq = self._seq
+        parts: list[bytes] = []
+        append = parts.append
+        first = seq = self._seq
         size = 0
         pack = _HDR.pack
-        i = start
-        while i < end:
-            req = requests[i]
-            length = _HDR.size + len(req.body)
+        head = _HDR.size
+        for mtype, flags, body, _ in itertools.islice(requests, start, end):
+            length = head + len(body)
             padded = (length + 3) & ~3
-            if size + padded > max_bytes and i > start:
+            size += padded
+            if size > max_bytes and seq > first:
                 break
             seq += 1
-            parts.append(pack(length, req.type, req.flags | NLM_F_REQUEST, seq, 0))
-            parts.append(req.body if length == padded else req.body + b"\0" * (padded - length))
-            size += padded
-            i += 1
+            append(pack(length, mtype, flags | NLM_F_REQUEST, seq, 0))
+            append(body if length == padded else body + b"\0" * (padded - length))
         self._seq = seq
-        return i, b"".join(parts)
+        return start + seq - first, b"".join(parts)
 
     def batch_errors(self, requests: list[Request]) -> list[NetlinkFailure | None]:
         """Send many requests in as few send() calls as fit, and return the
