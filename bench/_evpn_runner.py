@@ -50,7 +50,7 @@ import trio
 
 from cnid import dataplane
 from cnid.bgp import Speaker, SpeakerConfig, UpdateEvent, mesh_neighbors
-from cnid.core import Domain, VniAttachment
+from cnid.core import Domain, VniAttachment, tune_gc
 from cnid.dataplane import _evpn
 from cnid.evpn import EvpnController, Identity
 from testbed.evpn_node import ASN, EvpnNode
@@ -332,6 +332,7 @@ def main() -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     runner = Runner(spec)
+    tune_gc()  # as the daemon does
     try:
         trio.run(runner.serve)
     finally:

@@ -269,6 +269,7 @@ class EvpnNode:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.speaker.run)
             await nursery.start(self.evpn.run)
+            self.speaker.subscribed()  # as the daemon: the events since start are not kept
             task_status.started()
 
     def ping(self, pod: str, address: str, count: int = 1) -> bool:

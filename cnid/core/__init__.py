@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         TryAgainLater,
         UnknownContainer,
     )
+    from ._gc import tune_gc
     from ._journal import Journal, PodRecord
     from ._metrics import Metrics
     from ._notify import ChangeSignal, Notifier, snapshot, wait_any
@@ -200,6 +201,7 @@ _HOMES = {
     "boot_clock": "_startup",
     "process_start": "_startup",
     "DomainRegistry": "_tenants",
+    "tune_gc": "_gc",
 }
 
 
@@ -297,6 +299,7 @@ __all__ = [
     "send_all",
     "serve_unix",
     "snapshot",
+    "tune_gc",
     "wait_any",
     "waiting_for_peer",
 ]

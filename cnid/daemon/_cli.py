@@ -20,6 +20,7 @@ from pathlib import Path
 import trio
 
 from ..core._errors import CnidError, ConfigError
+from ..core._gc import tune_gc
 from ..core._protocol import printable
 from ..core._sockets import claim_path, raise_nofile_limit
 from ..core._startup import Startup
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level_of(config.logging.level), handlers=[handler])
     limit = raise_nofile_limit()
     logging.getLogger("cnid").debug("open files limit %d", limit)
+    tune_gc()
     try:
         trio.run(serve, config, startup)
     except BaseException as exc:  # unwrapped and reported, or re-raised
