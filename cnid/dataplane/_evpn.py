@@ -116,9 +116,13 @@ async def apply_evpn(
     one at a time). ``routes_now``, when given, is the caller's record of
     our routes of every prefix the call touches, (table, prefix) -> routes:
     it is used instead of reading the tables (a dump of a 40,000-route
-    table per call dominated a burst of updates). A prefix not in it is
-    created exclusively, so a record that is wrong fails loudly (EEXIST)
-    instead of overwriting what the kernel holds.
+    table per call dominated a burst of updates). The routes ``remove``
+    names are taken as held (they are of the caller's record) and may be
+    left out of it: a withdrawn table is then no record at all, not one
+    route per prefix sent to the worker and read back. A prefix of neither
+    is created exclusively, so a record that is wrong fails loudly (EEXIST,
+    or ENOENT for a removal of what is gone) instead of overwriting what the
+    kernel holds.
 
     The batch is planned and sent by the worker process (``_evpn_worker``),
     on a netlink socket made here in the node's namespace: the daemon's

@@ -296,13 +296,21 @@ def _plan_routes(
                 add_request(Request(new_route, excl, body, "route"))
                 add_outcome(e)
                 continue
-        elif added is None and now is not None and len(removed) == 1 and len(now) == 1:
-            e = removed[0]
-            if (e.vtep, bridges[e.vni].index) in now:
-                # the common withdrawal: the prefix's only path goes
-                del_request(Request(del_route, 0, codec.delete(family, raw, plen, key[0]), "route"))
-                del_outcome(e)
-                continue
+        else:
+            if added is None and len(removed) == 1:
+                e = removed[0]
+                if (now is None and known is not None) or (
+                    now is not None and len(now) == 1 and (e.vtep, bridges[e.vni].index) in now
+                ):
+                    # the common withdrawal: the prefix's only path goes
+                    body = codec.delete(family, raw, plen, key[0])
+                    del_request(Request(del_route, 0, body, "route"))
+                    del_outcome(e)
+                    continue
+            if known is not None:
+                # the caller's removals are paths of its record: held now
+                held = {(e.vtep, bridges[e.vni].index) for e in removed}
+                now = held if now is None else now | held
         route = _Route(family, raw, plen, key[0])
         _plan_prefix(plan, codec, bridges, route, now, added or (), removed or ())
 

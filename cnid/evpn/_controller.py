@@ -594,7 +594,7 @@ class EvpnController:
     ) -> None:
         """``keys``: the route table's key of each entry of ``add`` (kept as
         the installed record's key: one tuple for both records, not two)."""
-        routes_now = self.kernel_state.routes_now([*add, *remove])
+        routes_now = self.kernel_state.routes_now(add, remove)
         result = await self.kernel.apply_evpn(kernel_batch(add), kernel_batch(remove), routes_now)
         refused = {(op, entry): why for op, entry, why in result.refused}
         installed = self.kernel_state

@@ -103,20 +103,30 @@ class Installed:
                 del self._routes[entry.table]
 
     def routes_now(
-        self, entries: list[KernelEntry]
+        self, add: list[KernelEntry], remove: list[KernelEntry]
     ) -> dict[tuple[int, str], frozenset[KernelRoute]]:
-        """The installed paths of each (table, prefix) that ``entries`` touch
-        and that has any: a prefix left out has none (``apply_evpn`` creates
-        it exclusively). A burst of new prefixes costs no empty set each."""
+        """``apply_evpn``'s record of a batch: the installed paths of each
+        (table, prefix) the batch touches, but those it removes (taken as
+        held); only the prefixes left with some. A table withdrawn, or a
+        burst of new prefixes, is no record at all."""
         installed = self._routes
+        removed = {e for e in remove if type(e) is KernelRoute}
         out: dict[tuple[int, str], frozenset[KernelRoute]] = {}
-        for e in entries:
-            if type(e) is KernelRoute:
-                table = installed.get(e.table)
-                routes = table.get(e.prefix) if table is not None else None
-                if routes is not None and (e.table, e.prefix) not in out:
-                    paths = routes if isinstance(routes, set) else (routes,)
-                    out[(e.table, e.prefix)] = frozenset(paths)
+        for e in (*add, *removed):
+            if type(e) is not KernelRoute:
+                continue
+            table = installed.get(e.table)
+            routes = table.get(e.prefix) if table is not None else None
+            if routes is None or (e.table, e.prefix) in out:
+                continue
+            if isinstance(routes, set):
+                others = frozenset(routes - removed)
+            elif routes in removed:
+                continue
+            else:
+                others = frozenset((routes,))
+            if others:
+                out[(e.table, e.prefix)] = others
         return out
 
     def kinds(self) -> dict[str, int]:

@@ -17,7 +17,7 @@ def test_routes_now_holds_every_path_of_the_touched_prefixes_that_have_any() -> 
     installed = Installed()
     for entry in (A, B, FDB, NEIGH):
         installed.add(entry)
-    assert installed.routes_now([A, C, FDB]) == {(100, "10.1.0.0/26"): frozenset({A, B})}
+    assert installed.routes_now([A, C, FDB], []) == {(100, "10.1.0.0/26"): frozenset({A, B})}
     assert installed.kinds() == {"fdb": 1, "flood": 0, "neigh": 1, "route": 2}
 
 
@@ -25,15 +25,15 @@ def test_paths_come_and_go_one_by_one() -> None:
     installed = Installed()
     installed.add(A)
     installed.add(A)  # again: still one path
-    assert installed.routes_now([A]) == {(100, "10.1.0.0/26"): frozenset({A})}
+    assert installed.routes_now([A], []) == {(100, "10.1.0.0/26"): frozenset({A})}
     installed.add(B)
     installed.remove(A)
-    assert installed.routes_now([A]) == {(100, "10.1.0.0/26"): frozenset({B})}
+    assert installed.routes_now([A], []) == {(100, "10.1.0.0/26"): frozenset({B})}
     installed.remove(A)  # gone already
     installed.add(A)
     installed.remove(B)
     installed.remove(A)
-    assert installed.routes_now([A, B]) == {}
+    assert installed.routes_now([A, B], []) == {}
     assert installed.entries == {}
     assert installed.kinds()["route"] == 0
 
@@ -42,7 +42,18 @@ def test_replace_starts_from_what_the_kernel_holds() -> None:
     installed = Installed()
     installed.add(C)
     installed.replace({("route", 100, "10.1.0.0/26", v.vtep): v for v in (A, B)})
-    assert installed.routes_now([A, C]) == {(100, "10.1.0.0/26"): frozenset({A, B})}
+    assert installed.routes_now([A, C], []) == {(100, "10.1.0.0/26"): frozenset({A, B})}
+
+
+def test_a_batchs_removals_are_left_out_of_its_record() -> None:
+    """``apply_evpn`` takes the batch's removals as held: a prefix whose
+    every path the batch removes is no record at all."""
+    installed = Installed()
+    for entry in (A, B, C):
+        installed.add(entry)
+    assert installed.routes_now([], [A, C]) == {(100, "10.1.0.0/26"): frozenset({B})}
+    assert installed.routes_now([], [A, B, C]) == {}
+    assert installed.routes_now([A], [C]) == {(100, "10.1.0.0/26"): frozenset({A, B})}
 
 
 def test_kernel_batch_sorts_entries_by_kind() -> None:

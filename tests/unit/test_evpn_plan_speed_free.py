@@ -93,6 +93,10 @@ def _general(
         route = _evpn_routes._Route(family, raw, plen, key[0])
         added, removed = adds.get(key, []), removes.get(key, [])
         now = current.get(key)
+        if known is not None and removed:
+            # apply_evpn: the removals are of the caller's record, held
+            held = {(e.vtep, devs.bridges[e.vni].index) for e in removed}
+            now = held | (now or set())
         _evpn_routes._plan_prefix(plan, codec, devs.bridges, route, now, added, removed)
     return plan
 
@@ -136,20 +140,34 @@ def test_shortcuts_plan_what_the_general_path_plans() -> None:
 
 
 def test_a_record_plans_as_reading_the_kernel_does() -> None:
-    """``routes_now`` with empty sets for new prefixes, without them, or no
-    record at all (the tables read): one plan."""
+    """``routes_now`` with empty sets for new prefixes, without them,
+    without the routes the batch removes (they are of the record: taken as
+    held), or no record at all (the tables read, holding what the record
+    says): one plan."""
     rng = random.Random(6)
     for _ in range(1000):
         installed, add, remove = _batch(rng)
         a, r = frozenset(add), frozenset(remove)
-        record = _record(installed)
+        held = installed | {e for e in remove if e not in BAD}
+        record = _record(held)
         with_empty: dict[tuple[int, str], set[dp.EvpnRoute]] = {
             (e.table, e.prefix): set() for e in add | remove
         }
         with_empty.update(record)
-        want = _outcome(_planned(_Sock(installed), a, r, None))
+        want = _outcome(_planned(_Sock(held), a, r, None))
         assert _outcome(_planned(_Sock(), a, r, record)) == want
         assert _outcome(_planned(_Sock(), a, r, with_empty)) == want
+        assert _outcome(_planned(_Sock(), a, r, _record(held - remove))) == want
+
+
+def test_a_removal_the_record_does_not_hold_fails_loudly() -> None:
+    """With a record, a removal is of the record: one that is gone from the
+    kernel is asked all the same (its ENOENT is reported), never skipped."""
+    e = dp.EvpnRoute(100, "10.1.0.0/26", "192.0.2.2", 100)
+    plan = _planned(_Sock(), frozenset(), frozenset({e}), {})
+    (op,) = plan.removals
+    assert op.request.type == nl.RTM_DELROUTE and not op.gone_ok
+    assert not _planned(_Sock(), frozenset(), frozenset({e}), None).removals  # read: gone
 
 
 def test_a_single_outcome_is_named_by_its_list() -> None:
