@@ -421,6 +421,8 @@ def zero(counts: dict[str, int]) -> dict[str, int]:
 
 def node_times(rx: Receiver, watch: dict[str, Any], t0: float) -> dict[str, Any]:
     out = {k: watch[k] - t0 for k in ("first_path", "all_paths", "installed_at") if watch.get(k)}
+    log = watch.get("apply_log", ())
+    out["apply_log"] = [(round(t - t0, 3), n, round(s, 3)) for t, n, s in log]
     out.update({k: watch[k] for k in ("applies", "apply_entries", "apply_seconds")})
     return out
 
@@ -509,7 +511,7 @@ def table_run(
         sampler = Sampler(args, rx, f"table{args.rep}", start)
         if isinstance(rx, Ours):
             want = delta["routes"] + delta["neigh"] + delta["fdb_self"]
-            rx.node.send("watch", installed=want, timeout=args.timeout)
+            rx.node.send("watch", installed=want, paths=inj.n, timeout=args.timeout)
         t_kernel, _, polls = wait_counts(rx.counter, delta, args.timeout, args.poll)
         sampler.stop()
         t_up = watch.result()

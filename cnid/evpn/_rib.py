@@ -14,8 +14,10 @@ The received type-2 paths are indexed by (VNI, MAC) for ``_mobility``: the
 MACs whose copies changed are in ``take_touched_macs()``.
 
 The controller reads ``take_dirty()`` (the keys whose chosen entry may have
-changed) and programs only those: a burst of 50,000 routes costs work in
-proportion to the routes, never a rescan of the table per update.
+changed: not a key whose only candidate got one more use or one less, as the
+neighbour and FDB entries a VTEP's prefixes share) and programs only those:
+a burst of 50,000 routes costs work in proportion to the routes, never a
+rescan of the table per update.
 
 A maximum number of paths per source (``max_paths``, ``[bgp] max_prefix``)
 holds the paths beyond it back: kept, shown as not programmed
@@ -322,7 +324,13 @@ class RouteTable:
             elif isinstance(uses, tuple):
                 first = uses[0]
                 if first is entry or first == entry:
+                    # one more use of the key's only candidate: its choice
+                    # is the same (not dirty: the VTEP's shared entries are
+                    # asked by each of its 80 prefixes)
                     table[key] = (first, uses[1] + 1, seq)
+                    if ranked is not None:
+                        self._ranks.setdefault(key, {}).setdefault(entry, {})[pid] = ranked
+                    continue
                 else:
                     table[key] = {first: (uses[1], uses[2]), entry: (1, seq)}
             else:
@@ -351,10 +359,10 @@ class RouteTable:
             uses = table[key]
             if isinstance(uses, tuple):
                 if uses[1] > 1:
-                    table[key] = (uses[0], uses[1] - 1, uses[2])
+                    table[key] = (uses[0], uses[1] - 1, uses[2])  # still chosen
                 else:
                     del table[key]
-                dirty(key)
+                    dirty(key)
                 continue
             count, seq = uses[entry]
             if count > 1:
