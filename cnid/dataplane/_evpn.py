@@ -43,9 +43,11 @@ the error.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable, Iterable, Mapping
 
+from ..core._errors import KernelError
 from . import _netlink as nl
 from ._evpn_apply import SOCKET_BUFFER
 from ._evpn_bridge import _fdb_state, _neigh_state
@@ -139,6 +141,8 @@ def _valid(check: Callable[[int], int], value: int) -> bool:
 
 
 def _dump(vnis: tuple[int, ...], tables: tuple[int, ...]) -> KernelEvpn:
+    with contextlib.suppress(KernelError):  # the next batch says it again
+        WORKER.start()  # what is read is written next: the worker starts meanwhile
     fdb: set[FdbEntry] = set()
     neigh: set[NeighEntry] = set()
     routes: set[EvpnRoute] = set()
@@ -175,7 +179,9 @@ async def dump_evpn(vnis: Iterable[int], tables: Iterable[int]) -> KernelEvpn:
     bridges with our tag, routes of protocol ROUTE_PROTO_EVPN in ``tables``
     whose paths go out of one of our bridges. Missing or foreign devices,
     and VNIs or tables that cannot exist, are skipped. ``dump_evpn`` after
-    ``apply_evpn(X, KernelEvpn())`` returns X."""
+    ``apply_evpn(X, KernelEvpn())`` returns X. It also starts
+    ``apply_evpn``'s worker process (a node reads its state at start, then
+    writes): the first batch does not wait for the worker's imports."""
     v = tuple(vnis)
     t = tuple(tables)
     return await in_thread(lambda: _dump(v, t))

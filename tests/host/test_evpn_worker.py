@@ -128,3 +128,15 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert failed == 0
     assert gone(pid), f"the worker {pid} outlived its daemon"
     assert "10.9.0.0/24" in node.ip("route", "show", "table", str(TABLE))
+
+
+async def test_reading_the_state_starts_the_worker(node: Netns) -> None:
+    """A node reads its EVPN state at start, then writes: the read starts
+    the worker, so that the first batch does not wait for its imports."""
+    _evpn.WORKER.close()
+    assert _evpn.WORKER.pid is None
+    assert await installed() == frozenset()
+    pid = _evpn.WORKER.pid
+    assert pid is not None
+    assert (await dp.apply_evpn(routes(3), EMPTY)).failed == ()
+    assert _evpn.WORKER.pid == pid
