@@ -517,16 +517,16 @@ class EvpnController:
         self.graceful.expire(config, now)
         self.mobility.expire(now)
         self._observe_macs()
-        sweep = False
+        unlearned = full = False
         if self.adopting and self.graceful.adoption_over(config, now):
             self.adopting = False
-            sweep = True
+            unlearned = True
             log.info("EVPN: routes re-learned: sweeping what was not")
         if now >= self._next_repair:
             self._next_repair = now + self.repair_interval
-            sweep |= await self._repair()
+            full = await self._repair()
         try:
-            await self._program(sweep)
+            await self._program(full, unlearned)
         except CnidError:
             raise
         except Exception as exc:
@@ -557,12 +557,18 @@ class EvpnController:
         self.kernel_state.replace(kernel)
         return True
 
-    async def _program(self, sweep: bool) -> None:
+    async def _program(self, full: bool, unlearned: bool = False) -> None:
+        """``full``: compare every key (the kernel drifted, a pass failed);
+        ``unlearned``: the adoption is over: the installed keys that no path
+        asks for go too (every other key was dirty when its path came)."""
         table = self.table
         dirty = table.take_dirty()
-        if self._full_pass or sweep:
+        if self._full_pass or full:
             dirty |= set(self.installed) | set(table.desired())
             self._full_pass = False
+        elif unlearned:
+            chosen = table.chosen
+            dirty.update(key for key in self.installed if chosen(key) is None)
         self.refusals.hold_back(dirty, table.chosen, trio.current_time())
         add: list[KernelEntry] = []
         remove: list[KernelEntry] = []
