@@ -21,6 +21,7 @@ import time
 from cnid.bgp import EvpnPath, ImetRoute, MacIpRoute, PrefixRoute, ReceivedPath
 from cnid.core import Domain, VniAttachment
 from cnid.evpn import NodeView, RouteTable, node_view
+from testbed.domains import VRF42
 
 ASN = 65000
 L3VNI = 42
@@ -29,15 +30,7 @@ PEER = "192.168.0.1"
 
 
 def _domains() -> list[Domain]:
-    l3 = Domain(
-        name="vrf-42",
-        vrf=42,
-        table=42,
-        prefix="10.244.0.0",
-        prefixlen=16,
-        ipblocklen=26,
-        attachments=(VniAttachment(type="l3vni", vni=L3VNI),),
-    )
+    l3 = VRF42  # l3vni 42
     l2 = [
         Domain(
             name=f"vrf-{vni}",
