@@ -334,12 +334,18 @@ def _memo(view: NodeView) -> dict[tuple[object, ...], object]:
     if memo is None or memo[0] is not view:
         _CONTEXTS.clear()  # one view at a time (a new view replaces the old)
         memo = _CONTEXTS[id(view)] = (view, {})
-    if len(memo[1]) >= _MEMO_MAX:
+    if len(memo[1]) >= _CONTEXTS_MAX:
         memo[1].clear()
     return memo[1]
 
 
 _CONTEXTS: dict[int, tuple[NodeView, dict[tuple[object, ...], object]]] = {}
+#: A VTEP has an entry per set of route targets it sends (an l2vni's, the
+#: l3vni's) and per router MAC: 2,000 VTEPs of 4 l2vnis are 12,000 entries
+#: (at 4,096 the memo was cleared over and over by a 200,000-route table).
+#: Bounded all the same: a hostile peer's many VTEPs cost a recomputation,
+#: not memory.
+_CONTEXTS_MAX = 1 << 15
 
 
 def _context(
