@@ -39,6 +39,7 @@ from ._remote import (
     entry_key,
     importing_domains,
     kernel_entries,
+    keyed_entries,
     node_view,
 )
 from ._rib import MAX_PREFIX, STALE, RouteTable
@@ -89,6 +90,7 @@ __all__ = [
     "importing_domains",
     "kernel_batch",
     "kernel_entries",
+    "keyed_entries",
     "local_macs",
     "local_paths",
     "node_view",

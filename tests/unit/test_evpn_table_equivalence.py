@@ -780,6 +780,24 @@ def test_kernel_entries_as_before(seed: int) -> None:
         assert translation(evpn.kernel_entries, rp, v) == translation(oracle_entries, rp, v), rp
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_the_keys_made_with_the_entries_are_entry_keys(seed: int) -> None:
+    """``keyed_entries`` writes the keys of its entries out by hand (the hot
+    path): each is ``entry_key`` of its entry, in the same order."""
+    rnd = random.Random(100 + seed)
+    all_views = views()
+    keyed = 0
+    for _ in range(3000):
+        rp = random_path(rnd)
+        try:
+            entries, keys = evpn.keyed_entries(rp, rnd.choice(all_views))
+        except evpn.Skip:
+            continue
+        assert keys == tuple(evpn.entry_key(e) for e in entries), rp
+        keyed += 1
+    assert keyed > 150  # about 7% of the random paths get past the checks
+
+
 def state(table: evpn.RouteTable | OracleTable, route: EvpnRoute) -> dict[str, object]:
     return {
         "desired": table.desired(),
